@@ -1,0 +1,159 @@
+"""Wire format: decode and validate input records, encode outputs (orjson).
+
+Decoding never raises anything but `InvalidRecord`, whose ``reason`` is one of `REASONS`;
+callers turn it into a dead-letter record with the original bytes.
+
+>>> decode_event(b'{"id": "a", "features": {"x": 1.5, "c": "red"}, "ts": 10}', timestamp=99)
+Event(id='a', features={'x': 1.5, 'c': 'red'}, ts=10, topic='', partition=0, offset=-1, raw=None)
+>>> decode_label(b'{"id": "a", "label": true}', timestamp=99).ts
+99
+>>> try:
+...     decode_event(b'[1, 2]', timestamp=0)
+... except InvalidRecord as e:
+...     print(e.reason)
+not_object
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from stream.records import Event, Label
+
+# Every reason a record can be rejected for, with what it means.
+REASONS = {
+    "empty": "the message has no value (null or zero bytes)",
+    "oversize": "the message is larger than the configured limit",
+    "not_json": "the value is not valid JSON (or not UTF-8)",
+    "non_finite": "the value contains NaN or Infinity, which JSON does not allow",
+    "not_object": "the value is JSON but not an object",
+    "missing_id": "the id is absent, null or empty",
+    "bad_id": "the id is not a string, or is too long",
+    "bad_features": "features is absent or not an object",
+    "wrong_type": "a feature value is not a number, string, bool or null",
+    "bad_timestamp": "ts is neither epoch-ms (int) nor an ISO-8601 string",
+    "missing_label": "the label is absent or null",
+    "wrong_label_type": "the label's type does not fit the task",
+    "missing_feature": "a feature the schema requires is absent",
+    "extra_feature": "a feature the schema does not declare (schema says reject)",
+    "unknown_id": "a label whose event was never seen",
+    "duplicate_label": "a second label for an id that was already joined",
+    "duplicate_event": "an event whose id is still waiting for its label",
+    "label_past_ttl": "a label whose event expired before the label arrived",
+    "join_expired": "an event whose label did not arrive in time (report, not bad input)",
+    "model_error": "the model raised on this record (e.g. a string into a linear model)",
+}
+
+MAX_ID_LENGTH = 256
+DEFAULT_MAX_BYTES = 1 << 20
+
+
+class InvalidRecord(Exception):
+    """A record that cannot be used; ``reason`` is a key of `REASONS`."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_event(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
+    """Parse an event message; ``timestamp`` (the Kafka record's) is used when ``ts`` is absent."""
+    obj = _load_object(value, max_bytes)
+    event_id = _get_id(obj)
+    features = obj.get("features")
+    if not isinstance(features, dict):
+        raise InvalidRecord("bad_features", f"features is {_type_name(features)}, expected an object")
+    for name, v in features.items():
+        if v is None or v.__class__ in _SCALARS:
+            continue
+        raise InvalidRecord("wrong_type", f"feature {name!r} is {_type_name(v)}")
+    return Event(event_id, features, _get_ts(obj, timestamp))
+
+
+def decode_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Label:
+    """Parse a label message; the label's type is checked against the task later."""
+    obj = _load_object(value, max_bytes)
+    label_id = _get_id(obj)
+    label = obj.get("label")
+    if label is None:
+        raise InvalidRecord("missing_label", "label is absent or null")
+    if label.__class__ not in _SCALARS:
+        raise InvalidRecord("wrong_label_type", f"label is {_type_name(label)}")
+    return Label(label_id, label, _get_ts(obj, timestamp))
+
+
+def check_label_type(label: Any, task: str) -> None:
+    """Classification takes str, bool or int classes; regression takes numbers (not bools)."""
+    cls = label.__class__
+    if task == "classification":
+        if cls is float:
+            raise InvalidRecord("wrong_label_type", f"float label {label!r} for a classifier")
+    elif cls is bool or cls is str:
+        raise InvalidRecord("wrong_label_type", f"{_type_name(label)} label for a regressor")
+
+
+def encode(obj: dict) -> bytes:
+    """Encode an output record; non-str keys (class labels) are allowed."""
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+
+
+_SCALARS = frozenset({int, float, str, bool})
+
+
+def _load_object(value: bytes | None, max_bytes: int) -> dict:
+    if not value:
+        raise InvalidRecord("empty", "no value")
+    if len(value) > max_bytes:
+        raise InvalidRecord("oversize", f"{len(value)} bytes > limit {max_bytes}")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        if b"NaN" in value or b"Infinity" in value or "infinity" in str(e):
+            raise InvalidRecord("non_finite", str(e)) from None
+        raise InvalidRecord("not_json", str(e)) from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord("not_object", f"value is {_type_name(obj)}")
+    return obj
+
+
+def _get_id(obj: dict) -> str:
+    rid = obj.get("id")
+    if rid is None or rid == "":
+        raise InvalidRecord("missing_id", "id is absent, null or empty")
+    if not isinstance(rid, str):
+        raise InvalidRecord("bad_id", f"id is {_type_name(rid)}, expected a string")
+    if len(rid) > MAX_ID_LENGTH:
+        raise InvalidRecord("bad_id", f"id is {len(rid)} characters > {MAX_ID_LENGTH}")
+    return rid
+
+
+def _get_ts(obj: dict, default: int) -> int:
+    ts = obj.get("ts")
+    if ts is None:
+        return default
+    cls = ts.__class__
+    if cls is int:
+        return ts
+    if cls is float and math.isfinite(ts):
+        return int(ts)
+    if cls is str:
+        try:
+            parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRecord("bad_timestamp", f"ts {ts[:40]!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    raise InvalidRecord("bad_timestamp", f"ts is {_type_name(ts)}")
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a bool",
+            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)

@@ -1,0 +1,246 @@
+"""The learner of one partition: score events, join delayed labels, learn, watch for drift.
+
+Per label it does what `river.evaluate.progressive_val_score` and
+`river.drift.DriftRetrainingClassifier` do, in their order: update the metrics with the
+prediction that was served, feed the served error to ADWIN, apply the drift policy on a
+detection, then learn. Its whole state pickles deterministically, so a checkpoint restored
+mid-stream continues with exactly the predictions of an uninterrupted run.
+
+>>> from stream.records import Event, Label
+>>> learner = Learner(LearnerConfig(model="lr"))
+>>> [type(o).__name__ for o in learner.process_event(Event("a", {"x": 1.0}, ts=0))]
+['Prediction']
+>>> learner.process_label(Label("a", True, ts=5))
+[]
+>>> learner.version, learner.metrics.report()["n_labels"]
+({'generation': 0, 'updates': 1}, 1)
+>>> [o.reason for o in learner.process_label(Label("a", True, ts=6))]
+['duplicate_label']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from typing import Any
+
+import orjson
+
+from stream.codec import InvalidRecord, check_label_type
+from stream.drift import DataDriftMonitor, ErrorMonitor
+from stream.metrics import MetricSet
+from stream.models import build_model, task_of
+from stream.policies import ServedModel, error
+from stream.records import DriftReport, Event, Label, Prediction, Rejection
+from stream.schema import FeatureSchema
+
+
+@dataclasses.dataclass
+class LearnerConfig:
+    """Everything that decides a learner's behaviour; stored with every checkpoint."""
+
+    model: str = "lr"
+    drift_policy: str = "reset"
+    adwin_delta: float = 0.002
+    cooldown: int = 0  # labels after a concept detection during which ADWIN alarms are ignored
+    window_buffer: int = 5000  # labelled samples kept for the window/reweight policies
+    reweight_horizon: int = 1000  # labels after which reweight drops the worse model
+    max_pending: int = 1_000_000  # pending joins kept; the oldest is reported when over
+    pending_ttl: int | None = None  # event-time units after which an unlabelled event expires
+    max_early_labels: int = 10_000  # labels waiting for their event
+    early_label_wait: int = 1000  # event-time units a label may wait for its event
+    remember_ids: int = 100_000  # joined/expired ids remembered to name late duplicates
+    data_drift: bool = True
+    data_drift_delta: float = 0.002
+    data_drift_cooldown: int = 1000
+    metric_window: int = 1000
+    schema: dict | None = None
+
+
+class Learner:
+    """Model, detectors, metrics, pending joins and model version of one partition."""
+
+    def __init__(self, config: LearnerConfig | None = None, partition: int = 0):
+        self.config = config = config or LearnerConfig()
+        self.partition = partition
+        model = build_model(config.model)
+        self.task = task_of(model)
+        self.served = ServedModel(model, self.task, config.drift_policy, config.window_buffer,
+                                  config.reweight_horizon)
+        self.monitor = ErrorMonitor(config.adwin_delta, config.cooldown)
+        self.data_monitor = (DataDriftMonitor(config.data_drift_delta, config.data_drift_cooldown)
+                             if config.data_drift else None)
+        self.metrics = MetricSet(self.task, config.metric_window)
+        self.schema = FeatureSchema.from_dict(config.schema) if config.schema else FeatureSchema()
+        # id -> (x, prediction, proba, per-model predictions, generation, event ts)
+        self.pending: dict[str, tuple] = {}
+        self.early: dict[str, Label] = {}  # labels that came before their event
+        self.joined: dict[str, None] = {}  # recently joined ids, to name duplicates
+        self.expired: dict[str, None] = {}  # recently expired ids, to name late labels
+        self.clock = -(1 << 62)  # newest event time seen
+        self.n_events = 0
+        self.n_labels = 0
+        self.rejected: dict[str, int] = {}
+        self.drifts: dict[str, int] = {"concept": 0, "data": 0}
+
+    @property
+    def version(self) -> dict:
+        return self.served.version
+
+    # -- events ---------------------------------------------------------------------------
+
+    def process_event(self, event: Event, scored_at: int = 0) -> list:
+        """Score one event; returns its Prediction plus any drift reports or rejections."""
+        out: list = []
+        if event.ts > self.clock:
+            self._advance(event.ts, out)
+        if event.id in self.pending:
+            return self._reject(out, event, "duplicate_event", f"id {event.id!r} is pending")
+        try:
+            x = self.schema.check(event.features)
+            pred, proba, per_model = self.served.predict(x)
+        except InvalidRecord as e:
+            return self._reject(out, event, e.reason, e.detail)
+        except Exception as e:  # a model that cannot take this input must not stop the stream
+            return self._reject(out, event, "model_error", f"{type(e).__name__}: {e}")
+        self.n_events += 1
+        served = self.served
+        if len(self.pending) >= self.config.max_pending:
+            self._expire_oldest_pending(out, "max_pending reached")
+        self.pending[event.id] = (x, pred, proba, per_model, served.generation, event.ts)
+        out.append(Prediction(event.id, pred, proba, served.generation, served.updates,
+                              self.partition, event.offset, event.ts, scored_at))
+        if self.data_monitor is not None:
+            for feature, figures in self.data_monitor.update(x):
+                self.drifts["data"] += 1
+                out.append(DriftReport("data", self.partition, event.ts, self.n_events, figures,
+                                       "reported", served.version, served.version, feature))
+        early = self.early.pop(event.id, None)
+        if early is not None:
+            self._join(early, out)
+        return out
+
+    # -- labels ---------------------------------------------------------------------------
+
+    def process_label(self, label: Label) -> list:
+        """Join a label with its pending event, learn from it and watch for drift."""
+        out: list = []
+        if label.ts > self.clock:
+            self._advance(label.ts, out)
+        try:
+            check_label_type(label.label, self.task)
+        except InvalidRecord as e:
+            return self._reject(out, label, e.reason, e.detail)
+        if label.id in self.pending:
+            self._join(label, out)
+        elif label.id in self.joined or label.id in self.early:
+            self._reject(out, label, "duplicate_label", f"id {label.id!r} already has a label")
+        elif label.id in self.expired:
+            self._reject(out, label, "label_past_ttl", f"event {label.id!r} expired unlabelled")
+        else:
+            if len(self.early) >= self.config.max_early_labels:
+                oldest = next(iter(self.early))
+                self._reject(out, self.early.pop(oldest), "unknown_id",
+                             "no event with this id; early-label buffer full")
+            self.early[label.id] = label
+        return out
+
+    def _join(self, label: Label, out: list) -> None:
+        x, pred, proba, per_model, generation, _ = self.pending.pop(label.id)
+        self.n_labels += 1
+        _remember(self.joined, label.id, self.config.remember_ids)
+        y = label.label
+        self.metrics.update(y, pred, proba)
+        served = self.served
+        if pred is not None:
+            figures = self.monitor.update(error(self.task, y, pred))
+            if figures is not None:
+                before = served.version
+                action = served.on_drift(figures["width_after"])
+                self.drifts["concept"] += 1
+                out.append(DriftReport("concept", self.partition, label.ts, self.monitor.n_seen,
+                                       figures, action, before, served.version))
+        try:
+            served.learn(x, y, per_model if generation == served.generation else None)
+        except Exception as e:
+            self._reject(out, label, "model_error", f"learn_one: {type(e).__name__}: {e}")
+
+    # -- time and bounds ------------------------------------------------------------------
+
+    def _advance(self, ts: int, out: list) -> None:
+        """Move the event-time clock; expire pending joins and early labels that are too old."""
+        self.clock = ts
+        ttl = self.config.pending_ttl
+        if ttl is not None:
+            pending = self.pending
+            while pending:
+                oldest = next(iter(pending))
+                if ts - pending[oldest][5] <= ttl:
+                    break
+                self._expire_pending(oldest, out, f"no label within pending_ttl={ttl}")
+        early = self.early
+        wait = self.config.early_label_wait
+        while early:
+            oldest = next(iter(early))
+            if ts - early[oldest].ts <= wait:
+                break
+            self._reject(out, early.pop(oldest), "unknown_id",
+                         f"no event with this id within early_label_wait={wait}")
+
+    def _expire_oldest_pending(self, out: list, why: str) -> None:
+        self._expire_pending(next(iter(self.pending)), out, why)
+
+    def _expire_pending(self, event_id: str, out: list, why: str) -> None:
+        x, _, _, _, _, ts = self.pending.pop(event_id)
+        _remember(self.expired, event_id, self.config.remember_ids)
+        raw = orjson.dumps({"id": event_id, "features": x, "ts": ts})
+        self._count("join_expired")
+        out.append(Rejection("join_expired", why, "", self.partition, -1, raw, event_id))
+
+    def _reject(self, out: list, record: Event | Label, reason: str, detail: str) -> list:
+        self._count(reason)
+        out.append(Rejection(reason, detail, record.topic, record.partition, record.offset,
+                             record.raw, record.id))
+        return out
+
+    def _count(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    # -- state ----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The whole state, deterministically: equal learners give equal bytes.
+
+        A plain pickle depends on which equal strings happen to be one object (interning), so
+        a restored learner would pickle differently from the original. Pickling the learner as
+        restored from its own pickle removes that: the result is a fixed point.
+        """
+        return pickle.dumps(pickle.loads(pickle.dumps(self, protocol=5)), protocol=5)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Learner:
+        learner = pickle.loads(data)
+        if not isinstance(learner, Learner):
+            raise TypeError(f"state holds a {type(learner).__name__}, not a Learner")
+        return learner
+
+    def summary(self) -> dict[str, Any]:
+        """Counters and metrics for status, checkpoints and the metrics topic."""
+        return {
+            "partition": self.partition,
+            "model": self.version,
+            "n_events": self.n_events,
+            "n_labels": self.n_labels,
+            "pending": len(self.pending),
+            "early_labels": len(self.early),
+            "clock": self.clock,
+            "rejected": dict(self.rejected),
+            "drifts": dict(self.drifts),
+            "metrics": self.metrics.report(),
+        }
+
+
+def _remember(ids: dict, key: str, limit: int) -> None:
+    ids[key] = None
+    if len(ids) > limit:
+        del ids[next(iter(ids))]

@@ -1,0 +1,145 @@
+"""Drift policies: what happens to the served model when ADWIN detects a concept change.
+
+- ``reset``: a fresh clone replaces the model (River's `DriftRetrainingClassifier` with
+  ``train_in_background=False``).
+- ``window``: a fresh clone trained on the labelled samples inside ADWIN's post-change window
+  (kept in a bounded buffer) replaces the model, so it starts from recent data, not from zero.
+- ``reweight``: the old model stays, a new one (trained like ``window``) joins it, and their
+  predictions are blended by recent error; after ``horizon`` labels the worse one is dropped.
+- ``none``: detect and report only.
+
+>>> from river import linear_model
+>>> served = ServedModel(linear_model.LogisticRegression(), "classification", "window", 100)
+>>> for i in range(50):
+...     served.learn({"x": float(i % 2)}, i % 2 == 1, served.predict({"x": float(i % 2)})[2])
+>>> served.on_drift(width_after=10)
+'retrained on last 10 samples'
+>>> served.generation, served.updates
+(1, 10)
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from river import base
+
+POLICIES = ("reset", "window", "reweight", "none")
+
+
+class ServedModel:
+    """The model (or, under ``reweight``, the models) that serve predictions.
+
+    The version ``(generation, updates)`` changes when a policy replaces the model and on every
+    learn step, so every prediction can say exactly which model state made it.
+    """
+
+    def __init__(self, model: base.Estimator, task: str, policy: str = "reset",
+                 buffer_size: int = 5000, horizon: int = 1000, ewma: float = 0.02):
+        if policy not in POLICIES:
+            raise ValueError(f"drift policy {policy!r} is not one of {POLICIES}")
+        self.prototype = model.clone()
+        self.task = task
+        self.policy = policy
+        self.models: list[base.Estimator] = [model]
+        self.errors: list[float] = [0.0]  # EWMA of each model's own error (reweight)
+        self.horizon = horizon
+        self.ewma = ewma
+        self.since_drift = 0
+        self.generation = 0
+        self.updates = 0
+        keep = buffer_size if policy in ("window", "reweight") else 0
+        self.buffer: collections.deque = collections.deque(maxlen=keep)
+        self._fast_argmax = task == "classification" and _predict_is_argmax(model)
+
+    @property
+    def version(self) -> dict:
+        return {"generation": self.generation, "updates": self.updates}
+
+    def predict(self, x: dict) -> tuple[Any, dict | None, list | None]:
+        """(prediction, class probabilities or None, per-model predictions or None)."""
+        if len(self.models) == 1:
+            pred, proba = self._predict_one(self.models[0], x)
+            return pred, proba, None
+        outputs = [self._predict_one(m, x) for m in self.models]
+        weights = [1.0 / (e + 1e-6) for e in self.errors]
+        if self.task == "classification":
+            blend: dict = {}
+            for (_, proba), w in zip(outputs, weights):
+                for c, p in (proba or {}).items():
+                    blend[c] = blend.get(c, 0.0) + w * p
+            total = sum(blend.values())
+            proba = {c: p / total for c, p in blend.items()} if total else {}
+            pred = max(proba, key=proba.get) if proba else None
+        else:
+            pairs = [(p, w) for (p, _), w in zip(outputs, weights) if p is not None]
+            proba = None
+            pred = sum(p * w for p, w in pairs) / sum(w for _, w in pairs) if pairs else None
+        return pred, proba, [p for p, _ in outputs]
+
+    def _predict_one(self, model: base.Estimator, x: dict) -> tuple[Any, dict | None]:
+        if self.task != "classification":
+            return model.predict_one(x), None
+        proba = model.predict_proba_one(x)
+        if self._fast_argmax:  # same as River's Classifier.predict_one, without a second pass
+            return (max(proba, key=proba.get) if proba else None), proba
+        return model.predict_one(x), proba
+
+    def learn(self, x: dict, y: Any, per_model: list | None) -> None:
+        """Learn one label (all models under ``reweight``) and track each model's error."""
+        if per_model is not None and len(per_model) == len(self.models):
+            a = self.ewma
+            for i, p in enumerate(per_model):
+                if p is not None:
+                    self.errors[i] += a * (error(self.task, y, p) - self.errors[i])
+        for model in self.models:
+            model.learn_one(x, y)
+        self.updates += 1
+        if self.buffer.maxlen:
+            self.buffer.append((x, y))
+        if len(self.models) > 1:
+            self.since_drift += 1
+            if self.since_drift >= self.horizon:
+                best = min(range(len(self.models)), key=self.errors.__getitem__)
+                self.models = [self.models[best]]
+                self.errors = [self.errors[best]]
+
+    def on_drift(self, width_after: int) -> str:
+        """Apply the policy after a concept-drift detection; return what was done."""
+        if self.policy == "none":
+            return "none"
+        fresh = self.prototype.clone()
+        n = min(width_after, len(self.buffer)) if self.buffer.maxlen else 0
+        if n:
+            for x, y in list(self.buffer)[-n:]:
+                fresh.learn_one(x, y)
+        self.generation += 1
+        self.updates = n
+        if self.policy == "reweight":
+            if len(self.models) > 1:  # keep the better of the two current ones
+                best = min(range(len(self.models)), key=self.errors.__getitem__)
+                self.models, self.errors = [self.models[best]], [self.errors[best]]
+            self.models.append(fresh)
+            self.errors.append(self.errors[0])
+            self.since_drift = 0
+            return f"added challenger trained on last {n} samples"
+        self.models = [fresh]
+        self.errors = [0.0]
+        return "reset" if self.policy == "reset" else f"retrained on last {n} samples"
+
+
+def error(task: str, y: Any, y_pred: Any) -> float:
+    """Served error fed to ADWIN: 0/1 for classification, absolute error for regression."""
+    if task == "classification":
+        return 0.0 if y_pred == y else 1.0
+    return abs(y - y_pred)
+
+
+def _predict_is_argmax(model: base.Estimator) -> bool:
+    """True when the model's ``predict_one`` is River's default argmax of probabilities."""
+    from river import compose  # noqa: PLC0415 (keep the module import light)
+
+    if isinstance(model, compose.Pipeline):
+        model = list(model.steps.values())[-1]
+    return type(model).predict_one is base.Classifier.predict_one

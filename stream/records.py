@@ -1,0 +1,133 @@
+"""The records that flow through a partition: inputs (events, labels) and outputs.
+
+Inputs carry where they came from (topic, partition, offset) and their original bytes, so
+that anything rejected later, even deep in the learner, can still be dead-lettered with the
+exact bytes that were received.
+
+>>> e = Event(id="a1", features={"x": 1.0}, ts=1000, partition=0, offset=7)
+>>> Prediction(id=e.id, prediction=True, proba={False: 0.2, True: 0.8}, generation=0,
+...            updates=3, partition=0, offset=7, event_ts=1000, scored_at=5).to_wire()["model"]
+{'generation': 0, 'updates': 3}
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Event:
+    """Features to score, keyed by a unique id; ``ts`` is the event time (ms)."""
+
+    id: str
+    features: dict[str, Any]
+    ts: int
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+    raw: bytes | None = None
+
+
+@dataclass(slots=True)
+class Label:
+    """The true outcome of the event with the same id, revealed at event time ``ts``."""
+
+    id: str
+    label: Any
+    ts: int
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+    raw: bytes | None = None
+
+
+@dataclass(slots=True)
+class Prediction:
+    """What the worker served for one event, with the model version that served it."""
+
+    id: str
+    prediction: Any
+    proba: dict | None
+    generation: int
+    updates: int
+    partition: int
+    offset: int
+    event_ts: int
+    scored_at: int
+
+    def to_wire(self) -> dict:
+        out = {
+            "id": self.id,
+            "prediction": self.prediction,
+            "model": {"generation": self.generation, "updates": self.updates},
+            "partition": self.partition,
+            "offset": self.offset,
+            "event_ts": self.event_ts,
+            "scored_at": self.scored_at,
+        }
+        if self.proba is not None:
+            # JSON object keys are strings; class labels may be bools or ints.
+            out["proba"] = {_key(k): v for k, v in self.proba.items()}
+        return out
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    return str(k)
+
+
+@dataclass(slots=True)
+class DriftReport:
+    """A detected change: ``concept`` (served error) or ``data`` (one numeric feature)."""
+
+    kind: str
+    partition: int
+    event_ts: int
+    n_seen: int
+    detector: dict
+    action: str
+    model_before: dict
+    model_after: dict
+    feature: str | None = None
+
+    def to_wire(self) -> dict:
+        out = {
+            "kind": self.kind,
+            "partition": self.partition,
+            "event_ts": self.event_ts,
+            "n_seen": self.n_seen,
+            "detector": self.detector,
+            "action": self.action,
+            "model_before": self.model_before,
+            "model_after": self.model_after,
+        }
+        if self.feature is not None:
+            out["feature"] = self.feature
+        return out
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A record that could not be used, with the reason; becomes a dead-letter record."""
+
+    reason: str
+    detail: str
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+    raw: bytes | None = None
+    id: str | None = field(default=None)
+
+    def to_wire(self) -> dict:
+        out = {
+            "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+            "reason": self.reason,
+            "detail": self.detail,
+            "raw": base64.b64encode(self.raw).decode("ascii") if self.raw is not None else None,
+        }
+        if self.id is not None:
+            out["id"] = self.id
+        return out
