@@ -34,7 +34,7 @@ class ErrorMonitor:
     def update(self, value: float) -> dict | None:
         """Feed one value; return the detector's figures when a change is detected."""
         adwin = self.adwin
-        width_before = adwin.width
+        width_before = int(adwin.width)
         total_before = adwin.total
         adwin.update(value)
         self.n_seen += 1
@@ -45,7 +45,7 @@ class ErrorMonitor:
             return None
         self.n_detections += 1
         self._quiet_until = self.n_seen + self.cooldown
-        width_after = adwin.width
+        width_after = int(adwin.width)
         dropped = width_before + 1 - width_after
         return {
             "name": "ADWIN",
