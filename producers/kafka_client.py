@@ -12,21 +12,28 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 from kafka.admin import NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import (
     CommitFailedError,
+    KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
-    NoBrokersAvailable,
+    NodeNotReadyError,
     RebalanceInProgressError,
 )
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 __all__ = [
+    "KafkaError",  # re-exported: base of the errors that send futures and polls can raise
     "ROLES",
     "Admin",
     "Consumer",
@@ -44,6 +51,8 @@ ROLES = ("events", "labels", "predictions", "drift", "metrics", "deadletter")
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
 
+# What kafka-python 3 raises at construction when it cannot bootstrap.
+_UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError)
 _ERROR_TOPIC_ALREADY_EXISTS = 36
 _ERROR_UNKNOWN_TOPIC = 3
 
@@ -155,7 +164,7 @@ def _tuples(tps: Iterable[TopicPartition]) -> list[Partition]:
 
 def _unavailable(settings: KafkaSettings, exc: Exception) -> KafkaUnavailable:
     # The kafka-python message names only the address; the settings (with secrets) stay out.
-    return KafkaUnavailable(settings.bootstrap_servers, f"{type(exc).__name__}: {exc}")
+    return KafkaUnavailable(settings.bootstrap_servers, str(exc) or type(exc).__name__)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -208,7 +217,7 @@ class Consumer:
             kwargs["client_id"] = client_id
         try:
             self._consumer = KafkaConsumer(**kwargs)
-        except (KafkaTimeoutError, NoBrokersAvailable) as exc:
+        except _UNREACHABLE as exc:
             raise _unavailable(settings, exc) from None
 
     def subscribe(
@@ -327,7 +336,7 @@ class Producer:
             kwargs["client_id"] = client_id
         try:
             self._producer = KafkaProducer(**kwargs)
-        except (KafkaTimeoutError, NoBrokersAvailable) as exc:
+        except _UNREACHABLE as exc:
             raise _unavailable(settings, exc) from None
 
     def send(
@@ -362,7 +371,7 @@ class Admin:
     def __init__(self, settings: KafkaSettings):
         try:
             self._admin = KafkaAdminClient(**settings.client_kwargs())
-        except (KafkaTimeoutError, NoBrokersAvailable) as exc:
+        except _UNREACHABLE as exc:
             raise _unavailable(settings, exc) from None
 
     def list_topics(self) -> set[str]:
@@ -429,5 +438,3 @@ class Admin:
     def close(self) -> None:
         self._admin.close()
 
-
-__all__ += ["KafkaError"]
