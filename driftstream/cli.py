@@ -23,6 +23,16 @@ class CliError(Exception):
     """A usage or input problem, reported as one line, exit code 2."""
 
 
+def _known_errors() -> tuple:
+    errors = [CliError, ValueError, OSError]
+    for module, name in (("producers.kafka_client", "KafkaClientError"),
+                         ("state.checkpoints", "StateError")):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -33,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
-    except (CliError, ValueError, OSError) as e:
+    except Exception as e:
+        if not isinstance(e, _known_errors()):
+            raise
         print(f"driftstream {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -61,6 +73,54 @@ def build_parser() -> argparse.ArgumentParser:
                        "until Ctrl-C/SIGTERM. Data is kept in memory only.")
     p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create the driftstream topics",
+                       description="Create events, labels, predictions, drift, metrics and "
+                       "deadletter (with --topic-prefix) with the same partition count, so "
+                       "that events and labels are co-partitioned. Existing topics are kept.")
+    p.add_argument("action", choices=["create", "list"])
+    p.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("run", help="run a worker (a member of the consumer group)",
+                       description="Join the consumer group, score events and learn from labels "
+                       "for every assigned partition, publish predictions, drift, metrics and "
+                       "dead letters, and checkpoint state to --state.")
+    _kafka_args(p)
+    _learner_args(p)
+    _worker_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("produce", help="publish a synthetic or file stream to events and labels",
+                       description="Publish events and labels in event-time order (each label "
+                       "when its reveal time is reached), validated before sending.")
+    p.add_argument("kind", choices=["synthetic", "file"], help="what to publish")
+    p.add_argument("name_or_path", metavar="NAME|PATH",
+                   help="synthetic stream name, or the file to read")
+    _produce_args(p)
+    _kafka_args(p)
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("tail", help="print drift, predictions, dead letters or metrics",
+                       description="Print the records of one output topic as they arrive.")
+    p.add_argument("what", choices=["drift", "predictions", "deadletter", "metrics"])
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    p.add_argument("--json", action="store_true", help="print the raw JSON records")
+    p.add_argument("--max", type=int, default=None, metavar="N", help="stop after N records")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="stop after S seconds without a record")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("status", help="per-partition lag, model version, metric, last drift",
+                       description="Read the state file and the input topics' end offsets and "
+                       "show, per partition: lag of both inputs, model version, rolling metric, "
+                       "last drift and pending joins.")
+    p.add_argument("--state", required=True, help="the workers' state file")
+    p.add_argument("--json", action="store_true")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_status)
     return parser
 
 
@@ -85,6 +145,79 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--id-column", help="file: column with the event id")
     g.add_argument("--label-column", help="file: column with the label")
     g.add_argument("--timestamp-column", help="file: column with the event time")
+
+
+def _kafka_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Kafka")
+    g.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+                   metavar="HOST:PORT",
+                   help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    g.add_argument("--topic-prefix", default="", help="prefix of every topic name (default none)")
+    g.add_argument("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT",
+                                                   "SASL_SSL"])
+    g.add_argument("--sasl-mechanism", help="e.g. PLAIN, SCRAM-SHA-256")
+    g.add_argument("--sasl-username", help="SASL user")
+    g.add_argument("--sasl-password-env", metavar="VAR", default="KAFKA_SASL_PASSWORD",
+                   help="environment variable holding the SASL password (default "
+                        "KAFKA_SASL_PASSWORD; never pass secrets on the command line)")
+    g.add_argument("--ssl-cafile")
+    g.add_argument("--ssl-certfile")
+    g.add_argument("--ssl-keyfile")
+    g.add_argument("--fast-group-timeouts", action="store_true",
+                   help="2 s session timeout: ~1 s group joins on Tansu (Apache Kafka rejects it)")
+
+
+def kafka_settings(args: argparse.Namespace):
+    from producers.kafka_client import KafkaSettings
+
+    if not args.bootstrap_servers:
+        raise CliError("no broker: pass --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS "
+                       "(or run `driftstream broker` for a local one)")
+    return KafkaSettings(
+        bootstrap_servers=args.bootstrap_servers, security_protocol=args.security_protocol,
+        sasl_mechanism=args.sasl_mechanism, sasl_plain_username=args.sasl_username,
+        sasl_plain_password=os.environ.get(args.sasl_password_env) if args.sasl_username
+        else None, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile, fast_group_timeouts=args.fast_group_timeouts)
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("worker")
+    g.add_argument("--state", required=True, metavar="PATH",
+                   help="SQLite state file (checkpoints, drift log); workers may share one")
+    g.add_argument("--group", default="driftstream", help="consumer group (default driftstream)")
+    g.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="exit 0 once every input is caught up and idle this long")
+    g.add_argument("--checkpoint-every", type=int, default=10_000, metavar="N",
+                   help="checkpoint a partition after N records (default 10000)")
+    g.add_argument("--checkpoint-interval", type=float, default=10.0, metavar="S",
+                   help="checkpoint a busy partition at least every S seconds (default 10)")
+    g.add_argument("--max-idle-ms", type=int, default=None, metavar="MS",
+                   help="process one input without waiting for the other once the other has "
+                        "been silent this long (default: wait until it is caught up)")
+    g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _produce_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stream")
+    g.add_argument("--n", type=int, default=20_000, help="synthetic samples (default 20000)")
+    g.add_argument("--seed", type=int, default=42, help="synthetic seed (default 42)")
+    g.add_argument("--drift-at", type=_int_list, default=[], metavar="I,J,...",
+                   help="positions of sudden concept changes (synthetic)")
+    g.add_argument("--label-delay", default="0", metavar="SPEC",
+                   help="N, uniform:LO:HI or exp:MEAN (synthetic); N for files (default 0)")
+    g.add_argument("--missing-labels", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of labels never sent (synthetic)")
+    g.add_argument("--start-ts", type=int, default=None, metavar="MS",
+                   help="event time of the first synthetic event (default: now, epoch-ms)")
+    g.add_argument("--step-ms", type=int, default=1, help="event-time step between events (1)")
+    g.add_argument("--id-column", help="file: column with the event id")
+    g.add_argument("--label-column", help="file: column with the label")
+    g.add_argument("--timestamp-column", help="file: column with the event time")
+    g.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    g.add_argument("--partitions", type=int, default=None, metavar="N",
+                   help="spread samples round-robin over N partitions (default: by key hash)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _learner_args(p: argparse.ArgumentParser) -> None:
@@ -163,6 +296,89 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics(args: argparse.Namespace) -> int:
+    from producers.kafka_client import Admin, topic_names
+
+    admin = Admin(kafka_settings(args))
+    try:
+        names = list(topic_names(args.topic_prefix).values())
+        if args.action == "create":
+            created = admin.create_topics(names, args.partitions)
+            for name in names:
+                print(f"{name}: {'created' if name in created else 'exists'}")
+        else:
+            for name in sorted(admin.list_topics()):
+                print(name)
+    finally:
+        admin.close()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from consumers.worker import Worker, WorkerOptions
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = learner_config(args)
+    worker = Worker(kafka_settings(args), config, args.state, WorkerOptions(
+        group=args.group, topic_prefix=args.topic_prefix,
+        checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
+        exit_when_idle=args.exit_when_idle, max_idle_ms=args.max_idle_ms))
+
+    def on_signal(signum, frame):
+        if worker.stopping:
+            raise SystemExit(1)  # second signal: exit at once
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return worker.run()
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    import time
+
+    from producers.publisher import EventPublisher, publish_samples
+    from producers.sources import file_samples, synthetic
+
+    if args.kind == "synthetic":
+        start = args.start_ts if args.start_ts is not None else time.time_ns() // 1_000_000
+        samples = synthetic(args.name_or_path, n=args.n, seed=args.seed, drift_at=args.drift_at,
+                            label_delay=args.label_delay, missing_labels=args.missing_labels,
+                            start_ts=start, step=args.step_ms)
+    else:
+        if not (args.id_column and args.label_column):
+            raise CliError("produce file needs --id-column and --label-column")
+        samples = file_samples(args.name_or_path, args.id_column, args.label_column,
+                               args.timestamp_column, int(args.label_delay))
+    publisher = EventPublisher(kafka_settings(args), args.topic_prefix)
+    try:
+        counts = publish_samples(publisher, samples, rate=args.rate, partitions=args.partitions,
+                                 progress=not args.no_progress)
+    finally:
+        publisher.close()
+    print(f"published {counts['events']} events and {counts['labels']} labels")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from consumers.tail import tail
+
+    return tail(kafka_settings(args), args.topic_prefix, args.what, args.from_beginning,
+                args.json, args.max, args.timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from consumers.status import format_status, partition_status
+
+    rows = partition_status(kafka_settings(args), args.topic_prefix, args.state)
+    print(json.dumps(rows, default=str) if args.json else format_status(rows))
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from driftstream.broker import serve
 
@@ -174,10 +390,6 @@ def _int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
-
-
-def env_default(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class LearnerConfig:
     drift_policy: str = "reset"
     adwin_delta: float = 0.002
     cooldown: int = 0  # labels after a concept detection during which ADWIN alarms are ignored
+    # ADWIN also fires when the error falls (e.g. while a young model learns); by default only
+    # a rise makes the policy act. True acts on both, as river.drift.DriftRetrainingClassifier.
+    act_on_decrease: bool = False
     window_buffer: int = 5000  # labelled samples kept for the window/reweight policies
     reweight_horizon: int = 1000  # labels after which reweight drops the worse model
     max_pending: int = 1_000_000  # pending joins kept; the oldest is reported when over
@@ -156,7 +159,10 @@ class Learner:
             figures = self.monitor.update(error(self.task, y, pred))
             if figures is not None:
                 before = served.version
-                action = served.on_drift(figures["width_after"])
+                rose = (figures["mean_before"] is None
+                        or figures["mean_after"] > figures["mean_before"])
+                action = (served.on_drift(figures["width_after"])
+                          if rose or self.config.act_on_decrease else "none (error fell)")
                 self.drifts["concept"] += 1
                 out.append(DriftReport("concept", self.partition, label.ts, self.monitor.n_seen,
                                        figures, action, before, served.version))
@@ -194,16 +200,17 @@ class Learner:
         x, _, _, _, _, ts = self.pending.pop(event_id)
         _remember(self.expired, event_id, self.config.remember_ids)
         raw = orjson.dumps({"id": event_id, "features": x, "ts": ts})
-        self._count("join_expired")
+        self.count_rejection("join_expired")
         out.append(Rejection("join_expired", why, "", self.partition, -1, raw, event_id))
 
     def _reject(self, out: list, record: Event | Label, reason: str, detail: str) -> list:
-        self._count(reason)
+        self.count_rejection(reason)
         out.append(Rejection(reason, detail, record.topic, record.partition, record.offset,
                              record.raw, record.id))
         return out
 
-    def _count(self, reason: str) -> None:
+    def count_rejection(self, reason: str) -> None:
+        """Count a rejected record (also those rejected before reaching the learner)."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     # -- state ----------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_reset_policy_equals_drift_retraining_classifier(spec):
         reference.learn_one(x, y)
 
     learner, preds = learner_run(dataset, [0] * len(dataset), model=spec,
-                                 drift_policy="reset", cooldown=0)
+                                 drift_policy="reset", cooldown=0, act_on_decrease=True)
     assert learner.drifts["concept"] >= 1, "the stream must make ADWIN fire for this to test much"
     assert learner.version["generation"] == learner.drifts["concept"]
     assert preds == expected

@@ -1,0 +1,347 @@
+"""Wire format: decoding never raises anything but InvalidRecord, and says why."""
+
+from __future__ import annotations
+
+import base64
+import random
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream.codec import (
+    MAX_ID_LENGTH,
+    REASONS,
+    InvalidRecord,
+    check_label_type,
+    decode_event,
+    decode_label,
+    encode,
+)
+from stream.records import Event, Label, Prediction, Rejection
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DECODERS = [decode_event, decode_label]
+
+
+def reason_of(decoder, value, **kw) -> str:
+    with pytest.raises(InvalidRecord) as info:
+        decoder(value, timestamp=0, **kw)
+    e = info.value
+    assert e.reason in REASONS
+    assert isinstance(e.detail, str) and e.detail
+    return e.reason
+
+
+def decode_or_reject(decoder, value: bytes | None, max_bytes: int = 1 << 20):
+    """Decode; any exception other than a well-formed InvalidRecord fails the test."""
+    try:
+        return decoder(value, timestamp=123, max_bytes=max_bytes)
+    except InvalidRecord as e:
+        assert e.reason in REASONS, e.reason
+        assert isinstance(e.detail, str) and e.detail, e
+        return e
+
+
+# -- strategies -----------------------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20)
+timestamps = st.one_of(
+    st.none(), st.integers(min_value=-(2**62), max_value=2**62),
+    st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                                            timezone(timedelta(hours=-8))]))
+    .map(lambda d: d.isoformat()),
+    st.text(max_size=30), st.booleans(), st.floats(allow_nan=False, allow_infinity=False))
+record_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.text(max_size=300), json_values),
+        "features": st.one_of(st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+                              json_values),
+        "label": json_values,
+        "ts": timestamps,
+    })
+valid_features = st.dictionaries(
+    st.text(max_size=10),
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+              st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)),
+    max_size=6)
+valid_ids = st.text(min_size=1, max_size=MAX_ID_LENGTH)
+
+
+# -- properties -----------------------------------------------------------------------------
+
+@FAST
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_only_raise_invalid_record(value):
+    for decoder in DECODERS:
+        decode_or_reject(decoder, value)
+
+
+@FAST
+@given(json_values)
+def test_arbitrary_json_values_only_raise_invalid_record(obj):
+    value = orjson.dumps(obj)
+    for decoder in DECODERS:
+        decode_or_reject(decoder, value)
+
+
+@FAST
+@given(record_like)
+def test_record_shaped_objects_only_raise_invalid_record(obj):
+    value = orjson.dumps(obj)
+    for decoder in DECODERS:
+        out = decode_or_reject(decoder, value)
+        if not isinstance(out, InvalidRecord):
+            assert isinstance(out.id, str) and 0 < len(out.id) <= MAX_ID_LENGTH
+            assert isinstance(out.ts, int)
+
+
+@FAST
+@given(valid_ids, valid_features, st.booleans(), st.data())
+def test_mutated_valid_records_only_raise_invalid_record(rid, features, label, data):
+    value = bytearray(orjson.dumps({"id": rid, "features": features, "label": label, "ts": 5}))
+    ops = data.draw(st.lists(st.tuples(st.sampled_from(["flip", "drop", "insert", "cut"]),
+                                       st.integers(0, 10_000), st.integers(0, 255)),
+                             min_size=1, max_size=5))
+    for op, pos, byte in ops:
+        if not value:
+            break
+        i = pos % len(value)
+        if op == "flip":
+            value[i] = byte
+        elif op == "drop":
+            del value[i]
+        elif op == "insert":
+            value.insert(i, byte)
+        else:
+            del value[i:]
+    for decoder in DECODERS:
+        decode_or_reject(decoder, bytes(value), max_bytes=len(value) + 1)
+
+
+@FAST
+@given(valid_ids, valid_features, st.integers(min_value=-(2**62), max_value=2**62))
+def test_valid_event_round_trips(rid, features, ts):
+    value = orjson.dumps({"id": rid, "features": features, "ts": ts})
+    e = decode_event(value, timestamp=0)
+    assert (e.id, e.features, e.ts) == (rid, features, ts)
+    # ts defaults to the Kafka record's timestamp
+    e = decode_event(orjson.dumps({"id": rid, "features": features}), timestamp=77)
+    assert e.ts == 77
+
+
+@FAST
+@given(valid_ids, st.one_of(st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                            st.floats(allow_nan=False, allow_infinity=False), st.text()),
+       st.integers(min_value=0, max_value=2**62))
+def test_valid_label_round_trips(rid, label, ts):
+    lb = decode_label(orjson.dumps({"id": rid, "label": label, "ts": ts}), timestamp=0)
+    assert (lb.id, lb.label, lb.ts) == (rid, label, ts)
+    assert type(lb.label) is type(label)
+
+
+@FAST
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+       st.integers(-14 * 60 + 1, 14 * 60 - 1))
+def test_iso_timestamp_is_exact_epoch_ms(moment, offset_minutes):
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    tz = timezone(timedelta(minutes=offset_minutes))
+    aware = moment.replace(tzinfo=tz)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    expected = (aware - epoch) // timedelta(milliseconds=1)
+    value = orjson.dumps({"id": "a", "features": {}, "ts": aware.isoformat()})
+    assert decode_event(value, timestamp=0).ts == expected
+
+
+def test_iso_millisecond_rounding_regression():
+    # int(datetime.timestamp() * 1000) gives ...549 here.
+    value = b'{"id": "a", "features": {}, "ts": "1987-03-12T00:11:34.550Z"}'
+    assert decode_event(value, timestamp=0).ts == 542506294550
+
+
+# -- each reason ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("value", [None, b""])
+def test_empty(decoder, value):
+    assert reason_of(decoder, value) == "empty"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_oversize(decoder):
+    value = orjson.dumps({"id": "a", "features": {"x": "y" * 100}, "label": 1})
+    assert reason_of(decoder, value, max_bytes=50) == "oversize"
+    assert decoder(value, timestamp=0, max_bytes=len(value)).id == "a"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("value", [b"{", b"not json", b"\xff\xfe{}", b'{"id": "a",}',
+                                   b'{"id": "NaN", "features": {', b'"\\ud800"'])
+def test_not_json(decoder, value):
+    assert reason_of(decoder, value) == "not_json"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
+def test_non_finite(decoder, literal):
+    value = b'{"id": "a", "features": {"x": ' + literal + b'}, "label": ' + literal + b"}"
+    assert reason_of(decoder, value) == "non_finite"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("value", [b"[1, 2]", b"1", b'"s"', b"true", b"null"])
+def test_not_object(decoder, value):
+    assert reason_of(decoder, value) == "not_object"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("obj", [{}, {"id": None}, {"id": ""}])
+def test_missing_id(decoder, obj):
+    obj = {**obj, "features": {}, "label": 1}
+    assert reason_of(decoder, orjson.dumps(obj)) == "missing_id"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("rid", [1, 1.5, True, ["a"], {"a": 1}, "x" * (MAX_ID_LENGTH + 1)])
+def test_bad_id(decoder, rid):
+    assert reason_of(decoder, orjson.dumps({"id": rid, "features": {}, "label": 1})) == "bad_id"
+
+
+def test_id_at_max_length_is_fine():
+    assert decode_event(orjson.dumps({"id": "x" * MAX_ID_LENGTH, "features": {}}), 0).id
+
+
+@pytest.mark.parametrize("features", ["absent", None, [1, 2], "x", 3])
+def test_bad_features(features):
+    obj = {"id": "a"} if features == "absent" else {"id": "a", "features": features}
+    assert reason_of(decode_event, orjson.dumps(obj)) == "bad_features"
+
+
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, []])
+def test_feature_value_wrong_type(value):
+    obj = {"id": "a", "features": {"ok": 1, "bad": value}}
+    assert reason_of(decode_event, orjson.dumps(obj)) == "wrong_type"
+
+
+def test_feature_values_of_every_scalar_type_and_null_pass():
+    features = {"i": 1, "f": 1.5, "s": "red", "b": False, "n": None}
+    assert decode_event(orjson.dumps({"id": "a", "features": features}), 0).features == features
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("ts", [True, False, [1], {"t": 1}, "yesterday", "2021-13-01", ""])
+def test_bad_timestamp(decoder, ts):
+    obj = {"id": "a", "features": {}, "label": 1, "ts": ts}
+    assert reason_of(decoder, orjson.dumps(obj)) == "bad_timestamp"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("ts, expected", [
+    ("2021-01-01T00:00:00Z", 1609459200000),
+    ("2021-01-01T00:00:00.250Z", 1609459200250),
+    ("2021-01-01T01:00:00+01:00", 1609459200000),
+    ("2020-12-31T19:00:00-05:00", 1609459200000),
+    ("2021-01-01T00:00:00", 1609459200000),  # naive: UTC
+    ("1969-12-31T23:59:59.999Z", -1),
+    (1609459200123, 1609459200123),  # epoch ms
+    (0, 0),
+    (1609459200123.9, 1609459200123),
+])
+def test_timestamps(decoder, ts, expected):
+    obj = {"id": "a", "features": {}, "label": 1, "ts": ts}
+    assert decoder(orjson.dumps(obj), timestamp=5).ts == expected
+
+
+@pytest.mark.parametrize("obj", [{"id": "a"}, {"id": "a", "label": None}])
+def test_missing_label(obj):
+    assert reason_of(decode_label, orjson.dumps(obj)) == "missing_label"
+
+
+@pytest.mark.parametrize("label", [{"y": 1}, [1], []])
+def test_label_not_scalar(label):
+    assert reason_of(decode_label, orjson.dumps({"id": "a", "label": label})) == "wrong_label_type"
+
+
+@pytest.mark.parametrize("label", [True, 0, 3, "cat"])
+def test_classification_labels(label):
+    check_label_type(label, "classification")
+
+
+def test_classification_rejects_float():
+    with pytest.raises(InvalidRecord) as info:
+        check_label_type(0.5, "classification")
+    assert info.value.reason == "wrong_label_type" and info.value.detail
+
+
+@pytest.mark.parametrize("label", [1, 2.5, -3])
+def test_regression_labels(label):
+    check_label_type(label, "regression")
+
+
+@pytest.mark.parametrize("label", [True, False, "2.5"])
+def test_regression_rejects_bool_and_str(label):
+    with pytest.raises(InvalidRecord) as info:
+        check_label_type(label, "regression")
+    assert info.value.reason == "wrong_label_type" and info.value.detail
+
+
+def test_every_reason_is_documented():
+    assert all(isinstance(v, str) and v for v in REASONS.values())
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+@FAST
+@given(st.binary(max_size=300))
+def test_rejection_raw_base64_round_trip(raw):
+    r = Rejection("not_json", "x", "events", 3, 42, raw, "id1")
+    wire = orjson.loads(encode(r.to_wire()))
+    assert base64.b64decode(wire["raw"]) == raw
+    assert wire["source"] == {"topic": "events", "partition": 3, "offset": 42}
+    assert wire["reason"] == "not_json" and wire["id"] == "id1"
+
+
+def test_rejection_without_raw_or_id():
+    wire = Rejection("join_expired", "ttl").to_wire()
+    assert wire["raw"] is None and "id" not in wire
+
+
+@pytest.mark.parametrize("proba, keys", [
+    ({False: 0.25, True: 0.75}, {"false": 0.25, "true": 0.75}),
+    ({0: 0.1, 1: 0.2, 2: 0.7}, {"0": 0.1, "1": 0.2, "2": 0.7}),
+    ({"cat": 1.0}, {"cat": 1.0}),
+])
+def test_prediction_wire_class_keys(proba, keys):
+    p = Prediction("a", max(proba, key=proba.get), proba, 1, 9, 0, 5, 10, 11)
+    wire = orjson.loads(encode(p.to_wire()))
+    assert wire["proba"] == keys
+    assert wire["model"] == {"generation": 1, "updates": 9}
+    assert wire["prediction"] == p.prediction
+
+
+def test_prediction_without_proba():
+    wire = Prediction("a", 2.5, None, 0, 0, 0, 0, 0, 0).to_wire()
+    assert "proba" not in wire and wire["prediction"] == 2.5
+
+
+def test_decoded_records_are_event_and_label():
+    assert isinstance(decode_event(b'{"id":"a","features":{}}', 0), Event)
+    assert isinstance(decode_label(b'{"id":"a","label":1}', 0), Label)
+
+
+def test_random_garbage_smoke():
+    rng = random.Random(0)
+    for _ in range(2000):
+        value = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+        for decoder in DECODERS:
+            decode_or_reject(decoder, value)

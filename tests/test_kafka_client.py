@@ -1,0 +1,316 @@
+"""The Kafka interface against a real broker (the session's embedded Tansu)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from driftstream.broker import BrokerError, EmbeddedBroker, free_port
+from producers.kafka_client import (
+    Admin,
+    Consumer,
+    KafkaSettings,
+    KafkaUnavailable,
+    Producer,
+    Record,
+    TopicError,
+    topic_names,
+)
+
+DEADLINE_S = 20.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    """Call `condition` (which itself blocks briefly, e.g. in poll) until true or deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def consume(consumer: Consumer, count: int) -> list[Record]:
+    """Poll until `count` records have arrived."""
+    records: list[Record] = []
+
+    def enough() -> bool:
+        records.extend(consumer.poll(timeout_ms=200))
+        return len(records) >= count
+
+    wait_for(enough, f"{count} records")
+    return records
+
+
+@pytest.fixture
+def admin(kafka_settings: KafkaSettings) -> Iterator[Admin]:
+    a = Admin(kafka_settings)
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def producer(kafka_settings: KafkaSettings) -> Iterator[Producer]:
+    p = Producer(kafka_settings)
+    yield p
+    p.close()
+
+
+# -- no broker needed ------------------------------------------------------------------
+
+
+def test_settings_repr_masks_password() -> None:
+    settings = KafkaSettings(
+        bootstrap_servers="kafka:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_plain_username="alice",
+        sasl_plain_password="hunter2-secret",
+    )
+    for text in (repr(settings), str(settings), f"{settings}"):
+        assert "hunter2" not in text
+        assert "***" in text and "alice" in text
+    kwargs = settings.client_kwargs()
+    assert kwargs["sasl_plain_password"] == "hunter2-secret"
+    assert "ssl_cafile" not in kwargs  # only the settings that were given
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker-a:9092,broker-b:9092")
+    settings = KafkaSettings()
+    assert settings.bootstrap_servers == "broker-a:9092,broker-b:9092"
+    assert settings.group_kwargs()["session_timeout_ms"] >= 6000  # Apache Kafka's minimum
+    assert KafkaSettings(fast_group_timeouts=True).group_kwargs()["session_timeout_ms"] == 2000
+
+
+def test_topic_names() -> None:
+    assert topic_names("demo.") == {
+        "events": "demo.events",
+        "labels": "demo.labels",
+        "predictions": "demo.predictions",
+        "drift": "demo.drift",
+        "metrics": "demo.metrics",
+        "deadletter": "demo.deadletter",
+    }
+    assert topic_names()["events"] == "events"
+
+
+def test_unreachable_broker_gives_clear_error() -> None:
+    settings = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        sasl_plain_password="hunter2-secret",
+        connect_timeout_ms=1000,
+    )
+    with pytest.raises(KafkaUnavailable) as info:
+        Admin(settings)
+    assert settings.bootstrap_servers in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+# -- against the session broker ----------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_create_topics_is_idempotent_and_checks_partitions(admin: Admin, unique_prefix: str) -> None:
+    names = [topic_names(unique_prefix)["events"], topic_names(unique_prefix)["labels"]]
+    assert sorted(admin.create_topics(names, partitions=3)) == sorted(names)
+    assert admin.create_topics(names, partitions=3) == []
+    assert set(names) <= admin.list_topics()
+    assert admin.partition_counts(names) == {name: 3 for name in names}
+    with pytest.raises(TopicError, match="exists with 3 partitions, but 2 were requested"):
+        admin.create_topics(names, partitions=2)
+    admin.delete_topics(names)
+    assert not set(names) & admin.list_topics()
+    admin.delete_topics(names)  # deleting missing topics is fine
+
+
+@pytest.mark.broker
+def test_produce_and_consume_exactly(
+    admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    topic = unique_prefix + "events"
+    admin.create_topics([topic], partitions=3)
+    futures = [
+        producer.send(topic, b"value-%d" % i, key=b"key-%d" % i, partition=i % 3,
+                      timestamp_ms=1_700_000_000_000 + i)
+        for i in range(30)
+    ]
+    producer.flush(timeout=10)
+    metadata = [f.get(timeout=10) for f in futures]
+    assert [(m.partition, m.offset) for m in metadata] == [(i % 3, i // 3) for i in range(30)]
+
+    consumer = Consumer(kafka_settings)
+    try:
+        assert consumer.partitions_for(topic) == [0, 1, 2]
+        missing = unique_prefix + "missing"
+        assert consumer.partitions_for(missing) == []
+        assert missing not in admin.list_topics()  # asking did not auto-create it
+
+        partitions = [(topic, p) for p in range(3)]
+        consumer.assign(partitions)
+        assert consumer.assignment() == partitions
+        records = consume(consumer, 30)
+        assert len(records) == 30
+        for p in range(3):
+            got = [r for r in records if r.partition == p]
+            assert [r.offset for r in got] == list(range(10))  # offset order in a partition
+            assert [(r.key, r.value, r.timestamp) for r in got] == [
+                (b"key-%d" % i, b"value-%d" % i, 1_700_000_000_000 + i)
+                for i in range(p, 30, 3)
+            ]
+            assert consumer.highwater(topic, p) == 10
+            assert consumer.position(topic, p) == 10
+
+        consumer.seek(topic, 1, 4)
+        again = consume(consumer, 6)
+        assert [(r.partition, r.offset, r.value) for r in again] == [
+            (1, i // 3, b"value-%d" % i) for i in range(13, 30, 3)
+        ]
+        consumer.seek_to_beginning([(topic, 2)])
+        assert [r.offset for r in consume(consumer, 10)] == list(range(10))
+
+        consumer.pause([(topic, 0)])
+        producer.send(topic, b"late-0", partition=0)
+        producer.send(topic, b"late-1", partition=1)
+        producer.flush(timeout=10)
+        (late,) = consume(consumer, 1)
+        assert (late.partition, late.value) == (1, b"late-1")
+        consumer.resume([(topic, 0)])
+        (late,) = consume(consumer, 1)
+        assert (late.partition, late.value) == (0, b"late-0")
+    finally:
+        consumer.close()
+
+
+@pytest.mark.broker
+def test_same_key_goes_to_same_partition(
+    admin: Admin, producer: Producer, unique_prefix: str
+) -> None:
+    topic = unique_prefix + "events"
+    admin.create_topics([topic], partitions=4)
+    futures = [producer.send(topic, b"v", key=b"entity-%d" % (i % 5)) for i in range(20)]
+    producer.flush(timeout=10)
+    by_key: dict[int, set[int]] = {}
+    for i, future in enumerate(futures):
+        by_key.setdefault(i % 5, set()).add(future.get(timeout=10).partition)
+    assert all(len(parts) == 1 for parts in by_key.values())
+
+
+@pytest.mark.broker
+def test_commit_then_new_member_starts_at_committed_offset(
+    admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    topic = unique_prefix + "events"
+    group = unique_prefix + "group"
+    admin.create_topics([topic], partitions=2)
+    for i in range(20):
+        producer.send(topic, b"%d" % i, partition=i % 2)
+    producer.flush(timeout=10)
+
+    first = Consumer(kafka_settings, group_id=group)
+    try:
+        first.subscribe([topic])
+        consume(first, 20)
+        assert first.assignment() == [(topic, 0), (topic, 1)]
+        assert first.commit({(topic, 0): 4, (topic, 1): 7})
+        assert first.committed(topic, 0) == 4
+    finally:
+        first.close()
+
+    second = Consumer(kafka_settings, group_id=group)
+    try:
+        second.subscribe([topic])
+        records = consume(second, 20 - 4 - 7)
+        starts = {p: min(r.offset for r in records if r.partition == p) for p in (0, 1)}
+        assert starts == {0: 4, 1: 7}
+    finally:
+        second.close()
+
+
+@pytest.mark.broker
+def test_range_assignor_keeps_topics_co_partitioned(
+    admin: Admin, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    """A member joins, a second one takes half, then leaves again: at every step each member
+    holds the same partition numbers of both topics."""
+    names = topic_names(unique_prefix)
+    events, labels = names["events"], names["labels"]
+    admin.create_topics([events, labels], partitions=4)
+    group = unique_prefix + "workers"
+    assigned: dict[str, list[tuple[str, int]]] = {}
+    revoked: dict[str, list[tuple[str, int]]] = {}
+    members: dict[str, Consumer] = {}
+
+    def join(name: str) -> None:
+        consumer = Consumer(kafka_settings, group_id=group, client_id=name)
+        consumer.subscribe(
+            [events, labels],
+            on_assign=lambda parts: assigned.__setitem__(name, parts),
+            on_revoke=lambda parts: revoked.__setitem__(name, parts),
+        )
+        members[name] = consumer
+
+    def shares(total: int) -> bool:
+        """Poll every member; true once they hold `total` partitions between them, disjoint."""
+        for consumer in members.values():
+            consumer.poll(timeout_ms=50)
+        parts = [set(consumer.assignment()) for consumer in members.values()]
+        union = set().union(*parts)
+        return all(parts) and len(union) == total and sum(map(len, parts)) == total
+
+    def check_co_partitioned() -> None:
+        for name, consumer in members.items():
+            parts = consumer.assignment()
+            assert assigned[name] == parts  # the callback saw the final assignment
+            numbers = {t: sorted(p for topic, p in parts if topic == t) for t in (events, labels)}
+            assert numbers[events] == numbers[labels]
+
+    try:
+        join("a")
+        wait_for(lambda: shares(8), "member a to get all 8 partitions")
+        check_co_partitioned()
+
+        join("b")
+        wait_for(lambda: shares(8) and len(members["b"].assignment()) == 4, "a and b to split")
+        check_co_partitioned()
+        assert revoked["a"]  # a gave its partitions up for the rebalance
+
+        members.pop("b").close()
+        wait_for(lambda: shares(8), "member a to take over b's partitions")
+        check_co_partitioned()
+    finally:
+        for consumer in members.values():
+            consumer.close()
+
+
+@pytest.mark.broker
+def test_broker_refuses_a_port_in_use(broker: EmbeddedBroker) -> None:
+    with pytest.raises(BrokerError, match="in use"):
+        EmbeddedBroker(port=broker.port).start(timeout=5)
+    assert broker.is_running()
+
+
+@pytest.mark.broker
+def test_embedded_broker_restart(tmp_path) -> None:
+    """A restart keeps the port and loses the data; a producer made before it still works."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as own:
+        settings = KafkaSettings(bootstrap_servers=own.bootstrap, fast_group_timeouts=True)
+        admin = Admin(settings)
+        producer = Producer(settings)
+        try:
+            admin.create_topics(["restart.events"], partitions=1)
+            assert producer.send("restart.events", b"before").get(timeout=10).offset == 0
+            port = own.port
+
+            own.restart(graceful=False)  # a crash; graceful stops wait ~5 s for clients
+            assert own.is_running() and own.port == port
+            assert "restart.events" not in admin.list_topics()  # memory storage
+
+            admin.create_topics(["restart.events"], partitions=1)
+            assert producer.send("restart.events", b"after").get(timeout=10).offset == 0
+        finally:
+            producer.close(timeout=5)
+            admin.close()
+        own.stop()
+        assert not own.is_running()
+        assert "listening on" in (tmp_path / "broker.log").read_text()
