@@ -83,8 +83,11 @@ class Worker:
 
     # -- main loop ------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Consume until stopped (or idle, with ``exit_when_idle``); return an exit code."""
+    def run(self, on_tick=None) -> int:
+        """Consume until stopped (or idle, with ``exit_when_idle``); return an exit code.
+
+        ``on_tick(worker)`` is called after every poll, for progress displays.
+        """
         opts = self.options
         self.producer = Producer(self.settings, client_id="driftstream-worker")
         self.consumer = Consumer(self.settings, group_id=opts.group,
@@ -111,6 +114,8 @@ class Worker:
                 self._update_caught_up()
                 self._process(now_ms)
                 self._checkpoint_due()
+                if on_tick is not None:
+                    on_tick(self)
                 if opts.exit_when_idle is not None and self._idle_exit(idle_since, started):
                     break
         finally:

@@ -62,6 +62,8 @@ def task_of(model: base.Estimator) -> str | None:
     """``classification``, ``regression`` or None for what this model predicts."""
     final = model
     while hasattr(final, "steps"):  # Pipeline: the last step decides
+        if not final.steps:
+            return None
         final = list(final.steps.values())[-1]
     if isinstance(final, base.Classifier):
         return "classification"
@@ -72,9 +74,17 @@ def task_of(model: base.Estimator) -> str | None:
 
 def _build(node: ast.expr):
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _build(node.left) | _build(node.right)
-    if isinstance(node, ast.Attribute):
-        return _river_class(node)()
+        left, right = _build(node.left), _build(node.right)
+        for side in (left, right):  # e.g. an optimizer is a River class but no pipeline step
+            if not isinstance(side, base.Estimator):
+                raise ModelSpecError(
+                    f"{type(side).__name__} is not an estimator and cannot be a pipeline step")
+        try:
+            return left | right
+        except Exception as e:
+            raise ModelSpecError(f"cannot join {ast.unparse(node)!r}: {e}") from None
+    if isinstance(node, ast.Attribute):  # Class without parentheses: built with no arguments
+        return _instantiate(_river_class(node), [], {})
     if isinstance(node, ast.Call):
         cls = _river_class(node.func)
         args = [_argument(a) for a in node.args]
@@ -83,11 +93,15 @@ def _build(node: ast.expr):
             if kw.arg is None:
                 raise ModelSpecError("**kwargs are not allowed in a model spec")
             kwargs[kw.arg] = _argument(kw.value)
-        try:
-            return cls(*args, **kwargs)
-        except (TypeError, ValueError) as e:
-            raise ModelSpecError(f"{cls.__name__}: {e}") from None
+        return _instantiate(cls, args, kwargs)
     raise ModelSpecError(f"unexpected {ast.unparse(node)!r}: expected module.Class(...) joined by |")
+
+
+def _instantiate(cls: type, args: list, kwargs: dict):
+    try:
+        return cls(*args, **kwargs)
+    except Exception as e:  # River constructors raise TypeError, ValueError, AttributeError...
+        raise ModelSpecError(f"{cls.__name__}: {type(e).__name__}: {e}") from None
 
 
 def _argument(node: ast.expr):

@@ -21,6 +21,7 @@ stream.codec.InvalidRecord: missing_feature: feature 'x' is required
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from stream.codec import InvalidRecord
@@ -45,8 +46,10 @@ class FeatureSchema:
                 raise ValueError(f"feature {name!r}: type {t!r} is not one of {TYPES}")
         if extra not in EXTRA_POLICIES:
             raise ValueError(f"extra={extra!r} is not one of {EXTRA_POLICIES}")
-        missing = set(required) - set(types) if types else set()
-        if missing:
+        # Undeclared required features are fine only when their type can still be learned: an
+        # inferred schema (nothing declared) with extra="keep". Otherwise no event could pass.
+        missing = set(required) - set(types)
+        if missing and (types or extra != "keep"):
             raise ValueError(f"required features without a declared type: {sorted(missing)}")
         self.types = types
         self.required = tuple(required)
@@ -64,21 +67,34 @@ class FeatureSchema:
         """Return the features the model should see, or raise `InvalidRecord`."""
         types = self.types
         out = {}
+        learned = {}  # types seen first here; kept only if the whole event passes
         for name, value in features.items():
             if value is None:
                 continue
-            got = _TYPE_OF[value.__class__]
+            got = _TYPE_OF.get(value.__class__) or _type_of(name, value)
             want = types.get(name)
             if want is None:
                 if self.extra == "drop":
                     continue
                 if self.extra == "reject":
                     raise InvalidRecord("extra_feature", f"feature {name!r} is not in the schema")
-                types[name] = got
+                learned[name] = got
             elif want != got:
                 raise InvalidRecord("wrong_type", f"feature {name!r} is {got}, schema says {want}")
             out[name] = value
         for name in self.required:
             if name not in out:
                 raise InvalidRecord("missing_feature", f"feature {name!r} is required")
+        types.update(learned)
         return out
+
+
+def _type_of(name: str, value: Any) -> str:
+    """Type of a value whose class is not a plain scalar (e.g. numpy.float64 from a source)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, numbers.Real):
+        return "number"
+    raise InvalidRecord("wrong_type", f"feature {name!r} is {type(value).__name__}")
