@@ -10,7 +10,9 @@ to its offsets, so that after a crash the state is what an uninterrupted run wou
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -231,6 +233,7 @@ class Worker:
         for task in tasks:
             learner = task.learner
             offsets = dict(zip(self.inputs, task.next_offset))
+            _fault_point("checkpoint")
             summary = learner.summary()
             self._send("metrics", {**summary, "offsets": offsets}, None, task.partition)
             version = self.store.save_checkpoint(
@@ -306,3 +309,19 @@ class Worker:
             if self.producer is not None:
                 self.producer.close()
             self.store.close()
+
+
+_faults = {"checkpoint": 0}
+
+
+def _fault_point(name: str) -> None:
+    """Test hook: ``DRIFTSTREAM_KILL_AT=checkpoint:N`` kills the process (SIGKILL) at the Nth
+    checkpoint, after its outputs were flushed and before its state was saved."""
+    spec = os.environ.get("DRIFTSTREAM_KILL_AT")
+    if not spec:
+        return
+    where, _, nth = spec.partition(":")
+    if where == name:
+        _faults[name] += 1
+        if _faults[name] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

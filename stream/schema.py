@@ -71,11 +71,11 @@ class FeatureSchema:
         for name, value in features.items():
             if value is None:
                 continue
-            got = _TYPE_OF.get(value.__class__) or _type_of(name, value)
             want = types.get(name)
+            if want is None and self.extra == "drop":
+                continue
+            got = _TYPE_OF.get(value.__class__) or _type_of(name, value)
             if want is None:
-                if self.extra == "drop":
-                    continue
                 if self.extra == "reject":
                     raise InvalidRecord("extra_feature", f"feature {name!r} is not in the schema")
                 learned[name] = got
