@@ -1,0 +1,125 @@
+"""The worker against the real embedded broker: same predictions as River, bad input, drift."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from river import stream as river_stream
+
+from consumers.worker import Worker, WorkerOptions
+from driftstream.demo import DemoOptions, run_demo
+from producers.kafka_client import Admin, Consumer, Producer, topic_names
+from producers.publisher import EventPublisher, publish_samples
+from producers.sources import river_delay, synthetic
+from state.checkpoints import StateStore
+from stream.learner import Learner, LearnerConfig
+from stream.models import build_model
+
+pytestmark = pytest.mark.broker
+
+
+def create_topics(settings, prefix: str, partitions: int = 1) -> dict[str, str]:
+    topics = topic_names(prefix)
+    admin = Admin(settings)
+    admin.create_topics(list(topics.values()), partitions)
+    admin.close()
+    return topics
+
+
+def read_topic(settings, topic: str, timeout: float = 30) -> list[dict]:
+    """Every record of a topic, read to its high-water mark."""
+    consumer = Consumer(settings)
+    try:
+        tps = [(topic, p) for p in consumer.partitions_for(topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(tps)
+        out, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out.extend(orjson.loads(r.value) for r in consumer.poll(200))
+            if all((h := consumer.highwater(t, p)) is not None and consumer.position(t, p) >= h
+                   for t, p in tps):
+                return out
+        raise AssertionError(f"could not read {topic} to its end in {timeout} s")
+    finally:
+        consumer.close()
+
+
+def run_worker(settings, prefix: str, state, config: LearnerConfig) -> Worker:
+    worker = Worker(settings, config, str(state), WorkerOptions(
+        group=f"{prefix}g", topic_prefix=prefix, exit_when_idle=1.5, checkpoint_every=1000))
+    assert worker.run() == 0
+    return worker
+
+
+def test_predictions_equal_simulate_qa(kafka_settings, unique_prefix, tmp_path):
+    samples = list(synthetic("sea", n=4000, seed=5, drift_at=[2000], label_delay="100",
+                             start_ts=1_000_000))
+    topics = create_topics(kafka_settings, unique_prefix)
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, samples)
+    publisher.close()
+
+    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
+               LearnerConfig(model="lr", drift_policy="none"))
+
+    served = {p["id"]: p["prediction"] for p in read_topic(kafka_settings, topics["predictions"])}
+    dataset, moment, delay = river_delay(samples)
+    model = build_model("lr")
+    expected = {}
+    for i, x, y in river_stream.simulate_qa(dataset, moment, delay):
+        if y is None:
+            expected[samples[i].id] = model.predict_one(x)
+        else:
+            model.learn_one(x, y)
+    assert len(served) == len(samples)
+    assert served == expected
+
+
+def test_bad_input_goes_to_deadletter_once(kafka_settings, unique_prefix, tmp_path):
+    topics = create_topics(kafka_settings, unique_prefix)
+    good = list(synthetic("sea", n=600, seed=1, label_delay="10", start_ts=0))
+    bad_events = [b"\xff\xfe garbage", b"[1, 2, 3]", b'{"features": {"a": 1}}',
+                  b'{"id": "b1", "features": {"a": [1]}}', b'{"id": "b2", "features": {"a": NaN}}',
+                  b'{"id": 7, "features": {}}', b""]
+    bad_labels = [b"not json", b'{"id": "nobody", "label": true, "ts": -5000}',
+                  b'{"id": "e5", "label": true, "ts": 200}',  # duplicate: e5 is labelled at 15
+                  b'{"id": "e6", "label": {"x": 1}, "ts": 200}', b'{"label": false}']
+    expected_reasons = sorted(["not_json", "not_object", "missing_id", "wrong_type",
+                               "non_finite", "bad_id", "empty", "not_json", "unknown_id",
+                               "duplicate_label", "wrong_label_type", "missing_id"])
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, good[:300])
+    raw = Producer(kafka_settings)
+    for value in bad_events:
+        raw.send(topics["events"], value, partition=0, timestamp_ms=150)
+    for value in bad_labels:
+        raw.send(topics["labels"], value, partition=0, timestamp_ms=150)
+    raw.flush()
+    publish_samples(publisher, good[300:])
+    publisher.close()
+    raw.close()
+
+    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
+               LearnerConfig(model="lr", drift_policy="none", data_drift=False))
+
+    dead = read_topic(kafka_settings, topics["deadletter"])
+    assert sorted(d["reason"] for d in dead) == expected_reasons
+    assert len({(d["source"]["topic"], d["source"]["offset"]) for d in dead}) == len(dead)
+    assert all(d["detail"] for d in dead)
+    predictions = read_topic(kafka_settings, topics["predictions"])
+    assert sorted(p["id"] for p in predictions) == sorted(s.id for s in good)
+    store = StateStore(str(tmp_path / "s.sqlite"))
+    learner = Learner.from_bytes(store.latest(0).state)
+    store.close()
+    assert learner.n_events == len(good) and learner.n_labels == len(good)
+    assert sum(learner.rejected.values()) == len(dead)
+
+
+def test_demo_detects_the_drift(kafka_settings, tmp_path, capsys):
+    summary = run_demo(DemoOptions(n=8000, drift_at=4000, state=str(tmp_path / "d.sqlite"),
+                                   plot=str(tmp_path / "demo.png")), kafka_settings)
+    assert summary["predictions"] == 8000
+    assert summary["detection_delay"] is not None and summary["detection_delay"] < 3000
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
