@@ -151,6 +151,11 @@ def _source_args(p: argparse.ArgumentParser) -> None:
                      help="synthetic stream: " + "; ".join(
                          f"{k}: {v.description}" for k, v in sorted(STREAMS.items())))
     src.add_argument("--file", metavar="PATH", help="CSV, NDJSON (.ndjson/.jsonl) or Parquet file")
+    _stream_options(g)
+
+
+def _stream_options(g) -> None:
+    """Options shared by `evaluate` and `produce`: what stream, and when labels arrive."""
     g.add_argument("--n", type=int, default=20_000, help="synthetic samples (default 20000)")
     g.add_argument("--seed", type=int, default=42, help="synthetic seed (default 42)")
     g.add_argument("--drift-at", type=_int_list, default=[], metavar="I,J,...",
@@ -160,6 +165,10 @@ def _source_args(p: argparse.ArgumentParser) -> None:
                         "the timestamp column's units, or rows without one (default 0)")
     g.add_argument("--missing-labels", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of synthetic labels that never arrive")
+    g.add_argument("--start-ts", type=int, default=None, metavar="MS",
+                   help="event time of the first synthetic event (default: 0 for evaluate, "
+                        "now in epoch-ms for produce)")
+    g.add_argument("--step-ms", type=int, default=1, help="event-time step between events (1)")
     g.add_argument("--id-column", help="file: column with the event id")
     g.add_argument("--label-column", help="file: column with the label")
     g.add_argument("--timestamp-column", help="file: column with the event time")
@@ -218,20 +227,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
 
 def _produce_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stream")
-    g.add_argument("--n", type=int, default=20_000, help="synthetic samples (default 20000)")
-    g.add_argument("--seed", type=int, default=42, help="synthetic seed (default 42)")
-    g.add_argument("--drift-at", type=_int_list, default=[], metavar="I,J,...",
-                   help="positions of sudden concept changes (synthetic)")
-    g.add_argument("--label-delay", default="0", metavar="SPEC",
-                   help="N, uniform:LO:HI or exp:MEAN (synthetic); N for files (default 0)")
-    g.add_argument("--missing-labels", type=float, default=0.0, metavar="FRACTION",
-                   help="fraction of labels never sent (synthetic)")
-    g.add_argument("--start-ts", type=int, default=None, metavar="MS",
-                   help="event time of the first synthetic event (default: now, epoch-ms)")
-    g.add_argument("--step-ms", type=int, default=1, help="event-time step between events (1)")
-    g.add_argument("--id-column", help="file: column with the event id")
-    g.add_argument("--label-column", help="file: column with the label")
-    g.add_argument("--timestamp-column", help="file: column with the event time")
+    _stream_options(g)
     g.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     g.add_argument("--partitions", type=int, default=None, metavar="N",
                    help="spread samples round-robin over N partitions (default: by key hash)")
@@ -285,27 +281,30 @@ def learner_config(args: argparse.Namespace):
         data_drift=not args.no_data_drift, schema=schema)
 
 
-def load_samples(args: argparse.Namespace) -> list:
+def load_samples(args: argparse.Namespace, name: str | None, path: str | None,
+                 start_ts: int = 0):
+    """The samples of a synthetic stream (``name``) or of a file (``path``), lazily."""
     from producers.sources import file_samples, synthetic
 
-    if args.synthetic:
-        return list(synthetic(args.synthetic, n=args.n, seed=args.seed, drift_at=args.drift_at,
-                              label_delay=args.label_delay, missing_labels=args.missing_labels))
+    if name:
+        return synthetic(name, n=args.n, seed=args.seed, drift_at=args.drift_at,
+                         label_delay=args.label_delay, missing_labels=args.missing_labels,
+                         start_ts=start_ts if args.start_ts is None else args.start_ts,
+                         step=args.step_ms)
     if not (args.id_column and args.label_column):
-        raise CliError("--file needs --id-column and --label-column")
+        raise CliError("a file source needs --id-column and --label-column")
     try:
         delay = int(args.label_delay)
     except ValueError:
         raise CliError("--label-delay for a file is an integer") from None
-    return list(file_samples(args.file, args.id_column, args.label_column,
-                             args.timestamp_column, delay))
+    return file_samples(path, args.id_column, args.label_column, args.timestamp_column, delay)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from driftstream.evaluate import evaluate, format_table
 
     config = learner_config(args)
-    samples = load_samples(args)
+    samples = list(load_samples(args, args.synthetic, args.file))
     result = evaluate(samples, config, args.drift_at, args.after_window)
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
@@ -360,18 +359,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
     import time
 
     from producers.publisher import EventPublisher, publish_samples
-    from producers.sources import file_samples, synthetic
 
-    if args.kind == "synthetic":
-        start = args.start_ts if args.start_ts is not None else time.time_ns() // 1_000_000
-        samples = synthetic(args.name_or_path, n=args.n, seed=args.seed, drift_at=args.drift_at,
-                            label_delay=args.label_delay, missing_labels=args.missing_labels,
-                            start_ts=start, step=args.step_ms)
-    else:
-        if not (args.id_column and args.label_column):
-            raise CliError("produce file needs --id-column and --label-column")
-        samples = file_samples(args.name_or_path, args.id_column, args.label_column,
-                               args.timestamp_column, int(args.label_delay))
+    synthetic = args.kind == "synthetic"
+    samples = load_samples(args, args.name_or_path if synthetic else None,
+                           None if synthetic else args.name_or_path, time.time_ns() // 1_000_000)
     publisher = EventPublisher(kafka_settings(args), args.topic_prefix)
     try:
         counts = publish_samples(publisher, samples, rate=args.rate, partitions=args.partitions,

@@ -1,0 +1,409 @@
+"""The learner of one partition: joins, bounds, bad input, drift reports and policies."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+
+import orjson
+import pytest
+from river import metrics
+from river.datasets import synth
+
+from stream.codec import REASONS
+from stream.drift import ErrorMonitor
+from stream.learner import Learner, LearnerConfig
+from stream.metrics import MetricSet
+from stream.offline import run_offline
+from stream.records import DriftReport, Event, Label, Prediction, Rejection
+
+
+def config(**kw) -> LearnerConfig:
+    kw.setdefault("data_drift", False)
+    return LearnerConfig(**kw)
+
+
+def of(outs, kind):
+    return [o for o in outs if isinstance(o, kind)]
+
+
+def reasons(outs) -> list[str]:
+    return [o.reason for o in of(outs, Rejection)]
+
+
+def sea(n: int, seed: int = 7, noise: float = 0.1) -> list[tuple[dict, bool]]:
+    return list(itertools.islice(synth.SEA(variant=0, noise=noise, seed=seed), n))
+
+
+def flipped(n: int = 5000, at: int = 3000, seed: int = 7) -> list[tuple[dict, bool]]:
+    """SEA whose labels flip at ``at``: the strongest sudden concept drift."""
+    return [(x, y if i < at else not y) for i, (x, y) in enumerate(sea(n, seed))]
+
+
+def zero_delay(dataset):
+    events = [Event(f"e{i}", dict(x), ts=i, offset=i) for i, (x, _) in enumerate(dataset)]
+    labels = [Label(f"e{i}", y, ts=i) for i, (_, y) in enumerate(dataset)]
+    return events, labels
+
+
+def run(dataset, **kw):
+    return run_offline(*zero_delay(dataset), config(**kw))
+
+
+# -- joins and their bounds -------------------------------------------------------------------
+
+def test_pending_ttl_expiry_then_late_label():
+    learner = Learner(config(pending_ttl=10))
+    assert of(learner.process_event(Event("a", {"x": 1.0, "gone": None}, ts=0)), Prediction)
+    assert of(learner.process_event(Event("b", {"x": 2.0}, ts=10)), Prediction)  # 10 - 0 <= ttl
+    outs = learner.process_event(Event("c", {"x": 3.0}, ts=11))
+    expired = of(outs, Rejection)
+    assert [r.reason for r in expired] == ["join_expired"]
+    r = expired[0]
+    assert r.id == "a" and "pending_ttl=10" in r.detail
+    assert orjson.loads(r.raw) == {"id": "a", "features": {"x": 1.0}, "ts": 0}
+    assert of(outs, Prediction)[0].id == "c"
+    assert set(learner.pending) == {"b", "c"}
+
+    assert reasons(learner.process_label(Label("a", True, ts=12))) == ["label_past_ttl"]
+    assert learner.process_label(Label("b", True, ts=12)) == []  # 12 - 10 <= ttl: joins
+    assert learner.n_labels == 1
+    # a label whose own arrival moves the clock past its event's TTL expires it, then is late
+    outs = learner.process_label(Label("c", False, ts=22))
+    assert [(r.reason, r.id) for r in of(outs, Rejection)] == [
+        ("join_expired", "c"), ("label_past_ttl", "c")]
+    assert learner.rejected == {"join_expired": 2, "label_past_ttl": 2}
+
+
+def test_max_pending_evicts_oldest():
+    learner = Learner(config(max_pending=2))
+    outs = []
+    for i in range(4):
+        outs += learner.process_event(Event(f"e{i}", {"x": float(i)}, ts=i))
+    assert [(r.reason, r.id) for r in of(outs, Rejection)] == [
+        ("join_expired", "e0"), ("join_expired", "e1")]
+    assert "max_pending" in of(outs, Rejection)[0].detail
+    assert len(of(outs, Prediction)) == 4
+    assert list(learner.pending) == ["e2", "e3"]
+    assert reasons(learner.process_label(Label("e0", True, ts=5))) == ["label_past_ttl"]
+    assert learner.process_label(Label("e3", True, ts=5)) == []
+
+
+def test_early_labels_equal_in_order():
+    """Labels stamped just before their events (clock skew) give what in-order labels give."""
+    dataset = sea(1500)
+    events = [Event(f"e{i}", dict(x), ts=2 * i) for i, (x, _) in enumerate(dataset)]
+    early = [Label(f"e{i}", y, ts=2 * i - 1) for i, (_, y) in enumerate(dataset)]
+    in_order = [Label(f"e{i}", y, ts=2 * i + 1) for i, (_, y) in enumerate(dataset)]
+    cfg = config(model="lr", drift_policy="reset")
+    a, outs_a = run_offline(events, early, cfg)
+    b, outs_b = run_offline(events, in_order, cfg)
+
+    def key(outs):
+        return [(o.id, o.prediction, o.proba, o.generation, o.updates) for o in of(outs, Prediction)]
+
+    assert key(outs_a) == key(outs_b)
+    assert a.metrics.report() == b.metrics.report()
+    assert a.version == b.version and a.n_labels == b.n_labels == len(dataset)
+    assert not of(outs_a, Rejection) and not a.early and not a.pending
+
+
+def test_early_label_is_applied_right_after_its_event():
+    learner = Learner(config())
+    assert learner.process_label(Label("a", True, ts=0)) == []
+    assert list(learner.early) == ["a"]
+    outs = learner.process_event(Event("a", {"x": 1.0}, ts=3))
+    assert [type(o) for o in outs] == [Prediction]
+    assert outs[0].updates == 0  # scored before it learned from its own label
+    assert learner.version["updates"] == 1 and not learner.early and not learner.pending
+
+
+def test_early_label_without_event_expires_after_wait():
+    learner = Learner(config(early_label_wait=100))
+    learner.process_label(Label("ghost", True, ts=0))
+    assert learner.process_event(Event("a", {"x": 1.0}, ts=100))[0].id == "a"  # 100 <= wait
+    outs = learner.process_event(Event("b", {"x": 1.0}, ts=101))
+    assert [(r.reason, r.id) for r in of(outs, Rejection)] == [("unknown_id", "ghost")]
+    assert "early_label_wait=100" in of(outs, Rejection)[0].detail
+    assert not learner.early
+    # labels move the clock too
+    learner.process_label(Label("ghost2", True, ts=200))
+    assert reasons(learner.process_label(Label("a", True, ts=301))) == ["unknown_id"]
+
+
+def test_early_label_buffer_full():
+    learner = Learner(config(max_early_labels=2, early_label_wait=10**9))
+    assert learner.process_label(Label("u0", True, ts=0)) == []
+    assert learner.process_label(Label("u1", True, ts=1)) == []
+    outs = learner.process_label(Label("u2", True, ts=2))
+    assert [(r.reason, r.id) for r in of(outs, Rejection)] == [("unknown_id", "u0")]
+    assert "buffer full" in outs[0].detail
+    assert list(learner.early) == ["u1", "u2"]
+
+
+def test_duplicate_labels():
+    learner = Learner(config())
+    learner.process_event(Event("a", {"x": 1.0}, ts=0))
+    assert learner.process_label(Label("a", True, ts=1)) == []
+    outs = learner.process_label(Label("a", False, ts=2, topic="labels", offset=9, raw=b"dup"))
+    assert reasons(outs) == ["duplicate_label"]
+    r = outs[0]
+    assert (r.topic, r.offset, r.raw, r.id) == ("labels", 9, b"dup", "a")
+    # a second label while the first still waits for its event
+    learner.process_label(Label("b", True, ts=3))
+    assert reasons(learner.process_label(Label("b", True, ts=3))) == ["duplicate_label"]
+    assert learner.n_labels == 1 and learner.version["updates"] == 1
+
+
+def test_duplicate_event():
+    learner = Learner(config())
+    assert of(learner.process_event(Event("a", {"x": 1.0}, ts=0)), Prediction)
+    outs = learner.process_event(Event("a", {"x": 5.0}, ts=1, offset=3, raw=b"again"))
+    assert reasons(outs) == ["duplicate_event"] and not of(outs, Prediction)
+    assert outs[0].raw == b"again" and outs[0].offset == 3
+    assert learner.pending["a"][0] == {"x": 1.0}  # the first one stays
+    assert learner.n_events == 1
+
+
+def test_wrong_label_type_classification():
+    learner = Learner(config(model="lr"))
+    learner.process_event(Event("a", {"x": 1.0}, ts=0))
+    assert reasons(learner.process_label(Label("a", 0.5, ts=1))) == ["wrong_label_type"]
+    assert "a" in learner.pending  # the event still waits for a usable label
+    assert learner.process_label(Label("a", True, ts=2)) == []
+    assert learner.n_labels == 1
+
+
+@pytest.mark.parametrize("bad", [True, "1.5"])
+def test_wrong_label_type_regression(bad):
+    learner = Learner(config(model="linreg"))
+    learner.process_event(Event("a", {"x": 1.0}, ts=0))
+    assert reasons(learner.process_label(Label("a", bad, ts=1))) == ["wrong_label_type"]
+    assert learner.process_label(Label("a", 1.5, ts=2)) == []
+
+
+def test_schema_rejection_in_learner():
+    learner = Learner(config(schema={"features": {"x": "number"}, "extra": "reject"}))
+    assert reasons(learner.process_event(Event("a", {"x": "1"}, ts=0))) == ["wrong_type"]
+    assert reasons(learner.process_event(Event("b", {"x": 1, "y": 2}, ts=0))) == ["extra_feature"]
+    assert of(learner.process_event(Event("c", {"x": 1}, ts=0)), Prediction)
+
+
+def test_string_feature_into_linear_model_is_model_error_and_stream_continues():
+    learner = Learner(config(model="lr"))
+    outs = []
+    for i in range(5):
+        outs += learner.process_event(Event(f"n{i}", {"x": float(i)}, ts=i))
+        outs += learner.process_label(Label(f"n{i}", i % 2 == 0, ts=i))
+    outs = learner.process_event(Event("s", {"x": 1.0, "colour": "red"}, ts=10, raw=b"s"))
+    outs += learner.process_label(Label("s", True, ts=10, raw=b"ls"))
+    errors = [r for r in of(outs, Rejection) if r.reason == "model_error"]
+    assert len(errors) == 1 and "TypeError" in errors[0].detail and errors[0].id == "s"
+    before = learner.version["updates"]
+    outs = learner.process_event(Event("n9", {"x": 2.0}, ts=11))
+    outs += learner.process_label(Label("n9", True, ts=11))
+    assert of(outs, Prediction) and not of(outs, Rejection)
+    assert learner.version["updates"] == before + 1
+    assert learner.rejected == {"model_error": 1}
+
+
+def test_summary_is_json_and_counters_add_up():
+    rng = random.Random(5)
+    learner = Learner(LearnerConfig(model="lr", pending_ttl=50, max_early_labels=5,
+                                    early_label_wait=20, data_drift=True,
+                                    data_drift_cooldown=100))
+    counts = Counter()
+    assert orjson.loads(orjson.dumps(learner.summary()))["n_events"] == 0
+    for i in range(3000):
+        shift = 10.0 if i >= 1500 else 0.0
+        records = [Event(f"e{i}", {"x": rng.random() + shift, "c": rng.choice("ab")}, ts=i)]
+        roll = rng.random()
+        if roll < 0.8:
+            records.append(Label(f"e{i}", rng.random() < 0.5, ts=i))
+        elif roll < 0.85:
+            records.append(Label(f"e{i}", 0.5, ts=i))  # wrong type
+        elif roll < 0.9:
+            records.append(Label(f"nobody{i}", True, ts=i))  # unknown id
+        if rng.random() < 0.05:
+            records.append(Label(f"e{i}", True, ts=i))  # duplicate
+        if rng.random() < 0.05:
+            records.append(Event(f"e{i}", {"x": 1.0}, ts=i))  # duplicate event
+        for rec in records:
+            outs = (learner.process_event(rec) if isinstance(rec, Event)
+                    else learner.process_label(rec))
+            for o in outs:
+                counts[type(o).__name__] += 1
+                if isinstance(o, Rejection):
+                    counts["r:" + o.reason] += 1
+                elif isinstance(o, DriftReport):
+                    counts["d:" + o.kind] += 1
+    summary = orjson.loads(orjson.dumps(learner.summary()))
+    assert summary["n_events"] == counts["Prediction"]
+    assert sum(summary["rejected"].values()) == counts["Rejection"]
+    assert summary["rejected"] == {k[2:]: v for k, v in counts.items() if k.startswith("r:")}
+    assert set(summary["rejected"]) <= set(REASONS)
+    assert {"wrong_label_type", "unknown_id", "duplicate_label", "duplicate_event",
+            "join_expired"} <= set(summary["rejected"])
+    assert summary["drifts"] == {"concept": counts["d:concept"], "data": counts["d:data"]}
+    assert summary["drifts"]["data"] >= 1
+    assert summary["n_labels"] == summary["metrics"]["n_labels"] == learner.metrics.n_labels
+    assert summary["pending"] == len(learner.pending) and summary["clock"] == 2999
+    assert summary["model"] == learner.version
+
+
+# -- drift ------------------------------------------------------------------------------------
+
+def test_data_drift_report_names_the_feature():
+    rng = random.Random(1)
+    learner = Learner(LearnerConfig(model="gnb", data_drift=True))
+    reports = []
+    for i in range(3000):
+        x = {"jumps": rng.random() + (5.0 if i >= 1500 else 0.0), "steady": rng.random(),
+             "colour": "red", "flag": True}
+        reports += of(learner.process_event(Event(f"e{i}", x, ts=i)), DriftReport)
+    assert reports, "a mean jump of 5 standard widths must be detected"
+    assert {r.feature for r in reports} == {"jumps"}
+    r = reports[0]
+    assert r.kind == "data" and r.action == "reported" and r.n_seen >= 1500
+    assert r.model_before == r.model_after
+    assert r.detector["width_before"] > r.detector["width_after"]
+    assert r.detector["mean_after"] > r.detector["mean_before"]
+    wire = orjson.loads(orjson.dumps(r.to_wire()))
+    assert wire["feature"] == "jumps" and wire["kind"] == "data"
+    assert learner.drifts["data"] == len(reports)
+
+
+def test_concept_drift_report_carries_detector_figures():
+    learner, outs = run(flipped(4000), model="lr", drift_policy="reset")
+    reports = of(outs, DriftReport)
+    acted = [r for r in reports if r.action == "reset"]
+    assert acted, "a label flip must make ADWIN fire"
+    r = acted[0]
+    assert r.kind == "concept" and r.feature is None and r.event_ts >= 3000
+    d = r.detector
+    assert d["name"] == "ADWIN" and d["delta"] == 0.002
+    assert d["width_before"] > d["width_after"] > 0
+    assert d["mean_after"] > d["mean_before"]  # the error rose
+    assert r.model_before["generation"] == 0 and r.model_before["updates"] > 2900
+    assert r.model_after == {"generation": 1, "updates": 0}
+    for other in reports:
+        if other.action.startswith("none"):  # detected, not acted on: same model
+            assert other.model_before == other.model_after
+    assert learner.drifts["concept"] == len(reports)
+    assert learner.version["generation"] == len(acted)
+    assert "feature" not in r.to_wire()
+
+
+def test_window_policy_retrains_on_buffered_samples():
+    learner, outs = run(flipped(4000), model="lr", drift_policy="window", window_buffer=50)
+    acted = [r for r in of(outs, DriftReport) if r.action.startswith("retrained")]
+    assert acted
+    r = acted[0]
+    assert r.detector["width_after"] > 50  # so the buffer, not the window, is the limit
+    assert r.model_after == {"generation": 1, "updates": 50}
+    assert r.action == "retrained on last 50 samples"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "window policy retrains one sample too many: on_drift(width_after) learns the last "
+    "width_after buffered samples and then the current label, but ADWIN's post-change window "
+    "of width_after already includes the current label; so one pre-change sample is learned "
+    "(here 80 buffered + current = 81 for a window of 80). Fix: retrain on width_after - 1."))
+def test_window_policy_retrains_on_exactly_the_post_change_window():
+    learner, outs = run(flipped(4000), model="lr", drift_policy="window")
+    r = next(r for r in of(outs, DriftReport) if r.action.startswith("retrained"))
+    # the current label (the window's newest element) is learned right after the retrain
+    assert r.model_after["updates"] + 1 == r.detector["width_after"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "window does not beat reset after a sudden label flip (SEA noise 0.1, flip at 3000, lr, "
+    "accuracy on labels 3000-4999, seeds 1/7/42/3/5): reset .8485/.8625/.8565/.861/.867, "
+    "window .8465/.863/.8575/.855/.863. ADWIN fires ~40 labels after the change with a "
+    "post-cut window of 64-80, so about half of what window retrains on is the old concept."))
+def test_window_recovers_better_than_reset_after_flip():
+    totals = {"reset": 0.0, "window": 0.0}
+    for seed in (1, 7, 42):
+        dataset = flipped(5000, 3000, seed)
+        for policy in totals:
+            _, outs = run(dataset, model="lr", drift_policy=policy)
+            preds = {o.id: o.prediction for o in of(outs, Prediction)}
+            totals[policy] += sum(preds[f"e{i}"] == dataset[i][1] for i in range(3000, 5000))
+    assert totals["window"] > totals["reset"] + 0.005 * 2000 * 3
+
+
+def test_reweight_keeps_two_models_then_drops_one():
+    events, labels = zero_delay(flipped(5000))
+    learner = Learner(config(model="lr", drift_policy="reweight", reweight_horizon=300))
+    n_models = []
+    drift_at = None
+    for e, lb in zip(events, labels):
+        learner.process_event(e)
+        outs = learner.process_label(lb)
+        if drift_at is None and any(r.action.startswith("added") for r in of(outs, DriftReport)):
+            drift_at = len(n_models)
+        n_models.append(len(learner.served.models))
+    assert drift_at is not None and drift_at >= 3000
+    assert set(n_models[:drift_at]) == {1}
+    assert set(n_models[drift_at:drift_at + 299]) == {2}  # horizon counts learn steps
+    assert n_models[drift_at + 300] == 1
+    assert learner.version["generation"] == 1
+
+
+def test_error_monitor_cooldown_suppresses_alarms():
+    values = [float((i // 500) % 2) for i in range(4000)]  # the error flips every 500
+
+    def detections(cooldown):
+        monitor = ErrorMonitor(0.002, cooldown)
+        hits = [i for i, v in enumerate(values) if monitor.update(v) is not None]
+        return hits, monitor
+
+    free, m0 = detections(0)
+    quiet, m1 = detections(1500)
+    assert len(free) >= 5 and m0.n_suppressed == 0
+    assert quiet[0] == free[0]
+    assert all(b - a >= 1500 for a, b in zip(quiet, quiet[1:]))
+    assert len(quiet) < len(free) and m1.n_suppressed >= len(free) - len(quiet)
+    assert m1.n_detections == len(quiet)
+
+
+def test_learner_cooldown_suppresses_concept_reports():
+    dataset = [(x, y if (i // 1000) % 2 == 0 else not y) for i, (x, y) in enumerate(sea(4000))]
+    free, outs_free = run(dataset, model="gnb", cooldown=0)
+    quiet, outs_quiet = run(dataset, model="gnb", cooldown=3000)
+    assert free.drifts["concept"] >= 3
+    assert quiet.drifts["concept"] == len(of(outs_quiet, DriftReport)) < free.drifts["concept"]
+    assert quiet.monitor.n_suppressed >= 1
+
+
+# -- bugs for the lead ------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "MetricSet decides binary vs multiclass from the first label only (y in (0, 1)): a "
+    "multiclass int stream whose first label is 0 or 1 gets binary F1 and LogLoss, which "
+    "silently compute garbage for class 2 (here f1 0.80 vs MacroF1 0.62, log_loss 0.99 vs "
+    "CrossEntropy 1.05)."))
+def test_multiclass_metrics_do_not_depend_on_the_first_label():
+    m = MetricSet("classification")
+    f1, ce = metrics.MacroF1(), metrics.CrossEntropy()
+    proba = {0: 0.2, 1: 0.3, 2: 0.5}
+    for y, p in zip([1, 2, 0, 2, 1, 0, 2, 2], [1, 2, 2, 0, 1, 0, 2, 1]):
+        m.update(y, p, proba)
+        f1.update(y, p)
+        ce.update(y, proba)
+    report = m.report()
+    assert report["f1"] == pytest.approx(f1.get())
+    assert report["log_loss"] == pytest.approx(ce.get())
+
+
+@pytest.mark.xfail(strict=True, raises=StopIteration, reason=(
+    "max_pending=0 / max_early_labels=0 crash with StopIteration: the learner evicts "
+    "next(iter(empty dict)) when len(...) >= limit is already true for an empty buffer."))
+@pytest.mark.parametrize("record", ["event", "label"])
+def test_zero_limits_do_not_crash(record):
+    learner = Learner(config(max_pending=0, max_early_labels=0))
+    if record == "event":
+        learner.process_event(Event("a", {"x": 1.0}, ts=0))
+    else:
+        learner.process_label(Label("a", True, ts=0))

@@ -1,0 +1,314 @@
+"""Crash recovery of the worker, end to end: CLI worker processes against the real broker.
+
+The worker's promise (DESIGN.md, "Exactly-once effect on state"): after kill -9 at any point
+and a restart (or a takeover by another group member), the final state equals that of an
+uninterrupted run, and every re-emitted prediction is identical to the first one. Both tests
+compare with an in-process reference (`run_offline`, the same merge and learner).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from driftstream.cli import build_parser, learner_config
+from producers.kafka_client import Admin, Consumer, KafkaSettings, topic_names
+from producers.publisher import EventPublisher, publish_samples
+from producers.sources import Sample, arrival_order, synthetic
+from state.checkpoints import StateStore
+from stream.codec import encode
+from stream.learner import Learner, LearnerConfig
+from stream.offline import run_offline
+from stream.records import Event, Label, Prediction
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parent.parent
+START_TS = 1_700_000_000_000
+DEADLINE_S = 60.0
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str,
+               alive: list[tuple[subprocess.Popen, Path]] = (), step: float = 0.02) -> None:
+    """Check ``cond`` until true; fail at the deadline, or at once if a watched process died."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        for proc, log in alive:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited ({proc.returncode}) while waiting for "
+                                     f"{what}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(tail(log) for _, log in alive)
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+        time.sleep(step)  # polling interval of the condition, not a synchronisation
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return f"--- {log.name} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def worker_argv(settings: KafkaSettings, prefix: str, group: str, state: Path,
+                checkpoint_every: int, exit_when_idle: float | None = None) -> list[str]:
+    argv = ["run", "--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix", prefix,
+            "--group", group, "--state", str(state), "--checkpoint-every", str(checkpoint_every),
+            "--fast-group-timeouts", "--model", "lr", "--drift-policy", "reset",
+            "--log-level", "INFO"]
+    if exit_when_idle is not None:
+        argv += ["--exit-when-idle", str(exit_when_idle)]
+    return argv
+
+
+def cli_config(argv: list[str]) -> LearnerConfig:
+    """The LearnerConfig the CLI builds from these arguments."""
+    return learner_config(build_parser().parse_args(argv))
+
+
+def start_worker(argv: list[str], log: Path, kill_at: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "DRIFTSTREAM_KILL_AT"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if kill_at is not None:
+        env["DRIFTSTREAM_KILL_AT"] = kill_at
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "driftstream.cli", *argv], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=DEADLINE_S)
+
+
+def progress(state: Path, partition: int) -> int:
+    """Input records (events + labels) reflected in the partition's newest checkpoint."""
+    if not state.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT offsets FROM checkpoints WHERE [partition] = ? "
+                               "ORDER BY version DESC LIMIT 1", [partition]).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+    return sum(orjson.loads(row[0]).values()) if row else 0
+
+
+def publish(settings: KafkaSettings, prefix: str, samples: list[Sample], partitions: int) -> None:
+    admin = Admin(settings)
+    try:
+        admin.create_topics(list(topic_names(prefix).values()), partitions)
+    finally:
+        admin.close()
+    publisher = EventPublisher(settings, prefix)
+    try:
+        counts = publish_samples(publisher, samples, partitions=partitions)
+    finally:
+        publisher.close()
+    assert counts == {"events": len(samples), "labels": len(samples)}
+
+
+def read_all(settings: KafkaSettings, topic: str, partitions: int) -> list[dict]:
+    """Every record of the topic, in offset order per partition (producers have exited)."""
+    consumer = Consumer(settings)
+    tps = [(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(tps)
+    records = []
+
+    def done() -> bool:
+        records.extend(consumer.poll(200))
+        for t, p in tps:
+            high = consumer.highwater(t, p)
+            if high is None or consumer.position(t, p) < high:
+                return False
+        return True
+
+    try:
+        wait_until(done, DEADLINE_S, f"all of {topic}", step=0)
+    finally:
+        consumer.close()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return [orjson.loads(r.value) for r in records]
+
+
+def comparable(wire: dict) -> dict:
+    """A prediction as it travels, without the wall-clock field."""
+    return {k: v for k, v in wire.items() if k != "scored_at"}
+
+
+def reference(samples: list[Sample], config: LearnerConfig, partition: int = 0):
+    """Uninterrupted in-process run over one partition's samples: (learner, {id: wire})."""
+    events_s, labels_s = arrival_order(samples)
+    events = [Event(s.id, s.x, s.ts, partition=partition, offset=i)
+              for i, s in enumerate(events_s)]
+    labels = [Label(s.id, s.y, s.label_ts, partition=partition) for s in labels_s]
+    learner, outputs = run_offline(events, labels, learner=Learner(config, partition=partition))
+    predictions = {o.id: comparable(orjson.loads(encode(o.to_wire())))
+                   for o in outputs if isinstance(o, Prediction)}
+    return learner, predictions
+
+
+def dedupe(predictions: list[dict]) -> tuple[dict[str, dict], int]:
+    """First prediction per id; every re-emitted one must be identical. Returns (firsts, dups)."""
+    first: dict[str, dict] = {}
+    duplicates = 0
+    for wire in predictions:
+        wire = comparable(wire)
+        seen = first.setdefault(wire["id"], wire)
+        if seen is not wire:
+            duplicates += 1
+            assert wire == seen, f"re-emitted prediction differs: {seen} then {wire}"
+    return first, duplicates
+
+
+ASSIGNED = re.compile(r"assigned partitions \[([\d, ]*)\]")
+
+
+def assignment(log: Path) -> tuple[set[int] | None, int]:
+    """The worker's newest logged assignment and the log position just after it."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    last = None
+    for last in ASSIGNED.finditer(text):
+        pass
+    if last is None:
+        return None, 0
+    return {int(p) for p in last.group(1).split(",") if p.strip()}, last.end()
+
+
+# -- tests ---------------------------------------------------------------------------
+
+
+def test_kill9_at_random_moments_gives_the_uninterrupted_result(
+        kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path):
+    n = 6000
+    samples = list(synthetic("sea", n, seed=1, drift_at=[3000], label_delay="100",
+                             start_ts=START_TS))
+    publish(kafka_settings, unique_prefix, samples, partitions=1)
+    state = tmp_path / "state.sqlite"
+    group = unique_prefix + "group"
+    argv = worker_argv(kafka_settings, unique_prefix, group, state, checkpoint_every=300)
+    total = 2 * n  # input records: events + labels
+    rng = random.Random(20240607)
+
+    runs = ["random", "random", "checkpoint:2", "random", "final"]
+    for i, kind in enumerate(runs):
+        log = tmp_path / f"worker-{i}.log"
+        before = progress(state, 0)
+        if kind == "final":
+            proc = start_worker(argv + ["--exit-when-idle", "2"], log)
+            assert proc.wait(timeout=DEADLINE_S) == 0, tail(log)
+        elif kind.startswith("checkpoint:"):
+            proc = start_worker(argv, log, kill_at=kind)
+            assert proc.wait(timeout=DEADLINE_S) == -signal.SIGKILL, tail(log)
+        else:
+            # Kill once the worker has checkpointed a random amount of progress, a random
+            # moment later (between checkpoints, mid-batch, mid-flush...).
+            target = min(before + rng.randint(900, 2100), total - 3000)
+            proc = start_worker(argv, log)
+            wait_until(lambda: progress(state, 0) >= target, DEADLINE_S,
+                       f"progress {target}", alive=[(proc, log)])
+            time.sleep(rng.uniform(0.0, 0.25))  # a random kill moment, not a synchronisation
+            kill9(proc)
+        assert progress(state, 0) >= before
+    assert progress(state, 0) == total
+
+    config = cli_config(argv)
+    ref_learner, ref_predictions = reference(samples, config)
+    assert ref_learner.version["generation"] >= 1, "the reference should reset on the drift"
+
+    # (a) every event has exactly one distinct prediction, that of the uninterrupted run.
+    wires = read_all(kafka_settings, topic_names(unique_prefix)["predictions"], 1)
+    got, duplicates = dedupe(wires)
+    assert len(got) == n
+    assert got == ref_predictions
+    assert duplicates > 0, "the kill inside a checkpoint must have re-emitted predictions"
+
+    # (b) the final checkpoint holds exactly the reference learner's state.
+    with StateStore(state) as store:
+        checkpoint = store.latest(0)
+    final = Learner.from_bytes(checkpoint.state)
+    assert checkpoint.offsets == {topic_names(unique_prefix)["events"]: n,
+                                  topic_names(unique_prefix)["labels"]: n}
+    assert final.to_bytes() == ref_learner.to_bytes()
+
+    # (c) no label lost, none learned twice.
+    assert final.n_labels == ref_learner.n_labels == n
+    assert final.n_events == n and not final.pending
+
+
+def test_survivor_takes_over_the_partitions_of_a_killed_worker(
+        kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path):
+    n, partitions = 8000, 4
+    samples = list(synthetic("sea", n, seed=1, drift_at=[4000], label_delay="100",
+                             start_ts=START_TS))
+    publish(kafka_settings, unique_prefix, samples, partitions=partitions)
+    state = tmp_path / "state.sqlite"
+    group = unique_prefix + "group"
+    argv = worker_argv(kafka_settings, unique_prefix, group, state, checkpoint_every=200,
+                       exit_when_idle=3)
+    rng = random.Random(977)
+
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    procs = [start_worker(argv, log) for log in logs]
+    watched = list(zip(procs, logs))
+    try:
+        def both_own_partitions() -> bool:
+            mine = [assignment(log)[0] for log in logs]
+            return all(mine) and not (mine[0] & mine[1])
+
+        wait_until(both_own_partitions, DEADLINE_S, "both workers to own partitions",
+                   alive=watched)
+        survivor, victim = 0, 1
+        victim_parts, since = assignment(logs[victim])
+
+        def victim_checkpointed() -> bool:
+            text = logs[victim].read_text(errors="replace")[since:]
+            return "checkpoint partition=" in text
+
+        wait_until(victim_checkpointed, DEADLINE_S, "the victim's first checkpoint",
+                   alive=watched)
+        time.sleep(rng.uniform(0.0, 0.15))  # a random kill moment, not a synchronisation
+        kill9(procs[victim])
+        assert procs[survivor].wait(timeout=DEADLINE_S) == 0, tail(logs[survivor])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                kill9(proc)
+
+    survivor_log = logs[survivor].read_text()
+    assert assignment(logs[survivor])[0] == set(range(partitions)), tail(logs[survivor])
+    for p in victim_parts:
+        assert f"partition {p}: restored checkpoint" in survivor_log, tail(logs[survivor])
+
+    config = cli_config(argv)
+    wires = read_all(kafka_settings, topic_names(unique_prefix)["predictions"], partitions)
+    topics = topic_names(unique_prefix)
+    with StateStore(state) as store:
+        assert store.partitions() == list(range(partitions))
+        for p in range(partitions):
+            part_samples = samples[p::partitions]
+            ref_learner, ref_predictions = reference(part_samples, config, partition=p)
+            got, _ = dedupe([w for w in wires if w["partition"] == p])
+            assert got == ref_predictions, f"partition {p}"
+            checkpoint = store.latest(p)
+            assert checkpoint.offsets == {topics["events"]: len(part_samples),
+                                          topics["labels"]: len(part_samples)}
+            final = Learner.from_bytes(checkpoint.state)
+            assert final.n_labels == ref_learner.n_labels == len(part_samples), f"partition {p}"
+            assert final.to_bytes() == ref_learner.to_bytes(), f"partition {p}"
