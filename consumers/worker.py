@@ -175,6 +175,7 @@ class Worker:
                     task.paused.discard(tp)
 
     def _process(self, now_ms: int) -> None:
+        every = self.options.checkpoint_every
         for task in self.tasks.values():
             learner = task.learner
             offsets = task.next_offset
@@ -191,6 +192,13 @@ class Worker:
                 for out in outs:
                     self._emit(task, out)
                 n += 1
+                if task.since_checkpoint + n >= every:
+                    # One poll brings up to max_poll_records records: checkpoint inside the
+                    # batch, at this record boundary, so that checkpoint_every holds.
+                    task.since_checkpoint += n
+                    self.n_processed += n
+                    n = 0
+                    self._checkpoint([task])
             task.since_checkpoint += n
             self.n_processed += n
 

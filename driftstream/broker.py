@@ -73,6 +73,8 @@ class EmbeddedBroker:
 
     def __init__(self, port: int | None = None, log_path: str | os.PathLike[str] | None = None):
         self.port = port if port is not None else free_port()
+        # A log we made up ourselves is removed by stop(); a caller's log_path is kept.
+        self._owns_log = log_path is None
         if log_path is None:
             fd, name = tempfile.mkstemp(prefix=f"driftstream-broker-{self.port}-", suffix=".log")
             os.close(fd)
@@ -113,7 +115,7 @@ class EmbeddedBroker:
         try:
             self._wait_ready(timeout)
         except BaseException:
-            self.stop()
+            self.kill()  # keeps the log that the error message points to
             raise
         return self
 
@@ -176,11 +178,10 @@ class EmbeddedBroker:
         """Terminate the broker (SIGTERM), and kill it if it has not exited within timeout.
 
         Tansu drains for about 5 s on SIGTERM while clients are connected (1 ms when idle).
+        A temporary log (no log_path given) is deleted.
         """
         proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(timeout=timeout)
@@ -188,9 +189,11 @@ class EmbeddedBroker:
                 proc.kill()
                 proc.wait(timeout=timeout)
         self._proc = None
+        if self._owns_log:
+            self.log_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
-        """Kill the broker at once (SIGKILL), as a crash would."""
+        """Kill the broker at once (SIGKILL), as a crash would; the log is kept."""
         proc = self._proc
         if proc is None:
             return

@@ -59,6 +59,14 @@ class LearnerConfig:
     metric_window: int = 1000
     schema: dict | None = None
 
+    def __post_init__(self):
+        for name in ("max_pending", "metric_window", "remember_ids"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("cooldown", "window_buffer", "max_early_labels", "early_label_wait"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
+
 
 class Learner:
     """Model, detectors, metrics, pending joins and model version of one partition."""
@@ -108,7 +116,7 @@ class Learner:
             return self._reject(out, event, "model_error", f"{type(e).__name__}: {e}")
         self.n_events += 1
         served = self.served
-        if len(self.pending) >= self.config.max_pending:
+        while self.pending and len(self.pending) >= self.config.max_pending:
             self._expire_oldest_pending(out, "max_pending reached")
         self.pending[event.id] = (x, pred, proba, per_model, served.generation, event.ts)
         out.append(Prediction(event.id, pred, proba, served.generation, served.updates,
@@ -142,6 +150,8 @@ class Learner:
             self._reject(out, label, "label_past_ttl", f"event {label.id!r} expired unlabelled")
         else:
             if len(self.early) >= self.config.max_early_labels:
+                if not self.early:  # no room at all: a label must match a pending event
+                    return self._reject(out, label, "unknown_id", "no event with this id")
                 oldest = next(iter(self.early))
                 self._reject(out, self.early.pop(oldest), "unknown_id",
                              "no event with this id; early-label buffer full")

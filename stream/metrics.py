@@ -38,7 +38,7 @@ class MetricSet:
             kinds = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2}
             base_kind = metrics.MAE
         else:
-            binary = isinstance(y, bool) or y in (0, 1)
+            binary = isinstance(y, bool)  # other classes may be many: macro-F1, cross-entropy
             kinds = {
                 "accuracy": metrics.Accuracy,
                 "f1": metrics.F1 if binary else metrics.MacroF1,

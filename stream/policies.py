@@ -13,9 +13,9 @@
 >>> for i in range(50):
 ...     served.learn({"x": float(i % 2)}, i % 2 == 1, served.predict({"x": float(i % 2)})[2])
 >>> served.on_drift(width_after=10)
-'retrained on last 10 samples'
+'retrained on last 9 samples'
 >>> served.generation, served.updates
-(1, 10)
+(1, 9)
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ class ServedModel:
         if self.policy == "none":
             return "none"
         fresh = self.prototype.clone()
-        n = min(width_after, len(self.buffer)) if self.buffer.maxlen else 0
+        # ADWIN's window already holds the current label, which the learner learns next.
+        n = min(width_after - 1, len(self.buffer)) if self.buffer.maxlen else 0
         if n:
             for x, y in list(self.buffer)[-n:]:
                 fresh.learn_one(x, y)

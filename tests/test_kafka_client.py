@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -227,6 +232,53 @@ def test_commit_then_new_member_starts_at_committed_offset(
         second.close()
 
 
+class GroupMember(threading.Thread):
+    """One consumer-group member polling in its own thread, as a worker process would.
+
+    (Driving two members alternately from one thread stalls Tansu rebalances for 10-25 s in
+    about half the runs: the members keep re-joining generation 1.)
+    """
+
+    def __init__(self, settings: KafkaSettings, group: str, topics: list[str], name: str,
+                 changed: threading.Condition):
+        super().__init__(name=name, daemon=True)
+        self.consumer = Consumer(settings, group_id=group, client_id=name)
+        self.topics = topics
+        self.changed = changed
+        self.assigned: list[tuple[str, int]] = []  # latest on_assign argument
+        self.revoked: list[list[tuple[str, int]]] = []  # every on_revoke argument
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def _on_assign(self, parts: list[tuple[str, int]]) -> None:
+        with self.changed:
+            self.assigned = parts
+            self.changed.notify_all()
+
+    def _on_revoke(self, parts: list[tuple[str, int]]) -> None:
+        with self.changed:
+            self.revoked.append(parts)
+            self.assigned = []
+            self.changed.notify_all()
+
+    def run(self) -> None:
+        try:
+            self.consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke)
+            while not self._stop_requested.is_set():
+                self.consumer.poll(timeout_ms=100)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.error = exc
+        finally:
+            self.consumer.close()
+            with self.changed:
+                self.changed.notify_all()
+
+    def leave(self) -> None:
+        self._stop_requested.set()
+        self.join(timeout=DEADLINE_S)
+
+
 @pytest.mark.broker
 def test_range_assignor_keeps_topics_co_partitioned(
     admin: Admin, kafka_settings: KafkaSettings, unique_prefix: str
@@ -237,50 +289,42 @@ def test_range_assignor_keeps_topics_co_partitioned(
     events, labels = names["events"], names["labels"]
     admin.create_topics([events, labels], partitions=4)
     group = unique_prefix + "workers"
-    assigned: dict[str, list[tuple[str, int]]] = {}
-    revoked: dict[str, list[tuple[str, int]]] = {}
-    members: dict[str, Consumer] = {}
+    changed = threading.Condition()
+    members: list[GroupMember] = []
 
-    def join(name: str) -> None:
-        consumer = Consumer(kafka_settings, group_id=group, client_id=name)
-        consumer.subscribe(
-            [events, labels],
-            on_assign=lambda parts: assigned.__setitem__(name, parts),
-            on_revoke=lambda parts: revoked.__setitem__(name, parts),
-        )
-        members[name] = consumer
+    def wait_for_split(sizes: list[int], what: str) -> None:
+        def split() -> bool:
+            errors = [m.error for m in members if m.error is not None]
+            if errors:
+                raise errors[0]
+            parts = [set(m.assigned) for m in members]
+            return [len(p) for p in parts] == sizes and len(set().union(*parts)) == 8
 
-    def shares(total: int) -> bool:
-        """Poll every member; true once they hold `total` partitions between them, disjoint."""
-        for consumer in members.values():
-            consumer.poll(timeout_ms=50)
-        parts = [set(consumer.assignment()) for consumer in members.values()]
-        union = set().union(*parts)
-        return all(parts) and len(union) == total and sum(map(len, parts)) == total
+        with changed:
+            assert changed.wait_for(split, timeout=DEADLINE_S), f"timed out waiting for {what}"
+            for member in members:
+                numbers = {t: sorted(p for topic, p in member.assigned if topic == t)
+                           for t in (events, labels)}
+                assert numbers[events] == numbers[labels], member.name  # co-partitioned
 
-    def check_co_partitioned() -> None:
-        for name, consumer in members.items():
-            parts = consumer.assignment()
-            assert assigned[name] == parts  # the callback saw the final assignment
-            numbers = {t: sorted(p for topic, p in parts if topic == t) for t in (events, labels)}
-            assert numbers[events] == numbers[labels]
+    def join(name: str) -> GroupMember:
+        member = GroupMember(kafka_settings, group, [events, labels], name, changed)
+        members.append(member)
+        member.start()
+        return member
 
     try:
-        join("a")
-        wait_for(lambda: shares(8), "member a to get all 8 partitions")
-        check_co_partitioned()
-
-        join("b")
-        wait_for(lambda: shares(8) and len(members["b"].assignment()) == 4, "a and b to split")
-        check_co_partitioned()
-        assert revoked["a"]  # a gave its partitions up for the rebalance
-
-        members.pop("b").close()
-        wait_for(lambda: shares(8), "member a to take over b's partitions")
-        check_co_partitioned()
+        a = join("a")
+        wait_for_split([8], "member a to get all 8 partitions")
+        b = join("b")
+        wait_for_split([4, 4], "a and b to split the partitions")
+        assert any(len(parts) == 8 for parts in a.revoked)  # a gave all up to rebalance
+        b.leave()
+        members.remove(b)
+        wait_for_split([8], "member a to take over b's partitions")
     finally:
-        for consumer in members.values():
-            consumer.close()
+        for member in members:
+            member.leave()
 
 
 @pytest.mark.broker
@@ -314,3 +358,30 @@ def test_embedded_broker_restart(tmp_path) -> None:
         own.stop()
         assert not own.is_running()
         assert "listening on" in (tmp_path / "broker.log").read_text()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_runs_until_signalled(sig: signal.Signals) -> None:
+    """`driftstream broker`: prints the bootstrap address, serves, stops cleanly on a signal."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         f"from driftstream.broker import serve; raise SystemExit(serve({port}))"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # serve() prints it once ready, or exits (EOF)
+        assert line == f"bootstrap: 127.0.0.1:{port}\n"
+        admin = Admin(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"))
+        admin.create_topics(["serve.events"], partitions=1)
+        admin.close()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=DEADLINE_S)
+        assert proc.returncode == 0, err
+        with pytest.raises(ConnectionRefusedError):  # the broker went away with serve()
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -305,11 +305,6 @@ def test_window_policy_retrains_on_buffered_samples():
     assert r.action == "retrained on last 50 samples"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "window policy retrains one sample too many: on_drift(width_after) learns the last "
-    "width_after buffered samples and then the current label, but ADWIN's post-change window "
-    "of width_after already includes the current label; so one pre-change sample is learned "
-    "(here 80 buffered + current = 81 for a window of 80). Fix: retrain on width_after - 1."))
 def test_window_policy_retrains_on_exactly_the_post_change_window():
     learner, outs = run(flipped(4000), model="lr", drift_policy="window")
     r = next(r for r in of(outs, DriftReport) if r.action.startswith("retrained"))
@@ -379,11 +374,6 @@ def test_learner_cooldown_suppresses_concept_reports():
 
 # -- bugs for the lead ------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MetricSet decides binary vs multiclass from the first label only (y in (0, 1)): a "
-    "multiclass int stream whose first label is 0 or 1 gets binary F1 and LogLoss, which "
-    "silently compute garbage for class 2 (here f1 0.80 vs MacroF1 0.62, log_loss 0.99 vs "
-    "CrossEntropy 1.05)."))
 def test_multiclass_metrics_do_not_depend_on_the_first_label():
     m = MetricSet("classification")
     f1, ce = metrics.MacroF1(), metrics.CrossEntropy()
@@ -397,13 +387,10 @@ def test_multiclass_metrics_do_not_depend_on_the_first_label():
     assert report["log_loss"] == pytest.approx(ce.get())
 
 
-@pytest.mark.xfail(strict=True, raises=StopIteration, reason=(
-    "max_pending=0 / max_early_labels=0 crash with StopIteration: the learner evicts "
-    "next(iter(empty dict)) when len(...) >= limit is already true for an empty buffer."))
-@pytest.mark.parametrize("record", ["event", "label"])
-def test_zero_limits_do_not_crash(record):
-    learner = Learner(config(max_pending=0, max_early_labels=0))
-    if record == "event":
-        learner.process_event(Event("a", {"x": 1.0}, ts=0))
-    else:
-        learner.process_label(Label("a", True, ts=0))
+def test_zero_limits_are_refused_or_handled():
+    with pytest.raises(ValueError, match="max_pending"):
+        config(max_pending=0)
+    learner = Learner(config(max_early_labels=0))
+    out = learner.process_label(Label("a", True, ts=0))
+    assert [o.reason for o in out] == ["unknown_id"]
+    assert learner.process_event(Event("a", {"x": 1.0}, ts=0))[0].id == "a"

@@ -207,25 +207,35 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
     rng = random.Random(20240607)
 
     runs = ["random", "random", "checkpoint:2", "random", "final"]
-    for i, kind in enumerate(runs):
-        log = tmp_path / f"worker-{i}.log"
-        before = progress(state, 0)
-        if kind == "final":
-            proc = start_worker(argv + ["--exit-when-idle", "2"], log)
-            assert proc.wait(timeout=DEADLINE_S) == 0, tail(log)
-        elif kind.startswith("checkpoint:"):
-            proc = start_worker(argv, log, kill_at=kind)
-            assert proc.wait(timeout=DEADLINE_S) == -signal.SIGKILL, tail(log)
-        else:
-            # Kill once the worker has checkpointed a random amount of progress, a random
-            # moment later (between checkpoints, mid-batch, mid-flush...).
-            target = min(before + rng.randint(900, 2100), total - 3000)
-            proc = start_worker(argv, log)
-            wait_until(lambda: progress(state, 0) >= target, DEADLINE_S,
-                       f"progress {target}", alive=[(proc, log)])
-            time.sleep(rng.uniform(0.0, 0.25))  # a random kill moment, not a synchronisation
-            kill9(proc)
-        assert progress(state, 0) >= before
+    seen = []  # checkpointed progress before each run
+    procs: list[subprocess.Popen] = []
+    try:
+        for i, kind in enumerate(runs):
+            log = tmp_path / f"worker-{i}.log"
+            before = progress(state, 0)
+            seen.append(before)
+            if kind == "final":
+                procs.append(proc := start_worker(argv + ["--exit-when-idle", "2"], log))
+                assert proc.wait(timeout=DEADLINE_S) == 0, tail(log)
+            elif kind.startswith("checkpoint:"):
+                procs.append(proc := start_worker(argv, log, kill_at=kind))
+                assert proc.wait(timeout=DEADLINE_S) == -signal.SIGKILL, tail(log)
+            else:
+                # Kill once the worker has checkpointed a random amount of progress, then a
+                # random moment later (between checkpoints: mid-batch, mid-flush, ...).
+                target = min(before + rng.randint(1200, 2400), total - 3000)
+                procs.append(proc := start_worker(argv, log))
+                wait_until(lambda: progress(state, 0) >= target, DEADLINE_S,
+                           f"progress {target}", alive=[(proc, log)], step=0.005)
+                time.sleep(rng.uniform(0.0, 0.03))  # a random kill moment, not a synchronisation
+                kill9(proc)
+            assert progress(state, 0) >= before
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                kill9(proc)
+    print("checkpointed progress before each run:", seen)
+    assert seen[-1] < total, "the kills should all have hit the worker mid-stream"
     assert progress(state, 0) == total
 
     config = cli_config(argv)
