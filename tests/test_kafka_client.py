@@ -116,7 +116,9 @@ def test_unreachable_broker_gives_clear_error() -> None:
 
 
 @pytest.mark.broker
-def test_create_topics_is_idempotent_and_checks_partitions(admin: Admin, unique_prefix: str) -> None:
+def test_create_topics_is_idempotent_and_checks_partitions(
+    admin: Admin, unique_prefix: str
+) -> None:
     names = [topic_names(unique_prefix)["events"], topic_names(unique_prefix)["labels"]]
     assert sorted(admin.create_topics(names, partitions=3)) == sorted(names)
     assert admin.create_topics(names, partitions=3) == []
