@@ -108,6 +108,9 @@ class Worker:
                 now_ms = time.time_ns() // 1_000_000
                 if not self._rebalances.empty():
                     fresh = self._apply_rebalances()
+                    # A rebalance is activity: after a revocation the worker holds no partition
+                    # until the new assignment arrives, and must not take that for idleness.
+                    idle_since = time.monotonic()
                     # Records fetched before the seek to the checkpoint are fetched again.
                     records = [r for r in records if r.partition not in fresh]
                 if records:

@@ -21,7 +21,9 @@ mid-stream continues with exactly the predictions of an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import io
 import pickle
+import sys
 from typing import Any
 
 import orjson
@@ -226,13 +228,19 @@ class Learner:
     # -- state ----------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The whole state, deterministically: equal learners give equal bytes.
+        """The whole state, for checkpoints (`from_bytes` restores it)."""
+        return pickle.dumps(self, protocol=5)
 
-        A plain pickle depends on which equal strings happen to be one object (interning), so
-        a restored learner would pickle differently from the original. Pickling the learner as
-        restored from its own pickle removes that: the result is a fixed point.
+    def canonical_bytes(self) -> bytes:
+        """The state as bytes that depend only on its values: equal states, equal bytes.
+
+        A plain pickle also records which equal strings happen to be one object (interning,
+        River's ``__setstate__``), so two learners in the same state, one restored from a
+        checkpoint, can pickle differently. Re-pickling with every string interned removes
+        that; use this to compare states, `to_bytes` (faster) to store them.
         """
-        return pickle.dumps(pickle.loads(pickle.dumps(self, protocol=5)), protocol=5)
+        raw = pickle.dumps(self, protocol=5)
+        return pickle.dumps(_InterningUnpickler(io.BytesIO(raw)).load(), protocol=5)
 
     @staticmethod
     def from_bytes(data: bytes) -> Learner:
@@ -261,3 +269,22 @@ def _remember(ids: dict, key: str, limit: int) -> None:
     ids[key] = None
     if len(ids) > limit:
         del ids[next(iter(ids))]
+
+
+class _InterningUnpickler(pickle._Unpickler):
+    """Unpickles with every string interned, so equal strings become one object."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+
+def _interning(code: int):
+    load_string = pickle._Unpickler.dispatch[code]
+
+    def load(self) -> None:
+        load_string(self)
+        self.stack[-1] = sys.intern(self.stack[-1])
+    return load
+
+
+for _op in (pickle.SHORT_BINUNICODE, pickle.BINUNICODE, pickle.BINUNICODE8, pickle.UNICODE):
+    _InterningUnpickler.dispatch[_op[0]] = _interning(_op[0])
