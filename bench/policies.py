@@ -5,8 +5,8 @@ River's own adaptive models (``hat``, ``arf``; policy ``none``) through the same
 as ``driftstream evaluate`` (`driftstream.evaluate.evaluate`: event-time merge, delayed
 labels, served-error ADWIN), on:
 
-- ``sea``: SEA with one sudden drift (variant 0 -> 1) at ``--drift-at``;
-- ``agrawal``: Agrawal with one sudden drift (function 0 -> 1) at ``--drift-at``;
+- ``sea``: SEA with one sudden drift (variant 0 -> 1) at n // 2;
+- ``agrawal``: Agrawal with one sudden drift (function 0 -> 1) at n // 2;
 - ``hyperplane``: rotating hyperplane, gradual drift all along (no drift point: only overall
   accuracy and the number of detections are meaningful).
 

@@ -26,7 +26,10 @@ class CliError(Exception):
 def _known_errors() -> tuple:
     errors = [CliError, ValueError, OSError]
     for module, name in (("producers.kafka_client", "KafkaClientError"),
-                         ("state.checkpoints", "StateError")):
+                         ("state.checkpoints", "StateError"),
+                         ("consumers.replay", "ReplayError"),
+                         ("consumers.reader", "ReadTimeout"),
+                         ("stream.models", "ModelSpecError")):
         mod = sys.modules.get(module)
         if mod is not None:
             errors.append(getattr(mod, name))
@@ -139,6 +142,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _kafka_args(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("replay", help="re-run a partition's history offline and compare",
+                       description="Re-run a partition's events and labels through a learner "
+                       "restored from a checkpoint (or a fresh model with --model, to try "
+                       "another policy on real history), offline: no group is joined and no "
+                       "offset moves. Prints live-vs-replay figures and writes a per-event "
+                       "report and a plot.")
+    p.add_argument("--partition", type=int, required=True)
+    p.add_argument("--state", help="the workers' state file (checkpoints)")
+    p.add_argument("--checkpoint", type=int, metavar="VERSION",
+                   help="start from this checkpoint (default: the newest before the range)")
+    p.add_argument("--from-offset", type=int, metavar="O", help="first event offset to report")
+    p.add_argument("--to-offset", type=int, metavar="O", help="stop before this event offset")
+    p.add_argument("--from-time", metavar="T", help="first event time to report (ms or ISO)")
+    p.add_argument("--to-time", metavar="T", help="stop before this event time (ms or ISO)")
+    p.add_argument("--model", help="replay a fresh model with this spec from the beginning")
+    p.add_argument("--drift-policy", help="with --model: its drift policy (default reset)")
+    p.add_argument("--verify", action="store_true",
+                   help="compare with the predictions topic; exit 1 at the first mismatch")
+    p.add_argument("--out", default="replay.csv", help="per-event report, .csv or .parquet "
+                   "(default replay.csv)")
+    p.add_argument("--plot", default="replay.png", help="PNG of the rolling metric "
+                   "(default replay.png; '' for none)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("explain", help="show and reproduce one served prediction",
+                       description="Find an event's prediction, show its features, the served "
+                       "prediction and probabilities, the model version, the checkpoint it "
+                       "descends from and the drift events before it, and reproduce it from "
+                       "checkpoint + input log. Exit 1 if it does not match exactly.")
+    p.add_argument("event_id")
+    p.add_argument("--state", required=True, help="the workers' state file")
+    p.add_argument("--json", action="store_true")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("republish", help="copy a range of a topic to another topic or cluster",
+                       description="Backfill: copy records keeping keys, timestamps and "
+                       "partitions, at an optional rate, e.g. to rerun history against a new "
+                       "worker group.")
+    p.add_argument("--from-topic", required=True)
+    p.add_argument("--to-topic", required=True)
+    p.add_argument("--to-bootstrap-servers", metavar="HOST:PORT",
+                   help="target cluster (default: the same)")
+    p.add_argument("--from-offset", type=int, default=0)
+    p.add_argument("--to-offset", type=int, default=None, help="exclusive")
+    p.add_argument("--from-time", metavar="T", help="record timestamp, ms or ISO")
+    p.add_argument("--to-time", metavar="T", help="exclusive")
+    p.add_argument("--partition", type=int, action="append", dest="partitions",
+                   help="only this partition (repeatable; default all)")
+    p.add_argument("--rate", type=float, default=None, help="records per second (default max)")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_republish)
     return parser
 
 
@@ -385,6 +443,91 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     rows = partition_status(kafka_settings(args), args.topic_prefix, args.state)
     print(json.dumps(rows, default=str) if args.json else format_status(rows))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from consumers.replay import (ReplayRange, open_store, parse_time, replay,
+                                  served_predictions, starting_point)
+    from consumers.replay_report import format_summary, plot, summary, to_frame, write_frame
+    from producers.kafka_client import topic_names
+
+    settings = kafka_settings(args)
+    topics = topic_names(args.topic_prefix)
+    rng = ReplayRange(args.from_offset, args.to_offset, parse_time(args.from_time),
+                      parse_time(args.to_time))
+    config = None
+    if args.model:
+        from stream.learner import LearnerConfig
+        from stream.models import build_model
+
+        build_model(args.model)
+        config = LearnerConfig(model=args.model, drift_policy=args.drift_policy or "reset")
+    elif args.drift_policy:
+        raise CliError("--drift-policy goes with --model (a fresh model); to change only the "
+                       "policy, give --model with the live spec too")
+    store = open_store(args.state)
+    try:
+        learner, offsets, start = starting_point(store, args.partition, topics["events"],
+                                                 topics["labels"], rng, args.checkpoint, config)
+        live_drifts = ([d["record"] for d in store.drift_log(args.partition)]
+                       if store is not None else None)
+    finally:
+        if store is not None:
+            store.close()
+    served = served_predictions(settings, topics["predictions"], args.partition)
+    result = replay(settings, args.topic_prefix, args.partition, learner, offsets, start, rng,
+                    served, verify=args.verify)
+    if args.out:
+        write_frame(to_frame(result), args.out)
+    if args.plot:
+        plot(result, args.plot)
+    live = None
+    if live_drifts is not None and result.rows:
+        first, last = result.rows[0]["event_ts"], result.rows[-1]["event_ts"]
+        live = sum(1 for d in live_drifts
+                   if d["kind"] == "concept" and first <= d["event_ts"] <= last)
+    s = summary(result, live)
+    print(json.dumps(s) if args.json else format_summary(s))
+    if args.verify:
+        if result.first_mismatch is not None:
+            m = result.first_mismatch
+            print(f"MISMATCH at event {m['id']} (offset {m['offset']}): served "
+                  f"{m['served']!r} model {m['served_model']} proba {m['served_proba']}; "
+                  f"replayed {m['replayed']!r} model g{m['generation']}.u{m['updates']} "
+                  f"proba {m['proba']}", file=sys.stderr)
+            return 1
+        print(f"verified: all {len(result.rows)} replayed predictions equal the served ones")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from consumers.explain import explain, format_explanation
+    from consumers.replay import open_store
+
+    store = open_store(args.state)
+    try:
+        e = explain(kafka_settings(args), args.topic_prefix, store, args.event_id)
+    finally:
+        store.close()
+    print(json.dumps(e, default=str) if args.json else format_explanation(e))
+    return 0 if e["match"] else 1
+
+
+def cmd_republish(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from consumers.replay import parse_time
+    from consumers.republish import republish
+
+    source = kafka_settings(args)
+    target = (dataclasses.replace(source, bootstrap_servers=args.to_bootstrap_servers)
+              if args.to_bootstrap_servers else source)
+    copied = republish(source, args.from_topic, target, args.to_topic, args.from_offset,
+                       args.to_offset, parse_time(args.from_time), parse_time(args.to_time),
+                       args.rate, args.partitions)
+    print(f"copied {sum(copied.values())} records: " +
+          ", ".join(f"partition {p}: {n}" for p, n in sorted(copied.items())))
     return 0
 
 

@@ -127,7 +127,8 @@ class Learner:
             for feature, figures in self.data_monitor.update(x):
                 self.drifts["data"] += 1
                 out.append(DriftReport("data", self.partition, event.ts, self.n_events, figures,
-                                       "reported", served.version, served.version, feature))
+                                       "reported", served.version, served.version, feature,
+                                       event.id))
         early = self.early.pop(event.id, None)
         if early is not None:
             self._join(early, out)
@@ -167,19 +168,21 @@ class Learner:
         y = label.label
         self.metrics.update(y, pred, proba)
         served = self.served
+        err = None
         if pred is not None:
-            figures = self.monitor.update(error(self.task, y, pred))
+            err = error(self.task, y, pred)
+            figures = self.monitor.update(err)
             if figures is not None:
                 before = served.version
                 rose = (figures["mean_before"] is None
                         or figures["mean_after"] > figures["mean_before"])
-                action = (served.on_drift(figures["width_after"])
+                action = (served.on_drift(err)
                           if rose or self.config.act_on_decrease else "none (error fell)")
                 self.drifts["concept"] += 1
-                out.append(DriftReport("concept", self.partition, label.ts, self.monitor.n_seen,
-                                       figures, action, before, served.version))
+                out.append(DriftReport("concept", self.partition, label.ts, self.n_labels,
+                                       figures, action, before, served.version, id=label.id))
         try:
-            served.learn(x, y, per_model if generation == served.generation else None)
+            served.learn(x, y, per_model if generation == served.generation else None, err)
         except Exception as e:
             self._reject(out, label, "model_error", f"learn_one: {type(e).__name__}: {e}")
 

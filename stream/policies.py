@@ -11,16 +11,17 @@
 >>> from river import linear_model
 >>> served = ServedModel(linear_model.LogisticRegression(), "classification", "window", 100)
 >>> for i in range(50):
-...     served.learn({"x": float(i % 2)}, i % 2 == 1, served.predict({"x": float(i % 2)})[2])
->>> served.on_drift(width_after=10)
-'retrained on last 9 samples'
+...     served.learn({"x": float(i % 2)}, i % 2 == 1, None, 0.0 if i < 40 else 1.0)
+>>> served.on_drift(served_error=1.0)
+'retrained on 10 samples since the change'
 >>> served.generation, served.updates
-(1, 9)
+(1, 10)
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any
 
 from river import base
@@ -86,7 +87,7 @@ class ServedModel:
             return (max(proba, key=proba.get) if proba else None), proba
         return model.predict_one(x), proba
 
-    def learn(self, x: dict, y: Any, per_model: list | None) -> None:
+    def learn(self, x: dict, y: Any, per_model: list | None, served_error: float | None) -> None:
         """Learn one label (all models under ``reweight``) and track each model's error."""
         if per_model is not None and len(per_model) == len(self.models):
             a = self.ewma
@@ -97,7 +98,7 @@ class ServedModel:
             model.learn_one(x, y)
         self.updates += 1
         if self.buffer.maxlen:
-            self.buffer.append((x, y))
+            self.buffer.append((x, y, served_error))
         if len(self.models) > 1:
             self.since_drift += 1
             if self.since_drift >= self.horizon:
@@ -105,15 +106,22 @@ class ServedModel:
                 self.models = [self.models[best]]
                 self.errors = [self.errors[best]]
 
-    def on_drift(self, width_after: int) -> str:
-        """Apply the policy after a concept-drift detection; return what was done."""
+    def on_drift(self, served_error: float) -> str:
+        """Apply the policy after a concept-drift detection; return what was done.
+
+        ADWIN only says that its window's mean changed, and after a detection its window still
+        holds mostly old-concept data (it drops whole buckets). So ``window`` and ``reweight``
+        locate the change in the buffered served errors themselves (`change_point`) and train
+        the new model only on the samples after it; the current sample is learned next.
+        """
         if self.policy == "none":
             return "none"
         fresh = self.prototype.clone()
-        # ADWIN's window already holds the current label, which the learner learns next.
-        n = min(width_after - 1, len(self.buffer)) if self.buffer.maxlen else 0
-        if n:
-            for x, y in list(self.buffer)[-n:]:
+        n = 0
+        if self.buffer.maxlen:
+            errors = [e for _, _, e in self.buffer] + [served_error]
+            n = len(self.buffer) - change_point(errors)
+            for x, y, _ in list(self.buffer)[len(self.buffer) - n:] if n > 0 else ():
                 fresh.learn_one(x, y)
         self.generation += 1
         self.updates = n
@@ -124,10 +132,36 @@ class ServedModel:
             self.models.append(fresh)
             self.errors.append(self.errors[0])
             self.since_drift = 0
-            return f"added challenger trained on last {n} samples"
+            return f"added challenger trained on {n} samples since the change"
         self.models = [fresh]
         self.errors = [0.0]
-        return "reset" if self.policy == "reset" else f"retrained on last {n} samples"
+        return "reset" if self.policy == "reset" else f"retrained on {n} samples since the change"
+
+
+def change_point(errors: list[float | None], min_size: int = 10) -> int:
+    """Index at which the mean of ``errors`` changes most: where the newest segment starts.
+
+    Maximises |mean(before) - mean(after)| * sqrt(n1 * n2 / n), the statistic ADWIN bounds,
+    over every split leaving ``min_size`` values on each side; 0 if there are too few values.
+    Unknown errors (None: no prediction was served) count as 0.
+
+    >>> change_point([0.0] * 50 + [1.0] * 20)
+    50
+    """
+    n = len(errors)
+    if n < 2 * min_size:
+        return 0
+    prefix = [0.0]
+    for e in errors:
+        prefix.append(prefix[-1] + (e or 0.0))
+    total = prefix[-1]
+    best_k, best = 0, -1.0
+    for k in range(min_size, n - min_size + 1):
+        n2 = n - k
+        stat = abs(prefix[k] / k - (total - prefix[k]) / n2) * math.sqrt(k * n2 / n)
+        if stat > best:
+            best, best_k = stat, k
+    return best_k
 
 
 def error(task: str, y: Any, y_pred: Any) -> float:

@@ -92,6 +92,7 @@ class DriftReport:
     model_before: dict
     model_after: dict
     feature: str | None = None
+    id: str | None = None  # the label (concept) or event (data) that triggered the detection
 
     def to_wire(self) -> dict:
         out = {
@@ -106,6 +107,8 @@ class DriftReport:
         }
         if self.feature is not None:
             out["feature"] = self.feature
+        if self.id is not None:
+            out["id"] = self.id
         return out
 
 

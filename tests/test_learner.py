@@ -300,16 +300,18 @@ def test_window_policy_retrains_on_buffered_samples():
     acted = [r for r in of(outs, DriftReport) if r.action.startswith("retrained")]
     assert acted
     r = acted[0]
-    assert r.detector["width_after"] > 50  # so the buffer, not the window, is the limit
-    assert r.model_after == {"generation": 1, "updates": 50}
-    assert r.action == "retrained on last 50 samples"
+    n = r.model_after["updates"]
+    assert r.model_after["generation"] == 1 and 0 < n <= 50
+    assert r.action == f"retrained on {n} samples since the change"
 
 
-def test_window_policy_retrains_on_exactly_the_post_change_window():
+def test_window_policy_retrains_on_the_samples_after_the_change():
+    """Not on ADWIN's remaining window, which still holds mostly the old concept."""
     learner, outs = run(flipped(4000), model="lr", drift_policy="window")
     r = next(r for r in of(outs, DriftReport) if r.action.startswith("retrained"))
-    # the current label (the window's newest element) is learned right after the retrain
-    assert r.model_after["updates"] + 1 == r.detector["width_after"]
+    post_change = (r.n_seen - 1) - 3000  # labels after the flip, before the current one
+    assert r.detector["width_after"] - 1 > post_change + 20  # ADWIN's window is wider
+    assert abs(r.model_after["updates"] - post_change) <= 10
 
 
 @pytest.mark.xfail(strict=True, reason=(
