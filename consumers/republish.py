@@ -29,6 +29,15 @@ def republish(source: KafkaSettings, topic: str, target: KafkaSettings, to_topic
     missing = set(chosen) - set(available)
     if missing:
         raise ValueError(f"topic {topic!r} has no partition(s) {sorted(missing)}")
+    target_consumer = Consumer(target)
+    try:
+        target_partitions = target_consumer.partitions_for(to_topic)
+    finally:
+        target_consumer.close()
+    if not target_partitions or max(chosen) >= len(target_partitions):
+        raise ValueError(f"target topic {to_topic!r} must exist with at least {max(chosen) + 1} "
+                         f"partitions (has {len(target_partitions)}): create it first, e.g. "
+                         "with `driftstream topics create`")
     records = read_partitions(source, [(topic, p) for p in chosen], from_offset, to_offset)
     producer = Producer(target, client_id="driftstream-republish")
     copied = {p: 0 for p in chosen}

@@ -37,8 +37,14 @@ def _known_errors() -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from driftstream.config import ConfigError, parse_args
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_args(parser, argv)  # flags > DRIFTSTREAM_* env > --config file > defaults
+    except ConfigError as e:
+        print(f"driftstream: error: {e}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftstream", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("evaluate", help="run the learner over a stream offline, print metrics",
@@ -197,7 +204,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=None, help="records per second (default max)")
     _kafka_args(p)
     p.set_defaults(func=cmd_republish)
+
+    p = sub.add_parser("report", help="write an HTML report of a state file",
+                       description="Write one self-contained HTML page (inline plots, no "
+                       "scripts, no network) with the rolling metric per partition and its "
+                       "drifts, model generations, dead letters by reason, pending joins and a "
+                       "summary table, from the checkpoints and drift log in --state.")
+    p.add_argument("--state", required=True, help="the workers' state file")
+    p.add_argument("--out", default="report.html", help="HTML file to write (report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("config", help="show the effective configuration and its sources",
+                       description="Print every option of a command (or of all) with its "
+                       "effective value and where it comes from: flag, env, file or default. "
+                       "Secrets are masked. Flags after `show` other than --command/--config "
+                       "are taken as the command's own flags.")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--command", dest="command_name", metavar="COMMAND",
+                   help="the command to show (default: all)")
+    p.add_argument("flags", nargs=argparse.REMAINDER, help="that command's flags")
+    p.set_defaults(func=cmd_config)
+
+    # Last: every command, including ones added above this line, takes --config.
+    for p in sub.choices.values():
+        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
     return parser
+
+
+CONFIG_HELP = ("TOML file of option values (default: $DRIFTSTREAM_CONFIG); keys are the long "
+               "options with _ for -, top level or in a [COMMAND] table; DRIFTSTREAM_<KEY> "
+               "variables override it and flags override both (see `driftstream config show`)")
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
@@ -234,9 +270,10 @@ def _stream_options(g) -> None:
 
 def _kafka_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Kafka")
-    g.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-                   metavar="HOST:PORT",
-                   help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    a = g.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                       help="Kafka bootstrap servers (or $DRIFTSTREAM_BOOTSTRAP_SERVERS, "
+                            "$KAFKA_BOOTSTRAP_SERVERS)")
+    a.env_aliases = ("KAFKA_BOOTSTRAP_SERVERS",)  # read by driftstream.config, after ours
     g.add_argument("--topic-prefix", default="", help="prefix of every topic name (default none)")
     g.add_argument("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT",
                                                    "SASL_SSL"])
@@ -257,6 +294,7 @@ def kafka_settings(args: argparse.Namespace):
 
     if not args.bootstrap_servers:
         raise CliError("no broker: pass --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS "
+                       "or DRIFTSTREAM_BOOTSTRAP_SERVERS "
                        "(or run `driftstream broker` for a local one)")
     return KafkaSettings(
         bootstrap_servers=args.bootstrap_servers, security_protocol=args.security_protocol,
@@ -545,6 +583,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(DemoOptions(n=args.n, drift_at=args.drift_at, label_delay=args.label_delay,
                          model=args.model, drift_policy=args.drift_policy, state=args.state,
                          plot=args.plot), settings)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from driftstream.report import write_report
+
+    print(f"wrote {write_report(args.state, args.out)}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from driftstream.config import ConfigError, cmd_config as show
+
+    try:
+        print(show(args, build_parser()))
+    except ConfigError as e:
+        raise CliError(str(e)) from None
     return 0
 
 

@@ -1,0 +1,1175 @@
+"""Throughput, latency and memory of the worker, against River in-process and Kafka's own limit.
+
+One run, one embedded Tansu broker (started here, loopback only), the same data and the same
+model specs everywhere: ``synthetic("sea", n, drift_at=[n // 2], label_delay="100")`` (labels
+revealed 100 event-time units = 100 events later), models ``lr`` and ``ht``, learner defaults
+(drift policy ``reset``, data-drift monitoring on), as ``driftstream run`` would use them.
+
+Measured (each in its own ``measure_*`` function, whose docstring says exactly what it times):
+
+- River in-process: ``river.stream.simulate_qa`` prequential loop, no Kafka. The limit.
+- driftstream learner offline: ``stream.offline.run_offline`` (merge + learner), no Kafka,
+  plus the wire codec alone. Together with River this splits the worker's cost into model,
+  driftstream core, codec and Kafka.
+- Kafka I/O ceiling: the same client (``producers.kafka_client``) and settings, reading both
+  input topics and writing one prediction-sized record per event, no model, no decode.
+- driftstream worker, 1 partition (a child process running ``consumers.worker.Worker``):
+  first poll that returns records -> every prediction acknowledged (producer flush).
+- driftstream, 4 partitions and 2 ``driftstream run`` processes: first to last prediction
+  CreateTime on the predictions topic, and launch -> both exited.
+- naive peer: the hand-written loop (decode, predict/learn with a dict of pending ids,
+  produce, commit each record's offset), same client.
+- latency: event publish -> prediction publish (both CreateTimes, matched by id) at a steady
+  offered rate of half the measured 1-partition maximum, and at a low rate (100 events/s).
+- memory: peak RSS of the worker processes, and bytes per pending join of a learner holding
+  1 million scored events whose labels never arrive.
+
+Usage::
+
+    .venv/bin/python bench/throughput.py [--json] [--n N] [--quick] [--profile]
+
+``--quick``: n=10k, short latency phases, 100k pending joins (a fast check, ~2-3 min).
+``--profile``: only the 1-partition worker measurement (lr unless ``--profile-model``), run
+under cProfile from its first record to its last flush; prints the top 25 functions by
+cumulative and by own time. Its events/s is inflated by the profiler and is not a result.
+With ``--json`` the last line of stdout is one JSON object (``events_per_s``, ``p99_ms``,
+``ratio_vs_river``, ``ratio_vs_ceiling``, ``ratio_vs_naive`` for lr on 1 partition, then
+everything else). Progress goes to stderr.
+
+The machine may be shared: every figure is one run, wall-clock, and noisy when other work
+runs. CPU seconds of the worker (whole process and its main thread) and of the broker are
+reported beside the wall-clock rates because they are steadier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from anywhere
+
+import orjson  # noqa: E402
+
+from producers.kafka_client import (  # noqa: E402
+    Admin,
+    Consumer,
+    KafkaSettings,
+    Producer,
+    topic_names,
+)
+from producers.sources import Sample, event_record, label_record, synthetic  # noqa: E402
+
+LABEL_DELAY = 100
+MODELS = ("lr", "ht")
+MAX_POLL_RECORDS = 5000  # WorkerOptions.max_poll_records: the ceiling and naive peer use it too
+PYTHON = sys.executable
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def make_samples(n: int, seed: int = 42) -> list[Sample]:
+    """The bench's data: SEA, one sudden drift at n // 2, labels delayed by 100."""
+    return list(synthetic("sea", n, seed=seed, drift_at=[n // 2], label_delay=str(LABEL_DELAY),
+                          start_ts=1_700_000_000_000))
+
+
+# =============================================================================================
+# Broker plumbing
+# =============================================================================================
+
+
+@dataclass
+class Env:
+    """What every Kafka measurement needs."""
+
+    settings: KafkaSettings
+    broker_pid: int | None
+    tmp: Path
+    samples: list[Sample]
+    children: list = field(default_factory=list)  # Popen objects we started (for cleanup)
+
+    def prefix(self, what: str) -> str:
+        return f"b-{what}-{uuid.uuid4().hex[:6]}."
+
+
+def create_topics(settings: KafkaSettings, prefix: str, partitions: int,
+                  extra: tuple[str, ...] = ()) -> dict[str, str]:
+    topics = topic_names(prefix)
+    admin = Admin(settings)
+    try:
+        admin.create_topics(list(topics.values()) + [prefix + e for e in extra], partitions)
+    finally:
+        admin.close()
+    return topics
+
+
+def load_topics(env: Env, prefix: str, samples: list[Sample], partitions: int) -> dict:
+    """Create a topic set and fill events and labels the way `publish_samples` does.
+
+    Same records, keys, explicit timestamps (event ts / label reveal ts) and order as
+    ``producers.publisher.publish_samples`` (labels sent once their reveal time is reached,
+    partition = position % partitions), but pre-encoded and without per-record validation,
+    so that loading is only as slow as the client. Returns the produce rate seen.
+    """
+    topics = create_topics(env.settings, prefix, partitions)
+    ev_topic, lb_topic = topics["events"], topics["labels"]
+    producer = Producer(env.settings, client_id="bench-loader")
+    labels = sorted(range(len(samples)), key=lambda i: samples[i].label_ts)  # stable: ties
+    start = time.perf_counter()
+    j = 0
+    for i, s in enumerate(samples):
+        while j < len(labels) and samples[labels[j]].label_ts <= s.ts:
+            k = labels[j]
+            producer.send(lb_topic, orjson.dumps(label_record(samples[k])),
+                          samples[k].id.encode(), k % partitions, samples[k].label_ts)
+            j += 1
+        producer.send(ev_topic, orjson.dumps(event_record(s)), s.id.encode(), i % partitions,
+                      s.ts)
+    for k in labels[j:]:
+        producer.send(lb_topic, orjson.dumps(label_record(samples[k])), samples[k].id.encode(),
+                      k % partitions, samples[k].label_ts)
+    producer.flush()
+    seconds = time.perf_counter() - start
+    producer.close()
+    return {"topics": topics, "messages": 2 * len(samples), "seconds": seconds,
+            "msgs_per_s": 2 * len(samples) / seconds}
+
+
+def read_keys_and_times(settings: KafkaSettings, topic: str, expect: int | None = None,
+                        timeout: float = 120) -> list[tuple[bytes, int, int]]:
+    """(key, CreateTime ms, partition) of every record of a topic, read to its high-water mark."""
+    consumer = Consumer(settings, max_poll_records=MAX_POLL_RECORDS)
+    try:
+        tps = [(topic, p) for p in consumer.partitions_for(topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(tps)
+        out: list[tuple[bytes, int, int]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out.extend((r.key, r.timestamp, r.partition) for r in consumer.poll(200))
+            done = all((h := consumer.highwater(t, p)) is not None and consumer.position(t, p) >= h
+                       for t, p in tps)
+            if done and (expect is None or len(out) >= expect):
+                return out
+        raise TimeoutError(f"could not read {topic} to its end within {timeout} s "
+                           f"({len(out)} records)")
+    finally:
+        consumer.close()
+
+
+def proc_cpu_s(pid: int | None) -> float | None:
+    """utime + stime of a process, from /proc (None if unavailable)."""
+    if pid is None:
+        return None
+    try:
+        fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_child(proc: subprocess.Popen, timeout: float) -> tuple[int, resource.struct_rusage]:
+    """Wait for a child with os.wait4, to get its own rusage (peak RSS, CPU); kill on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            raise TimeoutError(f"child {proc.args!r} did not finish within {timeout} s")
+        time.sleep(0.02)
+
+
+def start_child(env: Env, args: list[str], name: str) -> tuple[subprocess.Popen, Path, Path]:
+    out, err = env.tmp / f"{name}.out", env.tmp / f"{name}.err"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+    env.children.append(proc)
+    return proc, out, err
+
+
+def last_json_line(path: Path) -> dict:
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no JSON result in {path}")
+    return json.loads(lines[-1])
+
+
+def cli_worker_args(env: Env, prefix: str, model: str, state: Path, idle: float) -> list[str]:
+    return [PYTHON, "-m", "driftstream.cli", "run", "--bootstrap-servers",
+            env.settings.bootstrap_servers, "--topic-prefix", prefix, "--group", f"{prefix}g",
+            "--state", str(state), "--model", model, "--fast-group-timeouts",
+            "--exit-when-idle", str(idle), "--log-level", "INFO"]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+# =============================================================================================
+# Measurements without Kafka
+# =============================================================================================
+
+
+def measure_river_inprocess(samples: list[Sample], model: str) -> dict:
+    """River alone, in this process: the limit.
+
+    ``river.stream.simulate_qa`` over the samples with their event times and label delays
+    (``producers.sources.river_delay``): ``predict_one`` at each question, ``learn_one`` at
+    each answer, model ``build_model(model)`` (same spec as the worker). Timed: the loop only
+    (dataset built before). events/s = n / seconds.
+    """
+    from river import stream as river_stream
+
+    from producers.sources import river_delay
+    from stream.models import build_model
+
+    dataset, moment, delay = river_delay(samples)
+    m = build_model(model)
+    gc.collect()
+    start = time.perf_counter()
+    cpu = time.process_time()
+    for _, x, y in river_stream.simulate_qa(dataset, moment, delay):
+        if y is None:
+            m.predict_one(x)
+        else:
+            m.learn_one(x, y)
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    return {"events": len(samples), "seconds": seconds, "cpu_s": cpu,
+            "events_per_s": len(samples) / seconds}
+
+
+def measure_learner_offline(samples: list[Sample], model: str) -> dict:
+    """driftstream's core without Kafka: ``stream.offline.run_offline`` (event-time merge +
+    Learner with default LearnerConfig: predict_proba, pending join, metrics, served-error
+    ADWIN, data-drift ADWIN per numeric feature, reset policy, learn).
+
+    Inputs are Event/Label objects decoded beforehand from the wire bytes (as the worker
+    holds them); outputs (Prediction objects) are collected but not encoded. Timed: the
+    run_offline call. events/s = n / seconds.
+    """
+    from stream.codec import decode_event, decode_label
+    from stream.learner import LearnerConfig
+    from stream.offline import run_offline
+
+    events = [decode_event(orjson.dumps(event_record(s)), 0) for s in samples]
+    labels = sorted((s for s in samples if s.label_ts is not None), key=lambda s: s.label_ts)
+    labels = [decode_label(orjson.dumps(label_record(s)), 0) for s in labels]
+    gc.collect()
+    start = time.perf_counter()
+    cpu = time.process_time()
+    learner, outputs = run_offline(events, labels, LearnerConfig(model=model))
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    assert learner.n_events == len(samples), learner.summary()
+    return {"events": len(samples), "seconds": seconds, "cpu_s": cpu,
+            "events_per_s": len(samples) / seconds, "outputs": len(outputs)}
+
+
+def measure_codec(samples: list[Sample], model: str = "lr") -> dict:
+    """The wire codec alone, per event: ``decode_event`` of the event bytes + ``decode_label``
+    of the label bytes + ``Prediction.to_wire`` and ``encode`` of one prediction (as the
+    worker's ``_send``), for every sample. Predictions are real ones from run_offline.
+    Reported as microseconds per event for each part.
+    """
+    from stream.codec import decode_event, decode_label, encode
+    from stream.learner import LearnerConfig
+    from stream.offline import run_offline
+    from stream.records import Prediction
+
+    ev_bytes = [orjson.dumps(event_record(s)) for s in samples]
+    lb_bytes = [orjson.dumps(label_record(s)) for s in samples]
+    n = len(samples)
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    events = [decode_event(b, 0) for b in ev_bytes]
+    out["decode_event_us"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for b in lb_bytes:
+        decode_label(b, 0)
+    out["decode_label_us"] = (time.perf_counter() - t) / n * 1e6
+    few = min(n, 5000)
+    _, outs = run_offline(events[:few], [], LearnerConfig(model=model))
+    preds = [o for o in outs if o.__class__ is Prediction]
+    t = time.perf_counter()
+    for _ in range(max(1, n // len(preds))):
+        for p in preds:
+            encode(p.to_wire())
+    out["encode_prediction_us"] = (time.perf_counter() - t) / (max(1, n // len(preds))
+                                                              * len(preds)) * 1e6
+    out["prediction_bytes"] = sum(len(encode(p.to_wire())) for p in preds) / len(preds)
+    out["event_bytes"] = sum(map(len, ev_bytes)) / n
+    out["label_bytes"] = sum(map(len, lb_bytes)) / n
+    out["total_us"] = out["decode_event_us"] + out["decode_label_us"] + out["encode_prediction_us"]
+    return out
+
+
+# =============================================================================================
+# Kafka measurements
+# =============================================================================================
+
+
+def prediction_sized_payload(env: Env) -> bytes:
+    """A real lr prediction record, encoded: what the ceiling and naive peer write per event."""
+    from stream.codec import decode_event, encode
+    from stream.learner import Learner, LearnerConfig
+
+    learner = Learner(LearnerConfig(model="lr"))
+    s = env.samples[0]
+    ev = decode_event(orjson.dumps(event_record(s)), 0)
+    ev.offset = 123456
+    pred = learner.process_event(ev, int(time.time() * 1000))[0]
+    return encode(pred.to_wire())
+
+
+def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
+    """Kafka I/O ceiling with the worker's client and settings, no model, no decode.
+
+    One ``producers.kafka_client.Consumer`` (max_poll_records=5000, fetch_max_wait_ms=100, as
+    the worker) assigned (no group join) to partition 0 of the events and labels topics,
+    from the beginning; one ``Producer`` (acks=all, linger 5 ms, as the worker). Loop:
+    ``poll(100)``; for each record from the events topic, ``send`` a fixed pre-encoded
+    prediction-sized value (a real lr prediction, ~200 bytes) keyed by the record's Kafka
+    key (the event id, so no JSON decode) to a separate output topic, partition 0; labels are
+    only counted. Timed: first poll returning records -> ``flush()`` returns after n events
+    and n labels were read. events/s = n / seconds. Also: consume-only (both topics, nothing
+    produced) and produce-only (n prediction-sized sends + flush) rates.
+    """
+    settings = env.settings
+    payload = prediction_sized_payload(env)
+    prefix = topics["events"][: -len("events")]
+    out_topic = prefix + "ceiling"
+    create_topics(settings, prefix, 1, extra=("ceiling", "ceiling2"))
+    tps = [(topics["events"], 0), (topics["labels"], 0)]
+
+    def consume(produce: bool, target: str) -> tuple[float, float, float]:
+        consumer = Consumer(settings, client_id="bench-ceiling", max_poll_records=MAX_POLL_RECORDS)
+        producer = Producer(settings, client_id="bench-ceiling")
+        try:
+            consumer.assign(tps)
+            consumer.seek_to_beginning(tps)
+            ev_topic = topics["events"]
+            n_ev = n_lb = 0
+            first = None
+            cpu0 = thr0 = 0.0
+            deadline = time.monotonic() + 600
+            while (n_ev < n or n_lb < n) and time.monotonic() < deadline:
+                records = consumer.poll(100)
+                if records and first is None:
+                    first, cpu0, thr0 = time.perf_counter(), time.process_time(), time.thread_time()
+                for r in records:
+                    if r.topic == ev_topic:
+                        n_ev += 1
+                        if produce:
+                            producer.send(target, payload, r.key, 0)
+                    else:
+                        n_lb += 1
+            producer.flush()
+            end = time.perf_counter()
+            if n_ev < n or n_lb < n:
+                raise TimeoutError(f"ceiling read only {n_ev} events, {n_lb} labels")
+            return end - first, time.process_time() - cpu0, time.thread_time() - thr0
+        finally:
+            consumer.close()
+            producer.close()
+
+    seconds, cpu, main_cpu = consume(True, out_topic)
+    c_seconds, c_cpu, _ = consume(False, out_topic)
+    producer = Producer(settings, client_id="bench-ceiling")
+    key = b"e1234567"
+    start, cpu0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        producer.send(prefix + "ceiling2", payload, key, 0)
+    producer.flush()
+    p_seconds, p_cpu = time.perf_counter() - start, time.process_time() - cpu0
+    producer.close()
+    return {
+        "events": n, "seconds": seconds, "events_per_s": n / seconds, "cpu_s": cpu,
+        "main_thread_cpu_s": main_cpu, "payload_bytes": len(payload),
+        "consume_only_records_per_s": 2 * n / c_seconds, "consume_only_cpu_s": c_cpu,
+        "produce_only_msgs_per_s": n / p_seconds, "produce_only_cpu_s": p_cpu,
+    }
+
+
+def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None) -> dict:
+    """driftstream worker on 1 partition, events and labels already in the topics.
+
+    A child process (fresh interpreter, ``bench/throughput.py --_child worker``) runs
+    ``consumers.worker.Worker`` with default WorkerOptions (checkpoint every 10k records,
+    poll 100 ms, 5000 records/poll) and ``exit_when_idle=1``, fresh state, group join with
+    ``fast_group_timeouts``. A Worker subclass timestamps the first ``_push`` (= the first
+    poll that returned records, after the group join) and, from ``on_tick``, flushes the
+    producer once all 2n records are processed: timed = first records -> every prediction
+    acknowledged by the broker. The final checkpoint at shutdown and the idle wait are not
+    timed; the 20 checkpoints during the run are. Also reported: the same window as seen on
+    the predictions topic (first to last prediction CreateTime), CPU seconds of the worker
+    (process, and its main thread alone; the rest is kafka-python's producer/heartbeat
+    threads), of the broker, and the worker's peak RSS (``os.wait4`` rusage).
+    """
+    prefix = env.prefix(f"w1-{model}")
+    load = load_topics(env, prefix, env.samples, 1)
+    n = len(env.samples)
+    spec = {"bootstrap": env.settings.bootstrap_servers, "prefix": prefix, "model": model,
+            "state": str(env.tmp / f"{prefix}sqlite"), "n": n,
+            "profile": str(profile_path) if profile_path else None}
+    broker_cpu0 = proc_cpu_s(env.broker_pid)
+    proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "worker", json.dumps(spec)],
+                                 f"worker1p-{model}")
+    code, usage = wait_child(proc, timeout=900)
+    broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
+    if code != 0:
+        raise RuntimeError(f"1-partition worker exited {code}: {err.read_text()[-3000:]}")
+    res = last_json_line(out)
+    preds = read_keys_and_times(env.settings, load["topics"]["predictions"], expect=n)
+    stamps = [ts for _, ts, _ in preds]
+    span = (max(stamps) - min(stamps)) / 1000
+    res.update({
+        "model": model, "partitions": 1, "prefix": prefix, "load_msgs_per_s": load["msgs_per_s"],
+        "predictions": len(preds), "unique_predictions": len({k for k, _, _ in preds}),
+        "pred_ts_span_s": span, "pred_ts_events_per_s": n / span if span > 0 else None,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "process_cpu_s_total": usage.ru_utime + usage.ru_stime,
+        "broker_cpu_s_whole_run": broker_cpu,
+    })
+    return res
+
+
+def _child_worker(spec: dict) -> int:
+    """Child process of measure_worker_1p: one Worker, timed from inside."""
+    from consumers.worker import Worker, WorkerOptions
+    from stream.learner import LearnerConfig
+
+    n = spec["n"]
+    profiler = cProfile.Profile() if spec.get("profile") else None
+
+    class TimedWorker(Worker):
+        t_first = t_end = None
+        cpu_first = thr_first = cpu_end = thr_end = 0.0
+        polls_with_records = 0
+        records_pushed = 0
+
+        def _push(self, records, now_ms):
+            if self.t_first is None:
+                self.t_first = time.perf_counter()
+                self.cpu_first, self.thr_first = time.process_time(), time.thread_time()
+                if profiler is not None:
+                    profiler.enable()
+            self.polls_with_records += 1
+            self.records_pushed += len(records)
+            super()._push(records, now_ms)
+
+    def on_tick(w: TimedWorker) -> None:
+        if w.t_end is None and w.n_processed >= 2 * n:
+            w.producer.flush()
+            w.t_end = time.perf_counter()
+            w.cpu_end, w.thr_end = time.process_time(), time.thread_time()
+            if profiler is not None:
+                profiler.disable()
+
+    settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
+    worker = TimedWorker(settings, LearnerConfig(model=spec["model"]), spec["state"],
+                         WorkerOptions(group=spec["prefix"] + "g", topic_prefix=spec["prefix"],
+                                       exit_when_idle=1.0))
+    started = time.perf_counter()
+    code = worker.run(on_tick=on_tick)
+    if worker.t_end is None:
+        print(f"worker stopped after {worker.n_processed} of {2 * n} records", file=sys.stderr)
+        return 1
+    if profiler is not None:
+        profiler.dump_stats(spec["profile"])
+    seconds = worker.t_end - worker.t_first
+    tasks = list(worker.tasks.values()) or []
+    rejected = {}
+    for t in tasks:
+        for k, v in t.learner.rejected.items():
+            rejected[k] = rejected.get(k, 0) + v
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "events": n, "seconds": seconds, "events_per_s": n / seconds,
+        "join_s": worker.t_first - started,
+        "cpu_s": worker.cpu_end - worker.cpu_first,
+        "main_thread_cpu_s": worker.thr_end - worker.thr_first,
+        "polls_with_records": worker.polls_with_records,
+        "records_per_poll": worker.records_pushed / max(1, worker.polls_with_records),
+        "rejected": rejected, "exit_code": code, "self_peak_rss_mb": usage.ru_maxrss / 1024,
+        "profiled": profiler is not None,
+    }))
+    return 0
+
+
+def measure_worker_4p(env: Env, model: str) -> dict:
+    """driftstream on 4 partitions with 2 worker processes (``python -m driftstream.cli run
+    --exit-when-idle 2 --fast-group-timeouts``, one shared state file), data already in the
+    topics (round-robin over the 4 partitions).
+
+    Both processes are launched together. Reported: (a) events/s = n / (last - first
+    prediction CreateTime on the predictions topic, all partitions): processing only, no
+    interpreter start, join or idle exit, but including any rebalance while running;
+    (b) wall time from launch to both processes exited (= from produce-complete, since the
+    topics are filled first), which adds interpreter start, group join and the 2 s idle
+    wait; (c) which partitions each worker was assigned, from their logs; peak RSS and CPU of
+    each (``os.wait4``).
+    """
+    prefix = env.prefix(f"w4-{model}")
+    load = load_topics(env, prefix, env.samples, 4)
+    n = len(env.samples)
+    state = env.tmp / f"{prefix}sqlite"
+    broker_cpu0 = proc_cpu_s(env.broker_pid)
+    launched = time.perf_counter()
+    procs = [start_child(env, cli_worker_args(env, prefix, model, state, 2.0),
+                         f"worker4p-{model}-{k}") for k in range(2)]
+    results = []
+    for proc, _out, err in procs:
+        code, usage = wait_child(proc, timeout=900)
+        if code != 0:
+            raise RuntimeError(f"4-partition worker exited {code}: {err.read_text()[-3000:]}")
+        text = err.read_text()
+        results.append({
+            "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "assignments": re.findall(r"assigned partitions (\[[^\]]*\])", text),
+            "checkpoints": text.count("checkpoint partition="),
+        })
+    wall = time.perf_counter() - launched
+    broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
+    preds = read_keys_and_times(env.settings, load["topics"]["predictions"], expect=n)
+    stamps = [ts for _, ts, _ in preds]
+    span = (max(stamps) - min(stamps)) / 1000
+    per_part: dict[int, list[int]] = {}
+    for _, ts, p in preds:
+        per_part.setdefault(p, []).append(ts)
+    return {
+        "model": model, "partitions": 4, "workers": 2, "events": n,
+        "predictions": len(preds), "unique_predictions": len({k for k, _, _ in preds}),
+        "pred_ts_span_s": span, "events_per_s": n / span if span > 0 else None,
+        "launch_to_exit_s": wall, "launch_to_exit_events_per_s": n / wall,
+        "per_partition_span_s": {p: (max(v) - min(v)) / 1000 for p, v in sorted(per_part.items())},
+        "workers_detail": results, "broker_cpu_s": broker_cpu,
+    }
+
+
+def measure_naive_peer(env: Env, model: str, n: int) -> dict:
+    """The loop a user would write by hand with the same client (no merge, no checkpoints).
+
+    ``Consumer`` in a group (subscribe to events + labels, 5000 records/poll), one
+    ``Producer``; for each polled record in poll order: ``orjson.loads``; an event is
+    predicted with ``model.predict_one(features)``, its features stored in a dict by id, and
+    ``{"id", "prediction"}`` produced (keyed by id); a label pops its features and calls
+    ``learn_one`` (a label whose event has not been read yet is dropped and counted); then
+    ``consumer.commit({(topic, partition): offset + 1})``, a synchronous commit per record.
+    Timed: first poll returning records -> flush after all n events and n labels.
+    Uses its own topics with the first ``n`` samples (n may be smaller than the others').
+    """
+    from stream.models import build_model
+
+    samples = env.samples[:n]
+    prefix = env.prefix(f"naive-{model}")
+    topics = load_topics(env, prefix, samples, 1)["topics"]
+    m = build_model(model)
+    consumer = Consumer(env.settings, group_id=prefix + "g", client_id="bench-naive",
+                        max_poll_records=MAX_POLL_RECORDS)
+    producer = Producer(env.settings, client_id="bench-naive")
+    ev_topic, out_topic = topics["events"], topics["predictions"]
+    pending: dict[str, dict] = {}
+    n_ev = n_lb = dropped = 0
+    first = None
+    cpu0 = 0.0
+    try:
+        consumer.subscribe([topics["events"], topics["labels"]])
+        deadline = time.monotonic() + 900
+        while (n_ev < n or n_lb < n) and time.monotonic() < deadline:
+            for r in consumer.poll(100):
+                if first is None:
+                    first, cpu0 = time.perf_counter(), time.process_time()
+                obj = orjson.loads(r.value)
+                if r.topic == ev_topic:
+                    x = obj["features"]
+                    y_pred = m.predict_one(x)
+                    pending[obj["id"]] = x
+                    producer.send(out_topic, orjson.dumps({"id": obj["id"], "prediction": y_pred}),
+                                  r.key, 0)
+                    n_ev += 1
+                else:
+                    x = pending.pop(obj["id"], None)
+                    if x is None:
+                        dropped += 1
+                    else:
+                        m.learn_one(x, obj["label"])
+                    n_lb += 1
+                consumer.commit({(r.topic, r.partition): r.offset + 1})
+        producer.flush()
+        seconds = time.perf_counter() - first
+        cpu = time.process_time() - cpu0
+    finally:
+        consumer.close()
+        producer.close()
+    if n_ev < n or n_lb < n:
+        raise TimeoutError(f"naive peer processed only {n_ev} events, {n_lb} labels")
+    return {"model": model, "events": n, "seconds": seconds, "events_per_s": n / seconds,
+            "cpu_s": cpu, "labels_dropped_event_not_seen": dropped,
+            "commits": 2 * n, "commit_ms_upper_bound": seconds / (2 * n) * 1000}
+
+
+def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
+                    model: str = "lr") -> dict:
+    """Event publish -> prediction publish at a steady offered rate, 1 partition, 1 worker.
+
+    A ``driftstream run`` process (exit-when-idle 3) joins a fresh 1-partition topic set; a
+    publisher thread here (``Producer``, linger 5 ms, like ``EventPublisher``) sends events
+    at ``rate`` events/s, each event's label right before the event 100 positions later (label
+    delay 100 events), values without ``ts``, so event time = the record's CreateTime =
+    ``time.time()`` at ``send``. Publishing starts before the worker has joined; once its
+    first prediction is seen on the predictions topic, it goes on for warmup_s + steady_s.
+    Latency of an event = its prediction's CreateTime (set by the worker's kafka-python
+    producer at ``send``, i.e. when the prediction was queued, before linger and ack) - the
+    event's CreateTime, matched by id (record keys), over events published in the steady
+    window (after the first prediction + warmup_s). Both clocks are this machine's. The
+    delivery part includes the publisher's 5 ms linger and the worker's fetch: Tansu does
+    not answer a waiting fetch when data arrives (kafka_client.Consumer), so a caught-up
+    worker's fetch returns only when fetch_max_wait_ms=100 expires.
+    """
+    prefix = env.prefix(f"lat-{int(rate)}")
+    topics = create_topics(env.settings, prefix, 1)
+    state = env.tmp / f"{prefix}sqlite"
+    proc, _out, err = start_child(env, cli_worker_args(env, prefix, model, state, 3.0),
+                                  f"latency-{int(rate)}")
+    samples = env.samples
+    ev_vals = [orjson.dumps({"id": f"L{i}", "features": samples[i % len(samples)].x})
+               for i in range(min(len(samples), 200_000))]
+    stop = threading.Event()
+    sent = {"events": 0, "labels": 0, "t0_ms": None, "t_end_ms": None, "late_ms_max": 0.0}
+    failure: list[BaseException] = []
+
+    def label_value(i: int) -> bytes:
+        y = samples[i % len(samples)].y
+        return orjson.dumps({"id": f"L{i}", "label": y})
+
+    def publish() -> None:
+        producer = Producer(env.settings, client_id="bench-latency-publisher")
+        try:
+            t0 = time.perf_counter()
+            sent["t0_ms"] = time.time_ns() // 1_000_000
+            i = 0
+            while not stop.is_set():
+                due = int((time.perf_counter() - t0) * rate) + 1
+                if due - i > 1:
+                    sent["late_ms_max"] = max(sent["late_ms_max"], (due - i - 1) / rate * 1000)
+                while i < due:
+                    if i >= LABEL_DELAY:
+                        k = i - LABEL_DELAY
+                        producer.send(topics["labels"], label_value(k), f"L{k}".encode(), 0,
+                                      time.time_ns() // 1_000_000)
+                    producer.send(topics["events"], ev_vals[i % len(ev_vals)], f"L{i}".encode(),
+                                  0, time.time_ns() // 1_000_000)
+                    i += 1
+                next_at = t0 + i / rate
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+            sent["t_end_ms"] = time.time_ns() // 1_000_000
+            for k in range(max(0, i - LABEL_DELAY), i):
+                producer.send(topics["labels"], label_value(k), f"L{k}".encode(), 0,
+                              time.time_ns() // 1_000_000)
+            producer.flush()
+            sent["events"] = i
+        except BaseException as e:  # reported by the main thread
+            failure.append(e)
+        finally:
+            producer.close()
+
+    broker_cpu0 = proc_cpu_s(env.broker_pid)
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    watcher = Consumer(env.settings, client_id="bench-latency-watch")
+    try:
+        watcher.assign([(topics["predictions"], 0)])
+        deadline = time.monotonic() + 90
+        first_pred = None
+        while first_pred is None and time.monotonic() < deadline and not failure:
+            recs = watcher.poll(100)
+            if recs:
+                first_pred = min(r.timestamp for r in recs)
+        if first_pred is None:
+            raise TimeoutError(f"no prediction within 90 s: {err.read_text()[-2000:]}")
+    finally:
+        watcher.close()
+    time.sleep(max(0.0, first_pred / 1000 + warmup_s + steady_s - time.time()))
+    stop.set()
+    publisher.join(timeout=60)
+    if failure:
+        raise failure[0]
+    code, usage = wait_child(proc, timeout=300)
+    broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
+    if code != 0:
+        raise RuntimeError(f"latency worker exited {code}: {err.read_text()[-3000:]}")
+    events = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["events"])}
+    preds = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["predictions"])}
+    lo, hi = first_pred + warmup_s * 1000, sent["t_end_ms"]
+    window = [(ts, preds.get(k)) for k, ts in events.items() if lo <= ts <= hi]
+    lat = sorted(p - e for e, p in window if p is not None)
+    missing = sum(1 for _, p in window if p is None)
+    wall = (sent["t_end_ms"] - sent["t0_ms"]) / 1000
+    return {
+        "offered_events_per_s": rate, "achieved_events_per_s": sent["events"] / wall,
+        "publisher_max_behind_ms": sent["late_ms_max"],
+        "events_published": sent["events"], "window_events": len(window),
+        "window_s": (hi - lo) / 1000, "missing_predictions": missing,
+        "first_prediction_after_s": (first_pred - sent["t0_ms"]) / 1000,
+        "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
+        "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else None,
+        "mean_ms": sum(lat) / len(lat) if lat else None,
+        "worker_peak_rss_mb": usage.ru_maxrss / 1024,
+        "worker_cpu_s": usage.ru_utime + usage.ru_stime, "worker_wall_s": wall,
+        "broker_cpu_s": broker_cpu,
+    }
+
+
+def measure_pending_memory(env: Env, n_pending: int, model: str = "lr") -> dict:
+    """Memory of a Learner holding ``n_pending`` pending joins (events scored, labels never
+    arriving), alone in a child process (``--_child pending``).
+
+    The child builds a Learner (default LearnerConfig, so max_pending = 1,000,000), feeds it
+    ``n_pending`` events decoded from wire bytes with ``decode_event`` (SEA features, ids
+    ``p0``, ``p1``, ...) through ``process_event`` and drops the outputs. RSS (``VmRSS``)
+    is read after a warm-up of 1000 events and at the end, after ``gc.collect()``;
+    bytes per pending join = difference / n_pending. The pending dict is bounded by
+    ``LearnerConfig.max_pending`` (``--max-pending``, per partition; the oldest join is
+    expired to the dead-letter topic as ``join_expired``) and by ``pending_ttl``
+    (event-time, off by default). Also: size of the checkpoint blob (``to_bytes``) and how
+    long pickling it takes, since each checkpoint pickles every pending join.
+    """
+    spec = {"n": n_pending, "model": model}
+    proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "pending", json.dumps(spec)],
+                                 "pending")
+    code, usage = wait_child(proc, timeout=900)
+    if code != 0:
+        raise RuntimeError(f"pending-memory child exited {code}: {err.read_text()[-3000:]}")
+    res = last_json_line(out)
+    res["child_peak_rss_mb"] = usage.ru_maxrss / 1024
+    return res
+
+
+def _rss_bytes(field_name: str = "VmRSS") -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _child_pending(spec: dict) -> int:
+    """Child process of measure_pending_memory."""
+    from stream.codec import decode_event
+    from stream.learner import Learner, LearnerConfig
+
+    n = spec["n"]
+    feats = [s.x for s in synthetic("sea", 1000, seed=42)]
+    learner = Learner(LearnerConfig(model=spec["model"]))
+    for i in range(1000):  # warm-up: model, detectors, schema; these joins are not counted
+        learner.process_event(decode_event(orjson.dumps({"id": f"w{i}", "features": feats[i],
+                                                         "ts": i}), i), 0)
+    gc.collect()
+    rss0 = _rss_bytes()
+    start = time.perf_counter()
+    dumps = orjson.dumps
+    for i in range(n):
+        learner.process_event(decode_event(dumps({"id": f"p{i}", "features": feats[i % 1000],
+                                                  "ts": 1000 + i}), 1000 + i), 0)
+    seconds = time.perf_counter() - start
+    gc.collect()
+    rss1 = _rss_bytes()
+    t = time.perf_counter()
+    blob = learner.to_bytes()
+    pickle_s = time.perf_counter() - t
+    print(json.dumps({
+        "pending": len(learner.pending), "expired": learner.rejected.get("join_expired", 0),
+        "max_pending": learner.config.max_pending, "model": spec["model"],
+        "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20,
+        "bytes_per_pending": (rss1 - rss0) / n, "vm_hwm_mb": _rss_bytes("VmHWM") / 2**20,
+        "checkpoint_bytes": len(blob), "checkpoint_bytes_per_pending": len(blob) / max(1, n),
+        "checkpoint_pickle_s": pickle_s, "feed_seconds": seconds,
+    }))
+    return 0
+
+
+# =============================================================================================
+# Report
+# =============================================================================================
+
+
+def fmt(v, spec: str = ",.0f") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and v != v:
+        return "nan"
+    return format(v, spec)
+
+
+def table(rows: list[list[str]], header: list[str], right_from: int = 1) -> str:
+    all_rows = [header] + rows
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(header))]
+    out = []
+    for k, r in enumerate(all_rows):
+        out.append("  ".join(c.rjust(w) if i >= right_from else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def report(res: dict) -> str:
+    lines = [f"driftstream throughput bench — {res['title']}", ""]
+    header = ["measurement", "model", "parts", "events", "seconds", "events/s", "CPU s", "note"]
+    rows = []
+    for m in res["models"]:
+        r = res["river"][m]
+        rows.append(["River in-process (simulate_qa)", m, "—", fmt(r["events"]),
+                     fmt(r["seconds"], ".2f"), fmt(r["events_per_s"]), fmt(r["cpu_s"], ".2f"),
+                     "the limit"])
+    for m in res["models"]:
+        r = res["learner_offline"][m]
+        rows.append(["driftstream learner offline", m, "—", fmt(r["events"]),
+                     fmt(r["seconds"], ".2f"), fmt(r["events_per_s"]), fmt(r["cpu_s"], ".2f"),
+                     "merge+learner, no Kafka/codec"])
+    c = res.get("ceiling")
+    if c:
+        rows.append(["Kafka I/O ceiling (read 2, write 1)", "—", "1", fmt(c["events"]),
+                     fmt(c["seconds"], ".2f"), fmt(c["events_per_s"]), fmt(c["cpu_s"], ".2f"),
+                     f"consume-only {fmt(c['consume_only_records_per_s'])} rec/s, produce-only "
+                     f"{fmt(c['produce_only_msgs_per_s'])} msg/s"])
+    for m in res["models"]:
+        w = res.get("worker_1p", {}).get(m)
+        if w:
+            rows.append(["driftstream worker", m, "1", fmt(w["events"]), fmt(w["seconds"], ".2f"),
+                         fmt(w["events_per_s"]), fmt(w["cpu_s"], ".2f"),
+                         f"main thread {fmt(w['main_thread_cpu_s'], '.1f')} CPU s; "
+                         f"pred-ts span {fmt(w['pred_ts_events_per_s'])}/s"])
+    for m in res["models"]:
+        w = res.get("worker_4p", {}).get(m)
+        if w:
+            cpu = sum(d["cpu_s"] for d in w["workers_detail"])
+            rows.append(["driftstream 2 workers (pred-ts span)", m, "4", fmt(w["events"]),
+                         fmt(w["pred_ts_span_s"], ".2f"), fmt(w["events_per_s"]),
+                         fmt(cpu, ".1f"),
+                         f"launch->both exited {fmt(w['launch_to_exit_s'], '.1f')} s "
+                         f"({fmt(w['launch_to_exit_events_per_s'])}/s); CPU = whole processes"])
+    for m in res["models"]:
+        r = res.get("naive", {}).get(m)
+        if r:
+            rows.append(["naive peer (commit per record)", m, "1", fmt(r["events"]),
+                         fmt(r["seconds"], ".2f"), fmt(r["events_per_s"]), fmt(r["cpu_s"], ".2f"),
+                         f"{r['labels_dropped_event_not_seen']} labels dropped (no merge)"])
+    lines.append(table(rows, header, right_from=2))
+    co = res.get("codec")
+    if co:
+        lines += ["", f"codec per event: decode event {co['decode_event_us']:.1f} µs + decode "
+                      f"label {co['decode_label_us']:.1f} µs + encode prediction "
+                      f"{co['encode_prediction_us']:.1f} µs = {co['total_us']:.1f} µs; sizes "
+                      f"event {co['event_bytes']:.0f} B, label {co['label_bytes']:.0f} B, "
+                      f"prediction {co['prediction_bytes']:.0f} B"]
+    lat = res.get("latency")
+    if lat:
+        lines += ["", "latency, event publish -> prediction publish (CreateTime to CreateTime), "
+                      "1 partition, 1 worker, lr"]
+        rows = []
+        for name, r in lat.items():
+            rows.append([name, fmt(r["offered_events_per_s"]), fmt(r["achieved_events_per_s"]),
+                         fmt(r["window_s"], ".1f"), fmt(r["window_events"]),
+                         fmt(r["p50_ms"], ".0f"), fmt(r["p95_ms"], ".0f"), fmt(r["p99_ms"], ".0f"),
+                         fmt(r["max_ms"], ".0f"), fmt(r["missing_predictions"]),
+                         fmt(r["worker_cpu_s"] / r["worker_wall_s"] * 100, ".0f")])
+        lines.append(table(rows, ["load", "offered ev/s", "achieved ev/s", "window s", "events",
+                                  "p50 ms", "p95 ms", "p99 ms", "max ms", "missing",
+                                  "worker CPU %"]))
+    mem = res.get("memory", {})
+    if mem:
+        lines += ["", "memory"]
+        rows = []
+        for m in res["models"]:
+            w = res.get("worker_1p", {}).get(m)
+            if w:
+                rows.append([f"worker peak RSS, 1 partition, {m}", fmt(w["peak_rss_mb"], ".0f"),
+                             "MB", "VmHWM of the child (os.wait4 ru_maxrss)"])
+            w = res.get("worker_4p", {}).get(m)
+            if w:
+                rss = " / ".join(fmt(d["peak_rss_mb"], ".0f") for d in w["workers_detail"])
+                rows.append([f"worker peak RSS, 4 partitions / 2 workers, {m}", rss, "MB",
+                             "each process"])
+        p = mem.get("pending")
+        if p:
+            rows.append([f"learner with {p['pending']:,} pending joins ({p['model']})",
+                         fmt(p["rss_after_mb"], ".0f"), "MB",
+                         f"RSS; {fmt(p['rss_before_mb'], '.0f')} MB before the joins"])
+            rows.append(["  per pending join (RSS)", fmt(p["bytes_per_pending"], ".0f"), "bytes",
+                         f"bounded by LearnerConfig.max_pending={p['max_pending']:,} "
+                         "(--max-pending, per partition) and pending_ttl"])
+            rows.append(["  per pending join (checkpoint blob)",
+                         fmt(p["checkpoint_bytes_per_pending"], ".0f"), "bytes",
+                         f"blob {p['checkpoint_bytes'] / 2**20:.0f} MB, pickled in "
+                         f"{p['checkpoint_pickle_s']:.2f} s at every checkpoint"])
+        lines.append(table(rows, ["what", "value", "unit", "note"], right_from=1))
+    ratios = res.get("ratios", {})
+    if ratios:
+        lines += ["", "ratios (driftstream worker, 1 partition, events/s over ...)"]
+        rows = [[m, fmt(r.get("vs_river"), ".2f"), fmt(r.get("vs_learner_offline"), ".2f"),
+                 fmt(r.get("vs_ceiling"), ".2f"), fmt(r.get("vs_naive"), ".2f"),
+                 fmt(r.get("4p_2w_vs_1p"), ".2f")] for m, r in ratios.items()]
+        lines.append(table(rows, ["model", "/ River", "/ learner offline", "/ Kafka ceiling",
+                                  "/ naive peer", "4p-2w / 1p"]))
+    lines += ["", *res["notes"]]
+    return "\n".join(lines)
+
+
+# =============================================================================================
+# Main
+# =============================================================================================
+
+
+def run_all(args: argparse.Namespace) -> dict:
+    from driftstream.broker import EmbeddedBroker
+
+    n = args.n
+    quick = args.quick
+    models = list(MODELS)
+    naive_n = min(n, args.naive_n or (5_000 if quick else 20_000))
+    n_pending = args.pending or (100_000 if quick else 1_000_000)
+    warmup_s, steady_s = (2.0, 6.0) if quick else (5.0, 20.0)
+    res: dict = {"n": n, "quick": quick, "models": models, "notes": []}
+    started = time.perf_counter()
+    log(f"building {n} samples")
+    samples = make_samples(n)
+
+    res["river"], res["learner_offline"] = {}, {}
+    for m in models:
+        log(f"River in-process {m}")
+        res["river"][m] = measure_river_inprocess(samples, m)
+        log(f"  {res['river'][m]['events_per_s']:,.0f} events/s")
+        log(f"learner offline {m}")
+        res["learner_offline"][m] = measure_learner_offline(samples, m)
+        log(f"  {res['learner_offline'][m]['events_per_s']:,.0f} events/s")
+    log("codec")
+    res["codec"] = measure_codec(samples)
+
+    tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
+    broker = EmbeddedBroker(log_path=tmp / "tansu.log")
+    env = None
+    try:
+        broker.start()
+        pid = broker._proc.pid if broker._proc is not None else None  # for its CPU time only
+        env = Env(KafkaSettings(broker.bootstrap, fast_group_timeouts=True), pid, tmp, samples)
+        log(f"broker at {broker.bootstrap}")
+
+        res["worker_1p"] = {}
+        for m in models:
+            log(f"worker, 1 partition, {m} (loading {2 * n} records first)")
+            res["worker_1p"][m] = w = measure_worker_1p(env, m)
+            log(f"  {w['events_per_s']:,.0f} events/s, load {w['load_msgs_per_s']:,.0f} msg/s")
+            if m == "lr":
+                # The ceiling reads the lr worker's input topics again (reading is repeatable).
+                log("Kafka I/O ceiling")
+                res["ceiling"] = measure_kafka_ceiling(env, topic_names(w["prefix"]), n)
+                log(f"  {res['ceiling']['events_per_s']:,.0f} events/s")
+
+        res["worker_4p"] = {}
+        for m in models:
+            log(f"2 workers, 4 partitions, {m}")
+            res["worker_4p"][m] = w = measure_worker_4p(env, m)
+            log(f"  {fmt(w['events_per_s'])} events/s (pred-ts span), "
+                f"launch->exit {w['launch_to_exit_s']:.1f} s")
+
+        res["naive"] = {}
+        for m in models:
+            log(f"naive peer {m}, n={naive_n}")
+            res["naive"][m] = r = measure_naive_peer(env, m, naive_n)
+            log(f"  {r['events_per_s']:,.0f} events/s")
+
+        rate = round(res["worker_1p"]["lr"]["events_per_s"] / 2)
+        res["latency"] = {}
+        log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
+        res["latency"]["half of max"] = r = measure_latency(env, rate, warmup_s, steady_s)
+        log(f"  p50 {r['p50_ms']} p99 {r['p99_ms']} ms")
+        log("latency at 100 events/s")
+        res["latency"]["low (100/s)"] = r = measure_latency(
+            env, 100, warmup_s, steady_s / 2)
+        log(f"  p50 {r['p50_ms']} p99 {r['p99_ms']} ms")
+
+        log(f"learner with {n_pending} pending joins")
+        res["memory"] = {"pending": measure_pending_memory(env, n_pending)}
+    finally:
+        if env is not None:
+            for proc in env.children:
+                if proc.returncode is None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    ratios = {}
+    for m in models:
+        w = res["worker_1p"][m]["events_per_s"]
+        ratios[m] = {
+            "vs_river": w / res["river"][m]["events_per_s"],
+            "vs_learner_offline": w / res["learner_offline"][m]["events_per_s"],
+            "vs_ceiling": w / res["ceiling"]["events_per_s"],
+            "vs_naive": w / res["naive"][m]["events_per_s"],
+            "4p_2w_vs_1p": (res["worker_4p"][m]["events_per_s"] or 0) / w,
+        }
+    res["ratios"] = ratios
+    res["runtime_s"] = time.perf_counter() - started
+    if naive_n < n:
+        res["notes"].append(f"naive peer: first {naive_n:,} samples only (a synchronous commit "
+                            "per record makes it slow); its events/s is comparable, its n is not.")
+    return res
+
+
+def run_profile(args: argparse.Namespace) -> dict:
+    """--profile: only the 1-partition worker measurement, under cProfile."""
+    from driftstream.broker import EmbeddedBroker
+
+    samples = make_samples(args.n)
+    tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
+    prof = tmp / "worker.prof"
+    broker = EmbeddedBroker(log_path=tmp / "tansu.log")
+    try:
+        broker.start()
+        env = Env(KafkaSettings(broker.bootstrap, fast_group_timeouts=True),
+                  broker._proc.pid if broker._proc is not None else None, tmp, samples)
+        log(f"worker, 1 partition, {args.profile_model}, under cProfile")
+        w = measure_worker_1p(env, args.profile_model, profile_path=prof)
+        text = []
+        for key, title in (("cumulative", "cumulative time"), ("tottime", "own (self) time")):
+            buf = io.StringIO()
+            stats = pstats.Stats(str(prof), stream=buf)
+            stats.sort_stats(key).print_stats(25)
+            body = buf.getvalue()
+            body = body[body.find("   ncalls"):] if "   ncalls" in body else body
+            text.append(f"top 25 by {title}:\n{_shorten_paths(body)}")
+        stats = pstats.Stats(str(prof))
+        w["profile_total_s"] = stats.total_tt
+        w["profile_text"] = "\n".join(text)
+        return w
+    finally:
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shorten_paths(text: str) -> str:
+    site = str(Path(re.__file__).parent)
+    text = text.replace(str(ROOT) + "/", "")
+    text = re.sub(r"\S*/site-packages/", "", text)
+    return text.replace(site + "/", "")
+
+
+def machine_line() -> str:
+    import river
+
+    try:
+        import kafka
+        kv = kafka.__version__
+    except Exception:  # pragma: no cover
+        kv = "?"
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} CPUs, load {load[0]:.1f} at start, Python "
+            f"{platform.python_version()}, River {river.__version__}, kafka-python {kv}, "
+            f"embedded Tansu on loopback")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=None, help="events (default 100000; --quick 10000)")
+    p.add_argument("--quick", action="store_true",
+                   help="n=10k, short latency phases, 100k pending joins")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.add_argument("--profile", action="store_true",
+                   help="only the 1-partition worker run, under cProfile; print top 25")
+    p.add_argument("--profile-model", default="lr", choices=MODELS)
+    p.add_argument("--naive-n", type=int, default=None,
+                   help="events for the naive peer (default min(n, 20000); --quick 5000)")
+    p.add_argument("--pending", type=int, default=None,
+                   help="pending joins for the memory figure (default 1000000; --quick 100000)")
+    p.add_argument("--_child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._child:
+        kind, spec = args._child
+        return {"worker": _child_worker, "pending": _child_pending}[kind](json.loads(spec))
+    if args.n is None:
+        args.n = 10_000 if args.quick else 100_000
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "?"
+    title = (f"n={args.n:,} SEA events (drift at {args.n // 2:,}), labels delayed by "
+             f"{LABEL_DELAY}; {machine_line()}; commit {commit} (+ working tree); "
+             f"{datetime.date.today()}")
+    started = time.perf_counter()
+    if args.profile:
+        w = run_profile(args)
+        print(f"driftstream worker profile — {title}")
+        print(f"1 partition, {args.profile_model}: {w['events_per_s']:,.0f} events/s UNDER "
+              f"cProfile (not a result), {w['seconds']:.2f} s from first records to last flush, "
+              f"main thread {w['main_thread_cpu_s']:.2f} CPU s, process {w['cpu_s']:.2f} CPU s "
+              f"(cProfile sees the main thread only; kafka-python's producer sender and "
+              f"heartbeat threads are the difference)")
+        print()
+        print(w.pop("profile_text"))
+        print(f"total runtime {time.perf_counter() - started:.0f} s")
+        if args.json:
+            print(json.dumps({"profile": w, "runtime_s": time.perf_counter() - started}))
+        return 0
+    res = run_all(args)
+    res["title"] = title
+    res["notes"] += [
+        "Wall-clock figures from one run on a machine shared with other work: noisy. CPU s "
+        "(process_time of the measured window; child processes: utime+stime) are steadier.",
+        "worker 1p: first poll returning records -> producer.flush() after the last of 2n "
+        "records; excludes group join, the final checkpoint and the idle exit.",
+        "ceiling: same Consumer/Producer and settings, assign (no group), no decode, one "
+        "prediction-sized send per event keyed by the record key.",
+        "latency: CreateTime(prediction, set at the worker's send) - CreateTime(event, set at "
+        "the publisher's send), matched by id; Tansu does not answer a waiting fetch when data "
+        "arrives, so an idle consumer sees new records only after fetch_max_wait_ms (100).",
+        f"total runtime {res['runtime_s']:.0f} s",
+    ]
+    print(report(res))
+    if args.json:
+        summary = {
+            "events_per_s": res["worker_1p"]["lr"]["events_per_s"],
+            "p99_ms": res["latency"]["half of max"]["p99_ms"],
+            "ratio_vs_river": res["ratios"]["lr"]["vs_river"],
+            "ratio_vs_ceiling": res["ratios"]["lr"]["vs_ceiling"],
+            "ratio_vs_naive": res["ratios"]["lr"]["vs_naive"],
+        }
+        summary.update({k: v for k, v in res.items() if k not in ("notes",)})
+        summary["notes"] = res["notes"]
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

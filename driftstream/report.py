@@ -1,0 +1,275 @@
+"""`driftstream report`: one self-contained HTML page about a state file, for operators.
+
+Everything comes from what the workers stored: the checkpoints' info (the learner's summary
+at each checkpoint), the drift log and model versions. The plots are inline PNGs and the page
+has no scripts and no external links, so it opens anywhere, offline, and can be mailed.
+Resolution is one point per checkpoint (`--checkpoint-every` / `--checkpoint-interval`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from state.checkpoints import StateStore
+
+__all__ = ["build_report", "write_report"]
+
+EPOCH_MS_FROM = 10**11  # event times above this are epoch-ms (after 1973), else plain units
+PRIMARY = ("accuracy", "mae")  # headline metric by task, as stream.metrics.MetricSet.primary
+
+CSS = """
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1100px; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; } td.l { text-align: left; }
+p.note { color: #555; font-size: 13px; }
+img { display: block; max-width: 100%; }
+"""
+
+
+def _primary(metrics: dict) -> str | None:
+    for name in PRIMARY:
+        if f"rolling_{name}" in metrics:
+            return name
+    return None
+
+
+def _x_label(values: list[int]) -> tuple[str, bool]:
+    """Event time as dates if it looks like epoch-ms, else as the stream's own units."""
+    is_ms = bool(values) and min(values) > EPOCH_MS_FROM
+    return ("event time (UTC)" if is_ms else "event time"), is_ms
+
+
+def _xs(values: list[int], is_ms: bool) -> list:
+    if not is_ms:
+        return values
+    return [datetime.fromtimestamp(v / 1000, tz=timezone.utc).replace(tzinfo=None)
+            for v in values]
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(title: str, width: float = 11, height: float = 3.4):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    ax.set_facecolor("#f7f9fc")
+    ax.grid(True, color="#dde3ea", linewidth=0.6)
+    return fig, ax
+
+
+def _colour(partition: int) -> str:
+    return f"C{partition % 10}"
+
+
+def load(state_path: str | Path) -> dict[str, Any]:
+    """All the report needs from the state file, grouped by partition."""
+    path = Path(state_path)
+    if not path.exists():
+        raise FileNotFoundError(f"state file {path} does not exist")
+    with StateStore(path) as store:
+        checkpoints = store.checkpoints()
+        drifts = store.drift_log()
+        versions = store.model_versions()
+    by_partition: dict[int, list[dict]] = defaultdict(list)
+    for row in checkpoints:
+        by_partition[row["partition"]].append(row)
+    return {"checkpoints": dict(by_partition), "drifts": [d["record"] for d in drifts],
+            "versions": versions}
+
+
+def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
+    fig, ax = _figure(f"rolling {metric} per partition, with concept drifts")
+    for p, rows in sorted(data["checkpoints"].items()):
+        pts = [(r["info"]["clock"], r["info"]["metrics"].get(f"rolling_{metric}"))
+               for r in rows if r["info"].get("metrics")]
+        pts = [(x, y) for x, y in pts if y is not None]
+        if pts:
+            ax.plot(_xs([x for x, _ in pts], is_ms), [y for _, y in pts], marker=".",
+                    markersize=3, linewidth=1.4, color=_colour(p), label=f"partition {p}")
+    acted = False
+    for d in data["drifts"]:
+        if d.get("kind") != "concept":
+            continue
+        act = not str(d.get("action", "none")).startswith("none")
+        acted |= act
+        ax.axvline(_xs([d["event_ts"]], is_ms)[0], color=_colour(d["partition"]),
+                   linestyle="-" if act else ":", linewidth=1.2, alpha=0.8)
+    data_drifts = [d for d in data["drifts"] if d.get("kind") == "data"]
+    if data_drifts:
+        ax.plot(_xs([d["event_ts"] for d in data_drifts], is_ms), [0.02] * len(data_drifts),
+                "|", markersize=10, color="#555", transform=ax.get_xaxis_transform(),
+                label="data drift (a feature)")
+    ax.set_xlabel(xlabel + ("; solid line: concept drift acted on, dotted: reported only"
+                            if data["drifts"] else ""))
+    ax.set_ylabel(f"rolling {metric}")
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)
+
+
+def _generation_plot(data: dict, is_ms: bool, xlabel: str) -> str:
+    """Generation per partition over event time: the checkpoints, plus each drift record's
+    model_after at its own event time (exact change points between checkpoints)."""
+    fig, ax = _figure("model generation per partition (changes when a drift policy replaces "
+                      "the model)", height=2.8)
+    for p, rows in sorted(data["checkpoints"].items()):
+        pts = [(r["info"]["clock"], r["generation"]) for r in rows if "clock" in r["info"]]
+        pts += [(d["event_ts"], d["model_after"]["generation"]) for d in data["drifts"]
+                if d["partition"] == p and d.get("kind") == "concept" and d.get("model_after")]
+        pts += [(v["event_ts"], v["generation"]) for v in data["versions"]
+                if v["partition"] == p and v.get("event_ts") is not None]
+        pts.sort()
+        if pts:
+            ax.step(_xs([x for x, _ in pts], is_ms), [g for _, g in pts], where="post",
+                    color=_colour(p), linewidth=1.6, label=f"partition {p}")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("generation")
+    ax.legend(fontsize=8, loc="upper left")
+    return _png(fig)
+
+
+def _deadletter_plot(rejected: dict[int, dict[str, int]]) -> str:
+    fig, ax = _figure("dead letters by reason (as of each partition's newest checkpoint)",
+                      height=3.0)
+    reasons = sorted({r for counts in rejected.values() for r in counts})
+    bottom = [0] * len(reasons)
+    for p, counts in sorted(rejected.items()):
+        heights = [counts.get(r, 0) for r in reasons]
+        ax.bar(reasons, heights, bottom=bottom, color=_colour(p), label=f"partition {p}")
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_ylabel("records")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _pending_plot(data: dict, is_ms: bool, xlabel: str) -> str:
+    fig, ax = _figure("events waiting for their label (pending joins) at each checkpoint",
+                      height=2.8)
+    for p, rows in sorted(data["checkpoints"].items()):
+        pts = [(r["info"]["clock"], r["info"]["pending"]) for r in rows
+               if "clock" in r["info"] and "pending" in r["info"]]
+        if pts:
+            ax.plot(_xs([x for x, _ in pts], is_ms), [y for _, y in pts], color=_colour(p),
+                    linewidth=1.4, label=f"partition {p}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pending")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _summary_table(data: dict, metric: str | None, is_ms: bool) -> str:
+    cols = ["partition", "checkpoints", "model", "events", "labels", "pending"]
+    if metric:
+        cols += [metric, f"rolling {metric}", f"baseline {metric}"]
+    cols += ["concept drifts", "data drifts", "dead letters", "last checkpoint (UTC)",
+             "last concept drift"]
+    rows = []
+    for p, cps in sorted(data["checkpoints"].items()):
+        last = cps[-1]
+        info = last["info"]
+        m = info.get("metrics", {})
+        concept = [d for d in data["drifts"] if d["partition"] == p and d.get("kind") == "concept"]
+        last_drift = None
+        if concept:
+            ts = concept[-1]["event_ts"]
+            last_drift = (_xs([ts], True)[0].isoformat(sep=" ", timespec="seconds") if is_ms
+                          else f"t={ts}") + f" ({concept[-1].get('action')})"
+        row = [p, len(cps), f"{last['generation']}.{last['updates']}", info.get("n_events"),
+               info.get("n_labels"), info.get("pending")]
+        if metric:
+            row += [m.get(metric), m.get(f"rolling_{metric}"), m.get(f"baseline_{metric}")]
+        row += [info.get("drifts", {}).get("concept"), info.get("drifts", {}).get("data"),
+                sum(info.get("rejected", {}).values()),
+                datetime.fromtimestamp(last["created_at"] / 1000, tz=timezone.utc)
+                .strftime("%Y-%m-%d %H:%M:%S"), last_drift]
+        rows.append(row)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f'<td{" class=l" if i >= len(cols) - 2 else ""}>'
+                         f"{html.escape(_fmt(v))}</td>" for i, v in enumerate(row)) + "</tr>"
+        for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def build_report(state_path: str | Path) -> str:
+    """The HTML page for a state file (a string; nothing is written)."""
+    data = load(state_path)
+    title = f"driftstream report: {Path(state_path).name}"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    parts.append(f"<p class=note>State file {html.escape(str(Path(state_path).resolve()))}, "
+                 f"report generated {generated} UTC. One data point per checkpoint.</p>")
+    if not data["checkpoints"]:
+        parts.append("<p>The state file has no checkpoints yet: no worker has saved any "
+                     "partition.</p></body></html>")
+        return "".join(parts)
+    infos = [r["info"] for rows in data["checkpoints"].values() for r in rows]
+    metric = next((_primary(i["metrics"]) for i in infos if _primary(i.get("metrics", {}))),
+                  None)
+    xlabel, is_ms = _x_label([i["clock"] for i in infos if "clock" in i])
+
+    parts.append("<h2>Partitions (newest checkpoint)</h2>")
+    parts.append(_summary_table(data, metric, is_ms))
+
+    parts.append("<h2>Rolling metric and drifts</h2>")
+    if metric:
+        parts.append(_img(_metric_plot(data, metric, is_ms, xlabel), f"rolling {metric}"))
+    else:
+        parts.append("<p>No labels joined yet, so no metric to plot.</p>")
+
+    parts.append("<h2>Model generations</h2>")
+    parts.append(_img(_generation_plot(data, is_ms, xlabel), "model generations"))
+
+    parts.append("<h2>Dead letters</h2>")
+    rejected = {p: rows[-1]["info"].get("rejected", {})
+                for p, rows in data["checkpoints"].items()}
+    if any(rejected.values()):
+        parts.append(_img(_deadletter_plot(rejected), "dead letters by reason"))
+    else:
+        parts.append("<p>No dead letters: every record was decoded, validated and joined.</p>")
+
+    parts.append("<h2>Label delay</h2>")
+    parts.append("<p class=note>The distribution of label delays is not recorded in the state "
+                 "file (a worker keeps only the events still waiting for a label), so it cannot "
+                 "be shown here. What is recorded: the number of pending joins at each "
+                 "checkpoint, below; a growing count means labels arrive later than before, or "
+                 "not at all (see <code>--pending-ttl</code>).</p>")
+    parts.append(_img(_pending_plot(data, is_ms, xlabel), "pending joins"))
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def write_report(state_path: str | Path, out: str | Path) -> Path:
+    """Write the page for ``state_path`` to ``out``; returns the path written."""
+    page = build_report(state_path)
+    out = Path(out)
+    out.write_text(page, encoding="utf-8")
+    return out
