@@ -21,6 +21,7 @@ from state.checkpoints import StateStore
 __all__ = ["build_report", "write_report"]
 
 EPOCH_MS_FROM = 10**11  # event times above this are epoch-ms (after 1973), else plain units
+NO_CLOCK = -(1 << 61)  # the learner's clock starts at -(1 << 62)
 PRIMARY = ("accuracy", "mae")  # headline metric by task, as stream.metrics.MetricSet.primary
 
 CSS = """
@@ -54,6 +55,11 @@ def _xs(values: list[int], is_ms: bool) -> list:
             for v in values]
 
 
+def _timed(rows: list[dict]) -> list[dict]:
+    """Checkpoints with an event-time clock (a learner that saw no event yet has none)."""
+    return [r for r in rows if r["info"].get("clock", NO_CLOCK) > NO_CLOCK]
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -69,6 +75,11 @@ def _figure(title: str, width: float = 11, height: float = 3.4):
     ax.set_facecolor("#f7f9fc")
     ax.grid(True, color="#dde3ea", linewidth=0.6)
     return fig, ax
+
+
+def _legend(ax, **kwargs) -> None:
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted yet: no empty legend box
+        ax.legend(**kwargs)
 
 
 def _colour(partition: int) -> str:
@@ -95,7 +106,7 @@ def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
     fig, ax = _figure(f"rolling {metric} per partition, with concept drifts")
     for p, rows in sorted(data["checkpoints"].items()):
         pts = [(r["info"]["clock"], r["info"]["metrics"].get(f"rolling_{metric}"))
-               for r in rows if r["info"].get("metrics")]
+               for r in _timed(rows) if r["info"].get("metrics")]
         pts = [(x, y) for x, y in pts if y is not None]
         if pts:
             ax.plot(_xs([x for x, _ in pts], is_ms), [y for _, y in pts], marker=".",
@@ -107,7 +118,7 @@ def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
         act = not str(d.get("action", "none")).startswith("none")
         acted |= act
         ax.axvline(_xs([d["event_ts"]], is_ms)[0], color=_colour(d["partition"]),
-                   linestyle="-" if act else ":", linewidth=1.2, alpha=0.8)
+                   linestyle="-" if act else ":", linewidth=1.6, alpha=0.8)
     data_drifts = [d for d in data["drifts"] if d.get("kind") == "data"]
     if data_drifts:
         ax.plot(_xs([d["event_ts"] for d in data_drifts], is_ms), [0.02] * len(data_drifts),
@@ -116,7 +127,7 @@ def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
     ax.set_xlabel(xlabel + ("; solid line: concept drift acted on, dotted: reported only"
                             if data["drifts"] else ""))
     ax.set_ylabel(f"rolling {metric}")
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax, fontsize=8, loc="best")
     return _png(fig)
 
 
@@ -126,7 +137,7 @@ def _generation_plot(data: dict, is_ms: bool, xlabel: str) -> str:
     fig, ax = _figure("model generation per partition (changes when a drift policy replaces "
                       "the model)", height=2.8)
     for p, rows in sorted(data["checkpoints"].items()):
-        pts = [(r["info"]["clock"], r["generation"]) for r in rows if "clock" in r["info"]]
+        pts = [(r["info"]["clock"], r["generation"]) for r in _timed(rows)]
         pts += [(d["event_ts"], d["model_after"]["generation"]) for d in data["drifts"]
                 if d["partition"] == p and d.get("kind") == "concept" and d.get("model_after")]
         pts += [(v["event_ts"], v["generation"]) for v in data["versions"]
@@ -135,10 +146,13 @@ def _generation_plot(data: dict, is_ms: bool, xlabel: str) -> str:
         if pts:
             ax.step(_xs([x for x, _ in pts], is_ms), [g for _, g in pts], where="post",
                     color=_colour(p), linewidth=1.6, label=f"partition {p}")
+    top = max([g for rows in data["checkpoints"].values() for g in
+               (r["generation"] for r in rows)] + [1])
+    ax.set_ylim(-0.5, top + 0.5)  # whole generations; a flat line at 0 is not a 0.04 zoom
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("generation")
-    ax.legend(fontsize=8, loc="upper left")
+    _legend(ax, fontsize=8, loc="upper left")
     return _png(fig)
 
 
@@ -153,7 +167,7 @@ def _deadletter_plot(rejected: dict[int, dict[str, int]]) -> str:
         bottom = [b + h for b, h in zip(bottom, heights)]
     ax.set_ylabel("records")
     ax.tick_params(axis="x", labelsize=8)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _png(fig)
 
 
@@ -161,14 +175,14 @@ def _pending_plot(data: dict, is_ms: bool, xlabel: str) -> str:
     fig, ax = _figure("events waiting for their label (pending joins) at each checkpoint",
                       height=2.8)
     for p, rows in sorted(data["checkpoints"].items()):
-        pts = [(r["info"]["clock"], r["info"]["pending"]) for r in rows
-               if "clock" in r["info"] and "pending" in r["info"]]
+        pts = [(r["info"]["clock"], r["info"]["pending"]) for r in _timed(rows)
+               if "pending" in r["info"]]
         if pts:
             ax.plot(_xs([x for x, _ in pts], is_ms), [y for _, y in pts], color=_colour(p),
                     linewidth=1.4, label=f"partition {p}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("pending")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _png(fig)
 
 
@@ -197,7 +211,7 @@ def _summary_table(data: dict, metric: str | None, is_ms: bool) -> str:
             ts = concept[-1]["event_ts"]
             last_drift = (_xs([ts], True)[0].isoformat(sep=" ", timespec="seconds") if is_ms
                           else f"t={ts}") + f" ({concept[-1].get('action')})"
-        row = [p, len(cps), f"{last['generation']}.{last['updates']}", info.get("n_events"),
+        row = [p, len(cps), f"g{last['generation']}.u{last['updates']}", info.get("n_events"),
                info.get("n_labels"), info.get("pending")]
         if metric:
             row += [m.get(metric), m.get(f"rolling_{metric}"), m.get(f"baseline_{metric}")]
@@ -234,7 +248,7 @@ def build_report(state_path: str | Path) -> str:
     infos = [r["info"] for rows in data["checkpoints"].values() for r in rows]
     metric = next((_primary(i["metrics"]) for i in infos if _primary(i.get("metrics", {}))),
                   None)
-    xlabel, is_ms = _x_label([i["clock"] for i in infos if "clock" in i])
+    xlabel, is_ms = _x_label([i["clock"] for i in infos if i.get("clock", NO_CLOCK) > NO_CLOCK])
 
     parts.append("<h2>Partitions (newest checkpoint)</h2>")
     parts.append(_summary_table(data, metric, is_ms))

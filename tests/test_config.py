@@ -1,0 +1,181 @@
+"""Configuration: TOML file and DRIFTSTREAM_* variables under the flags (driftstream.config).
+
+Precedence is flag > environment > file > default, per key, and every long option of every
+command is a key, read from the parser itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from driftstream.cli import build_parser, main
+from driftstream.config import ConfigError, command_options, parse_args, resolve, subcommands
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "driftstream.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def sources(settings) -> dict[str, tuple]:
+    return {k: (s.value, s.source) for k, s in settings.items()}
+
+
+def test_keys_are_the_long_options_of_each_command() -> None:
+    run = command_options(subcommands(build_parser())["run"])
+    assert run["checkpoint_every"].option_strings == ["--checkpoint-every"]
+    assert {"bootstrap_servers", "state", "model", "no_data_drift", "sasl_password_env"} <= set(run)
+    assert "config" not in run and "help" not in run
+
+
+def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    config = write(tmp_path, """
+        model = "hat"                 # top level: shared
+        checkpoint_every = 111
+        adwin_delta = 0.01
+        [run]
+        state = "/data/s.sqlite"
+        checkpoint_every = 222        # the command's table wins over the top level
+        cooldown = 5
+    """)
+    env = {"DRIFTSTREAM_COOLDOWN": "7", "DRIFTSTREAM_MAX_PENDING": "99",
+           "DRIFTSTREAM_NO_DATA_DRIFT": "yes"}
+    s = sources(resolve(build_parser(), "run", ["--cooldown", "9", "--adwin-delta", "0.5"],
+                        env, config))
+    assert s["cooldown"] == (9, "flag")  # flag > env > file
+    assert s["adwin_delta"] == (0.5, "flag")  # flag > file
+    assert s["max_pending"] == (99, "env DRIFTSTREAM_MAX_PENDING")
+    assert s["no_data_drift"] == (True, "env DRIFTSTREAM_NO_DATA_DRIFT")
+    assert s["checkpoint_every"] == (222, "file")
+    assert s["model"] == ("hat", "file")
+    assert s["state"] == ("/data/s.sqlite", "file")
+    assert s["group"] == ("driftstream", "default")
+
+    args = parse_args(build_parser(), ["run", "--cooldown", "9", "--config", config], env)
+    assert (args.cooldown, args.max_pending, args.checkpoint_every, args.model, args.state,
+            args.no_data_drift, args.adwin_delta) == (9, 99, 222, "hat", "/data/s.sqlite",
+                                                       True, 0.01)
+
+
+def test_config_path_before_or_after_the_command_or_from_the_environment(tmp_path) -> None:
+    config = write(tmp_path, '[run]\nstate = "s.sqlite"\n')
+    for argv, env in ((["--config", config, "run"], {}), (["run", "--config", config], {}),
+                      (["run"], {"DRIFTSTREAM_CONFIG": config})):
+        assert parse_args(build_parser(), argv, env).state == "s.sqlite"  # required: satisfied
+    with pytest.raises(SystemExit):  # still required when nothing supplies it
+        parse_args(build_parser(), ["run"], {})
+
+
+def test_values_are_converted_and_checked_like_flags(tmp_path: Path) -> None:
+    config = write(tmp_path, '[evaluate]\nsynthetic = "sea"\ndrift_at = [100, 200]\nn = "300"\n')
+    args = parse_args(build_parser(), ["evaluate", "--config", config], {})
+    assert (args.synthetic, args.drift_at, args.n) == ("sea", [100, 200], 300)
+    args = parse_args(build_parser(), ["evaluate"], {"DRIFTSTREAM_SYNTHETIC": "sea",
+                                                     "DRIFTSTREAM_DRIFT_AT": "5,6"})
+    assert args.drift_at == [5, 6]
+    # A flag of a mutually exclusive group overrides configuration of the other member.
+    args = parse_args(build_parser(), ["evaluate", "--file", "x.csv", "--config", config], {})
+    assert (args.file, args.synthetic) == ("x.csv", None)
+
+    bad = [({"DRIFTSTREAM_CHECKPOINT_EVERY": "ten"}, "DRIFTSTREAM_CHECKPOINT_EVERY"),
+           ({"DRIFTSTREAM_DRIFT_POLICY": "panic"}, "not one of reset"),
+           ({"DRIFTSTREAM_NO_DATA_DRIFT": "maybe"}, "expected true or false"),
+           ({"DRIFTSTREAM_SYNTHETIC": "sea", "DRIFTSTREAM_FILE": "x"}, "exclude each other")]
+    for env, message in bad:
+        argv = ["evaluate"] if "DRIFTSTREAM_FILE" in env else ["run", "--state", "s"]
+        with pytest.raises(ConfigError, match=message):
+            parse_args(build_parser(), argv, env)
+    with pytest.raises(ConfigError, match="checkpoint_every: invalid value 'many'"):
+        parse_args(build_parser(), ["run", "--config", write(
+            tmp_path, "checkpoint_every = 'many'")], {})
+    with pytest.raises(ConfigError, match="expected true or false"):
+        parse_args(build_parser(), ["tail", "drift", "--config", write(tmp_path, "json = 1")],
+                   {})
+
+
+def test_unknown_keys_tables_and_variables_are_named(tmp_path: Path) -> None:
+    config = write(tmp_path, 'chekpoint_every = 1\n[run]\nstat = "x"\n[runn]\nstate = "y"\n')
+    with pytest.raises(ConfigError) as e:
+        parse_args(build_parser(), ["run", "--config", config], {})
+    assert "chekpoint_every" in str(e.value) and "[run] stat" in str(e.value)
+    assert "[runn]" in str(e.value)
+    with pytest.raises(ConfigError, match="DRIFTSTREAM_MODLE"):
+        parse_args(build_parser(), ["topics", "list"], {"DRIFTSTREAM_MODLE": "hat"})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_args(build_parser(), ["run", "--config", write(tmp_path, "state = ")], {})
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_args(build_parser(), ["run", "--config", str(tmp_path / "none.toml")], {})
+    # Ours but not configuration: accepted.
+    parse_args(build_parser(), ["topics", "list"], {"DRIFTSTREAM_KILL_AT": "checkpoint:1"})
+
+
+def test_kafka_bootstrap_servers_stays_supported_below_ours(tmp_path: Path) -> None:
+    config = write(tmp_path, 'bootstrap_servers = "file:9092"\n')
+    parser = build_parser()
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+    assert sources(resolve(parser, "tail", [], env, config))["bootstrap_servers"] == (
+        "kafka:9092", "env KAFKA_BOOTSTRAP_SERVERS")
+    env["DRIFTSTREAM_BOOTSTRAP_SERVERS"] = "ours:9092"
+    assert parse_args(parser, ["tail", "drift", "--config", config], env).bootstrap_servers == \
+        "ours:9092"
+    assert parse_args(build_parser(), ["tail", "drift", "--config", config],
+                      {}).bootstrap_servers == "file:9092"
+
+
+def test_demo_and_replay_model_take_only_their_own_table(tmp_path: Path) -> None:
+    """demo deletes its state file and replay --model means "a different model": shared
+    settings meant for the workers must not reach them."""
+    config = write(tmp_path, 'state = "prod.sqlite"\nmodel = "hat"\n[demo]\nn = 500\n')
+    env = {"DRIFTSTREAM_STATE": "prod.sqlite", "DRIFTSTREAM_DRIFT_POLICY": "none"}
+    demo = parse_args(build_parser(), ["demo", "--config", config], env)
+    assert (demo.state, demo.model, demo.n) == ("demo-state.sqlite", "lr", 500)
+    replay = parse_args(build_parser(), ["replay", "--partition", "0", "--config", config], env)
+    assert (replay.model, replay.drift_policy, replay.state) == (None, None, "prod.sqlite")
+
+
+def test_a_new_flag_is_configurable_without_changes() -> None:
+    parser = build_parser()
+    subcommands(parser)["run"].add_argument("--brand-new-knob", type=int, default=1)
+    args = parse_args(parser, ["run", "--state", "s"], {"DRIFTSTREAM_BRAND_NEW_KNOB": "42"})
+    assert args.brand_new_knob == 42
+
+
+def test_config_show_sources_and_secrets(tmp_path: Path, capsys, monkeypatch) -> None:
+    config = write(tmp_path, '[run]\nstate = "s.sqlite"\n')
+    for key in [k for k in os.environ if k.startswith("DRIFTSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("DRIFTSTREAM_GROUP", "g-env")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "hunter2-secret-value")
+    assert main(["config", "show", "--command", "run", "--config", config,
+                 "--model", "hat"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert lines["model"].split()[-1] == "flag" and "'hat'" in lines["model"]
+    assert lines["group"].endswith("env DRIFTSTREAM_GROUP")
+    assert lines["state"].split()[-1] == "file"
+    assert lines["checkpoint_every"].split()[-1] == "default"
+    assert "KAFKA_SASL_PASSWORD (variable set" in lines["sasl_password_env"]
+    assert "hunter2" not in out
+    assert main(["config", "show"]) == 0  # every command
+    assert "[run]" in capsys.readouterr().out
+
+    # Anything named like a secret is masked, whatever its source.
+    parser = build_parser()
+    subcommands(parser)["tail"].add_argument("--api-token")
+    settings = resolve(parser, "tail", ["--api-token", "abc123"], {})
+    assert settings["api_token"].shown({}) == "********"
+
+
+def test_evaluate_end_to_end_from_a_config_file(tmp_path: Path, capsys) -> None:
+    config = write(tmp_path, '[evaluate]\nsynthetic = "sea"\nn = 300\njson = true\n'
+                             'model = "gnb"\n')
+    assert main(["--config", config, "evaluate"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["n_samples"], result["model"]) == (300, "gnb")
+    assert main(["run", "--state", "s", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read config file" in capsys.readouterr().err
