@@ -171,6 +171,24 @@ def _deadletter_plot(rejected: dict[int, dict[str, int]]) -> str:
     return _png(fig)
 
 
+def _delay_plot(delays: dict, is_ms: bool) -> str:
+    """Joined labels by event-time delay, in the learner's power-of-two buckets."""
+    fig, ax = _figure("label delay (event time from event to label), all labels joined",
+                      height=2.8)
+    bounds = sorted({int(b) for counts in delays.values() for b in counts})
+    names = [f"≤{b}" for b in bounds]
+    bottom = [0] * len(bounds)
+    for p, counts in sorted(delays.items()):
+        heights = [counts.get(str(b), 0) for b in bounds]
+        ax.bar(names, heights, bottom=bottom, color=_colour(p), label=f"partition {p}")
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_xlabel("delay " + ("(ms)" if is_ms else "(event-time units)"))
+    ax.set_ylabel("labels")
+    ax.tick_params(axis="x", labelsize=8)
+    _legend(ax, fontsize=8)
+    return _png(fig)
+
+
 def _pending_plot(data: dict, is_ms: bool, xlabel: str) -> str:
     fig, ax = _figure("events waiting for their label (pending joins) at each checkpoint",
                       height=2.8)
@@ -271,11 +289,14 @@ def build_report(state_path: str | Path) -> str:
         parts.append("<p>No dead letters: every record was decoded, validated and joined.</p>")
 
     parts.append("<h2>Label delay</h2>")
-    parts.append("<p class=note>The distribution of label delays is not recorded in the state "
-                 "file (a worker keeps only the events still waiting for a label), so it cannot "
-                 "be shown here. What is recorded: the number of pending joins at each "
-                 "checkpoint, below; a growing count means labels arrive later than before, or "
-                 "not at all (see <code>--pending-ttl</code>).</p>")
+    delays = {p: rows[-1]["info"].get("label_delays", {})
+              for p, rows in data["checkpoints"].items()}
+    if any(delays.values()):
+        parts.append(_img(_delay_plot(delays, is_ms), "label delay distribution"))
+    else:
+        parts.append("<p>No label joined yet: no delay to show.</p>")
+    parts.append("<p class=note>Pending joins at each checkpoint: a growing count means labels "
+                 "arrive later than before, or not at all (see <code>--pending-ttl</code>).</p>")
     parts.append(_img(_pending_plot(data, is_ms, xlabel), "pending joins"))
     parts.append("</body></html>")
     return "".join(parts)

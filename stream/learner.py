@@ -95,6 +95,7 @@ class Learner:
         self.n_labels = 0
         self.rejected: dict[str, int] = {}
         self.drifts: dict[str, int] = {"concept": 0, "data": 0}
+        self.label_delays: dict[int, int] = {}  # event-time delay (upper bound) -> labels
 
     @property
     def version(self) -> dict:
@@ -162,8 +163,11 @@ class Learner:
         return out
 
     def _join(self, label: Label, out: list) -> None:
-        x, pred, proba, per_model, generation, _ = self.pending.pop(label.id)
+        x, pred, proba, per_model, generation, event_ts = self.pending.pop(label.id)
         self.n_labels += 1
+        delay = label.ts - event_ts  # histogram in powers of two: key = upper bound
+        bucket = 0 if delay <= 0 else 1 << (delay - 1).bit_length()
+        self.label_delays[bucket] = self.label_delays.get(bucket, 0) + 1
         _remember(self.joined, label.id, self.config.remember_ids)
         y = label.label
         self.metrics.update(y, pred, proba)
@@ -264,6 +268,7 @@ class Learner:
             "clock": self.clock,
             "rejected": dict(self.rejected),
             "drifts": dict(self.drifts),
+            "label_delays": {str(k): v for k, v in sorted(self.label_delays.items())},
             "metrics": self.metrics.report(),
         }
 
