@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import orjson
 
 from consumers.worker import Worker, WorkerOptions
-from producers.kafka_client import Admin, Consumer, KafkaSettings, topic_names
+from consumers.reader import read_topic
+from producers.kafka_client import Admin, KafkaSettings, topic_names
 from producers.publisher import EventPublisher, publish_samples
 from producers.sources import synthetic
 from stream.learner import LearnerConfig
@@ -106,21 +107,7 @@ class _Progress:
 
 
 def _read_all(settings: KafkaSettings, topic: str) -> list[dict]:
-    consumer = Consumer(settings)
-    try:
-        tps = [(topic, p) for p in consumer.partitions_for(topic)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(tps)
-        out, deadline = [], time.monotonic() + 30
-        while time.monotonic() < deadline:
-            out.extend(orjson.loads(r.value) for r in consumer.poll(200))
-            highs = [consumer.highwater(t, p) for t, p in tps]
-            if all(h is not None and consumer.position(t, p) >= h
-                   for (t, p), h in zip(tps, highs)):
-                return out
-        raise TimeoutError(f"could not read {topic} to its end within 30 s")
-    finally:
-        consumer.close()
+    return [orjson.loads(r.value) for r in read_topic(settings, topic)]
 
 
 def _summarise(settings, topics, samples, opts: DemoOptions, elapsed: float) -> dict:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
 
 import orjson
 import pytest
 from river import stream as river_stream
 
+from consumers import reader
 from consumers.worker import Worker, WorkerOptions
 from driftstream.demo import DemoOptions, run_demo
-from producers.kafka_client import Admin, Consumer, Producer, topic_names
+from producers.kafka_client import Admin, Producer, topic_names
 from producers.publisher import EventPublisher, publish_samples
 from producers.sources import river_delay, synthetic
 from state.checkpoints import StateStore
@@ -28,22 +28,9 @@ def create_topics(settings, prefix: str, partitions: int = 1) -> dict[str, str]:
     return topics
 
 
-def read_topic(settings, topic: str, timeout: float = 30) -> list[dict]:
-    """Every record of a topic, read to its high-water mark."""
-    consumer = Consumer(settings)
-    try:
-        tps = [(topic, p) for p in consumer.partitions_for(topic)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(tps)
-        out, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out.extend(orjson.loads(r.value) for r in consumer.poll(200))
-            if all((h := consumer.highwater(t, p)) is not None and consumer.position(t, p) >= h
-                   for t, p in tps):
-                return out
-        raise AssertionError(f"could not read {topic} to its end in {timeout} s")
-    finally:
-        consumer.close()
+def read_topic(settings, topic: str) -> list[dict]:
+    """Every record of a topic, read to its high-water mark, decoded."""
+    return [orjson.loads(r.value) for r in reader.read_topic(settings, topic)]
 
 
 def run_worker(settings, prefix: str, state, config: LearnerConfig) -> Worker:
