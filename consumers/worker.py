@@ -5,6 +5,28 @@ assignor) it decodes records, merges them in event-time order, feeds the learner
 predictions, drift reports, metrics and dead letters, and checkpoints the learner together
 with the input offsets it reflects. On assignment it restores the newest checkpoint and seeks
 to its offsets, so that after a crash the state is what an uninterrupted run would have.
+
+When things go wrong:
+
+- SIGTERM or SIGINT (`handle_signals`): the current batch finishes, every owned partition is
+  checkpointed, offsets are committed, the worker leaves the group and exits 0. A second
+  signal exits at once with code 1, like kill -9: the state stays consistent, and the next
+  start replays from the newest checkpoint.
+- Kafka unreachable (the group coordinator is lost, poll or a send raises, or outputs are not
+  acknowledged within FLUSH_TIMEOUT_S): outputs sent since the last checkpoint may be lost,
+  so the worker stops processing, reports unhealthy, and rewinds every partition to its
+  newest checkpoint. It retries with exponential back-off (BACKOFF_MIN_S to BACKOFF_MAX_S);
+  once Kafka answers it recreates its producer and goes on from the checkpoints, re-emitting
+  the outputs since then (same ids, same content). The learners lose nothing: their state is
+  always a checkpoint plus a deterministic replay of the log after it.
+- An input log that ends before a checkpoint's offset (a broker that lost its data, a
+  recreated topic): the worker keeps trusting its checkpoint. It logs an error naming the
+  partition, the topic and both offsets, reports unhealthy, and waits: it processes nothing
+  of that partition until the log reaches the checkpoint's offset again, and takes the
+  records below it as already reflected. That is right when the same records are published
+  again (the embedded broker restarted and refilled, a topic restored from a backup). If the
+  data is gone for good, delete the partition's checkpoints (or use a new state file) to
+  start it over: resetting a partition by itself would silently learn twice or skip data.
 """
 
 from __future__ import annotations
@@ -15,8 +37,25 @@ import queue
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from producers.kafka_client import Consumer, KafkaSettings, Producer, Record, topic_names
+from consumers.observability import (
+    DeadLetterLog,
+    MetricsServer,
+    PartitionSnapshot,
+    Snapshot,
+    WorkerMetrics,
+    fields,
+)
+from producers.kafka_client import (
+    Consumer,
+    KafkaClientError,
+    KafkaError,
+    KafkaSettings,
+    Producer,
+    Record,
+    topic_names,
+)
 from state.checkpoints import StateStore
 from stream.codec import InvalidRecord, decode_event, decode_label, encode
 from stream.learner import Learner, LearnerConfig
@@ -27,6 +66,10 @@ log = logging.getLogger("driftstream.worker")
 
 PAUSE_ABOVE = 50_000  # records queued in one merge input before its partition is paused
 RESUME_BELOW = 10_000
+FLUSH_TIMEOUT_S = 15.0  # outputs not acknowledged within this are taken as lost
+BACKOFF_MIN_S = 1.0  # first wait after a Kafka failure; doubles up to BACKOFF_MAX_S while
+BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long starts over)
+OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
 
 
 @dataclass
@@ -41,6 +84,8 @@ class WorkerOptions:
     max_idle_ms: int | None = None  # release one input if the other sent nothing this long
     poll_ms: int = 100
     max_poll_records: int = 5000
+    metrics_port: int | None = None  # serve /metrics and /healthz on this port (0: any free)
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -56,10 +101,16 @@ class PartitionTask:
     last_checkpoint: float = field(default_factory=time.monotonic)
     drift_since_checkpoint: list[dict] = field(default_factory=list)
     paused: set = field(default_factory=set)
+    # For operators (metrics, health), per input stream where it applies:
+    lag: list = field(default_factory=lambda: [None, None])  # high-water mark - position
+    behind: list = field(default_factory=lambda: [None, None])  # log end, if < next_offset
+    checkpoint_at: float | None = None  # wall-clock seconds of the checkpoint it builds on
+    latency: Any = None  # its processing-latency histogram
+    checkpoint_seconds: Any = None  # its checkpoint-duration histogram
 
 
 class Worker:
-    """Run with `run()`; stop from a signal handler with `stop()`."""
+    """Run with `run()`; stop from a signal handler with `stop()` (see `handle_signals`)."""
 
     def __init__(self, settings: KafkaSettings, config: LearnerConfig, state_path: str,
                  options: WorkerOptions | None = None):
@@ -72,13 +123,27 @@ class Worker:
         self.tasks: dict[int, PartitionTask] = {}
         self.stopping = False
         self.assigned_once = False
+        self.ready = False  # an assignment is applied and restored (no rebalance under way)
         self.n_processed = 0
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self.metrics = WorkerMetrics()
+        self.server: MetricsServer | None = None
+        self.dead_letters = DeadLetterLog(log)
         self._out_partitions: dict[str, int] = {}
         # kafka-python calls rebalance listeners on its own I/O thread: they only queue the
         # change here, and the main thread applies it between polls.
         self._rebalances: queue.SimpleQueue = queue.SimpleQueue()
+        self._assign_problems: list[str] = []
+        # Kafka failures (see the module docstring).
+        self.kafka_ok = True
+        self._needs_rewind = False
+        self._outage_since = 0.0
+        self._outage_reason = ""
+        self._backoff = BACKOFF_MIN_S
+        self._retry_at = 0.0
+        self._recovered_at = float("-inf")
+        self._retired: list[Producer] = []  # replaced producers that still had records
 
     def stop(self) -> None:
         self.stopping = True
@@ -86,50 +151,81 @@ class Worker:
     # -- main loop ------------------------------------------------------------------------
 
     def run(self, on_tick=None) -> int:
-        """Consume until stopped (or idle, with ``exit_when_idle``); return an exit code.
+        """Consume until stopped (or idle, with ``exit_when_idle``); return an exit code:
+        0, or 1 if the final checkpoint could not be written.
 
         ``on_tick(worker)`` is called after every poll, for progress displays.
         """
         opts = self.options
-        self.producer = Producer(self.settings, client_id="driftstream-worker")
-        self.consumer = Consumer(self.settings, group_id=opts.group,
-                                 client_id="driftstream-worker",
-                                 max_poll_records=opts.max_poll_records)
-        for role in ("predictions", "drift", "metrics", "deadletter"):
-            self._out_partitions[role] = len(self.consumer.partitions_for(self.topics[role]))
-        self.consumer.subscribe(list(self.inputs),
-                                lambda tps: self._rebalances.put((self._on_assign, tps)),
-                                lambda tps: self._rebalances.put((self._on_revoke, tps)))
-        idle_since = time.monotonic()
-        started = idle_since
+        if opts.metrics_port is not None:
+            self.server = MetricsServer(self.metrics, opts.metrics_host, opts.metrics_port)
+            log.info("serving /metrics and /healthz on %s", self.server.url,
+                     extra=fields(event="metrics_server", url=self.server.url))
+        clean = False
         try:
+            log.info("worker starting: group %s, inputs %s, %s", opts.group, list(self.inputs),
+                     self.settings, extra=fields(event="start", group=opts.group))
+            self.producer = Producer(self.settings, client_id="driftstream-worker")
+            self.consumer = Consumer(self.settings, group_id=opts.group,
+                                     client_id="driftstream-worker",
+                                     max_poll_records=opts.max_poll_records)
+            for role in ("predictions", "drift", "metrics", "deadletter"):
+                self._out_partitions[role] = len(self.consumer.partitions_for(self.topics[role]))
+            self.consumer.subscribe(list(self.inputs),
+                                    lambda tps: self._rebalances.put((self._on_assign, tps)),
+                                    lambda tps: self._rebalances.put((self._on_revoke, tps)))
+            idle_since = started = time.monotonic()
             while not self.stopping:
-                records = self.consumer.poll(opts.poll_ms)
-                now_ms = time.time_ns() // 1_000_000
-                if not self._rebalances.empty():
-                    fresh = self._apply_rebalances()
-                    # A rebalance is activity: after a revocation the worker holds no partition
-                    # until the new assignment arrives, and must not take that for idleness.
-                    idle_since = time.monotonic()
-                    # Records fetched before the seek to the checkpoint are fetched again.
-                    records = [r for r in records if r.partition not in fresh]
-                if records:
-                    idle_since = time.monotonic()
-                    self._push(records, now_ms)
-                self._update_caught_up()
-                self._process(now_ms)
-                self._checkpoint_due()
+                try:
+                    active = self._step()
+                except KafkaError as e:
+                    was_ok = self.kafka_ok
+                    self._kafka_failed(f"{type(e).__name__}: {e}")
+                    active = True
+                    if not was_ok:  # failing again at once: do not spin
+                        time.sleep(OUTAGE_POLL_MS / 1000)
+                self.dead_letters.flush()
+                if self.server is not None:
+                    self._publish()
                 if on_tick is not None:
                     on_tick(self)
+                # A rebalance or an outage is not idleness: the worker may own nothing, or
+                # see nothing, for a while, and must not exit because of that.
+                if active or not self.kafka_ok:
+                    idle_since = time.monotonic()
                 if opts.exit_when_idle is not None and self._idle_exit(idle_since, started):
                     break
         finally:
-            self._shutdown()
-        return 0
+            clean = self._shutdown()
+        return 0 if clean else 1
+
+    def _step(self) -> bool:
+        """One poll, process, checkpoint round; True if records or a rebalance came."""
+        opts = self.options
+        if self._needs_rewind:
+            self._rewind()
+        records = self.consumer.poll(opts.poll_ms if self.kafka_ok else OUTAGE_POLL_MS)
+        polled_at = time.perf_counter()
+        now_ms = time.time_ns() // 1_000_000
+        active = bool(records)
+        if not self._rebalances.empty():
+            fresh = self._apply_rebalances()
+            active = True
+            # Records fetched before the seek to the checkpoint are fetched again.
+            records = [r for r in records if r.partition not in fresh]
+        if records:
+            self._push(records, now_ms)
+        if self.assigned_once:  # before the first join the coordinator is not known yet
+            self._check_kafka()
+        self._update_caught_up()
+        if self.kafka_ok:
+            self._process(now_ms, polled_at)
+            self._checkpoint_due()
+        return active
 
     def _idle_exit(self, idle_since: float, started: float) -> bool:
         waited = time.monotonic() - idle_since
-        if waited < self.options.exit_when_idle:
+        if waited < self.options.exit_when_idle or not self.kafka_ok:
             return False
         if not self.assigned_once:  # still joining the group: give it a while
             return time.monotonic() - started > self.options.exit_when_idle + 30
@@ -163,25 +259,56 @@ class Worker:
             task.last_ts[stream] = last
             task.merge.push(stream, batch, now_ms)
             if len(task.merge.queues[stream]) > PAUSE_ABOVE and (topic, p) not in task.paused:
-                self.consumer.pause([(topic, p)])
+                try:
+                    self.consumer.pause([(topic, p)])
+                except KafkaError:  # being revoked: the queued revocation drops it
+                    continue
                 task.paused.add((topic, p))
 
     def _update_caught_up(self) -> None:
         for p, task in self.tasks.items():
             for stream, topic in enumerate(self.inputs):
-                high = self.consumer.highwater(topic, p)
-                caught = high is not None and self.consumer.position(topic, p) >= high
-                task.merge.set_caught_up(stream, caught)
+                try:
+                    high = self.consumer.highwater(topic, p)
+                    position = self.consumer.position(topic, p)
+                except KafkaError:  # being revoked: the queued revocation drops it
+                    break
+                task.lag[stream] = None if high is None else max(high - position, 0)
+                if high is not None and high < task.next_offset[stream]:
+                    # The log ends before what the checkpoint reflects: wait for it to grow.
+                    if task.behind[stream] is None:
+                        log.error("partition %d: %s ends at offset %d, before offset %d that "
+                                  "its checkpoint has reached (did the broker lose data?); "
+                                  "waiting for the log to reach it", p, topic, high,
+                                  task.next_offset[stream],
+                                  extra=fields(event="log_behind_checkpoint", partition=p,
+                                               topic=topic, log_end=high,
+                                               offsets=self._offsets(task),
+                                               model=task.learner.version))
+                    task.behind[stream] = high
+                    task.merge.set_caught_up(stream, False)
+                    continue
+                if task.behind[stream] is not None:
+                    log.info("partition %d: %s has reached the checkpoint's offset %d again",
+                             p, topic, task.next_offset[stream],
+                             extra=fields(event="log_caught_up_with_checkpoint", partition=p,
+                                          topic=topic, offsets=self._offsets(task)))
+                    task.behind[stream] = None
+                task.merge.set_caught_up(stream, high is not None and position >= high)
                 tp = (topic, p)
                 if tp in task.paused and len(task.merge.queues[stream]) < RESUME_BELOW:
-                    self.consumer.resume([tp])
+                    try:
+                        self.consumer.resume([tp])
+                    except KafkaError:  # being revoked: the queued revocation drops it
+                        continue
                     task.paused.discard(tp)
 
-    def _process(self, now_ms: int) -> None:
+    def _process(self, now_ms: int, polled_at: float) -> None:
         every = self.options.checkpoint_every
-        for task in self.tasks.values():
+        for task in list(self.tasks.values()):
             learner = task.learner
             offsets = task.next_offset
+            before = self.n_processed
             n = 0
             for stream, item in task.merge.pop_ready(now_ms):
                 if item.__class__ is Rejection:
@@ -201,9 +328,12 @@ class Worker:
                     task.since_checkpoint += n
                     self.n_processed += n
                     n = 0
-                    self._checkpoint([task])
+                    if not self._checkpoint([task], "periodic"):
+                        return  # Kafka failed: every partition goes back to its checkpoint
             task.since_checkpoint += n
             self.n_processed += n
+            if self.n_processed != before:
+                task.latency.observe(time.perf_counter() - polled_at)
 
     def _emit(self, task: PartitionTask, out) -> None:
         cls = out.__class__
@@ -211,53 +341,93 @@ class Worker:
             self._send("predictions", out.to_wire(), out.id, task.partition)
         elif cls is Rejection:
             self._send("deadletter", out.to_wire(), out.id, task.partition)
-            log.warning("dead letter partition=%d offset=%d reason=%s: %s",
-                        task.partition, out.offset, out.reason, out.detail)
+            self.dead_letters.record(task.partition, out.topic, out.offset, out.reason,
+                                     out.detail, task.learner.version)
         elif cls is DriftReport:
             wire = out.to_wire()
             task.drift_since_checkpoint.append(wire)
             self._send("drift", wire, None, task.partition)
             log.info("drift kind=%s partition=%d action=%s model=%s->%s", out.kind,
-                     task.partition, out.action, out.model_before, out.model_after)
+                     task.partition, out.action, out.model_before, out.model_after,
+                     extra=fields(event="drift", kind=out.kind, partition=task.partition,
+                                  action=out.action, feature=wire.get("feature"),
+                                  event_ts=wire.get("event_ts"), offsets=self._offsets(task),
+                                  model_before=out.model_before, model=out.model_after))
 
     def _send(self, role: str, wire: dict, key: str | None, partition: int) -> None:
         n = self._out_partitions.get(role) or 1
         self.producer.send(self.topics[role], encode(wire),
                            key.encode() if key is not None else None, partition % n)
 
+    def _offsets(self, task: PartitionTask) -> dict[str, int]:
+        return dict(zip(self.inputs, task.next_offset))
+
     # -- checkpoints and rebalances -----------------------------------------------------
 
     def _checkpoint_due(self) -> None:
         opts = self.options
         now = time.monotonic()
-        for task in self.tasks.values():
+        for task in list(self.tasks.values()):
             if task.since_checkpoint and (task.since_checkpoint >= opts.checkpoint_every or
                                           now - task.last_checkpoint >= opts.checkpoint_interval):
-                self._checkpoint([task])
+                if not self._checkpoint([task], "periodic"):
+                    return
 
-    def _checkpoint(self, tasks: list[PartitionTask]) -> None:
-        """Flush outputs, then save each learner with the offsets it reflects (one txn each)."""
+    def _checkpoint(self, tasks: list[PartitionTask], reason: str) -> bool:
+        """Flush outputs, then save each learner with the offsets it reflects (one txn each).
+
+        Saves nothing and returns False if Kafka does not acknowledge the outputs: a
+        checkpoint must never get ahead of outputs that may be lost.
+        """
         if not tasks:
-            return
-        self.producer.flush()
+            return True
+        if not self.kafka_ok:
+            return False
+        started = time.perf_counter()
+        try:
+            self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+        except KafkaError as e:
+            self._kafka_failed(f"outputs not acknowledged within {FLUSH_TIMEOUT_S:.0f} s "
+                               f"({type(e).__name__})")
+            return False
+        flushed = time.perf_counter() - started
         commits = {}
         for task in tasks:
+            saving = time.perf_counter()
             learner = task.learner
-            offsets = dict(zip(self.inputs, task.next_offset))
+            offsets = self._offsets(task)
             _fault_point("checkpoint")
             summary = learner.summary()
-            self._send("metrics", {**summary, "offsets": offsets}, None, task.partition)
+            try:
+                self._send("metrics", {**summary, "offsets": offsets}, None, task.partition)
+            except KafkaError as e:  # informational only; the checkpoint matters
+                log.debug("metrics record not sent: %s", e)
             version = self.store.save_checkpoint(
                 task.partition, learner.to_bytes(), offsets,
                 (learner.version["generation"], learner.version["updates"]),
                 info=summary, drift_records=task.drift_since_checkpoint)
-            log.info("checkpoint partition=%d version=%d offsets=%s model=%s",
-                     task.partition, version, offsets, learner.version)
+            seconds = flushed + time.perf_counter() - saving
+            task.checkpoint_seconds.observe(seconds)
+            log.info("checkpoint partition=%d version=%d offsets=%s model=%s", task.partition,
+                     version, offsets, learner.version,
+                     extra=fields(event="checkpoint", partition=task.partition,
+                                  checkpoint=version, offsets=offsets, model=learner.version,
+                                  reason=reason, seconds=round(seconds, 4)))
             task.drift_since_checkpoint = []
             task.since_checkpoint = 0
             task.last_checkpoint = time.monotonic()
+            task.checkpoint_at = time.time()
             commits.update({(t, task.partition): o for t, o in offsets.items()})
-        self.consumer.commit(commits)
+        # Committed offsets are only a progress hint for lag tools; without a coordinator the
+        # commit would block for the request timeout, so it waits for the next checkpoint.
+        if self.consumer.connected():
+            try:
+                self.consumer.commit(commits)
+            except KafkaError as e:
+                log.warning("committing offsets failed (%s: %s); they are only a progress hint",
+                            type(e).__name__, e, extra=fields(event="commit_failed"))
+        self._close_retired()
+        return True
 
     def _apply_rebalances(self) -> set[int]:
         """Apply queued assignments and revocations; return the newly assigned partitions."""
@@ -273,66 +443,270 @@ class Worker:
         numbers = sorted({p for _, p in partitions})
         now_ms = time.time_ns() // 1_000_000
         added = set()
+        self._assign_problems = []
         for p in numbers:
             if p in self.tasks:
                 continue
             have = {t for t, q in partitions if q == p}
             if set(self.inputs) - have:
-                log.error("partition %d: only %s assigned; inputs must be co-partitioned "
-                          "(same partition count)", p, sorted(have))
+                problem = (f"partition {p}: only {sorted(have)} assigned; inputs must be "
+                           f"co-partitioned (same partition count)")
+                log.error(problem, extra=fields(event="not_copartitioned", partition=p))
+                self._assign_problems.append(problem)
                 continue
-            self.tasks[p] = task = self._restore(p, now_ms)
-            for stream, topic in enumerate(self.inputs):
-                self.consumer.seek(topic, p, task.next_offset[stream])
+            task = self._restore(p, now_ms, "assigned")
+            try:
+                for stream, topic in enumerate(self.inputs):
+                    self.consumer.seek(topic, p, task.next_offset[stream])
+            except KafkaError:  # revoked again meanwhile; a later assignment restores it
+                continue
+            self.tasks[p] = task
             added.add(p)
-        log.info("assigned partitions %s", numbers)
+        self.ready = True
+        log.info("assigned partitions %s", numbers,
+                 extra=fields(event="rebalance", assigned=numbers, partitions={
+                     p: {"offsets": self._offsets(t), "model": t.learner.version}
+                     for p, t in self.tasks.items() if p in numbers}))
         return added
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> set[int]:
         lost = sorted({p for _, p in partitions} & set(self.tasks))
-        self._checkpoint([self.tasks[p] for p in lost if self.tasks[p].since_checkpoint])
+        unsaved = [self.tasks[p] for p in lost if self.tasks[p].since_checkpoint]
+        if unsaved and not self._checkpoint(unsaved, "revoke"):
+            log.warning("partitions %s revoked without a final checkpoint (Kafka unavailable); "
+                        "their next owner replays them from their previous checkpoint",
+                        [t.partition for t in unsaved],
+                        extra=fields(event="revoke_unsaved",
+                                     partitions=[t.partition for t in unsaved]))
+        states = {p: {"offsets": self._offsets(self.tasks[p]),
+                      "model": self.tasks[p].learner.version} for p in lost}
         for p in lost:
             del self.tasks[p]
-        log.info("revoked partitions %s", lost)
+        self.ready = False
+        log.info("revoked partitions %s", lost,
+                 extra=fields(event="rebalance", revoked=lost, partitions=states))
         return set(lost)
 
-    def _restore(self, p: int, now_ms: int) -> PartitionTask:
+    def _restore(self, p: int, now_ms: int, why: str) -> PartitionTask:
         checkpoint = self.store.latest(p)
         merge = EventTimeMerge(self.options.max_idle_ms, now_ms)
         if checkpoint is None:
             learner = Learner(self.config, partition=p)
             offsets = [0, 0]
-            log.info("partition %d: no checkpoint, starting fresh from offset 0", p)
+            log.info("partition %d: no checkpoint, starting fresh from offset 0", p,
+                     extra=fields(event="restore", reason=why, partition=p, checkpoint=None,
+                                  offsets=dict(zip(self.inputs, offsets)),
+                                  model=learner.version))
         else:
             learner = Learner.from_bytes(checkpoint.state)
             offsets = [checkpoint.offsets.get(t, 0) for t in self.inputs]
             log.info("partition %d: restored checkpoint %d, offsets %s, model %s", p,
-                     checkpoint.version, offsets, learner.version)
-        return PartitionTask(p, learner, merge, offsets, [0, 0])
+                     checkpoint.version, offsets, learner.version,
+                     extra=fields(event="restore", reason=why, partition=p,
+                                  checkpoint=checkpoint.version,
+                                  offsets=dict(zip(self.inputs, offsets)),
+                                  model=learner.version))
+        task = PartitionTask(p, learner, merge, offsets, [0, 0])
+        task.checkpoint_at = checkpoint.created_at / 1000 if checkpoint is not None else None
+        task.latency = self.metrics.latency_seconds.labels(str(p))
+        task.checkpoint_seconds = self.metrics.checkpoint_seconds.labels(str(p))
+        return task
 
-    def _shutdown(self) -> None:
+    # -- Kafka failures -------------------------------------------------------------------
+
+    def _check_kafka(self) -> None:
+        """Notice the start and the end of an outage (called once per loop)."""
+        connected = self.consumer.connected()
+        if self.kafka_ok and not connected:
+            self._kafka_failed("lost the connection to the group coordinator")
+        elif not self.kafka_ok and connected and time.monotonic() >= self._retry_at:
+            self._kafka_recovered()
+
+    def _kafka_failed(self, reason: str) -> None:
+        """Stop processing, go back to the checkpoints (next step) and retry after a while."""
+        self._needs_rewind = True
+        self._outage_reason = reason
+        if not self.kafka_ok:
+            log.debug("Kafka still unavailable: %s", reason)
+            return
+        now = time.monotonic()
+        self.kafka_ok = False
+        self._outage_since = now
+        if now - self._recovered_at > BACKOFF_MAX_S:  # not a relapse: start the back-off over
+            self._backoff = BACKOFF_MIN_S
+        wait = self._schedule_retry()
+        log.warning("Kafka unavailable (%s): processing paused, partitions %s go back to their "
+                    "checkpoints; retrying in %.0f s", reason, sorted(self.tasks), wait,
+                    extra=fields(event="kafka_unavailable", reason=reason,
+                                 partitions=sorted(self.tasks), retry_in=wait))
+
+    def _schedule_retry(self) -> float:
+        wait = self._backoff
+        self._retry_at = time.monotonic() + wait
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+        return wait
+
+    def _kafka_recovered(self) -> None:
+        """Kafka answers again: a fresh producer, then processing from the checkpoints."""
         try:
-            if self.producer is not None and self.consumer is not None:
-                self._checkpoint([t for t in self.tasks.values() if t.since_checkpoint])
+            producer = Producer(self.settings, client_id="driftstream-worker")
+        except KafkaClientError as e:
+            self._outage_reason = f"cannot create a producer: {e}"
+            wait = self._schedule_retry()
+            log.warning("Kafka still unavailable (%s); retrying in %.0f s", self._outage_reason,
+                        wait, extra=fields(event="kafka_unavailable",
+                                           reason=self._outage_reason, retry_in=wait))
+            return
+        self._retired.append(self.producer)
+        self.producer = producer
+        self._close_retired()
+        self._recovered_at = now = time.monotonic()
+        log.info("Kafka reachable again after %.1f s; resuming from the checkpoints",
+                 now - self._outage_since,
+                 extra=fields(event="kafka_recovered", partitions=sorted(self.tasks),
+                              outage_seconds=round(now - self._outage_since, 3)))
+        self.kafka_ok = True
+
+    def _rewind(self) -> None:
+        """Put every owned partition back to its newest checkpoint and re-read from there.
+
+        Outputs since a checkpoint may be lost when Kafka fails; the replay re-emits them and
+        leaves each learner exactly as an uninterrupted run would.
+        """
+        self._needs_rewind = False
+        now_ms = time.time_ns() // 1_000_000
+        for p, old in list(self.tasks.items()):
+            task = self._restore(p, now_ms, "rewind")
+            try:
+                for stream, topic in enumerate(self.inputs):
+                    self.consumer.seek(topic, p, task.next_offset[stream])
+                self.consumer.resume(sorted(old.paused))
+            except KafkaError:  # no longer assigned; a later assignment restores it
+                del self.tasks[p]
+                continue
+            self.tasks[p] = task
+
+    def _close_retired(self) -> None:
+        """Close replaced producers. kafka-python's close() flushes first and raises if that
+        times out, so one with unsent records stays open until they are sent or expire
+        (the replay has re-emitted them anyway)."""
+        for producer in self._retired[:]:
+            try:
+                producer.close(timeout=0)
+            except KafkaError:
+                continue
+            self._retired.remove(producer)
+
+    # -- health, metrics, shutdown --------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """Why the worker is not healthy right now; empty when it is."""
+        out = []
+        if self.stopping:
+            out.append("stopping")
+        if not self.kafka_ok:
+            out.append(f"Kafka unavailable for {time.monotonic() - self._outage_since:.0f} s: "
+                       f"{self._outage_reason}")
+        if not self.ready:
+            out.append("rebalancing" if self.assigned_once else "waiting for a partition "
+                       "assignment")
+        out.extend(self._assign_problems)
+        for p, task in sorted(self.tasks.items()):
+            for stream, topic in enumerate(self.inputs):
+                if task.behind[stream] is not None:
+                    out.append(f"partition {p}: {topic} ends at offset {task.behind[stream]}, "
+                               f"before the checkpoint's offset {task.next_offset[stream]}")
+        return out
+
+    def _publish(self) -> None:
+        """Hand the metrics server a snapshot (its thread never touches a learner)."""
+        partitions = {p: PartitionSnapshot(t.learner.summary(), tuple(t.lag), t.checkpoint_at)
+                      for p, t in self.tasks.items()}
+        self.metrics.publish(Snapshot(partitions, self.n_processed, self.problems(),
+                                      self.kafka_ok))
+
+    def _shutdown(self) -> bool:
+        """Checkpoint what is owned, commit, leave the group; False if a checkpoint failed."""
+        clean = True
+        try:
+            unsaved = [t for t in self.tasks.values() if t.since_checkpoint]
+            if self.stopping:
+                log.info("stopping: saving partitions %s, then leaving the group",
+                         [t.partition for t in unsaved],
+                         extra=fields(event="stopping", partitions=sorted(self.tasks),
+                                      unsaved=[t.partition for t in unsaved]))
+                if self.server is not None:
+                    self._publish()  # /healthz: 503 "stopping"
+            _fault_point("shutdown")
+            if self.producer is not None and self.consumer is not None and unsaved:
+                if self._needs_rewind or not self._checkpoint(unsaved, "shutdown"):
+                    clean = False
+                    log.error("could not write the final checkpoint of partitions %s (Kafka "
+                              "unavailable); the next start replays them from their previous "
+                              "checkpoint", [t.partition for t in unsaved],
+                              extra=fields(event="shutdown_unsaved",
+                                           partitions=[t.partition for t in unsaved]))
+            self.dead_letters.flush(force=True)
         finally:
             if self.consumer is not None:
-                self.consumer.close()
+                _close_quietly("consumer", self.consumer.close)
             if self.producer is not None:
-                self.producer.close()
+                _close_quietly("producer", lambda: self.producer.close(timeout=FLUSH_TIMEOUT_S))
+            self._close_retired()
+            if self.server is not None:
+                self.server.close()
             self.store.close()
+        log.info("worker stopped", extra=fields(event="stopped", clean=clean))
+        return clean
 
 
-_faults = {"checkpoint": 0}
+def _close_quietly(what: str, close) -> None:
+    try:
+        close()
+    except KafkaError as e:
+        log.warning("closing the %s: %s: %s", what, type(e).__name__, e)
+
+
+def handle_signals(worker: Worker) -> None:
+    """SIGTERM and SIGINT stop the worker gracefully (final checkpoint, commit, leave the
+    group); a second one exits at once with code 1, as a kill would: checkpoints are atomic,
+    so the state stays consistent and the next start replays from the newest one."""
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        if not worker.stopping:
+            log.info("%s: stopping after the current batch (send it again to exit at once)",
+                     name, extra=fields(event="signal", signal=name))
+            worker.stop()
+            return
+        log.warning("second %s: exiting at once, without a final checkpoint", name,
+                    extra=fields(event="signal", signal=name))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+_faults = {"checkpoint": 0, "shutdown": 0}
 
 
 def _fault_point(name: str) -> None:
-    """Test hook: ``DRIFTSTREAM_KILL_AT=checkpoint:N`` kills the process (SIGKILL) at the Nth
-    checkpoint, after its outputs were flushed and before its state was saved."""
+    """Test hooks, from ``DRIFTSTREAM_KILL_AT``: ``checkpoint:N`` kills the process (SIGKILL)
+    at the Nth checkpoint, after its outputs were flushed and before its state was saved;
+    ``shutdown:hang`` blocks the graceful shutdown until a signal ends the process."""
     spec = os.environ.get("DRIFTSTREAM_KILL_AT")
     if not spec:
         return
-    where, _, nth = spec.partition(":")
-    if where == name:
-        _faults[name] += 1
-        if _faults[name] == int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+    where, _, arg = spec.partition(":")
+    if where != name:
+        return
+    if arg == "hang":
+        log.warning("fault point %s: hanging until killed", name,
+                    extra=fields(event="fault_point", where=name))
+        while True:
+            signal.pause()
+    _faults[name] += 1
+    if _faults[name] == int(arg or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

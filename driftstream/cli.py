@@ -319,6 +319,20 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="process one input without waiting for the other once the other has "
                         "been silent this long (default: wait until it is caught up)")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    g.add_argument("--log-format", default="auto", choices=["auto", "json", "text"],
+                   help="json: one JSON object per line; text: for people; auto (default): "
+                        "text on a terminal, else json")
+
+    def port(text: str) -> int:
+        if not text.isdigit() or int(text) > 65535:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+        return int(text)
+
+    g.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
+                   help="serve Prometheus /metrics and /healthz on this port (0: any free "
+                        "one, logged); default: off")
+    g.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all)")
 
 
 def _produce_args(p: argparse.ArgumentParser) -> None:
@@ -428,26 +442,19 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import logging
-    import signal
+    from consumers.worker import Worker, WorkerOptions, handle_signals
+    from driftstream.logs import setup as setup_logging
 
-    from consumers.worker import Worker, WorkerOptions
-
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The password is masked in every log line, whoever writes it.
+    setup_logging(args.log_level, args.log_format,
+                  secrets=[os.environ.get(args.sasl_password_env) or ""])
     config = learner_config(args)
     worker = Worker(kafka_settings(args), config, args.state, WorkerOptions(
         group=args.group, topic_prefix=args.topic_prefix,
         checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
-        exit_when_idle=args.exit_when_idle, max_idle_ms=args.max_idle_ms))
-
-    def on_signal(signum, frame):
-        if worker.stopping:
-            raise SystemExit(1)  # second signal: exit at once
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+        exit_when_idle=args.exit_when_idle, max_idle_ms=args.max_idle_ms,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host))
+    handle_signals(worker)  # SIGTERM/SIGINT: checkpoint and leave; a second one: exit 1 now
     return worker.run()
 
 

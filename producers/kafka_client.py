@@ -303,6 +303,14 @@ class Consumer:
         """Currently assigned partitions, sorted."""
         return _tuples(self._consumer.assignment())
 
+    def connected(self) -> bool:
+        """False while the group coordinator is unknown or unreachable (the broker is down).
+
+        poll() does not raise when the broker goes away, it just returns nothing, so this is
+        how a group member notices an outage; kafka-python keeps reconnecting by itself.
+        """
+        return not self._consumer._coordinator.coordinator_unknown()
+
     def close(self) -> None:
         """Leave the group (no auto-commit) and close connections."""
         self._consumer.close(autocommit=False)
