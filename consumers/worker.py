@@ -84,6 +84,7 @@ class WorkerOptions:
     max_idle_ms: int | None = None  # release one input if the other sent nothing this long
     poll_ms: int = 100
     max_poll_records: int = 5000
+    keep_checkpoints: int = 10  # per partition, plus the newest of each model generation
     metrics_port: int | None = None  # serve /metrics and /healthz on this port (0: any free)
     metrics_host: str = "127.0.0.1"
 
@@ -100,6 +101,7 @@ class PartitionTask:
     since_checkpoint: int = 0
     last_checkpoint: float = field(default_factory=time.monotonic)
     drift_since_checkpoint: list[dict] = field(default_factory=list)
+    model_events: list[dict] = field(default_factory=list)  # generation changes to record
     paused: set = field(default_factory=set)
     # For operators (metrics, health), per input stream where it applies:
     lag: list = field(default_factory=lambda: [None, None])  # high-water mark - position
@@ -346,6 +348,9 @@ class Worker:
         elif cls is DriftReport:
             wire = out.to_wire()
             task.drift_since_checkpoint.append(wire)
+            if out.model_after["generation"] != out.model_before["generation"]:
+                task.model_events.append({**out.model_after, "reason": out.action,
+                                          "event_ts": out.event_ts})
             self._send("drift", wire, None, task.partition)
             log.info("drift kind=%s partition=%d action=%s model=%s->%s", out.kind,
                      task.partition, out.action, out.model_before, out.model_after,
@@ -405,7 +410,10 @@ class Worker:
             version = self.store.save_checkpoint(
                 task.partition, learner.to_bytes(), offsets,
                 (learner.version["generation"], learner.version["updates"]),
-                info=summary, drift_records=task.drift_since_checkpoint)
+                info=summary, drift_records=task.drift_since_checkpoint,
+                model_events=task.model_events)
+            # Retention: replay can start near any point without the file growing forever.
+            self.store.prune(task.partition, keep_last=self.options.keep_checkpoints)
             seconds = flushed + time.perf_counter() - saving
             task.checkpoint_seconds.observe(seconds)
             log.info("checkpoint partition=%d version=%d offsets=%s model=%s", task.partition,
@@ -414,6 +422,7 @@ class Worker:
                                   checkpoint=version, offsets=offsets, model=learner.version,
                                   reason=reason, seconds=round(seconds, 4)))
             task.drift_since_checkpoint = []
+            task.model_events = []
             task.since_checkpoint = 0
             task.last_checkpoint = time.monotonic()
             task.checkpoint_at = time.time()

@@ -313,6 +313,9 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="exit 0 once every input is caught up and idle this long")
     g.add_argument("--checkpoint-every", type=int, default=10_000, metavar="N",
                    help="checkpoint a partition after N records (default 10000)")
+    g.add_argument("--keep-checkpoints", type=int, default=10, metavar="N",
+                   help="checkpoints kept per partition, plus the newest of each model "
+                        "generation (default 10); older ones are pruned")
     g.add_argument("--checkpoint-interval", type=float, default=10.0, metavar="S",
                    help="checkpoint a busy partition at least every S seconds (default 10)")
     g.add_argument("--max-idle-ms", type=int, default=None, metavar="MS",
@@ -452,6 +455,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     worker = Worker(kafka_settings(args), config, args.state, WorkerOptions(
         group=args.group, topic_prefix=args.topic_prefix,
         checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
+        keep_checkpoints=args.keep_checkpoints,
         exit_when_idle=args.exit_when_idle, max_idle_ms=args.max_idle_ms,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host))
     handle_signals(worker)  # SIGTERM/SIGINT: checkpoint and leave; a second one: exit 1 now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 
 import orjson
 import pytest
@@ -110,3 +112,30 @@ def test_demo_detects_the_drift(kafka_settings, tmp_path, capsys):
     assert summary["predictions"] == 8000
     assert summary["detection_delay"] is not None and summary["detection_delay"] < 3000
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_checkpoint_retention_and_model_versions(kafka_settings, unique_prefix, tmp_path):
+    create_topics(kafka_settings, unique_prefix)
+    samples = list(synthetic("sea", n=6000, seed=2, label_delay="20", start_ts=0))
+    # Labels flip at 3000: the window policy must replace the model at least once.
+    samples = [s if i < 3000 else dataclasses.replace(s, y=not s.y)
+               for i, s in enumerate(samples)]
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, samples)
+    publisher.close()
+    state = tmp_path / "s.sqlite"
+    worker = Worker(kafka_settings, LearnerConfig(model="lr", drift_policy="window"), str(state),
+                    WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix,
+                                  exit_when_idle=1.5, checkpoint_every=400, keep_checkpoints=2))
+    assert worker.run() == 0
+    store = StateStore(str(state))
+    kept = store.checkpoints(0)
+    versions = store.model_versions(0)
+    final = store.latest(0)
+    store.close()
+    assert final.version >= 20  # about 12000 records / 400
+    generations = {c["generation"] for c in kept}
+    assert len(kept) <= 2 + len(generations)
+    assert final.generation >= 1
+    assert [v["generation"] for v in versions] == list(range(1, final.generation + 1))
+    assert all(v["reason"].startswith("retrained") for v in versions)
