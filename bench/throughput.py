@@ -28,13 +28,17 @@ Usage::
 
     .venv/bin/python bench/throughput.py [--json] [--n N] [--quick] [--profile]
 
-``--quick``: n=10k, short latency phases, 100k pending joins (a fast check, ~2-3 min).
+``--quick``: n=10k, short latency phases, 100k pending joins (a fast check, ~1 min).
 ``--profile``: only the 1-partition worker measurement (lr unless ``--profile-model``), run
 under cProfile from its first record to its last flush; prints the top 25 functions by
-cumulative and by own time. Its events/s is inflated by the profiler and is not a result.
+cumulative and by own time. Its events/s is slowed by the profiler and is not a result.
 With ``--json`` the last line of stdout is one JSON object (``events_per_s``, ``p99_ms``,
 ``ratio_vs_river``, ``ratio_vs_ceiling``, ``ratio_vs_naive`` for lr on 1 partition, then
 everything else). Progress goes to stderr.
+
+A 1-partition worker that processes nothing for 30 s is stopped and reported (WorkerStalled,
+with its queues, pause flags, positions and kafka-python's parked fetch data); a failed
+measurement is listed under the table and the others still run.
 
 The machine may be shared: every figure is one run, wall-clock, and noisy when other work
 runs. CPU seconds of the worker (whole process and its main thread) and of the broker are
@@ -109,6 +113,7 @@ class Env:
     tmp: Path
     samples: list[Sample]
     children: list = field(default_factory=list)  # Popen objects we started (for cleanup)
+    loaded: dict = field(default_factory=dict)  # "1p-lr" -> topic prefix of a filled topic set
 
     def prefix(self, what: str) -> str:
         return f"b-{what}-{uuid.uuid4().hex[:6]}."
@@ -190,20 +195,56 @@ def proc_cpu_s(pid: int | None) -> float | None:
         return None
 
 
-def wait_child(proc: subprocess.Popen, timeout: float) -> tuple[int, resource.struct_rusage]:
-    """Wait for a child with os.wait4, to get its own rusage (peak RSS, CPU); kill on timeout."""
+def vm_hwm_mb(pid: int | str = "self") -> float | None:
+    """Peak RSS (VmHWM) of a live process, in MB, from /proc (None once it has exited).
+
+    Used instead of rusage's ru_maxrss, which on Linux also counts the parent's RSS at
+    fork/exec time (it keeps the pre-exec hiwater), so every child would show the bench's.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def wait_children(procs: list[subprocess.Popen], timeout: float
+                  ) -> list[tuple[int, resource.struct_rusage, float | None]]:
+    """Wait for children with os.wait4 (each one's own CPU rusage), sampling their VmHWM
+    every 20 ms while they run (peak RSS); kill them on timeout.
+    Returns (exit code, rusage, peak RSS MB) per child."""
     deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage
+    peaks: list[float | None] = [None] * len(procs)
+    done: dict[int, tuple] = {}
+    while len(done) < len(procs):
+        for k, proc in enumerate(procs):
+            if k in done:
+                continue
+            hwm = vm_hwm_mb(proc.pid)
+            if hwm is not None:
+                peaks[k] = hwm if peaks[k] is None else max(peaks[k], hwm)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                done[k] = (proc.returncode, usage, peaks[k])
+        if len(done) == len(procs):
+            break
         if time.monotonic() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            raise TimeoutError(f"child {proc.args!r} did not finish within {timeout} s")
+            for k, proc in enumerate(procs):
+                if k not in done:
+                    proc.kill()
+                    _, status, _ = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+            raise TimeoutError(f"children did not finish within {timeout} s")
         time.sleep(0.02)
+    return [done[k] for k in range(len(procs))]
+
+
+def wait_child(proc: subprocess.Popen, timeout: float
+               ) -> tuple[int, resource.struct_rusage, float | None]:
+    return wait_children([proc], timeout)[0]
 
 
 def start_child(env: Env, args: list[str], name: str) -> tuple[subprocess.Popen, Path, Path]:
@@ -228,10 +269,10 @@ def cli_worker_args(env: Env, prefix: str, model: str, state: Path, idle: float)
             "--exit-when-idle", str(idle), "--log-level", "INFO"]
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
-        return float("nan")
+        return None
     k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
     return sorted_values[k]
 
@@ -387,7 +428,8 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
             while (n_ev < n or n_lb < n) and time.monotonic() < deadline:
                 records = consumer.poll(100)
                 if records and first is None:
-                    first, cpu0, thr0 = time.perf_counter(), time.process_time(), time.thread_time()
+                    first = time.perf_counter()
+                    cpu0, thr0 = time.process_time(), time.thread_time()
                 for r in records:
                     if r.topic == ev_topic:
                         n_ev += 1
@@ -432,13 +474,15 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None) ->
     poll that returned records, after the group join) and, from ``on_tick``, flushes the
     producer once all 2n records are processed: timed = first records -> every prediction
     acknowledged by the broker. The final checkpoint at shutdown and the idle wait are not
-    timed; the 20 checkpoints during the run are. Also reported: the same window as seen on
-    the predictions topic (first to last prediction CreateTime), CPU seconds of the worker
-    (process, and its main thread alone; the rest is kafka-python's producer/heartbeat
-    threads), of the broker, and the worker's peak RSS (``os.wait4`` rusage).
+    timed; the checkpoints during the run (one per 10k records) are. Also reported: the
+    same window as seen on the predictions topic (first to last prediction CreateTime),
+    CPU seconds of the worker (process, and its main thread alone; the rest is
+    kafka-python's producer/heartbeat threads), of the broker, and the worker's peak RSS
+    (VmHWM, sampled from /proc).
     """
     prefix = env.prefix(f"w1-{model}")
     load = load_topics(env, prefix, env.samples, 1)
+    env.loaded[f"1p-{model}"] = prefix
     n = len(env.samples)
     spec = {"bootstrap": env.settings.bootstrap_servers, "prefix": prefix, "model": model,
             "state": str(env.tmp / f"{prefix}sqlite"), "n": n,
@@ -446,9 +490,13 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None) ->
     broker_cpu0 = proc_cpu_s(env.broker_pid)
     proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "worker", json.dumps(spec)],
                                  f"worker1p-{model}")
-    code, usage = wait_child(proc, timeout=900)
+    code, usage, peak = wait_child(proc, timeout=120 + n / 500)
     broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
     if code != 0:
+        stalled = [ln for ln in err.read_text().splitlines() if ln.startswith('{"stalled"')]
+        if stalled:
+            raise WorkerStalled(f"1-partition worker ({model}) made no progress for {STALL_S:.0f}"
+                                f" s: {stalled[-1]}")
         raise RuntimeError(f"1-partition worker exited {code}: {err.read_text()[-3000:]}")
     res = last_json_line(out)
     preds = read_keys_and_times(env.settings, load["topics"]["predictions"], expect=n)
@@ -458,11 +506,47 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None) ->
         "model": model, "partitions": 1, "prefix": prefix, "load_msgs_per_s": load["msgs_per_s"],
         "predictions": len(preds), "unique_predictions": len({k for k, _, _ in preds}),
         "pred_ts_span_s": span, "pred_ts_events_per_s": n / span if span > 0 else None,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": max(peak or 0, res.get("self_peak_rss_mb") or 0),
         "process_cpu_s_total": usage.ru_utime + usage.ru_stime,
         "broker_cpu_s_whole_run": broker_cpu,
     })
     return res
+
+
+STALL_S = 30.0  # a 1-partition worker that processes nothing for this long has stalled
+
+
+class WorkerStalled(RuntimeError):
+    """The worker stopped making progress with records left to process."""
+
+
+def stall_report(w, expected: int) -> dict:
+    """What a stalled worker looks like: per input, merge queue, pause flag, position,
+    high-water mark, and kafka-python's parked fetch data (private fields, diagnosis only)."""
+    out: dict = {"n_processed": w.n_processed, "expected": expected, "partitions": {}}
+    for p, task in w.tasks.items():
+        for stream, topic in enumerate(w.inputs):
+            out["partitions"][f"{topic}[{p}]"] = {
+                "queued": len(task.merge.queues[stream]),
+                "caught_up": task.merge.caught_up[stream],
+                "paused_by_worker": (topic, p) in task.paused,
+                "position": w.consumer.position(topic, p),
+                "highwater": w.consumer.highwater(topic, p),
+                "next_offset": task.next_offset[stream],
+            }
+    fetcher = getattr(getattr(w.consumer, "_consumer", None), "_fetcher", None)
+    if fetcher is not None:
+        current = getattr(fetcher, "_next_partition_records", None)
+        out["kafka_python_fetcher"] = {
+            "next_partition_records": None if current is None else
+            f"{current.topic_partition.topic}[{current.topic_partition.partition}] "
+            f"{'non-empty' if current else 'exhausted'}",
+            "parked_partition_records": [f"{tp.topic}[{tp.partition}]" for tp in
+                                         getattr(fetcher, "_paused_partition_records", {})],
+            "parked_completed_fetches": [f"{tp.topic}[{tp.partition}]" for tp in
+                                         getattr(fetcher, "_paused_completed_fetches", {})],
+        }
+    return out
 
 
 def _child_worker(spec: dict) -> int:
@@ -489,6 +573,8 @@ def _child_worker(spec: dict) -> int:
             self.records_pushed += len(records)
             super()._push(records, now_ms)
 
+    progress = {"n": -1, "at": time.monotonic()}
+
     def on_tick(w: TimedWorker) -> None:
         if w.t_end is None and w.n_processed >= 2 * n:
             w.producer.flush()
@@ -496,6 +582,12 @@ def _child_worker(spec: dict) -> int:
             w.cpu_end, w.thr_end = time.process_time(), time.thread_time()
             if profiler is not None:
                 profiler.disable()
+        if w.n_processed != progress["n"]:
+            progress["n"], progress["at"] = w.n_processed, time.monotonic()
+        elif (w.t_first is not None and w.t_end is None
+              and time.monotonic() - progress["at"] > STALL_S):
+            print(json.dumps({"stalled": stall_report(w, 2 * n)}), file=sys.stderr, flush=True)
+            w.stop()
 
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
     worker = TimedWorker(settings, LearnerConfig(model=spec["model"]), spec["state"],
@@ -505,7 +597,7 @@ def _child_worker(spec: dict) -> int:
     code = worker.run(on_tick=on_tick)
     if worker.t_end is None:
         print(f"worker stopped after {worker.n_processed} of {2 * n} records", file=sys.stderr)
-        return 1
+        return 2
     if profiler is not None:
         profiler.dump_stats(spec["profile"])
     seconds = worker.t_end - worker.t_first
@@ -514,7 +606,6 @@ def _child_worker(spec: dict) -> int:
     for t in tasks:
         for k, v in t.learner.rejected.items():
             rejected[k] = rejected.get(k, 0) + v
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "events": n, "seconds": seconds, "events_per_s": n / seconds,
         "join_s": worker.t_first - started,
@@ -522,7 +613,7 @@ def _child_worker(spec: dict) -> int:
         "main_thread_cpu_s": worker.thr_end - worker.thr_first,
         "polls_with_records": worker.polls_with_records,
         "records_per_poll": worker.records_pushed / max(1, worker.polls_with_records),
-        "rejected": rejected, "exit_code": code, "self_peak_rss_mb": usage.ru_maxrss / 1024,
+        "rejected": rejected, "exit_code": code, "self_peak_rss_mb": vm_hwm_mb(),
         "profiled": profiler is not None,
     }))
     return 0
@@ -538,8 +629,9 @@ def measure_worker_4p(env: Env, model: str) -> dict:
     interpreter start, join or idle exit, but including any rebalance while running;
     (b) wall time from launch to both processes exited (= from produce-complete, since the
     topics are filled first), which adds interpreter start, group join and the 2 s idle
-    wait; (c) which partitions each worker was assigned, from their logs; peak RSS and CPU of
-    each (``os.wait4``).
+    wait; (c) which partitions each worker was assigned, from their logs, and per worker
+    (partitions of its first assignment) events / its own first-to-last prediction span,
+    and how far apart the two started; peak RSS (VmHWM) and CPU (``os.wait4``) of each.
     """
     prefix = env.prefix(f"w4-{model}")
     load = load_topics(env, prefix, env.samples, 4)
@@ -550,13 +642,13 @@ def measure_worker_4p(env: Env, model: str) -> dict:
     procs = [start_child(env, cli_worker_args(env, prefix, model, state, 2.0),
                          f"worker4p-{model}-{k}") for k in range(2)]
     results = []
-    for proc, _out, err in procs:
-        code, usage = wait_child(proc, timeout=900)
+    waited = wait_children([proc for proc, _, _ in procs], timeout=120 + n / 500)
+    for (proc, _out, err), (code, usage, peak) in zip(procs, waited):
         if code != 0:
             raise RuntimeError(f"4-partition worker exited {code}: {err.read_text()[-3000:]}")
         text = err.read_text()
         results.append({
-            "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": peak, "cpu_s": usage.ru_utime + usage.ru_stime,
             "assignments": re.findall(r"assigned partitions (\[[^\]]*\])", text),
             "checkpoints": text.count("checkpoint partition="),
         })
@@ -568,12 +660,26 @@ def measure_worker_4p(env: Env, model: str) -> dict:
     per_part: dict[int, list[int]] = {}
     for _, ts, p in preds:
         per_part.setdefault(p, []).append(ts)
+    for d in results:  # per worker, by the partitions of its first assignment
+        first = json.loads(d["assignments"][0]) if d["assignments"] else []
+        stamps_w = [ts for p in first for ts in per_part.get(p, [])]
+        if stamps_w:
+            d["first_partitions"] = first
+            d["events"] = len(stamps_w)
+            d["first_pred_ms"], d["last_pred_ms"] = min(stamps_w), max(stamps_w)
+            d["span_s"] = (max(stamps_w) - min(stamps_w)) / 1000
+            d["events_per_s"] = len(stamps_w) / d["span_s"] if d["span_s"] > 0 else None
+    starts = [d["first_pred_ms"] for d in results if "first_pred_ms" in d]
+    disjoint = sum(len(d.get("first_partitions", [])) for d in results) == len(per_part)
     return {
         "model": model, "partitions": 4, "workers": 2, "events": n,
         "predictions": len(preds), "unique_predictions": len({k for k, _, _ in preds}),
         "pred_ts_span_s": span, "events_per_s": n / span if span > 0 else None,
         "launch_to_exit_s": wall, "launch_to_exit_events_per_s": n / wall,
         "per_partition_span_s": {p: (max(v) - min(v)) / 1000 for p, v in sorted(per_part.items())},
+        "start_stagger_s": (max(starts) - min(starts)) / 1000 if len(starts) == 2 else None,
+        "sum_of_worker_rates": (sum(d.get("events_per_s") or 0 for d in results)
+                                if disjoint and len(starts) == 2 else None),
         "workers_detail": results, "broker_cpu_s": broker_cpu,
     }
 
@@ -585,7 +691,9 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
     ``Producer``; for each polled record in poll order: ``orjson.loads``; an event is
     predicted with ``model.predict_one(features)``, its features stored in a dict by id, and
     ``{"id", "prediction"}`` produced (keyed by id); a label pops its features and calls
-    ``learn_one`` (a label whose event has not been read yet is dropped and counted); then
+    ``learn_one``. Records come in poll order (kafka-python hands out one partition's fetch
+    at a time), so a label may come before its event: it then waits in a second dict and
+    the event learns it right after predicting (the same model work, not River's order). Then
     ``consumer.commit({(topic, partition): offset + 1})``, a synchronous commit per record.
     Timed: first poll returning records -> flush after all n events and n labels.
     Uses its own topics with the first ``n`` samples (n may be smaller than the others').
@@ -600,8 +708,9 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
                         max_poll_records=MAX_POLL_RECORDS)
     producer = Producer(env.settings, client_id="bench-naive")
     ev_topic, out_topic = topics["events"], topics["predictions"]
-    pending: dict[str, dict] = {}
-    n_ev = n_lb = dropped = 0
+    pending: dict[str, dict] = {}  # event read, label not yet
+    early: dict[str, object] = {}  # label read, event not yet (no merge: poll order)
+    n_ev = n_lb = label_first = 0
     first = None
     cpu0 = 0.0
     try:
@@ -615,14 +724,18 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
                 if r.topic == ev_topic:
                     x = obj["features"]
                     y_pred = m.predict_one(x)
-                    pending[obj["id"]] = x
                     producer.send(out_topic, orjson.dumps({"id": obj["id"], "prediction": y_pred}),
                                   r.key, 0)
+                    if obj["id"] in early:
+                        m.learn_one(x, early.pop(obj["id"]))
+                    else:
+                        pending[obj["id"]] = x
                     n_ev += 1
                 else:
                     x = pending.pop(obj["id"], None)
                     if x is None:
-                        dropped += 1
+                        early[obj["id"]] = obj["label"]
+                        label_first += 1
                     else:
                         m.learn_one(x, obj["label"])
                     n_lb += 1
@@ -636,7 +749,7 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
     if n_ev < n or n_lb < n:
         raise TimeoutError(f"naive peer processed only {n_ev} events, {n_lb} labels")
     return {"model": model, "events": n, "seconds": seconds, "events_per_s": n / seconds,
-            "cpu_s": cpu, "labels_dropped_event_not_seen": dropped,
+            "cpu_s": cpu, "labels_before_event": label_first,
             "commits": 2 * n, "commit_ms_upper_bound": seconds / (2 * n) * 1000}
 
 
@@ -648,12 +761,12 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     publisher thread here (``Producer``, linger 5 ms, like ``EventPublisher``) sends events
     at ``rate`` events/s, each event's label right before the event 100 positions later (label
     delay 100 events), values without ``ts``, so event time = the record's CreateTime =
-    ``time.time()`` at ``send``. Publishing starts before the worker has joined; once its
-    first prediction is seen on the predictions topic, it goes on for warmup_s + steady_s.
+    ``time.time()`` at ``send``. Publishing starts once the worker has logged its partition
+    assignment (so no join backlog) and lasts warmup_s + steady_s.
     Latency of an event = its prediction's CreateTime (set by the worker's kafka-python
     producer at ``send``, i.e. when the prediction was queued, before linger and ack) - the
     event's CreateTime, matched by id (record keys), over events published in the steady
-    window (after the first prediction + warmup_s). Both clocks are this machine's. The
+    window (after warmup_s). Both clocks are this machine's. The
     delivery part includes the publisher's 5 ms linger and the worker's fetch: Tansu does
     not answer a waiting fetch when data arrives (kafka_client.Consumer), so a caught-up
     worker's fetch returns only when fetch_max_wait_ms=100 expires.
@@ -661,11 +774,14 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     prefix = env.prefix(f"lat-{int(rate)}")
     topics = create_topics(env.settings, prefix, 1)
     state = env.tmp / f"{prefix}sqlite"
-    proc, _out, err = start_child(env, cli_worker_args(env, prefix, model, state, 3.0),
+    proc, _out, err = start_child(env, cli_worker_args(env, prefix, model, state, 5.0),
                                   f"latency-{int(rate)}")
+    deadline = time.monotonic() + 90
+    while "assigned partitions [0]" not in err.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"latency worker did not join: {err.read_text()[-2000:]}")
+        time.sleep(0.05)
     samples = env.samples
-    ev_vals = [orjson.dumps({"id": f"L{i}", "features": samples[i % len(samples)].x})
-               for i in range(min(len(samples), 200_000))]
     stop = threading.Event()
     sent = {"events": 0, "labels": 0, "t0_ms": None, "t_end_ms": None, "late_ms_max": 0.0}
     failure: list[BaseException] = []
@@ -689,8 +805,10 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
                         k = i - LABEL_DELAY
                         producer.send(topics["labels"], label_value(k), f"L{k}".encode(), 0,
                                       time.time_ns() // 1_000_000)
-                    producer.send(topics["events"], ev_vals[i % len(ev_vals)], f"L{i}".encode(),
-                                  0, time.time_ns() // 1_000_000)
+                    value = orjson.dumps({"id": f"L{i}",
+                                          "features": samples[i % len(samples)].x})
+                    producer.send(topics["events"], value, f"L{i}".encode(), 0,
+                                  time.time_ns() // 1_000_000)
                     i += 1
                 next_at = t0 + i / rate
                 time.sleep(max(0.0, next_at - time.perf_counter()))
@@ -721,20 +839,25 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
             raise TimeoutError(f"no prediction within 90 s: {err.read_text()[-2000:]}")
     finally:
         watcher.close()
-    time.sleep(max(0.0, first_pred / 1000 + warmup_s + steady_s - time.time()))
+    time.sleep(max(0.0, sent["t0_ms"] / 1000 + warmup_s + steady_s - time.time()))
     stop.set()
     publisher.join(timeout=60)
     if failure:
         raise failure[0]
-    code, usage = wait_child(proc, timeout=300)
+    code, usage, peak = wait_child(proc, timeout=120)
     broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
     if code != 0:
         raise RuntimeError(f"latency worker exited {code}: {err.read_text()[-3000:]}")
     events = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["events"])}
     preds = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["predictions"])}
-    lo, hi = first_pred + warmup_s * 1000, sent["t_end_ms"]
+    lo, hi = sent["t0_ms"] + warmup_s * 1000, sent["t_end_ms"]
     window = [(ts, preds.get(k)) for k, ts in events.items() if lo <= ts <= hi]
     lat = sorted(p - e for e, p in window if p is not None)
+    per_second: dict[int, list[int]] = {}
+    for e, p in window:
+        if p is not None:
+            per_second.setdefault(int((e - lo) // 1000), []).append(p - e)
+    p99_by_second = [percentile(sorted(v), 99) for _, v in sorted(per_second.items())]
     missing = sum(1 for _, p in window if p is None)
     wall = (sent["t_end_ms"] - sent["t0_ms"]) / 1000
     return {
@@ -745,8 +868,8 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
         "first_prediction_after_s": (first_pred - sent["t0_ms"]) / 1000,
         "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
         "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else None,
-        "mean_ms": sum(lat) / len(lat) if lat else None,
-        "worker_peak_rss_mb": usage.ru_maxrss / 1024,
+        "mean_ms": sum(lat) / len(lat) if lat else None, "p99_ms_by_second": p99_by_second,
+        "worker_peak_rss_mb": peak,
         "worker_cpu_s": usage.ru_utime + usage.ru_stime, "worker_wall_s": wall,
         "broker_cpu_s": broker_cpu,
     }
@@ -769,11 +892,11 @@ def measure_pending_memory(env: Env, n_pending: int, model: str = "lr") -> dict:
     spec = {"n": n_pending, "model": model}
     proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "pending", json.dumps(spec)],
                                  "pending")
-    code, usage = wait_child(proc, timeout=900)
+    code, usage, peak = wait_child(proc, timeout=900)
     if code != 0:
         raise RuntimeError(f"pending-memory child exited {code}: {err.read_text()[-3000:]}")
     res = last_json_line(out)
-    res["child_peak_rss_mb"] = usage.ru_maxrss / 1024
+    res["child_peak_rss_mb"] = peak
     return res
 
 
@@ -786,15 +909,19 @@ def _rss_bytes(field_name: str = "VmRSS") -> int:
 
 def _child_pending(spec: dict) -> int:
     """Child process of measure_pending_memory."""
-    from stream.codec import decode_event
+    from stream.codec import decode_event, decode_label
     from stream.learner import Learner, LearnerConfig
 
     n = spec["n"]
-    feats = [s.x for s in synthetic("sea", 1000, seed=42)]
+    feats = [s.x for s in synthetic("sea", 1000, seed=7)]  # not the warm-up samples
     learner = Learner(LearnerConfig(model=spec["model"]))
-    for i in range(1000):  # warm-up: model, detectors, schema; these joins are not counted
-        learner.process_event(decode_event(orjson.dumps({"id": f"w{i}", "features": feats[i],
+    samples = list(synthetic("sea", 1000, seed=42))
+    for i, smp in enumerate(samples):  # warm-up: model, detectors, schema; joined, not pending
+        learner.process_event(decode_event(orjson.dumps({"id": f"w{i}", "features": smp.x,
                                                          "ts": i}), i), 0)
+        learner.process_label(decode_label(orjson.dumps({"id": f"w{i}", "label": smp.y,
+                                                         "ts": i}), i))
+    assert not learner.pending
     gc.collect()
     rss0 = _rss_bytes()
     start = time.perf_counter()
@@ -805,14 +932,19 @@ def _child_pending(spec: dict) -> int:
     seconds = time.perf_counter() - start
     gc.collect()
     rss1 = _rss_bytes()
+    hwm_before_pickle = _rss_bytes("VmHWM")
     t = time.perf_counter()
     blob = learner.to_bytes()
     pickle_s = time.perf_counter() - t
+    hwm_after_pickle = _rss_bytes("VmHWM")
     print(json.dumps({
-        "pending": len(learner.pending), "expired": learner.rejected.get("join_expired", 0),
+        "n": n, "pending": len(learner.pending),
+        "expired": learner.rejected.get("join_expired", 0),
         "max_pending": learner.config.max_pending, "model": spec["model"],
         "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20,
-        "bytes_per_pending": (rss1 - rss0) / n, "vm_hwm_mb": _rss_bytes("VmHWM") / 2**20,
+        "bytes_per_pending": (rss1 - rss0) / n, "vm_hwm_mb": hwm_after_pickle / 2**20,
+        "checkpoint_pickle_extra_peak_mb": (hwm_after_pickle - max(hwm_before_pickle, rss1))
+        / 2**20,
         "checkpoint_bytes": len(blob), "checkpoint_bytes_per_pending": len(blob) / max(1, n),
         "checkpoint_pickle_s": pickle_s, "feed_seconds": seconds,
     }))
@@ -846,47 +978,72 @@ def table(rows: list[list[str]], header: list[str], right_from: int = 1) -> str:
 
 def report(res: dict) -> str:
     lines = [f"driftstream throughput bench — {res['title']}", ""]
-    header = ["measurement", "model", "parts", "events", "seconds", "events/s", "CPU s", "note"]
+    header = ["measurement", "model", "parts", "events", "seconds", "events/s", "CPU s",
+              "CPU µs/event", "note"]
     rows = []
+
+    def row(name, model, parts, r, note="", cpu_key="cpu_s"):
+        if not r:
+            rows.append([name, model, parts, "", "", "FAILED", "", "", "see notes"])
+            return
+        cpu = r.get(cpu_key)
+        rows.append([name, model, parts, fmt(r["events"]), fmt(r["seconds"], ".2f"),
+                     fmt(r["events_per_s"]), fmt(cpu, ".2f"),
+                     fmt(cpu / r["events"] * 1e6 if cpu is not None else None, ".0f"), note])
+
     for m in res["models"]:
-        r = res["river"][m]
-        rows.append(["River in-process (simulate_qa)", m, "—", fmt(r["events"]),
-                     fmt(r["seconds"], ".2f"), fmt(r["events_per_s"]), fmt(r["cpu_s"], ".2f"),
-                     "the limit"])
+        row("River in-process (simulate_qa)", m, "—", res["river"][m], "the limit")
     for m in res["models"]:
-        r = res["learner_offline"][m]
-        rows.append(["driftstream learner offline", m, "—", fmt(r["events"]),
-                     fmt(r["seconds"], ".2f"), fmt(r["events_per_s"]), fmt(r["cpu_s"], ".2f"),
-                     "merge+learner, no Kafka/codec"])
+        row("driftstream learner offline", m, "—", res["learner_offline"][m],
+            "merge + learner, no Kafka, no codec")
     c = res.get("ceiling")
     if c:
-        rows.append(["Kafka I/O ceiling (read 2, write 1)", "—", "1", fmt(c["events"]),
-                     fmt(c["seconds"], ".2f"), fmt(c["events_per_s"]), fmt(c["cpu_s"], ".2f"),
-                     f"consume-only {fmt(c['consume_only_records_per_s'])} rec/s, produce-only "
-                     f"{fmt(c['produce_only_msgs_per_s'])} msg/s"])
+        row("Kafka I/O ceiling: read 2, write 1", "—", "1", c, "no model, no decode")
+        n = c["events"]
+        rows.append(["  consume only (event + label)", "—", "1", fmt(n), "",
+                     fmt(c["consume_only_records_per_s"] / 2), fmt(c["consume_only_cpu_s"], ".2f"),
+                     fmt(c["consume_only_cpu_s"] / n * 1e6, ".0f"),
+                     f"{fmt(c['consume_only_records_per_s'])} records/s"])
+        rows.append(["  produce only (1 prediction)", "—", "1", fmt(n), "",
+                     fmt(c["produce_only_msgs_per_s"]), fmt(c["produce_only_cpu_s"], ".2f"),
+                     fmt(c["produce_only_cpu_s"] / n * 1e6, ".0f"),
+                     f"{c['payload_bytes']} B values"])
     for m in res["models"]:
         w = res.get("worker_1p", {}).get(m)
-        if w:
-            rows.append(["driftstream worker", m, "1", fmt(w["events"]), fmt(w["seconds"], ".2f"),
-                         fmt(w["events_per_s"]), fmt(w["cpu_s"], ".2f"),
-                         f"main thread {fmt(w['main_thread_cpu_s'], '.1f')} CPU s; "
-                         f"pred-ts span {fmt(w['pred_ts_events_per_s'])}/s"])
+        row("driftstream worker", m, "1", w,
+            f"main thread {fmt(w['main_thread_cpu_s'], '.2f')} CPU s; "
+            f"pred-ts span: {fmt(w['pred_ts_events_per_s'])}/s" if w else "")
     for m in res["models"]:
         w = res.get("worker_4p", {}).get(m)
-        if w:
-            cpu = sum(d["cpu_s"] for d in w["workers_detail"])
-            rows.append(["driftstream 2 workers (pred-ts span)", m, "4", fmt(w["events"]),
-                         fmt(w["pred_ts_span_s"], ".2f"), fmt(w["events_per_s"]),
-                         fmt(cpu, ".1f"),
-                         f"launch->both exited {fmt(w['launch_to_exit_s'], '.1f')} s "
-                         f"({fmt(w['launch_to_exit_events_per_s'])}/s); CPU = whole processes"])
+        if not w:
+            rows.append(["driftstream, 2 workers (pred-ts span)", m, "4", "", "", "FAILED", "",
+                         "", "see notes"])
+        else:
+            rows.append(["driftstream, 2 workers (pred-ts span)", m, "4", fmt(w["events"]),
+                         fmt(w["pred_ts_span_s"], ".2f"), fmt(w["events_per_s"]), "", "",
+                         f"sum of per-worker rates {fmt(w['sum_of_worker_rates'])}/s; "
+                         f"launch -> both exited {fmt(w['launch_to_exit_s'], '.1f')} s"])
     for m in res["models"]:
         r = res.get("naive", {}).get(m)
-        if r:
-            rows.append(["naive peer (commit per record)", m, "1", fmt(r["events"]),
-                         fmt(r["seconds"], ".2f"), fmt(r["events_per_s"]), fmt(r["cpu_s"], ".2f"),
-                         f"{r['labels_dropped_event_not_seen']} labels dropped (no merge)"])
+        row("naive peer: commit per record", m, "1", r,
+            f"{fmt(r['labels_before_event'])} labels read before their event" if r else "")
     lines.append(table(rows, header, right_from=2))
+    w4 = {m: w for m, w in res.get("worker_4p", {}).items() if w}
+    if w4:
+        lines += ["", "2 workers on 4 partitions, per worker (partitions of its first assignment;"
+                      " CPU and RSS of the whole process, start-up included)"]
+        rows = []
+        for m, w in w4.items():
+            for k, d in enumerate(w["workers_detail"]):
+                rows.append([m, str(k), " ".join(d["assignments"]), fmt(d.get("events")),
+                             fmt(d.get("span_s"), ".2f"), fmt(d.get("events_per_s")),
+                             fmt(d["cpu_s"], ".1f"), fmt(d["peak_rss_mb"], ".0f"),
+                             fmt(d["checkpoints"])])
+            rows.append([m, "", f"start stagger {fmt(w['start_stagger_s'], '.2f')} s", "", "",
+                         "", "", "", ""])
+        lines.append(table(rows, ["model", "worker", "assignments", "events", "span s",
+                                  "events/s", "CPU s", "peak RSS MB", "checkpoints"],
+                           right_from=3))
     co = res.get("codec")
     if co:
         lines += ["", f"codec per event: decode event {co['decode_event_us']:.1f} µs + decode "
@@ -900,14 +1057,18 @@ def report(res: dict) -> str:
                       "1 partition, 1 worker, lr"]
         rows = []
         for name, r in lat.items():
+            if not r:
+                rows.append([name, "FAILED"] + [""] * 10)
+                continue
             rows.append([name, fmt(r["offered_events_per_s"]), fmt(r["achieved_events_per_s"]),
                          fmt(r["window_s"], ".1f"), fmt(r["window_events"]),
                          fmt(r["p50_ms"], ".0f"), fmt(r["p95_ms"], ".0f"), fmt(r["p99_ms"], ".0f"),
                          fmt(r["max_ms"], ".0f"), fmt(r["missing_predictions"]),
-                         fmt(r["worker_cpu_s"] / r["worker_wall_s"] * 100, ".0f")])
+                         fmt(r["worker_cpu_s"] / r["worker_wall_s"] * 100, ".0f"),
+                         fmt(r["publisher_max_behind_ms"], ".0f")])
         lines.append(table(rows, ["load", "offered ev/s", "achieved ev/s", "window s", "events",
                                   "p50 ms", "p95 ms", "p99 ms", "max ms", "missing",
-                                  "worker CPU %"]))
+                                  "worker CPU %", "pub. behind ms"]))
     mem = res.get("memory", {})
     if mem:
         lines += ["", "memory"]
@@ -916,7 +1077,7 @@ def report(res: dict) -> str:
             w = res.get("worker_1p", {}).get(m)
             if w:
                 rows.append([f"worker peak RSS, 1 partition, {m}", fmt(w["peak_rss_mb"], ".0f"),
-                             "MB", "VmHWM of the child (os.wait4 ru_maxrss)"])
+                             "MB", "VmHWM of the worker process"])
             w = res.get("worker_4p", {}).get(m)
             if w:
                 rss = " / ".join(fmt(d["peak_rss_mb"], ".0f") for d in w["workers_detail"])
@@ -924,7 +1085,7 @@ def report(res: dict) -> str:
                              "each process"])
         p = mem.get("pending")
         if p:
-            rows.append([f"learner with {p['pending']:,} pending joins ({p['model']})",
+            rows.append([f"learner with {p['n']:,} pending joins ({p['model']})",
                          fmt(p["rss_after_mb"], ".0f"), "MB",
                          f"RSS; {fmt(p['rss_before_mb'], '.0f')} MB before the joins"])
             rows.append(["  per pending join (RSS)", fmt(p["bytes_per_pending"], ".0f"), "bytes",
@@ -933,7 +1094,8 @@ def report(res: dict) -> str:
             rows.append(["  per pending join (checkpoint blob)",
                          fmt(p["checkpoint_bytes_per_pending"], ".0f"), "bytes",
                          f"blob {p['checkpoint_bytes'] / 2**20:.0f} MB, pickled in "
-                         f"{p['checkpoint_pickle_s']:.2f} s at every checkpoint"])
+                         f"{p['checkpoint_pickle_s']:.2f} s at every checkpoint, peak RSS "
+                         f"+{p['checkpoint_pickle_extra_peak_mb']:.0f} MB while pickling"])
         lines.append(table(rows, ["what", "value", "unit", "note"], right_from=1))
     ratios = res.get("ratios", {})
     if ratios:
@@ -950,6 +1112,29 @@ def report(res: dict) -> str:
 # =============================================================================================
 # Main
 # =============================================================================================
+
+
+def attempt(res: dict, name: str, fn, *args):
+    """Run one measurement; on failure record the error under res["errors"] and go on."""
+    try:
+        return fn(*args)
+    except Exception as e:  # one failed measurement must not lose the others
+        msg = f"{type(e).__name__}: {e}"
+        log(f"  FAILED: {msg[:2000]}")
+        res.setdefault("errors", {})[name] = msg
+        return None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _get(d: dict | None, *keys):
+    for k in keys:
+        if d is None:
+            return None
+        d = d.get(k)
+    return d
 
 
 def run_all(args: argparse.Namespace) -> dict:
@@ -969,13 +1154,14 @@ def run_all(args: argparse.Namespace) -> dict:
     res["river"], res["learner_offline"] = {}, {}
     for m in models:
         log(f"River in-process {m}")
-        res["river"][m] = measure_river_inprocess(samples, m)
-        log(f"  {res['river'][m]['events_per_s']:,.0f} events/s")
+        res["river"][m] = r = attempt(res, f"river-{m}", measure_river_inprocess, samples, m)
+        log(f"  {fmt(_get(r, 'events_per_s'))} events/s")
         log(f"learner offline {m}")
-        res["learner_offline"][m] = measure_learner_offline(samples, m)
-        log(f"  {res['learner_offline'][m]['events_per_s']:,.0f} events/s")
+        res["learner_offline"][m] = r = attempt(res, f"learner-{m}", measure_learner_offline,
+                                                samples, m)
+        log(f"  {fmt(_get(r, 'events_per_s'))} events/s")
     log("codec")
-    res["codec"] = measure_codec(samples)
+    res["codec"] = attempt(res, "codec", measure_codec, samples)
 
     tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
     broker = EmbeddedBroker(log_path=tmp / "tansu.log")
@@ -989,39 +1175,42 @@ def run_all(args: argparse.Namespace) -> dict:
         res["worker_1p"] = {}
         for m in models:
             log(f"worker, 1 partition, {m} (loading {2 * n} records first)")
-            res["worker_1p"][m] = w = measure_worker_1p(env, m)
-            log(f"  {w['events_per_s']:,.0f} events/s, load {w['load_msgs_per_s']:,.0f} msg/s")
-            if m == "lr":
+            res["worker_1p"][m] = w = attempt(res, f"worker_1p-{m}", measure_worker_1p, env, m)
+            log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
+            if m == "lr" and "1p-lr" in env.loaded:
                 # The ceiling reads the lr worker's input topics again (reading is repeatable).
                 log("Kafka I/O ceiling")
-                res["ceiling"] = measure_kafka_ceiling(env, topic_names(w["prefix"]), n)
-                log(f"  {res['ceiling']['events_per_s']:,.0f} events/s")
+                res["ceiling"] = c = attempt(res, "ceiling", measure_kafka_ceiling, env,
+                                             topic_names(env.loaded["1p-lr"]), n)
+                log(f"  {fmt(_get(c, 'events_per_s'))} events/s")
 
         res["worker_4p"] = {}
         for m in models:
             log(f"2 workers, 4 partitions, {m}")
-            res["worker_4p"][m] = w = measure_worker_4p(env, m)
-            log(f"  {fmt(w['events_per_s'])} events/s (pred-ts span), "
-                f"launch->exit {w['launch_to_exit_s']:.1f} s")
+            res["worker_4p"][m] = w = attempt(res, f"worker_4p-{m}", measure_worker_4p, env, m)
+            log(f"  {fmt(_get(w, 'events_per_s'))} events/s (pred-ts span)")
 
         res["naive"] = {}
         for m in models:
             log(f"naive peer {m}, n={naive_n}")
-            res["naive"][m] = r = measure_naive_peer(env, m, naive_n)
-            log(f"  {r['events_per_s']:,.0f} events/s")
+            res["naive"][m] = r = attempt(res, f"naive-{m}", measure_naive_peer, env, m, naive_n)
+            log(f"  {fmt(_get(r, 'events_per_s'))} events/s")
 
-        rate = round(res["worker_1p"]["lr"]["events_per_s"] / 2)
         res["latency"] = {}
+        rate = round((_get(res, "worker_1p", "lr", "events_per_s")
+                      or _get(res, "worker_4p", "lr", "sum_of_worker_rates") or 10_000) / 4) * 2
         log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
-        res["latency"]["half of max"] = r = measure_latency(env, rate, warmup_s, steady_s)
-        log(f"  p50 {r['p50_ms']} p99 {r['p99_ms']} ms")
+        res["latency"]["half of max"] = r = attempt(res, "latency-half", measure_latency, env,
+                                                    rate, warmup_s, steady_s)
+        log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
         log("latency at 100 events/s")
-        res["latency"]["low (100/s)"] = r = measure_latency(
-            env, 100, warmup_s, steady_s / 2)
-        log(f"  p50 {r['p50_ms']} p99 {r['p99_ms']} ms")
+        res["latency"]["low (100/s)"] = r = attempt(res, "latency-low", measure_latency, env,
+                                                    100, warmup_s, steady_s / 2)
+        log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
 
         log(f"learner with {n_pending} pending joins")
-        res["memory"] = {"pending": measure_pending_memory(env, n_pending)}
+        res["memory"] = {"pending": attempt(res, "pending", measure_pending_memory, env,
+                                            n_pending)}
     finally:
         if env is not None:
             for proc in env.children:
@@ -1033,19 +1222,21 @@ def run_all(args: argparse.Namespace) -> dict:
 
     ratios = {}
     for m in models:
-        w = res["worker_1p"][m]["events_per_s"]
+        w = _get(res, "worker_1p", m, "events_per_s")
         ratios[m] = {
-            "vs_river": w / res["river"][m]["events_per_s"],
-            "vs_learner_offline": w / res["learner_offline"][m]["events_per_s"],
-            "vs_ceiling": w / res["ceiling"]["events_per_s"],
-            "vs_naive": w / res["naive"][m]["events_per_s"],
-            "4p_2w_vs_1p": (res["worker_4p"][m]["events_per_s"] or 0) / w,
+            "vs_river": _ratio(w, _get(res, "river", m, "events_per_s")),
+            "vs_learner_offline": _ratio(w, _get(res, "learner_offline", m, "events_per_s")),
+            "vs_ceiling": _ratio(w, _get(res, "ceiling", "events_per_s")),
+            "vs_naive": _ratio(w, _get(res, "naive", m, "events_per_s")),
+            "4p_2w_vs_1p": _ratio(_get(res, "worker_4p", m, "events_per_s"), w),
         }
     res["ratios"] = ratios
     res["runtime_s"] = time.perf_counter() - started
     if naive_n < n:
         res["notes"].append(f"naive peer: first {naive_n:,} samples only (a synchronous commit "
                             "per record makes it slow); its events/s is comparable, its n is not.")
+    for name, msg in res.get("errors", {}).items():
+        res["notes"].append(f"FAILED {name}: {msg[:400]}")
     return res
 
 
@@ -1158,11 +1349,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report(res))
     if args.json:
         summary = {
-            "events_per_s": res["worker_1p"]["lr"]["events_per_s"],
-            "p99_ms": res["latency"]["half of max"]["p99_ms"],
-            "ratio_vs_river": res["ratios"]["lr"]["vs_river"],
-            "ratio_vs_ceiling": res["ratios"]["lr"]["vs_ceiling"],
-            "ratio_vs_naive": res["ratios"]["lr"]["vs_naive"],
+            "events_per_s": _get(res, "worker_1p", "lr", "events_per_s"),
+            "p99_ms": _get(res, "latency", "half of max", "p99_ms"),
+            "ratio_vs_river": _get(res, "ratios", "lr", "vs_river"),
+            "ratio_vs_ceiling": _get(res, "ratios", "lr", "vs_ceiling"),
+            "ratio_vs_naive": _get(res, "ratios", "lr", "vs_naive"),
         }
         summary.update({k: v for k, v in res.items() if k not in ("notes",)})
         summary["notes"] = res["notes"]
