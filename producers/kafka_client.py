@@ -234,12 +234,15 @@ class Consumer:
         self._consumer.assign(_tps(partitions))
 
     def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
-        """Fetch records; within one partition they come in offset order."""
+        """Fetch records; within one partition they come in offset order.
+
+        The items are kafka-python's own records, which have exactly `Record`'s attributes:
+        wrapping each one would cost an allocation per record on the hot path.
+        """
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         records: list[Record] = []
         for batch in batches.values():
-            for r in batch:
-                records.append(Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value))
+            records.extend(batch)
         return records
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
@@ -273,9 +276,17 @@ class Consumer:
             self._consumer.pause(*_tps(partitions))
 
     def resume(self, partitions: list[Partition]) -> None:
-        """Fetch these paused partitions again."""
+        """Fetch these paused partitions again.
+
+        kafka-python 3.0.12 can set aside data fetched for a partition while it was paused and
+        then neither hand it back nor fetch it again, so the partition stalls for good. Seeking
+        each resumed partition to its position drops that data and fetches it anew.
+        """
         if partitions:
-            self._consumer.resume(*_tps(partitions))
+            tps = _tps(partitions)
+            self._consumer.resume(*tps)
+            for tp in tps:
+                self._consumer.seek(tp, self._consumer.position(tp))
 
     def commit(self, offsets: dict[Partition, int]) -> bool:
         """Commit next-offsets-to-read to the group, as a progress hint for lag tools.

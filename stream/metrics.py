@@ -14,13 +14,19 @@ The baseline predicts the last label seen, which real streams often make hard to
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
-from river import metrics, utils
+from river import metrics
 
 
 class MetricSet:
-    """All metrics of one learner for one task (``classification`` or ``regression``)."""
+    """All metrics of one learner for one task (``classification`` or ``regression``).
+
+    Prequential metrics are updated per label. Rolling ones are computed when reported, from
+    the last ``window`` served predictions: cheaper per label than River's `utils.Rolling`
+    (which reverts and updates every metric on every label), and without its float drift.
+    """
 
     def __init__(self, task: str, window: int = 1000):
         self.task = task
@@ -28,34 +34,31 @@ class MetricSet:
         self.n_labels = 0
         self.n_scored = 0
         self.last_label: Any = None
-        self._metrics: dict[str, metrics.base.Metric] | None = None
+        self.kinds: dict[str, type] | None = None  # name -> River metric class
+        self._metrics: dict[str, metrics.base.Metric] = {}
         self._baseline: metrics.base.Metric | None = None
+        self._recent: collections.deque = collections.deque(maxlen=window)
+        self._report: tuple[int, dict] = (-1, {})
 
-    def _create(self, y: Any) -> dict[str, metrics.base.Metric]:
+    def _create(self, y: Any) -> None:
         # Which F1 and log-loss flavour fits depends on the labels, known at the first one.
-        w = self.window
         if self.task == "regression":
-            kinds = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2}
-            base_kind = metrics.MAE
+            self.kinds = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2}
+            self._baseline = metrics.MAE()
         else:
             binary = isinstance(y, bool)  # other classes may be many: macro-F1, cross-entropy
-            kinds = {
+            self.kinds = {
                 "accuracy": metrics.Accuracy,
                 "f1": metrics.F1 if binary else metrics.MacroF1,
                 "log_loss": metrics.LogLoss if binary else metrics.CrossEntropy,
             }
-            base_kind = metrics.Accuracy
-        out = {name: kind() for name, kind in kinds.items()}
-        out.update({f"rolling_{name}": utils.Rolling(kind, window_size=w)
-                    for name, kind in kinds.items()})
-        self._baseline = base_kind()
-        return out
+            self._baseline = metrics.Accuracy()
+        self._metrics = {name: kind() for name, kind in self.kinds.items()}
 
     def update(self, y: Any, y_pred: Any, proba: dict | None) -> None:
         """Account one label against what was served for its event."""
-        if self._metrics is None:
-            self._metrics = self._create(y)
-        m = self._metrics
+        if self.kinds is None:
+            self._create(y)
         self.n_labels += 1
         if self.last_label is not None:
             self._baseline.update(y, self.last_label)
@@ -63,23 +66,35 @@ class MetricSet:
         if y_pred is None or y_pred == {}:
             return
         self.n_scored += 1
-        for name, metric in m.items():
-            if name.endswith("log_loss"):
-                if proba:
-                    metric.update(y, proba)
-            else:
-                metric.update(y, y_pred)
+        _update(self._metrics, y, y_pred, proba)
+        self._recent.append((y, y_pred, proba))
 
     def report(self) -> dict[str, float | int]:
         """Current values, keyed by metric name; counts included."""
+        if self._report[0] == self.n_labels:
+            return dict(self._report[1])
         out: dict[str, float | int] = {"n_labels": self.n_labels, "n_scored": self.n_scored}
-        for name, metric in (self._metrics or {}).items():
+        for name, metric in self._metrics.items():
             out[name] = metric.get()
-        if self._baseline is not None:
+        if self.kinds is not None:
+            rolling = {name: kind() for name, kind in self.kinds.items()}
+            for y, y_pred, proba in self._recent:
+                _update(rolling, y, y_pred, proba)
+            out.update({f"rolling_{name}": m.get() for name, m in rolling.items()})
             out["baseline_" + self.primary] = self._baseline.get()
-        return out
+        self._report = (self.n_labels, out)
+        return dict(out)
 
     @property
     def primary(self) -> str:
         """The headline metric: accuracy for classifiers, MAE for regressors."""
         return "accuracy" if self.task == "classification" else "mae"
+
+
+def _update(named: dict, y: Any, y_pred: Any, proba: dict | None) -> None:
+    for name, metric in named.items():
+        if name == "log_loss":
+            if proba:
+                metric.update(y, proba)
+        else:
+            metric.update(y, y_pred)

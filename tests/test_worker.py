@@ -139,3 +139,20 @@ def test_checkpoint_retention_and_model_versions(kafka_settings, unique_prefix, 
     assert final.generation >= 1
     assert [v["generation"] for v in versions] == list(range(1, final.generation + 1))
     assert all(v["reason"].startswith("retrained") for v in versions)
+
+
+def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path, monkeypatch):
+    """A tiny queue bound makes the worker pause and resume its inputs all the time."""
+    import consumers.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "PAUSE_ABOVE", 50)
+    monkeypatch.setattr(worker_module, "RESUME_BELOW", 10)
+    topics = create_topics(kafka_settings, unique_prefix)
+    samples = list(synthetic("sea", n=5000, seed=4, label_delay="300", start_ts=0))
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, samples)
+    publisher.close()
+    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
+               LearnerConfig(model="lr", drift_policy="none", data_drift=False))
+    served = {p["id"] for p in read_topic(kafka_settings, topics["predictions"])}
+    assert served == {s.id for s in samples}
