@@ -83,7 +83,8 @@ class WorkerOptions:
     exit_when_idle: float | None = None  # exit once caught up and idle this long (seconds)
     max_idle_ms: int | None = None  # release one input if the other sent nothing this long
     poll_ms: int = 100
-    max_poll_records: int = 5000
+    max_poll_records: int = 1000
+    fetch_max_wait_ms: int = 20
     keep_checkpoints: int = 10  # per partition, plus the newest of each model generation
     metrics_port: int | None = None  # serve /metrics and /healthz on this port (0: any free)
     metrics_host: str = "127.0.0.1"
@@ -168,9 +169,12 @@ class Worker:
             log.info("worker starting: group %s, inputs %s, %s", opts.group, list(self.inputs),
                      self.settings, extra=fields(event="start", group=opts.group))
             self.producer = Producer(self.settings, client_id="driftstream-worker")
+            # A short fetch wait keeps batches small at moderate rates, and so latency low:
+            # Tansu answers a waiting fetch only when the wait is over.
             self.consumer = Consumer(self.settings, group_id=opts.group,
                                      client_id="driftstream-worker",
-                                     max_poll_records=opts.max_poll_records)
+                                     max_poll_records=opts.max_poll_records,
+                                     fetch_max_wait_ms=opts.fetch_max_wait_ms)
             for role in ("predictions", "drift", "metrics", "deadletter"):
                 self._out_partitions[role] = len(self.consumer.partitions_for(self.topics[role]))
             self.consumer.subscribe(list(self.inputs),
