@@ -239,6 +239,13 @@ class Consumer:
         The items are kafka-python's own records, which have exactly `Record`'s attributes:
         wrapping each one would cost an allocation per record on the hot path.
         """
+        # kafka-python 3.0.12 parks records fetched for a paused partition and gives them back
+        # only when its in-line slot is None, but leaves an exhausted (empty, not None) batch
+        # there; the resumed partition then stalls for good, never fetched again. Emptying
+        # the slot when it is exhausted lets the parked records come back.
+        fetcher = self._consumer._fetcher
+        if fetcher._paused_partition_records and not fetcher._next_partition_records:
+            fetcher._next_partition_records = None
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         records: list[Record] = []
         for batch in batches.values():
@@ -276,17 +283,9 @@ class Consumer:
             self._consumer.pause(*_tps(partitions))
 
     def resume(self, partitions: list[Partition]) -> None:
-        """Fetch these paused partitions again.
-
-        kafka-python 3.0.12 can set aside data fetched for a partition while it was paused and
-        then neither hand it back nor fetch it again, so the partition stalls for good. Seeking
-        each resumed partition to its position drops that data and fetches it anew.
-        """
+        """Fetch these paused partitions again (see `poll` for a kafka-python bug it needs)."""
         if partitions:
-            tps = _tps(partitions)
-            self._consumer.resume(*tps)
-            for tp in tps:
-                self._consumer.seek(tp, self._consumer.position(tp))
+            self._consumer.resume(*_tps(partitions))
 
     def commit(self, offsets: dict[Partition, int]) -> bool:
         """Commit next-offsets-to-read to the group, as a progress hint for lag tools.
