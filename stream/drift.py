@@ -30,29 +30,36 @@ class ErrorMonitor:
         self.n_detections = 0
         self.n_suppressed = 0
         self._quiet_until = 0
+        # River's ADWIN only shrinks its window on a detection, and starts afresh on the update
+        # after one: so its window is exactly the values since the last detection. Counting
+        # them here gives the "before" figures without asking ADWIN on every update.
+        self._width = 0
+        self._total = 0.0
 
     def update(self, value: float) -> dict | None:
         """Feed one value; return the detector's figures when a change is detected."""
         adwin = self.adwin
-        width_before = int(adwin.width)
-        total_before = adwin.total
         adwin.update(value)
         self.n_seen += 1
+        self._width += 1
+        self._total += value
         if not adwin.drift_detected:
             return None
+        width_before, total_before = self._width, self._total
+        self._width, self._total = 0, 0.0
         if self.n_seen < self._quiet_until:
             self.n_suppressed += 1
             return None
         self.n_detections += 1
         self._quiet_until = self.n_seen + self.cooldown
         width_after = int(adwin.width)
-        dropped = width_before + 1 - width_after
+        dropped = width_before - width_after
         return {
             "name": "ADWIN",
             "delta": self.delta,
-            "width_before": width_before + 1,
+            "width_before": width_before,
             "width_after": width_after,
-            "mean_before": (total_before + value - adwin.total) / dropped if dropped else None,
+            "mean_before": (total_before - adwin.total) / dropped if dropped else None,
             "mean_after": adwin.estimation,
         }
 
