@@ -1,0 +1,106 @@
+"""Replay speed: how fast `driftstream replay` re-runs a partition's recorded history.
+
+    .venv/bin/python bench/replay.py [--n N] [--json]
+
+Starts its own embedded broker, publishes n SEA events with a sudden drift and labels delayed
+by 100 to one partition, runs a worker over them (checkpoint every 10,000 records), then times
+three replays of that history with the same code as the CLI:
+- whole history with --verify (read both topics and the predictions topic, compare every event),
+- the processing alone (topics already read: merge + learner + report rows),
+- a middle range from an intermediate checkpoint (the last fifth of the history).
+River's own `simulate_qa` loop on the same data is the reference, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from river import stream as river_stream  # noqa: E402
+
+from consumers.replay import (ReplayRange, replay, served_predictions,  # noqa: E402
+                              starting_point)
+from consumers.worker import Worker, WorkerOptions  # noqa: E402
+from driftstream.broker import EmbeddedBroker  # noqa: E402
+from producers.kafka_client import Admin, KafkaSettings, topic_names  # noqa: E402
+from producers.publisher import EventPublisher, publish_samples  # noqa: E402
+from producers.sources import river_delay, synthetic  # noqa: E402
+from state.checkpoints import StateStore  # noqa: E402
+from stream.learner import LearnerConfig  # noqa: E402
+from stream.models import build_model  # noqa: E402
+
+
+def river_loop(samples) -> float:
+    """events/s of River's prequential loop on the same samples (the limit)."""
+    dataset, moment, delay = river_delay(samples)
+    model = build_model("lr")
+    started = time.perf_counter()
+    for _, x, y in river_stream.simulate_qa(dataset, moment, delay):
+        if y is None:
+            model.predict_one(x)
+        else:
+            model.learn_one(x, y)
+    return len(samples) / (time.perf_counter() - started)
+
+
+def timed_replay(settings, prefix, store, rng, verify: bool) -> dict:
+    """Wall time of a replay, including reading the topics (as the CLI does)."""
+    topics = topic_names(prefix)
+    started = time.perf_counter()
+    learner, offsets, start = starting_point(store, 0, topics["events"], topics["labels"], rng)
+    served = served_predictions(settings, topics["predictions"], 0) if verify else {}
+    result = replay(settings, prefix, 0, learner, offsets, start, rng, served, verify=verify)
+    seconds = time.perf_counter() - started
+    return {"events": len(result.rows), "seconds": seconds, "events_per_s": len(result.rows) / seconds,
+            "processing_events_per_s": len(result.rows) / result.seconds,
+            "mismatches": sum(not r["match"] for r in result.rows) if verify else None,
+            "start": start}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    args = parser.parse_args(argv)
+    samples = list(synthetic("sea", n=args.n, seed=42, drift_at=[args.n // 2],
+                             label_delay="100", start_ts=0))
+    out: dict = {"n": args.n, "river_events_per_s": river_loop(samples)}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        settings = KafkaSettings(broker.bootstrap, fast_group_timeouts=True)
+        prefix = "bench-replay."
+        Admin(settings).create_topics(list(topic_names(prefix).values()), 1)
+        publisher = EventPublisher(settings, prefix)
+        publish_samples(publisher, samples)
+        publisher.close()
+        state = str(Path(tmp) / "state.sqlite")
+        worker = Worker(settings, LearnerConfig(model="lr", drift_policy="window"), state,
+                        WorkerOptions(group=prefix + "g", topic_prefix=prefix,
+                                      exit_when_idle=1.5))
+        assert worker.run() == 0
+        with StateStore(state) as store:
+            out["whole_verify"] = timed_replay(settings, prefix, store, ReplayRange(), True)
+            out["middle_from_checkpoint"] = timed_replay(
+                settings, prefix, store, ReplayRange(from_offset=args.n * 4 // 5), False)
+    w, m = out["whole_verify"], out["middle_from_checkpoint"]
+    print(f"replay speed, 1 partition, lr/window, n={args.n:,} SEA events (labels delayed 100)")
+    print(f"{'what':<44}{'events':>9}{'seconds':>9}{'events/s':>10}{'processing ev/s':>17}")
+    print(f"{'whole history, --verify (reads 3 topics)':<44}{w['events']:>9,}{w['seconds']:>9.2f}"
+          f"{w['events_per_s']:>10,.0f}{w['processing_events_per_s']:>17,.0f}")
+    print(f"{'last fifth, from ' + m['start']:<44}{m['events']:>9,}{m['seconds']:>9.2f}"
+          f"{m['events_per_s']:>10,.0f}{m['processing_events_per_s']:>17,.0f}")
+    print(f"{'River simulate_qa loop (no Kafka), same data':<44}{args.n:>9,}{'':>9}"
+          f"{out['river_events_per_s']:>10,.0f}")
+    print(f"mismatches in the verified replay: {w['mismatches']}")
+    if args.json:
+        print(json.dumps(out))
+    return 0 if w["mismatches"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
