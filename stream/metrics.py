@@ -40,6 +40,11 @@ class MetricSet:
         self._recent: collections.deque = collections.deque(maxlen=window)
         self._report: tuple[int, dict] = (-1, {})
 
+    def __getstate__(self) -> dict:
+        # The cached report depends on when it was asked for, not on the stream: leave it out,
+        # so that equal streams give equal states.
+        return {**self.__dict__, "_report": (-1, {})}
+
     def _create(self, y: Any) -> None:
         # Which F1 and log-loss flavour fits depends on the labels, known at the first one.
         if self.task == "regression":

@@ -396,3 +396,10 @@ def test_zero_limits_are_refused_or_handled():
     out = learner.process_label(Label("a", True, ts=0))
     assert [o.reason for o in out] == ["unknown_id"]
     assert learner.process_event(Event("a", {"x": 1.0}, ts=0))[0].id == "a"
+
+
+def test_state_does_not_depend_on_when_metrics_were_read():
+    a, _ = run(flipped(600), model="lr")
+    b, _ = run(flipped(600), model="lr")
+    a.summary()  # a worker reads the metrics at every checkpoint and scrape
+    assert a.canonical_bytes() == b.canonical_bytes()
