@@ -519,6 +519,14 @@ class Worker:
                                   checkpoint=checkpoint.version,
                                   offsets=dict(zip(self.inputs, offsets)),
                                   model=learner.version))
+            if learner.config != self.config:
+                # The state is the history: it keeps the configuration it was built with.
+                log.warning("partition %d: its checkpoint was made with model %r, policy %r; "
+                            "continuing with those, not with this worker's %r, %r (start from "
+                            "a new state file to change them)", p, learner.config.model,
+                            learner.config.drift_policy, self.config.model,
+                            self.config.drift_policy,
+                            extra=fields(event="config_differs", partition=p))
         task = PartitionTask(p, learner, merge, offsets, [0, 0])
         task.checkpoint_at = checkpoint.created_at / 1000 if checkpoint is not None else None
         task.latency = self.metrics.latency_seconds.labels(str(p))

@@ -141,6 +141,20 @@ def test_checkpoint_retention_and_model_versions(kafka_settings, unique_prefix, 
     assert all(v["reason"].startswith("retrained") for v in versions)
 
 
+def test_restored_state_keeps_its_configuration(kafka_settings, unique_prefix, tmp_path,
+                                                 caplog):
+    create_topics(kafka_settings, unique_prefix)
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, synthetic("sea", n=500, seed=1, label_delay="10", start_ts=0))
+    publisher.close()
+    state = tmp_path / "s.sqlite"
+    run_worker(kafka_settings, unique_prefix, state, LearnerConfig(model="lr"))
+    run_worker(kafka_settings, unique_prefix, state, LearnerConfig(model="gnb"))
+    assert "its checkpoint was made with model 'lr'" in caplog.text
+    with StateStore(str(state)) as store:
+        assert Learner.from_bytes(store.latest(0).state).config.model == "lr"
+
+
 def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path, monkeypatch):
     """A small queue bound makes the worker pause and resume the labels input.
 
