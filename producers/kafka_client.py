@@ -9,6 +9,7 @@ without touching the worker. Settings are tuned to work with both Apache Kafka a
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable
 
@@ -392,9 +393,20 @@ class Admin:
         except _UNREACHABLE as exc:
             raise _unavailable(settings, exc) from None
 
-    def list_topics(self) -> set[str]:
-        """Names of all topics."""
-        return set(self._admin.list_topics())
+    def list_topics(self, timeout: float = 10.0) -> set[str]:
+        """Names of all topics.
+
+        Retries for up to ``timeout`` seconds while the connection is being re-established
+        (e.g. right after a broker restart, kafka-python raises NodeNotReadyError once).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return set(self._admin.list_topics())
+            except _UNREACHABLE:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)  # back-off between reconnection attempts
 
     def partition_counts(self, names: list[str]) -> dict[str, int]:
         """Partition count of each existing topic among `names` (missing ones are left out)."""
