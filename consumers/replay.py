@@ -19,11 +19,11 @@ import orjson
 from consumers.reader import read_range
 from producers.kafka_client import KafkaSettings, topic_names
 from state.checkpoints import StateError, StateStore
-from stream.codec import InvalidRecord, decode_event, decode_label
+from stream.codec import decode_records
 from stream.learner import Learner, LearnerConfig
 from stream.merge import EVENTS, LABELS, EventTimeMerge
 from stream.policies import error
-from stream.records import DriftReport, Prediction
+from stream.records import DriftReport, Prediction, Rejection
 
 
 class ReplayError(Exception):
@@ -159,8 +159,8 @@ def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learne
     result = ReplayResult(partition, start, dict(offsets), learner=learner)
     served = served or {}
     merge = EventTimeMerge()
-    merge.push(EVENTS, _decoded(events, decode_event, ev_topic, partition))
-    merge.push(LABELS, _decoded(labels, decode_label, lb_topic, partition))
+    merge.push(EVENTS, decode_records(events, "event", ev_topic, partition, 0)[0])
+    merge.push(LABELS, decode_records(labels, "label", lb_topic, partition, 0)[0])
     merge.set_caught_up(EVENTS, True)
     merge.set_caught_up(LABELS, True)
     rows: dict[str, dict] = {}
@@ -168,7 +168,7 @@ def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learne
     started = time.perf_counter()
     for stream, item in merge.pop_ready():
         result.n_records += 1
-        if isinstance(item, InvalidRecord):  # dead-lettered live: counted, no other effect
+        if item.__class__ is Rejection:  # dead-lettered live: counted, no other effect
             learner.count_rejection(item.reason)
             continue
         if stream == EVENTS:
@@ -200,20 +200,6 @@ def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learne
         if row["label"] is not None and row["replayed"] is not None:
             row["error"] = error(learner.task, row["label"], row["replayed"])
     return result
-
-
-def _decoded(records, decode, topic: str, partition: int):
-    """(ts, record) pairs; bad records keep their place at their stream's current time."""
-    last = 0
-    for r in records:
-        try:
-            item = decode(r.value, r.timestamp)
-        except InvalidRecord as e:
-            yield last, e
-            continue
-        item.topic, item.partition, item.offset, item.raw = topic, partition, r.offset, r.value
-        last = item.ts
-        yield last, item
 
 
 def _row(pred: Prediction, served: dict | None, event) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from producers.kafka_client import (
     topic_names,
 )
 from state.checkpoints import StateStore
-from stream.codec import InvalidRecord, decode_event, decode_label, encode
+from stream.codec import decode_records, encode
 from stream.learner import Learner, LearnerConfig
 from stream.merge import EVENTS, LABELS, EventTimeMerge
 from stream.records import DriftReport, Prediction, Rejection
@@ -248,21 +248,9 @@ class Worker:
             if task is None:
                 continue
             stream = EVENTS if topic == events_topic else LABELS
-            decode = decode_event if stream == EVENTS else decode_label
-            last = task.last_ts[stream]
-            batch = []
-            for r in recs:
-                if r.offset < task.next_offset[stream]:
-                    continue  # already reflected in the learner (re-delivered after a seek)
-                try:
-                    item = decode(r.value, r.timestamp)
-                    item.topic, item.partition, item.offset, item.raw = topic, p, r.offset, r.value
-                    last = item.ts
-                except InvalidRecord as e:
-                    # Bad records keep their place in the stream, at its current time.
-                    item = Rejection(e.reason, e.detail, topic, p, r.offset, r.value)
-                batch.append((last, item))
-            task.last_ts[stream] = last
+            batch, task.last_ts[stream] = decode_records(
+                recs, "event" if stream == EVENTS else "label", topic, p,
+                task.last_ts[stream], task.next_offset[stream])
             task.merge.push(stream, batch, now_ms)
             if len(task.merge.queues[stream]) > PAUSE_ABOVE and (topic, p) not in task.paused:
                 try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from stream.records import Event, Label
+from stream.records import Event, Label, Rejection
 
 # Every reason a record can be rejected for, with what it means.
 REASONS = {
@@ -85,6 +85,30 @@ def decode_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_M
     if label.__class__ not in _SCALARS:
         raise InvalidRecord("wrong_label_type", f"label is {_type_name(label)}")
     return Label(label_id, label, _get_ts(obj, timestamp))
+
+
+def decode_records(records, kind: str, topic: str, partition: int, last_ts: int,
+                   start_offset: int = 0) -> tuple[list[tuple[int, Any]], int]:
+    """Decode one partition's records (objects with value, timestamp, offset) for the merge.
+
+    Returns ``(ts, Event | Label | Rejection)`` pairs for the records at or after
+    ``start_offset``, and the stream's newest event time. A bad record becomes a `Rejection`
+    placed at the stream's current time (``last_ts``), so it keeps its place in the stream and
+    input offsets advance without gaps.
+    """
+    decode = decode_event if kind == "event" else decode_label
+    out = []
+    for r in records:
+        if r.offset < start_offset:
+            continue
+        try:
+            item = decode(r.value, r.timestamp)
+            item.topic, item.partition, item.offset, item.raw = topic, partition, r.offset, r.value
+            last_ts = item.ts
+        except InvalidRecord as e:
+            item = Rejection(e.reason, e.detail, topic, partition, r.offset, r.value)
+        out.append((last_ts, item))
+    return out, last_ts
 
 
 def check_label_type(label: Any, task: str) -> None:
