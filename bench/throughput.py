@@ -210,10 +210,28 @@ def vm_hwm_mb(pid: int | str = "self") -> float | None:
     return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a live process (the worker's model process)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def tree_hwm_mb(pid: int | str = "self") -> float | None:
+    """VmHWM of a process plus its direct children's: the worker with its model process
+    (an upper bound: pages the fork still shares are counted twice)."""
+    own = vm_hwm_mb(pid)
+    if own is None:
+        return None
+    pid = os.getpid() if pid == "self" else pid
+    return own + sum(vm_hwm_mb(c) or 0 for c in child_pids(pid))
+
+
 def wait_children(procs: list[subprocess.Popen], timeout: float
                   ) -> list[tuple[int, resource.struct_rusage, float | None]]:
     """Wait for children with os.wait4 (each one's own CPU rusage), sampling their VmHWM
-    every 20 ms while they run (peak RSS); kill them on timeout.
+    every 20 ms while they run (peak RSS, with their own children's); kill them on timeout.
     Returns (exit code, rusage, peak RSS MB) per child."""
     deadline = time.monotonic() + timeout
     peaks: list[float | None] = [None] * len(procs)
@@ -222,7 +240,7 @@ def wait_children(procs: list[subprocess.Popen], timeout: float
         for k, proc in enumerate(procs):
             if k in done:
                 continue
-            hwm = vm_hwm_mb(proc.pid)
+            hwm = tree_hwm_mb(proc.pid)
             if hwm is not None:
                 peaks[k] = hwm if peaks[k] is None else max(peaks[k], hwm)
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -527,8 +545,8 @@ def stall_report(w, expected: int) -> dict:
     for p, task in w.tasks.items():
         for stream, topic in enumerate(w.inputs):
             out["partitions"][f"{topic}[{p}]"] = {
-                "queued": len(task.merge.queues[stream]),
-                "caught_up": task.merge.caught_up[stream],
+                "queued": task.queued[stream],
+                "caught_up": task.caught_up[stream],
                 "paused_by_worker": (topic, p) in task.paused,
                 "position": w.consumer.position(topic, p),
                 "highwater": w.consumer.highwater(topic, p),
@@ -560,18 +578,26 @@ def _child_worker(spec: dict) -> int:
     class TimedWorker(Worker):
         t_first = t_end = None
         cpu_first = thr_first = cpu_end = thr_end = 0.0
+        model_cpu_first = model_cpu_end = 0.0
+        model_hwm = None
         polls_with_records = 0
         records_pushed = 0
 
-        def _push(self, records, now_ms):
-            if self.t_first is None:
-                self.t_first = time.perf_counter()
-                self.cpu_first, self.thr_first = time.process_time(), time.thread_time()
-                if profiler is not None:
-                    profiler.enable()
-            self.polls_with_records += 1
-            self.records_pushed += len(records)
-            super()._push(records, now_ms)
+        def _submit(self, batches, now_ms, polled_at, *args):
+            if batches:
+                if self.t_first is None:
+                    self.t_first = time.perf_counter()
+                    self.cpu_first, self.thr_first = time.process_time(), time.thread_time()
+                    self.model_cpu_first = proc_cpu_s(self.model_pid()) or 0.0
+                    if profiler is not None:
+                        profiler.enable()
+                self.polls_with_records += 1
+                self.records_pushed += sum(len(recs) for recs in batches.values())
+            super()._submit(batches, now_ms, polled_at, *args)
+
+        def model_pid(self):
+            process = getattr(self.model, "process", None)
+            return process.pid if process is not None else None
 
     progress = {"n": -1, "at": time.monotonic()}
 
@@ -580,6 +606,8 @@ def _child_worker(spec: dict) -> int:
             w.producer.flush()
             w.t_end = time.perf_counter()
             w.cpu_end, w.thr_end = time.process_time(), time.thread_time()
+            w.model_cpu_end = proc_cpu_s(w.model_pid()) or 0.0
+            w.model_hwm = vm_hwm_mb(w.model_pid()) if w.model_pid() else None
             if profiler is not None:
                 profiler.disable()
         if w.n_processed != progress["n"]:
@@ -592,7 +620,9 @@ def _child_worker(spec: dict) -> int:
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
     worker = TimedWorker(settings, LearnerConfig(model=spec["model"]), spec["state"],
                          WorkerOptions(group=spec["prefix"] + "g", topic_prefix=spec["prefix"],
-                                       exit_when_idle=1.0))
+                                       exit_when_idle=1.0,
+                                       # one process, so that cProfile sees all the work
+                                       model_process=profiler is None))
     started = time.perf_counter()
     code = worker.run(on_tick=on_tick)
     if worker.t_end is None:
@@ -604,16 +634,19 @@ def _child_worker(spec: dict) -> int:
     tasks = list(worker.tasks.values()) or []
     rejected = {}
     for t in tasks:
-        for k, v in t.learner.rejected.items():
+        for k, v in t.summary["rejected"].items():
             rejected[k] = rejected.get(k, 0) + v
     print(json.dumps({
         "events": n, "seconds": seconds, "events_per_s": n / seconds,
         "join_s": worker.t_first - started,
-        "cpu_s": worker.cpu_end - worker.cpu_first,
+        "cpu_s": worker.cpu_end - worker.cpu_first + worker.model_cpu_end - worker.model_cpu_first,
+        "io_process_cpu_s": worker.cpu_end - worker.cpu_first,
         "main_thread_cpu_s": worker.thr_end - worker.thr_first,
+        "model_process_cpu_s": worker.model_cpu_end - worker.model_cpu_first,
         "polls_with_records": worker.polls_with_records,
         "records_per_poll": worker.records_pushed / max(1, worker.polls_with_records),
-        "rejected": rejected, "exit_code": code, "self_peak_rss_mb": vm_hwm_mb(),
+        "rejected": rejected, "exit_code": code,
+        "self_peak_rss_mb": (vm_hwm_mb() or 0) + (worker.model_hwm or 0),
         "profiled": profiler is not None,
     }))
     return 0

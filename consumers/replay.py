@@ -159,8 +159,10 @@ def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learne
     result = ReplayResult(partition, start, dict(offsets), learner=learner)
     served = served or {}
     merge = EventTimeMerge()
-    merge.push(EVENTS, decode_records(events, "event", ev_topic, partition, 0)[0])
-    merge.push(LABELS, decode_records(labels, "label", lb_topic, partition, 0)[0])
+    merge.push(EVENTS, decode_records([(r.offset, r.timestamp, r.value) for r in events],
+                                      "event", ev_topic, partition, 0)[0])
+    merge.push(LABELS, decode_records([(r.offset, r.timestamp, r.value) for r in labels],
+                                      "label", lb_topic, partition, 0)[0])
     merge.set_caught_up(EVENTS, True)
     merge.set_caught_up(LABELS, True)
     rows: dict[str, dict] = {}

@@ -31,6 +31,7 @@ When things go wrong:
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -39,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumers.model_process import LocalModel, ModelProcess
 from consumers.observability import (
     DeadLetterLog,
     MetricsServer,
@@ -53,14 +55,12 @@ from producers.kafka_client import (
     KafkaError,
     KafkaSettings,
     Producer,
-    Record,
     topic_names,
 )
 from state.checkpoints import StateStore
-from stream.codec import decode_records, encode
-from stream.learner import Learner, LearnerConfig
-from stream.merge import EVENTS, LABELS, EventTimeMerge
-from stream.records import DriftReport, Prediction, Rejection
+from stream.codec import encode
+from stream.learner import LearnerConfig
+from stream.pipeline import EVENTS, LABELS, StateSnapshot
 
 log = logging.getLogger("driftstream.worker")
 
@@ -88,21 +88,21 @@ class WorkerOptions:
     keep_checkpoints: int = 10  # per partition, plus the newest of each model generation
     metrics_port: int | None = None  # serve /metrics and /healthz on this port (0: any free)
     metrics_host: str = "127.0.0.1"
+    model_process: bool = True  # run the pipelines in a child process (False: in this one)
 
 
 @dataclass
 class PartitionTask:
-    """Everything the worker keeps for one partition number."""
+    """What the worker knows of one partition number; its pipeline is in the model process."""
 
     partition: int
-    learner: Learner
-    merge: EventTimeMerge
     next_offset: list[int]  # next offset to process, per input stream
-    last_ts: list[int]  # newest timestamp pushed, per input stream
+    summary: dict  # the learner's, as of the newest answer
     since_checkpoint: int = 0
     last_checkpoint: float = field(default_factory=time.monotonic)
-    drift_since_checkpoint: list[dict] = field(default_factory=list)
-    model_events: list[dict] = field(default_factory=list)  # generation changes to record
+    caught_up: list = field(default_factory=lambda: [False, False])
+    sent_caught_up: tuple = (None, None)
+    queued: tuple = (0, 0)  # records waiting in its merge, per input stream
     paused: set = field(default_factory=set)
     # For operators (metrics, health), per input stream where it applies:
     lag: list = field(default_factory=lambda: [None, None])  # high-water mark - position
@@ -110,6 +110,10 @@ class PartitionTask:
     checkpoint_at: float | None = None  # wall-clock seconds of the checkpoint it builds on
     latency: Any = None  # its processing-latency histogram
     checkpoint_seconds: Any = None  # its checkpoint-duration histogram
+
+    @property
+    def version(self) -> dict:
+        return self.summary["model"]
 
 
 class Worker:
@@ -128,6 +132,8 @@ class Worker:
         self.assigned_once = False
         self.ready = False  # an assignment is applied and restored (no rebalance under way)
         self.n_processed = 0
+        self.model: LocalModel | ModelProcess | None = None
+        self._polled: collections.deque = collections.deque()  # poll time of each batch sent
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.metrics = WorkerMetrics()
@@ -160,6 +166,8 @@ class Worker:
         ``on_tick(worker)`` is called after every poll, for progress displays.
         """
         opts = self.options
+        # Before any Kafka client or server thread exists: the model process is forked.
+        self.model = ModelProcess() if opts.model_process else LocalModel()
         if opts.metrics_port is not None:
             self.server = MetricsServer(self.metrics, opts.metrics_host, opts.metrics_port)
             log.info("serving /metrics and /healthz on %s", self.server.url,
@@ -206,58 +214,65 @@ class Worker:
         return 0 if clean else 1
 
     def _step(self) -> bool:
-        """One poll, process, checkpoint round; True if records or a rebalance came."""
+        """One poll, hand the records to the model, send what it answered; True if records
+        or a rebalance came."""
         opts = self.options
         if self._needs_rewind:
             self._rewind()
-        records = self.consumer.poll(opts.poll_ms if self.kafka_ok else OUTAGE_POLL_MS)
+        # While the model works on a batch, poll without waiting: its answer is due.
+        timeout = 0 if self.model.in_flight else (opts.poll_ms if self.kafka_ok
+                                                  else OUTAGE_POLL_MS)
+        batches = self.consumer.poll_by_partition(timeout)
         polled_at = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
-        active = bool(records)
+        active = bool(batches)
         if not self._rebalances.empty():
             fresh = self._apply_rebalances()
             active = True
             # Records fetched before the seek to the checkpoint are fetched again.
-            records = [r for r in records if r.partition not in fresh]
-        if records:
-            self._push(records, now_ms)
+            batches = {tp: recs for tp, recs in batches.items() if tp[1] not in fresh}
         if self.assigned_once:  # before the first join the coordinator is not known yet
             self._check_kafka()
         self._update_caught_up()
         if self.kafka_ok:
-            self._process(now_ms, polled_at)
-            self._checkpoint_due()
+            self._submit(batches, now_ms, polled_at)
+            # Keep one batch in the model while the next poll runs; wait for the rest.
+            keep = 1 if batches else 0
+            while self.model.in_flight > keep:
+                self._collect()
         return active
 
     def _idle_exit(self, idle_since: float, started: float) -> bool:
         waited = time.monotonic() - idle_since
-        if waited < self.options.exit_when_idle or not self.kafka_ok:
+        if waited < self.options.exit_when_idle or not self.kafka_ok or self.model.in_flight:
             return False
         if not self.assigned_once:  # still joining the group: give it a while
             return time.monotonic() - started > self.options.exit_when_idle + 30
-        return all(t.merge.pending() == 0 and all(t.merge.caught_up)
-                   for t in self.tasks.values())
+        return all(t.queued == (0, 0) and all(t.caught_up) for t in self.tasks.values())
 
-    def _push(self, records: list[Record], now_ms: int) -> None:
+    def _submit(self, batches: dict, now_ms: int, polled_at: float, snapshot=(),
+                reason: str = "periodic") -> None:
+        """Send the model a batch: new records, caught-up flags, checkpoints wanted."""
         events_topic = self.inputs[0]
-        by_tp: dict[tuple[str, int], list[Record]] = {}
-        for r in records:
-            by_tp.setdefault((r.topic, r.partition), []).append(r)
-        for (topic, p), recs in by_tp.items():
-            task = self.tasks.get(p)
-            if task is None:
-                continue
-            stream = EVENTS if topic == events_topic else LABELS
-            batch, task.last_ts[stream] = decode_records(
-                recs, "event" if stream == EVENTS else "label", topic, p,
-                task.last_ts[stream], task.next_offset[stream])
-            task.merge.push(stream, batch, now_ms)
-            if len(task.merge.queues[stream]) > PAUSE_ABOVE and (topic, p) not in task.paused:
-                try:
-                    self.consumer.pause([(topic, p)])
-                except KafkaError:  # being revoked: the queued revocation drops it
-                    continue
-                task.paused.add((topic, p))
+        pushes = [(p, EVENTS if topic == events_topic else LABELS,
+                   [(r.offset, r.timestamp, r.value) for r in recs])
+                  for (topic, p), recs in batches.items() if p in self.tasks]
+        now = time.monotonic()
+        snapshot = list(snapshot)
+        caught_up = {}
+        waiting = False
+        for p, task in self.tasks.items():
+            flags = tuple(task.caught_up)
+            if flags != task.sent_caught_up:
+                caught_up[p] = task.sent_caught_up = flags
+            waiting = waiting or task.queued != (0, 0)
+            if (not snapshot and task.since_checkpoint and
+                    now - task.last_checkpoint >= self.options.checkpoint_interval):
+                snapshot.append(p)
+                task.last_checkpoint = now  # asked for; not again before it is saved
+        if pushes or caught_up or snapshot or waiting:
+            self.model.submit(("batch", now_ms, pushes, caught_up, snapshot, reason))
+            self._polled.append(polled_at)
 
     def _update_caught_up(self) -> None:
         for p, task in self.tasks.items():
@@ -278,9 +293,9 @@ class Worker:
                                   extra=fields(event="log_behind_checkpoint", partition=p,
                                                topic=topic, log_end=high,
                                                offsets=self._offsets(task),
-                                               model=task.learner.version))
+                                               model=task.version))
                     task.behind[stream] = high
-                    task.merge.set_caught_up(stream, False)
+                    task.caught_up[stream] = False
                     continue
                 if task.behind[stream] is not None:
                     log.info("partition %d: %s has reached the checkpoint's offset %d again",
@@ -288,96 +303,95 @@ class Worker:
                              extra=fields(event="log_caught_up_with_checkpoint", partition=p,
                                           topic=topic, offsets=self._offsets(task)))
                     task.behind[stream] = None
-                task.merge.set_caught_up(stream, high is not None and position >= high)
+                task.caught_up[stream] = high is not None and position >= high
                 tp = (topic, p)
-                if tp in task.paused and len(task.merge.queues[stream]) < RESUME_BELOW:
+                if tp in task.paused and task.queued[stream] < RESUME_BELOW:
                     try:
                         self.consumer.resume([tp])
                     except KafkaError:  # being revoked: the queued revocation drops it
                         continue
                     task.paused.discard(tp)
 
-    def _process(self, now_ms: int, polled_at: float) -> None:
-        every = self.options.checkpoint_every
-        for task in list(self.tasks.values()):
-            learner = task.learner
-            offsets = task.next_offset
-            before = self.n_processed
-            n = 0
-            for stream, item in task.merge.pop_ready(now_ms):
-                if item.__class__ is Rejection:
-                    learner.count_rejection(item.reason)
-                    outs = (item,)
-                elif stream == EVENTS:
-                    outs = learner.process_event(item, now_ms)
-                else:
-                    outs = learner.process_label(item)
-                offsets[stream] = item.offset + 1
-                for out in outs:
-                    self._emit(task, out)
-                n += 1
-                if task.since_checkpoint + n >= every:
-                    # One poll brings up to max_poll_records records: checkpoint inside the
-                    # batch, at this record boundary, so that checkpoint_every holds.
-                    task.since_checkpoint += n
-                    self.n_processed += n
-                    n = 0
-                    if not self._checkpoint([task], "periodic"):
-                        return  # Kafka failed: every partition goes back to its checkpoint
-            task.since_checkpoint += n
-            self.n_processed += n
-            if self.n_processed != before:
+    def _collect(self, discard: bool = False) -> None:
+        """Take the model's oldest answer and send its outputs (unless discarded)."""
+        answer = self.model.collect()
+        polled_at = self._polled.popleft()
+        if discard or self._needs_rewind:  # outputs of a state that is being rewound
+            return
+        try:
+            self._handle(answer, polled_at)
+        except KafkaError as e:
+            self._kafka_failed(f"{type(e).__name__}: {e}")
+
+    def _drain(self, discard: bool = False) -> None:
+        while self.model.in_flight:
+            self._collect(discard)
+
+    def _handle(self, answer: dict, polled_at: float) -> None:
+        for p, progress in answer.items():
+            task = self.tasks.get(p)
+            if task is None:
+                continue
+            if not self._send_outputs(task, progress.outputs):
+                return  # Kafka failed: every partition goes back to its checkpoint
+            task.next_offset = progress.next_offset
+            task.queued = progress.queued
+            task.since_checkpoint = progress.since_checkpoint
+            task.summary = progress.summary
+            if progress.processed:
+                self.n_processed += progress.processed
                 task.latency.observe(time.perf_counter() - polled_at)
+            for stream, topic in enumerate(self.inputs):
+                tp = (topic, p)
+                if task.queued[stream] > PAUSE_ABOVE and tp not in task.paused:
+                    try:
+                        self.consumer.pause([tp])
+                    except KafkaError:  # being revoked: the queued revocation drops it
+                        continue
+                    task.paused.add(tp)
 
-    def _emit(self, task: PartitionTask, out) -> None:
-        cls = out.__class__
-        if cls is Prediction:
-            self._send("predictions", out.to_wire(), out.id, task.partition)
-        elif cls is Rejection:
-            self._send("deadletter", out.to_wire(), out.id, task.partition)
-            self.dead_letters.record(task.partition, out.topic, out.offset, out.reason,
-                                     out.detail, task.learner.version)
-        elif cls is DriftReport:
-            wire = out.to_wire()
-            task.drift_since_checkpoint.append(wire)
-            if out.model_after["generation"] != out.model_before["generation"]:
-                task.model_events.append({**out.model_after, "reason": out.action,
-                                          "event_ts": out.event_ts})
-            self._send("drift", wire, None, task.partition)
-            log.info("drift kind=%s partition=%d action=%s model=%s->%s", out.kind,
-                     task.partition, out.action, out.model_before, out.model_after,
-                     extra=fields(event="drift", kind=out.kind, partition=task.partition,
-                                  action=out.action, feature=wire.get("feature"),
-                                  event_ts=wire.get("event_ts"), offsets=self._offsets(task),
-                                  model_before=out.model_before, model=out.model_after))
+    def _send_outputs(self, task: PartitionTask, outputs: list[tuple]) -> bool:
+        """Publish outputs in order, saving the checkpoints among them; False if one failed."""
+        p = task.partition
+        predictions = self.topics["predictions"]
+        to_partition = p % (self._out_partitions.get("predictions") or 1)
+        send = self.producer.send
+        for role, key, value, info in outputs:
+            if role == "predictions":
+                send(predictions, value, key, to_partition)
+            elif role == "checkpoint":
+                if not self._checkpoint(task, info):
+                    return False
+            else:
+                self._send(role, value, key, p)
+                if role == "deadletter":
+                    self.dead_letters.record(p, *info)
+                else:
+                    log.info("drift kind=%s partition=%d action=%s model=%s->%s", info["kind"],
+                             p, info["action"], info["model_before"], info["model_after"],
+                             extra=fields(event="drift", kind=info["kind"], partition=p,
+                                          action=info["action"], feature=info.get("feature"),
+                                          event_ts=info.get("event_ts"),
+                                          offsets=self._offsets(task),
+                                          model_before=info["model_before"],
+                                          model=info["model_after"]))
+        return True
 
-    def _send(self, role: str, wire: dict, key: str | None, partition: int) -> None:
+    def _send(self, role: str, value: bytes, key: bytes | None, partition: int) -> None:
         n = self._out_partitions.get(role) or 1
-        self.producer.send(self.topics[role], encode(wire),
-                           key.encode() if key is not None else None, partition % n)
+        self.producer.send(self.topics[role], value, key, partition % n)
 
     def _offsets(self, task: PartitionTask) -> dict[str, int]:
         return dict(zip(self.inputs, task.next_offset))
 
     # -- checkpoints and rebalances -----------------------------------------------------
 
-    def _checkpoint_due(self) -> None:
-        opts = self.options
-        now = time.monotonic()
-        for task in list(self.tasks.values()):
-            if task.since_checkpoint and (task.since_checkpoint >= opts.checkpoint_every or
-                                          now - task.last_checkpoint >= opts.checkpoint_interval):
-                if not self._checkpoint([task], "periodic"):
-                    return
-
-    def _checkpoint(self, tasks: list[PartitionTask], reason: str) -> bool:
-        """Flush outputs, then save each learner with the offsets it reflects (one txn each).
+    def _checkpoint(self, task: PartitionTask, snap: StateSnapshot) -> bool:
+        """Flush outputs, then save the snapshot with the offsets it reflects (one txn).
 
         Saves nothing and returns False if Kafka does not acknowledge the outputs: a
         checkpoint must never get ahead of outputs that may be lost.
         """
-        if not tasks:
-            return True
         if not self.kafka_ok:
             return False
         started = time.perf_counter()
@@ -387,48 +401,50 @@ class Worker:
             self._kafka_failed(f"outputs not acknowledged within {FLUSH_TIMEOUT_S:.0f} s "
                                f"({type(e).__name__})")
             return False
-        flushed = time.perf_counter() - started
-        commits = {}
-        for task in tasks:
-            saving = time.perf_counter()
-            learner = task.learner
-            offsets = self._offsets(task)
-            _fault_point("checkpoint")
-            summary = learner.summary()
-            try:
-                self._send("metrics", {**summary, "offsets": offsets}, None, task.partition)
-            except KafkaError as e:  # informational only; the checkpoint matters
-                log.debug("metrics record not sent: %s", e)
-            version = self.store.save_checkpoint(
-                task.partition, learner.to_bytes(), offsets,
-                (learner.version["generation"], learner.version["updates"]),
-                info=summary, drift_records=task.drift_since_checkpoint,
-                model_events=task.model_events)
-            # Retention: replay can start near any point without the file growing forever.
-            self.store.prune(task.partition, keep_last=self.options.keep_checkpoints)
-            seconds = flushed + time.perf_counter() - saving
-            task.checkpoint_seconds.observe(seconds)
-            log.info("checkpoint partition=%d version=%d offsets=%s model=%s", task.partition,
-                     version, offsets, learner.version,
-                     extra=fields(event="checkpoint", partition=task.partition,
-                                  checkpoint=version, offsets=offsets, model=learner.version,
-                                  reason=reason, seconds=round(seconds, 4)))
-            task.drift_since_checkpoint = []
-            task.model_events = []
-            task.since_checkpoint = 0
-            task.last_checkpoint = time.monotonic()
-            task.checkpoint_at = time.time()
-            commits.update({(t, task.partition): o for t, o in offsets.items()})
+        p = task.partition
+        offsets = dict(zip(self.inputs, snap.offsets))
+        _fault_point("checkpoint")
+        try:
+            self._send("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
+        except KafkaError as e:  # informational only; the checkpoint matters
+            log.debug("metrics record not sent: %s", e)
+        version = self.store.save_checkpoint(p, snap.state, offsets, snap.model,
+                                             info=snap.summary,
+                                             drift_records=snap.drift_records,
+                                             model_events=snap.model_events)
+        # Retention: replay can start near any point without the file growing forever.
+        self.store.prune(p, keep_last=self.options.keep_checkpoints)
+        seconds = time.perf_counter() - started
+        task.checkpoint_seconds.observe(seconds)
+        model = snap.summary["model"]
+        log.info("checkpoint partition=%d version=%d offsets=%s model=%s", p, version, offsets,
+                 model, extra=fields(event="checkpoint", partition=p, checkpoint=version,
+                                     offsets=offsets, model=model, reason=snap.reason,
+                                     seconds=round(seconds, 4)))
+        task.last_checkpoint = time.monotonic()
+        task.checkpoint_at = time.time()
         # Committed offsets are only a progress hint for lag tools; without a coordinator the
         # commit would block for the request timeout, so it waits for the next checkpoint.
         if self.consumer.connected():
             try:
-                self.consumer.commit(commits)
+                self.consumer.commit({(t, p): o for t, o in offsets.items()})
             except KafkaError as e:
                 log.warning("committing offsets failed (%s: %s); they are only a progress hint",
                             type(e).__name__, e, extra=fields(event="commit_failed"))
         self._close_retired()
         return True
+
+    def _save_now(self, tasks: list[PartitionTask], reason: str) -> bool:
+        """Checkpoint these partitions now (revoke, shutdown); False if any was not saved."""
+        if not tasks:
+            return True
+        if not self.kafka_ok or self._needs_rewind:
+            return False
+        self._drain()
+        self._submit({}, time.time_ns() // 1_000_000, time.perf_counter(),
+                     [t.partition for t in tasks], reason)
+        self._drain()
+        return self.kafka_ok and not any(t.since_checkpoint for t in tasks)
 
     def _apply_rebalances(self) -> set[int]:
         """Apply queued assignments and revocations; return the newly assigned partitions."""
@@ -460,27 +476,30 @@ class Worker:
                 for stream, topic in enumerate(self.inputs):
                     self.consumer.seek(topic, p, task.next_offset[stream])
             except KafkaError:  # revoked again meanwhile; a later assignment restores it
+                self._call(("close", [p]))
                 continue
             self.tasks[p] = task
             added.add(p)
         self.ready = True
         log.info("assigned partitions %s", numbers,
                  extra=fields(event="rebalance", assigned=numbers, partitions={
-                     p: {"offsets": self._offsets(t), "model": t.learner.version}
+                     p: {"offsets": self._offsets(t), "model": t.version}
                      for p, t in self.tasks.items() if p in numbers}))
         return added
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> set[int]:
+        self._drain()
         lost = sorted({p for _, p in partitions} & set(self.tasks))
         unsaved = [self.tasks[p] for p in lost if self.tasks[p].since_checkpoint]
-        if unsaved and not self._checkpoint(unsaved, "revoke"):
+        if unsaved and not self._save_now(unsaved, "revoke"):
             log.warning("partitions %s revoked without a final checkpoint (Kafka unavailable); "
                         "their next owner replays them from their previous checkpoint",
                         [t.partition for t in unsaved],
                         extra=fields(event="revoke_unsaved",
                                      partitions=[t.partition for t in unsaved]))
         states = {p: {"offsets": self._offsets(self.tasks[p]),
-                      "model": self.tasks[p].learner.version} for p in lost}
+                      "model": self.tasks[p].version} for p in lost}
+        self._call(("close", lost))
         for p in lost:
             del self.tasks[p]
         self.ready = False
@@ -488,34 +507,42 @@ class Worker:
                  extra=fields(event="rebalance", revoked=lost, partitions=states))
         return set(lost)
 
+    def _call(self, request: tuple):
+        """Ask the model something and wait for the answer (after the batches before it)."""
+        self._drain(discard=self._needs_rewind)
+        self.model.submit(request)
+        return self.model.collect()
+
     def _restore(self, p: int, now_ms: int, why: str) -> PartitionTask:
+        """Open partition p's pipeline in the model from its newest checkpoint (or fresh)."""
         checkpoint = self.store.latest(p)
-        merge = EventTimeMerge(self.options.max_idle_ms, now_ms)
         if checkpoint is None:
-            learner = Learner(self.config, partition=p)
             offsets = [0, 0]
+        else:
+            offsets = [checkpoint.offsets.get(t, 0) for t in self.inputs]
+        opened = self._call(("open", p, None if checkpoint is None else checkpoint.state,
+                             self.config, self.inputs, offsets, self.options.max_idle_ms,
+                             now_ms, self.options.checkpoint_every))
+        model = opened.summary["model"]
+        if checkpoint is None:
             log.info("partition %d: no checkpoint, starting fresh from offset 0", p,
                      extra=fields(event="restore", reason=why, partition=p, checkpoint=None,
-                                  offsets=dict(zip(self.inputs, offsets)),
-                                  model=learner.version))
+                                  offsets=dict(zip(self.inputs, offsets)), model=model))
         else:
-            learner = Learner.from_bytes(checkpoint.state)
-            offsets = [checkpoint.offsets.get(t, 0) for t in self.inputs]
             log.info("partition %d: restored checkpoint %d, offsets %s, model %s", p,
-                     checkpoint.version, offsets, learner.version,
+                     checkpoint.version, offsets, model,
                      extra=fields(event="restore", reason=why, partition=p,
                                   checkpoint=checkpoint.version,
-                                  offsets=dict(zip(self.inputs, offsets)),
-                                  model=learner.version))
-            if learner.config != self.config:
+                                  offsets=dict(zip(self.inputs, offsets)), model=model))
+            if opened.config != self.config:
                 # The state is the history: it keeps the configuration it was built with.
                 log.warning("partition %d: its checkpoint was made with model %r, policy %r; "
                             "continuing with those, not with this worker's %r, %r (start from "
-                            "a new state file to change them)", p, learner.config.model,
-                            learner.config.drift_policy, self.config.model,
+                            "a new state file to change them)", p, opened.config.model,
+                            opened.config.drift_policy, self.config.model,
                             self.config.drift_policy,
                             extra=fields(event="config_differs", partition=p))
-        task = PartitionTask(p, learner, merge, offsets, [0, 0])
+        task = PartitionTask(p, offsets, opened.summary)
         task.checkpoint_at = checkpoint.created_at / 1000 if checkpoint is not None else None
         task.latency = self.metrics.latency_seconds.labels(str(p))
         task.checkpoint_seconds = self.metrics.checkpoint_seconds.labels(str(p))
@@ -583,6 +610,7 @@ class Worker:
         leaves each learner exactly as an uninterrupted run would.
         """
         self._needs_rewind = False
+        self._drain(discard=True)
         now_ms = time.time_ns() // 1_000_000
         for p, old in list(self.tasks.items()):
             task = self._restore(p, now_ms, "rewind")
@@ -591,6 +619,7 @@ class Worker:
                     self.consumer.seek(topic, p, task.next_offset[stream])
                 self.consumer.resume(sorted(old.paused))
             except KafkaError:  # no longer assigned; a later assignment restores it
+                self._call(("close", [p]))
                 del self.tasks[p]
                 continue
             self.tasks[p] = task
@@ -629,7 +658,7 @@ class Worker:
 
     def _publish(self) -> None:
         """Hand the metrics server a snapshot (its thread never touches a learner)."""
-        partitions = {p: PartitionSnapshot(t.learner.summary(), tuple(t.lag), t.checkpoint_at)
+        partitions = {p: PartitionSnapshot(t.summary, tuple(t.lag), t.checkpoint_at)
                       for p, t in self.tasks.items()}
         self.metrics.publish(Snapshot(partitions, self.n_processed, self.problems(),
                                       self.kafka_ok))
@@ -638,6 +667,8 @@ class Worker:
         """Checkpoint what is owned, commit, leave the group; False if a checkpoint failed."""
         clean = True
         try:
+            if self.model is not None and self.model.in_flight:
+                self._drain(discard=not self.kafka_ok)
             unsaved = [t for t in self.tasks.values() if t.since_checkpoint]
             if self.stopping:
                 log.info("stopping: saving partitions %s, then leaving the group",
@@ -647,14 +678,14 @@ class Worker:
                 if self.server is not None:
                     self._publish()  # /healthz: 503 "stopping"
             _fault_point("shutdown")
-            if self.producer is not None and self.consumer is not None and unsaved:
-                if self._needs_rewind or not self._checkpoint(unsaved, "shutdown"):
-                    clean = False
-                    log.error("could not write the final checkpoint of partitions %s (Kafka "
-                              "unavailable); the next start replays them from their previous "
-                              "checkpoint", [t.partition for t in unsaved],
-                              extra=fields(event="shutdown_unsaved",
-                                           partitions=[t.partition for t in unsaved]))
+            if (self.producer is not None and self.consumer is not None and unsaved
+                    and not self._save_now(unsaved, "shutdown")):
+                clean = False
+                log.error("could not write the final checkpoint of partitions %s (Kafka "
+                          "unavailable); the next start replays them from their previous "
+                          "checkpoint", [t.partition for t in unsaved],
+                          extra=fields(event="shutdown_unsaved",
+                                       partitions=[t.partition for t in unsaved]))
             self.dead_letters.flush(force=True)
         finally:
             if self.consumer is not None:
@@ -662,6 +693,8 @@ class Worker:
             if self.producer is not None:
                 _close_quietly("producer", lambda: self.producer.close(timeout=FLUSH_TIMEOUT_S))
             self._close_retired()
+            if self.model is not None:
+                self.model.close()
             if self.server is not None:
                 self.server.close()
             self.store.close()

@@ -321,6 +321,10 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-idle-ms", type=int, default=None, metavar="MS",
                    help="process one input without waiting for the other once the other has "
                         "been silent this long (default: wait until it is caught up)")
+    g.add_argument("--model-process", default="on", choices=["on", "off"],
+                   help="on (default): decode, learn and encode in a child process while this "
+                        "one does the Kafka and SQLite I/O (uses two cores); off: all in one "
+                        "process (one core, about half the throughput)")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     g.add_argument("--log-format", default="auto", choices=["auto", "json", "text"],
                    help="json: one JSON object per line; text: for people; auto (default): "
@@ -457,7 +461,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
         keep_checkpoints=args.keep_checkpoints,
         exit_when_idle=args.exit_when_idle, max_idle_ms=args.max_idle_ms,
-        metrics_port=args.metrics_port, metrics_host=args.metrics_host))
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        model_process=args.model_process == "on"))
     handle_signals(worker)  # SIGTERM/SIGINT: checkpoint and leave; a second one: exit 1 now
     return worker.run()
 

@@ -96,9 +96,10 @@ class _Progress:
             self.line(worker)
 
     def line(self, worker: Worker, final: bool = False) -> None:
-        events = sum(t.learner.n_events for t in worker.tasks.values())
-        drifts = sum(t.learner.drifts["concept"] for t in worker.tasks.values())
-        accs = [t.learner.metrics.report().get("rolling_accuracy") for t in worker.tasks.values()]
+        summaries = [t.summary for t in worker.tasks.values()]
+        events = sum(s["n_events"] for s in summaries)
+        drifts = sum(s["drifts"]["concept"] for s in summaries)
+        accs = [s["metrics"].get("rolling_accuracy") for s in summaries]
         acc = next((a for a in accs if a is not None), None)
         rate = events / max(time.monotonic() - self.started, 1e-9)
         print(f"  {'done' if final else '...'} {events:>7} events scored  {rate:>7,.0f}/s  "

@@ -240,6 +240,14 @@ class Consumer:
         The items are kafka-python's own records, which have exactly `Record`'s attributes:
         wrapping each one would cost an allocation per record on the hot path.
         """
+        records: list[Record] = []
+        for batch in self.poll_by_partition(timeout_ms, max_records).values():
+            records.extend(batch)
+        return records
+
+    def poll_by_partition(self, timeout_ms: int,
+                          max_records: int | None = None) -> dict[Partition, list[Record]]:
+        """`poll`, with the records grouped by (topic, partition)."""
         # kafka-python 3.0.12 parks records fetched for a paused partition and gives them back
         # only when its in-line slot is None, but leaves an exhausted (empty, not None) batch
         # there; the resumed partition then stalls for good, never fetched again. Emptying
@@ -248,10 +256,7 @@ class Consumer:
         if fetcher._paused_partition_records and not fetcher._next_partition_records:
             fetcher._next_partition_records = None
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        records: list[Record] = []
-        for batch in batches.values():
-            records.extend(batch)
-        return records
+        return {(tp.topic, tp.partition): records for tp, records in batches.items()}
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Make the next poll read this partition from `offset`."""

@@ -110,15 +110,28 @@ class StateStore:
         """Validate an existing file before changing anything; create the schema if new."""
         if self._db.table_names():
             self._check_ours()
-            self._db.enable_wal()
+            self._enable_wal()
             return
-        self._db.enable_wal()
+        self._enable_wal()
         with self._write():
             # Another process may have created the schema since we looked.
             if self._db.table_names():
                 self._check_ours()
             else:
                 self._create_schema()
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL. While another process does the same, SQLite can answer "database is
+        locked" at once, without waiting the busy timeout: retry until that timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.enable_wal()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # back-off between attempts
 
     def _check_ours(self) -> None:
         tables = set(self._db.table_names())

@@ -89,7 +89,7 @@ def decode_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_M
 
 def decode_records(records, kind: str, topic: str, partition: int, last_ts: int,
                    start_offset: int = 0) -> tuple[list[tuple[int, Any]], int]:
-    """Decode one partition's records (objects with value, timestamp, offset) for the merge.
+    """Decode one partition's ``(offset, timestamp, value)`` records for the merge.
 
     Returns ``(ts, Event | Label | Rejection)`` pairs for the records at or after
     ``start_offset``, and the stream's newest event time. A bad record becomes a `Rejection`
@@ -98,15 +98,15 @@ def decode_records(records, kind: str, topic: str, partition: int, last_ts: int,
     """
     decode = decode_event if kind == "event" else decode_label
     out = []
-    for r in records:
-        if r.offset < start_offset:
+    for offset, timestamp, value in records:
+        if offset < start_offset:
             continue
         try:
-            item = decode(r.value, r.timestamp)
-            item.topic, item.partition, item.offset, item.raw = topic, partition, r.offset, r.value
+            item = decode(value, timestamp)
+            item.topic, item.partition, item.offset, item.raw = topic, partition, offset, value
             last_ts = item.ts
         except InvalidRecord as e:
-            item = Rejection(e.reason, e.detail, topic, partition, r.offset, r.value)
+            item = Rejection(e.reason, e.detail, topic, partition, offset, value)
         out.append((last_ts, item))
     return out, last_ts
 

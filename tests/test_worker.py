@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 import orjson
 import pytest
 from river import stream as river_stream
@@ -35,14 +34,17 @@ def read_topic(settings, topic: str) -> list[dict]:
     return [orjson.loads(r.value) for r in reader.read_topic(settings, topic)]
 
 
-def run_worker(settings, prefix: str, state, config: LearnerConfig) -> Worker:
+def run_worker(settings, prefix: str, state, config: LearnerConfig,
+               model_process: bool = True) -> Worker:
     worker = Worker(settings, config, str(state), WorkerOptions(
-        group=f"{prefix}g", topic_prefix=prefix, exit_when_idle=1.5, checkpoint_every=1000))
+        group=f"{prefix}g", topic_prefix=prefix, exit_when_idle=1.5, checkpoint_every=1000,
+        model_process=model_process))
     assert worker.run() == 0
     return worker
 
 
-def test_predictions_equal_simulate_qa(kafka_settings, unique_prefix, tmp_path):
+@pytest.mark.parametrize("model_process", [True, False], ids=["model-process", "in-process"])
+def test_predictions_equal_simulate_qa(kafka_settings, unique_prefix, tmp_path, model_process):
     samples = list(synthetic("sea", n=4000, seed=5, drift_at=[2000], label_delay="100",
                              start_ts=1_000_000))
     topics = create_topics(kafka_settings, unique_prefix)
@@ -51,7 +53,7 @@ def test_predictions_equal_simulate_qa(kafka_settings, unique_prefix, tmp_path):
     publisher.close()
 
     run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
-               LearnerConfig(model="lr", drift_policy="none"))
+               LearnerConfig(model="lr", drift_policy="none"), model_process)
 
     served = {p["id"]: p["prediction"] for p in read_topic(kafka_settings, topics["predictions"])}
     dataset, moment, delay = river_delay(samples)

@@ -1,0 +1,236 @@
+"""The worker's model process: the partition pipelines run here, beside the Kafka I/O.
+
+kafka-python spends about as much CPU per event as decoding, merging, learning and encoding
+do together, and Python runs one thread at a time. So the worker keeps consuming, producing
+and SQLite in its own process and hands each poll's records to a child process that owns the
+`stream.pipeline.PartitionPipeline` of every assigned partition; while the child scores one
+batch, the worker sends the outputs of the previous one. Requests and answers go in order over
+one pipe, pickled; the answers hold encoded outputs and checkpoint snapshots, never models.
+
+`LocalModel` answers the same requests in the worker's own process (``--model-process off``):
+one core, no pipe, same outputs.
+
+Requests are tuples:
+
+- ``("open", partition, state | None, config, topics, offsets, idle_ms, now_ms,
+  checkpoint_every)`` → `Opened`: a pipeline from a checkpoint's state or a fresh learner.
+- ``("close", partitions)`` → None.
+- ``("batch", now_ms, pushes, caught_up, snapshot, reason)`` → ``{partition: Progress}``:
+  push ``[(partition, stream, [(offset, timestamp, value), ...]), ...]``, set each
+  partition's caught-up flags, process what is ready, and snapshot the partitions listed in
+  ``snapshot`` that processed anything since their last snapshot.
+
+>>> from stream.learner import LearnerConfig
+>>> model = LocalModel()
+>>> model.submit(("open", 0, None, LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 100))
+>>> model.collect().model
+(0, 0)
+>>> model.submit(("batch", 0, [(0, 0, [(0, 5, b'{"id": "a", "features": {"x": 1}}')])],
+...               {0: (True, True)}, [0], "shutdown"))
+>>> [role for role, *_ in model.collect()[0].outputs]
+['predictions', 'checkpoint']
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import traceback
+from dataclasses import dataclass
+
+from stream.learner import Learner, LearnerConfig
+from stream.pipeline import PartitionPipeline
+
+
+class ModelProcessError(RuntimeError):
+    """The model process failed (the message has its traceback) or died."""
+
+
+@dataclass
+class Opened:
+    """What the worker learns of a pipeline it opened."""
+
+    model: tuple[int, int]  # (generation, updates)
+    config: LearnerConfig
+    summary: dict
+
+
+@dataclass
+class Progress:
+    """One partition's outputs from a batch, and where it stands after it."""
+
+    outputs: list[tuple]  # (role, key, value, info), see stream.pipeline
+    processed: int  # records taken from the merge in this batch
+    next_offset: list[int]
+    queued: tuple[int, int]  # records waiting in the merge, per input stream
+    since_checkpoint: int
+    summary: dict
+
+
+class ModelHost:
+    """The pipelines of the partitions a worker owns; answers its requests."""
+
+    def __init__(self):
+        self.pipelines: dict[int, PartitionPipeline] = {}
+
+    def handle(self, request: tuple):
+        kind = request[0]
+        if kind == "batch":
+            return self._batch(*request[1:])
+        if kind == "open":
+            return self._open(*request[1:])
+        if kind == "close":
+            for p in request[1]:
+                self.pipelines.pop(p, None)
+            return None
+        raise ValueError(f"unknown request {kind!r}")
+
+    def _open(self, p, state, config, topics, offsets, idle_ms, now_ms, checkpoint_every):
+        learner = Learner(config, partition=p) if state is None else Learner.from_bytes(state)
+        pipe = PartitionPipeline(learner, topics, offsets, idle_ms, now_ms, checkpoint_every)
+        self.pipelines[p] = pipe
+        version = learner.version
+        return Opened((version["generation"], version["updates"]), learner.config,
+                      learner.summary())
+
+    def _batch(self, now_ms, pushes, caught_up, snapshot, reason):
+        for p, stream, records in pushes:
+            pipe = self.pipelines.get(p)
+            if pipe is not None:
+                pipe.push(stream, records, now_ms)
+        for p, flags in caught_up.items():
+            pipe = self.pipelines.get(p)
+            if pipe is not None:
+                pipe.set_caught_up(0, flags[0])
+                pipe.set_caught_up(1, flags[1])
+        answer = {}
+        for p, pipe in self.pipelines.items():
+            before = pipe.n_processed
+            outputs = pipe.run(now_ms)
+            if p in snapshot and pipe.since_checkpoint:
+                outputs.append(("checkpoint", None, None, pipe.snapshot(reason)))
+            answer[p] = Progress(outputs, pipe.n_processed - before, list(pipe.next_offset),
+                                 (pipe.queued(0), pipe.queued(1)), pipe.since_checkpoint,
+                                 pipe.learner.summary())
+        return answer
+
+
+class LocalModel:
+    """Answers requests in this process, at once."""
+
+    def __init__(self):
+        self.host = ModelHost()
+        self.answers: collections.deque = collections.deque()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.answers)
+
+    def submit(self, request: tuple) -> None:
+        self.answers.append(self.host.handle(request))
+
+    def collect(self):
+        return self.answers.popleft()
+
+    def close(self) -> None:
+        self.answers.clear()
+
+
+class ModelProcess:
+    """Answers requests in a child process, in order; `collect` waits for the oldest."""
+
+    def __init__(self):
+        # fork: the child needs no fresh interpreter (River is imported already). The worker
+        # starts it before it creates any Kafka client, so no client thread is copied.
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child_end = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child_end, os.getpid()),
+                                   name="driftstream-model", daemon=True)
+        self.process.start()
+        child_end.close()
+        self.in_flight = 0
+
+    def submit(self, request: tuple) -> None:
+        try:
+            self.conn.send_bytes(pickle.dumps(request, protocol=5))
+        except OSError:
+            raise self._died() from None
+        self.in_flight += 1
+
+    def collect(self):
+        try:
+            data = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            raise self._died() from None
+        self.in_flight -= 1
+        status, payload = pickle.loads(data)
+        if status == "error":
+            raise ModelProcessError(f"the model process failed:\n{payload}")
+        return payload
+
+    def close(self, timeout: float = 10.0) -> None:
+        try:
+            self.conn.send_bytes(b"")
+        except OSError:
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+    def _died(self) -> ModelProcessError:
+        self.process.join(5)
+        return ModelProcessError(f"the model process exited (code {self.process.exitcode})")
+
+
+def _serve(conn, parent_pid: int) -> None:
+    """The child: read requests on a thread (so the worker never blocks sending one while
+    this process is sending an answer), answer them in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this process ends
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with(parent_pid)
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read():
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                data = b""
+            requests.put(data)
+            if not data:
+                return
+
+    threading.Thread(target=read, name="requests", daemon=True).start()
+    host = ModelHost()
+    while True:
+        data = requests.get()
+        if not data:
+            return
+        try:
+            answer = ("ok", host.handle(pickle.loads(data)))
+        except Exception:  # noqa: BLE001 - any failure is the worker's to report
+            answer = ("error", traceback.format_exc())
+        try:
+            conn.send_bytes(pickle.dumps(answer, protocol=5))
+        except OSError:  # the worker is gone
+            return
+
+
+def _die_with(parent_pid: int) -> None:
+    """Be killed with the worker, even by SIGKILL (Linux; elsewhere the pipe's end-of-file
+    ends this process once it is idle)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)

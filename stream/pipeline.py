@@ -1,0 +1,139 @@
+"""One partition's way from input records to encoded outputs and checkpoint snapshots.
+
+Decode, event-time merge, learner, encode: everything the worker does to a partition except
+the I/O. The worker runs it in its model process (`consumers.model_process`) and only moves
+bytes: records in, outputs out, snapshots into SQLite once their outputs are acknowledged.
+
+Outputs are ``(role, key, value, info)`` tuples in the order they were made; role
+``"checkpoint"`` carries a `StateSnapshot` (key and value None), taken at the record boundary
+where it stands: every output before it is reflected in its state, none after it.
+
+>>> from stream.learner import LearnerConfig
+>>> pipe = PartitionPipeline(Learner(LearnerConfig(model="lr")), ("ev", "lb"), [0, 0])
+>>> pipe.push(EVENTS, [(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1.0}}')])
+>>> pipe.push(LABELS, [(0, 1000, b'{"id": "a", "ts": 9, "label": true}')])
+>>> pipe.set_caught_up(EVENTS, True); pipe.set_caught_up(LABELS, True)
+>>> [role for role, *_ in pipe.run(now_ms=0)]
+['predictions']
+>>> pipe.next_offset, pipe.since_checkpoint, pipe.learner.n_labels
+([1, 1], 2, 1)
+>>> snap = pipe.snapshot("shutdown")
+>>> snap.offsets, snap.model, pipe.since_checkpoint
+([1, 1], (0, 1), 0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.codec import decode_records, encode
+from stream.learner import Learner
+from stream.merge import EVENTS, LABELS, EventTimeMerge
+from stream.records import DriftReport, Prediction, Rejection
+
+__all__ = ["EVENTS", "LABELS", "PartitionPipeline", "StateSnapshot"]
+
+
+@dataclass
+class StateSnapshot:
+    """A learner's state with the input offsets it reflects: one checkpoint to save."""
+
+    reason: str  # periodic, revoke, shutdown
+    state: bytes
+    offsets: list[int]  # next offset to process, per input stream
+    model: tuple[int, int]  # (generation, updates)
+    summary: dict
+    drift_records: list[dict] = field(default_factory=list)  # since the previous snapshot
+    model_events: list[dict] = field(default_factory=list)  # generation changes since then
+
+
+class PartitionPipeline:
+    """Decode → merge → learner → encoded outputs, for one partition.
+
+    ``records`` pushed are ``(offset, timestamp, value)`` triples in offset order; those below
+    ``next_offset`` (already reflected in the learner) are skipped. Every ``checkpoint_every``
+    processed records a snapshot is taken in the output stream.
+    """
+
+    def __init__(self, learner: Learner, topics: tuple[str, str], offsets: list[int],
+                 idle_ms: int | None = None, now_ms: int = 0, checkpoint_every: int = 10_000):
+        self.learner = learner
+        self.partition = learner.partition
+        self.topics = topics
+        self.next_offset = list(offsets)
+        self.last_ts = [0, 0]  # newest event time pushed, per stream
+        self.merge = EventTimeMerge(idle_ms, now_ms)
+        self.checkpoint_every = checkpoint_every
+        self.since_checkpoint = 0
+        self.n_processed = 0  # records taken from the merge, in all
+        self.drift_records: list[dict] = []
+        self.model_events: list[dict] = []
+
+    def push(self, stream: int, records: list[tuple[int, int, bytes | None]],
+             now_ms: int = 0) -> None:
+        kind = "event" if stream == EVENTS else "label"
+        batch, self.last_ts[stream] = decode_records(
+            records, kind, self.topics[stream], self.partition, self.last_ts[stream],
+            self.next_offset[stream])
+        self.merge.push(stream, batch, now_ms)
+
+    def set_caught_up(self, stream: int, caught_up: bool) -> None:
+        self.merge.set_caught_up(stream, caught_up)
+
+    def queued(self, stream: int) -> int:
+        return len(self.merge.queues[stream])
+
+    def run(self, now_ms: int) -> list[tuple]:
+        """Process every record whose event-time place is settled; return the outputs."""
+        learner = self.learner
+        offsets = self.next_offset
+        every = self.checkpoint_every
+        out: list[tuple] = []
+        for stream, item in self.merge.pop_ready(now_ms):
+            if item.__class__ is Rejection:
+                learner.count_rejection(item.reason)
+                self._rejection(item, out)
+            else:
+                if stream == EVENTS:
+                    results = learner.process_event(item, now_ms)
+                else:
+                    results = learner.process_label(item)
+                for result in results:
+                    cls = result.__class__
+                    if cls is Prediction:
+                        out.append(("predictions", result.id.encode(),
+                                    encode(result.to_wire()), None))
+                    elif cls is Rejection:
+                        self._rejection(result, out)
+                    elif cls is DriftReport:
+                        self._drift(result, out)
+            offsets[stream] = item.offset + 1
+            self.n_processed += 1
+            self.since_checkpoint += 1
+            if self.since_checkpoint >= every:
+                out.append(("checkpoint", None, None, self.snapshot("periodic")))
+        return out
+
+    def snapshot(self, reason: str) -> StateSnapshot:
+        learner = self.learner
+        version = learner.version
+        snap = StateSnapshot(reason, learner.to_bytes(), list(self.next_offset),
+                        (version["generation"], version["updates"]), learner.summary(),
+                        self.drift_records, self.model_events)
+        self.drift_records, self.model_events = [], []
+        self.since_checkpoint = 0
+        return snap
+
+    def _rejection(self, item: Rejection, out: list) -> None:
+        info = (item.topic, item.offset, item.reason, item.detail, self.learner.version)
+        out.append(("deadletter", item.id.encode() if item.id is not None else None,
+                    encode(item.to_wire()), info))
+
+    def _drift(self, report: DriftReport, out: list) -> None:
+        wire: dict[str, Any] = report.to_wire()
+        self.drift_records.append(wire)
+        if report.model_after["generation"] != report.model_before["generation"]:
+            self.model_events.append({**report.model_after, "reason": report.action,
+                                      "event_ts": report.event_ts})
+        out.append(("drift", None, encode(wire), wire))

@@ -1,0 +1,135 @@
+"""The model process answers exactly as the in-process model, reports failures, and dies
+with its worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import orjson
+import pytest
+
+from consumers.model_process import LocalModel, ModelProcess, ModelProcessError
+from producers.sources import event_record, label_record, synthetic
+from stream.learner import Learner, LearnerConfig
+from stream.pipeline import EVENTS, LABELS
+
+DEADLINE_S = 20.0
+
+
+def requests(n: int = 1500, every: int = 400) -> list[tuple]:
+    """Open two partitions, feed them in three batches each, snapshot one at the end."""
+    samples = list(synthetic("sea", n=n, seed=2, drift_at=[n // 2], label_delay="50",
+                             start_ts=0))
+    events = [(i, 0, orjson.dumps(event_record(s))) for i, s in enumerate(samples)]
+    labels = [(i, 0, orjson.dumps(label_record(s))) for i, s in enumerate(samples)]
+    out = [("open", p, None, LearnerConfig(model="lr"), ("ev", "lb"), [0, 0], None, 0, every)
+           for p in (0, 1)]
+    third = n // 3
+    for k in range(3):
+        part = slice(k * third, n if k == 2 else (k + 1) * third)
+        pushes = [(p, EVENTS, events[part]) for p in (0, 1)] + \
+                 [(p, LABELS, labels[part]) for p in (0, 1)]
+        caught_up = {p: (k == 2, k == 2) for p in (0, 1)}
+        out.append(("batch", 0, pushes, caught_up, [1] if k == 2 else [], "shutdown"))
+    return out
+
+
+def answers(model, reqs: list[tuple]) -> list:
+    got = []
+    for r in reqs:
+        model.submit(r)
+        if r[0] == "batch":  # two in flight, like the worker
+            continue
+        got.append(model.collect())
+    while model.in_flight:
+        got.append(model.collect())
+    return got
+
+
+def comparable(answer):
+    """Outputs and progress; learner states as canonical bytes (pickles may differ)."""
+    if not isinstance(answer, dict):
+        return (answer.model, answer.config)
+    out = {}
+    for p, prog in answer.items():
+        outputs = [(role, key, value) if role != "checkpoint" else
+                   (role, info.offsets, info.model,
+                    Learner.from_bytes(info.state).canonical_bytes())
+                   for role, key, value, info in prog.outputs]
+        out[p] = (outputs, prog.processed, prog.next_offset, prog.queued,
+                  prog.since_checkpoint)
+    return out
+
+
+def test_model_process_answers_as_the_local_model():
+    reqs = requests()
+    local = answers(LocalModel(), reqs)
+    model = ModelProcess()
+    try:
+        remote = answers(model, reqs)
+    finally:
+        model.close()
+    assert [comparable(a) for a in remote] == [comparable(a) for a in local]
+    final = local[-1]
+    roles = [o[0] for o in final[1].outputs]
+    assert roles.count("predictions") > 0 and roles[-1] == "checkpoint"
+    # Every record of both inputs was processed, with a snapshot each `every` records.
+    batches = [a for a in local if isinstance(a, dict)]
+    assert sum(a[0].processed for a in batches) == 3000
+    n_snapshots = sum(o[0] == "checkpoint" for a in batches for o in a[0].outputs)
+    assert n_snapshots == 3000 // 400
+
+
+def test_a_failure_in_the_model_process_is_reported_with_its_traceback():
+    model = ModelProcess()
+    try:
+        model.submit(("open", 0, b"not a pickle", LearnerConfig(), ("ev", "lb"), [0, 0],
+                      None, 0, 10))
+        with pytest.raises(ModelProcessError, match="UnpicklingError|unpickling"):
+            model.collect()
+        model.submit(("close", [0]))  # it goes on answering
+        assert model.collect() is None
+    finally:
+        model.close()
+
+
+def test_a_dead_model_process_is_reported():
+    model = ModelProcess()
+    try:
+        os.kill(model.process.pid, signal.SIGKILL)
+        with pytest.raises(ModelProcessError, match="exited"):
+            model.submit(("close", []))
+            model.collect()
+    finally:
+        model.close()
+
+
+def test_the_model_process_dies_with_a_killed_worker():
+    script = textwrap.dedent("""
+        import os, signal, sys
+        from consumers.model_process import ModelProcess
+        model = ModelProcess()
+        print(model.process.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    child = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + DEADLINE_S
+    while _alive(child):
+        assert time.monotonic() < deadline, f"model process {child} outlived its worker"
+        time.sleep(0.02)  # polling interval of the condition, not a synchronisation
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (its new parent, init, reaps it)
