@@ -482,29 +482,32 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     }
 
 
-def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None) -> dict:
+def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
+                      model_process: bool = True) -> dict:
     """driftstream worker on 1 partition, events and labels already in the topics.
 
     A child process (fresh interpreter, ``bench/throughput.py --_child worker``) runs
     ``consumers.worker.Worker`` with default WorkerOptions (checkpoint every 10k records,
-    poll 100 ms, 5000 records/poll) and ``exit_when_idle=1``, fresh state, group join with
+    poll 100 ms, 1000 records/poll, its model process; ``model_process=False`` or a
+    profile: everything in one process) and ``exit_when_idle=1``, fresh state, group join with
     ``fast_group_timeouts``. A Worker subclass timestamps the first ``_push`` (= the first
     poll that returned records, after the group join) and, from ``on_tick``, flushes the
     producer once all 2n records are processed: timed = first records -> every prediction
     acknowledged by the broker. The final checkpoint at shutdown and the idle wait are not
     timed; the checkpoints during the run (one per 10k records) are. Also reported: the
     same window as seen on the predictions topic (first to last prediction CreateTime),
-    CPU seconds of the worker (process, and its main thread alone; the rest is
-    kafka-python's producer/heartbeat threads), of the broker, and the worker's peak RSS
-    (VmHWM, sampled from /proc).
+    CPU seconds of the worker (its I/O process, that process's main thread alone -- the rest
+    is kafka-python's producer/heartbeat threads -- and its model process), of the broker,
+    and the worker's peak RSS (VmHWM of both processes, sampled from /proc).
     """
-    prefix = env.prefix(f"w1-{model}")
+    prefix = env.prefix(f"w1-{model}{'' if model_process else '-inproc'}")
     load = load_topics(env, prefix, env.samples, 1)
     env.loaded[f"1p-{model}"] = prefix
     n = len(env.samples)
     spec = {"bootstrap": env.settings.bootstrap_servers, "prefix": prefix, "model": model,
             "state": str(env.tmp / f"{prefix}sqlite"), "n": n,
-            "profile": str(profile_path) if profile_path else None}
+            "profile": str(profile_path) if profile_path else None,
+            "model_process": model_process and not profile_path}
     broker_cpu0 = proc_cpu_s(env.broker_pid)
     proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "worker", json.dumps(spec)],
                                  f"worker1p-{model}")
@@ -620,9 +623,7 @@ def _child_worker(spec: dict) -> int:
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
     worker = TimedWorker(settings, LearnerConfig(model=spec["model"]), spec["state"],
                          WorkerOptions(group=spec["prefix"] + "g", topic_prefix=spec["prefix"],
-                                       exit_when_idle=1.0,
-                                       # one process, so that cProfile sees all the work
-                                       model_process=profiler is None))
+                                       exit_when_idle=1.0, model_process=spec["model_process"]))
     started = time.perf_counter()
     code = worker.run(on_tick=on_tick)
     if worker.t_end is None:
@@ -1044,8 +1045,13 @@ def report(res: dict) -> str:
     for m in res["models"]:
         w = res.get("worker_1p", {}).get(m)
         row("driftstream worker", m, "1", w,
-            f"main thread {fmt(w['main_thread_cpu_s'], '.2f')} CPU s; "
-            f"pred-ts span: {fmt(w['pred_ts_events_per_s'])}/s" if w else "")
+            f"CPU s: I/O process {fmt(w['io_process_cpu_s'], '.2f')} (main thread "
+            f"{fmt(w['main_thread_cpu_s'], '.2f')}), model process "
+            f"{fmt(w['model_process_cpu_s'], '.2f')}" if w else "")
+    for m in res["models"]:
+        w = res.get("worker_1p_inproc", {}).get(m)
+        row("  same, --model-process off", m, "1", w,
+            f"one process; main thread {fmt(w['main_thread_cpu_s'], '.2f')} CPU s" if w else "")
     for m in res["models"]:
         w = res.get("worker_4p", {}).get(m)
         if not w:
@@ -1206,9 +1212,15 @@ def run_all(args: argparse.Namespace) -> dict:
         log(f"broker at {broker.bootstrap}")
 
         res["worker_1p"] = {}
+        res["worker_1p_inproc"] = {}
         for m in models:
             log(f"worker, 1 partition, {m} (loading {2 * n} records first)")
             res["worker_1p"][m] = w = attempt(res, f"worker_1p-{m}", measure_worker_1p, env, m)
+            log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
+            log(f"worker, 1 partition, {m}, in one process (--model-process off)")
+            res["worker_1p_inproc"][m] = w = attempt(res, f"worker_1p_inproc-{m}",
+                                                     measure_worker_1p, env, m,
+                                                     model_process=False)
             log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
             if m == "lr" and "1p-lr" in env.loaded:
                 # The ceiling reads the lr worker's input topics again (reading is repeatable).

@@ -15,10 +15,11 @@ Requests are tuples:
 - ``("open", partition, state | None, config, topics, offsets, idle_ms, now_ms,
   checkpoint_every)`` → `Opened`: a pipeline from a checkpoint's state or a fresh learner.
 - ``("close", partitions)`` → None.
-- ``("batch", now_ms, pushes, caught_up, snapshot, reason)`` → ``{partition: Progress}``:
-  push ``[(partition, stream, [(offset, timestamp, value), ...]), ...]``, set each
-  partition's caught-up flags, process what is ready, and snapshot the partitions listed in
-  ``snapshot`` that processed anything since their last snapshot.
+- ``("batch", now_ms, pushes, caught_up, snapshot, reason, want_summary)`` →
+  ``{partition: Progress}``: push ``[(partition, stream, [(offset, timestamp, value), ...]),
+  ...]``, set each partition's caught-up flags, process what is ready, and snapshot the
+  partitions listed in ``snapshot`` that processed anything since their last snapshot.
+  Summaries (metrics computed over the rolling window: not free) only if ``want_summary``.
 
 >>> from stream.learner import LearnerConfig
 >>> model = LocalModel()
@@ -26,7 +27,7 @@ Requests are tuples:
 >>> model.collect().model
 (0, 0)
 >>> model.submit(("batch", 0, [(0, 0, [(0, 5, b'{"id": "a", "features": {"x": 1}}')])],
-...               {0: (True, True)}, [0], "shutdown"))
+...               {0: (True, True)}, [0], "shutdown", False))
 >>> [role for role, *_ in model.collect()[0].outputs]
 ['predictions', 'checkpoint']
 """
@@ -34,6 +35,7 @@ Requests are tuples:
 from __future__ import annotations
 
 import collections
+import gc
 import multiprocessing
 import os
 import pickle
@@ -69,7 +71,8 @@ class Progress:
     next_offset: list[int]
     queued: tuple[int, int]  # records waiting in the merge, per input stream
     since_checkpoint: int
-    summary: dict
+    model: dict  # the learner's version
+    summary: dict | None  # if asked for
 
 
 class ModelHost:
@@ -98,7 +101,7 @@ class ModelHost:
         return Opened((version["generation"], version["updates"]), learner.config,
                       learner.summary())
 
-    def _batch(self, now_ms, pushes, caught_up, snapshot, reason):
+    def _batch(self, now_ms, pushes, caught_up, snapshot, reason, want_summary):
         for p, stream, records in pushes:
             pipe = self.pipelines.get(p)
             if pipe is not None:
@@ -116,7 +119,8 @@ class ModelHost:
                 outputs.append(("checkpoint", None, None, pipe.snapshot(reason)))
             answer[p] = Progress(outputs, pipe.n_processed - before, list(pipe.next_offset),
                                  (pipe.queued(0), pipe.queued(1)), pipe.since_checkpoint,
-                                 pipe.learner.summary())
+                                 pipe.learner.version,
+                                 pipe.learner.summary() if want_summary else None)
         return answer
 
 
@@ -195,6 +199,7 @@ def _serve(conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this process ends
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with(parent_pid)
+    gc.freeze()  # what the fork brought along is never garbage: keep the collector off it
     requests: queue.SimpleQueue = queue.SimpleQueue()
 
     def read():

@@ -70,6 +70,8 @@ FLUSH_TIMEOUT_S = 15.0  # outputs not acknowledged within this are taken as lost
 BACKOFF_MIN_S = 1.0  # first wait after a Kafka failure; doubles up to BACKOFF_MAX_S while
 BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long starts over)
 OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
+PIPELINE_ABOVE = 100  # records in a poll from which polling overlaps the model's work
+SUMMARY_EVERY_S = 1.0  # how fresh /metrics and progress displays are (summaries cost time)
 
 
 @dataclass
@@ -97,7 +99,8 @@ class PartitionTask:
 
     partition: int
     next_offset: list[int]  # next offset to process, per input stream
-    summary: dict  # the learner's, as of the newest answer
+    summary: dict  # the learner's, as of the newest answer that had one
+    model: dict  # the learner's version
     since_checkpoint: int = 0
     last_checkpoint: float = field(default_factory=time.monotonic)
     caught_up: list = field(default_factory=lambda: [False, False])
@@ -110,10 +113,6 @@ class PartitionTask:
     checkpoint_at: float | None = None  # wall-clock seconds of the checkpoint it builds on
     latency: Any = None  # its processing-latency histogram
     checkpoint_seconds: Any = None  # its checkpoint-duration histogram
-
-    @property
-    def version(self) -> dict:
-        return self.summary["model"]
 
 
 class Worker:
@@ -134,6 +133,8 @@ class Worker:
         self.n_processed = 0
         self.model: LocalModel | ModelProcess | None = None
         self._polled: collections.deque = collections.deque()  # poll time of each batch sent
+        self._summaries_wanted = False  # by the metrics server or a progress display
+        self._summary_due = 0.0
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.metrics = WorkerMetrics()
@@ -166,6 +167,7 @@ class Worker:
         ``on_tick(worker)`` is called after every poll, for progress displays.
         """
         opts = self.options
+        self._summaries_wanted = opts.metrics_port is not None or on_tick is not None
         # Before any Kafka client or server thread exists: the model process is forked.
         self.model = ModelProcess() if opts.model_process else LocalModel()
         if opts.metrics_port is not None:
@@ -219,9 +221,9 @@ class Worker:
         opts = self.options
         if self._needs_rewind:
             self._rewind()
-        # While the model works on a batch, poll without waiting: its answer is due.
-        timeout = 0 if self.model.in_flight else (opts.poll_ms if self.kafka_ok
-                                                  else OUTAGE_POLL_MS)
+        # Always the same timeout: kafka-python 3.0.12 mixing short and long polls sometimes
+        # leaves the next fetch unsent for a whole long poll (100 ms more latency).
+        timeout = opts.poll_ms if self.kafka_ok else OUTAGE_POLL_MS
         batches = self.consumer.poll_by_partition(timeout)
         polled_at = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
@@ -236,8 +238,9 @@ class Worker:
         self._update_caught_up()
         if self.kafka_ok:
             self._submit(batches, now_ms, polled_at)
-            # Keep one batch in the model while the next poll runs; wait for the rest.
-            keep = 1 if batches else 0
+            # Under load, keep this batch in the model while the next poll runs (two cores
+            # busy); at low rates send its outputs now rather than after the next poll.
+            keep = 1 if sum(map(len, batches.values())) >= PIPELINE_ABOVE else 0
             while self.model.in_flight > keep:
                 self._collect()
         return active
@@ -270,8 +273,12 @@ class Worker:
                     now - task.last_checkpoint >= self.options.checkpoint_interval):
                 snapshot.append(p)
                 task.last_checkpoint = now  # asked for; not again before it is saved
-        if pushes or caught_up or snapshot or waiting:
-            self.model.submit(("batch", now_ms, pushes, caught_up, snapshot, reason))
+        want_summary = self._summaries_wanted and now >= self._summary_due
+        if pushes or caught_up or snapshot or waiting or want_summary:
+            if want_summary:
+                self._summary_due = now + SUMMARY_EVERY_S
+            self.model.submit(("batch", now_ms, pushes, caught_up, snapshot, reason,
+                               want_summary))
             self._polled.append(polled_at)
 
     def _update_caught_up(self) -> None:
@@ -293,7 +300,7 @@ class Worker:
                                   extra=fields(event="log_behind_checkpoint", partition=p,
                                                topic=topic, log_end=high,
                                                offsets=self._offsets(task),
-                                               model=task.version))
+                                               model=task.model))
                     task.behind[stream] = high
                     task.caught_up[stream] = False
                     continue
@@ -337,7 +344,9 @@ class Worker:
             task.next_offset = progress.next_offset
             task.queued = progress.queued
             task.since_checkpoint = progress.since_checkpoint
-            task.summary = progress.summary
+            task.model = progress.model
+            if progress.summary is not None:
+                task.summary = progress.summary
             if progress.processed:
                 self.n_processed += progress.processed
                 task.latency.observe(time.perf_counter() - polled_at)
@@ -408,7 +417,7 @@ class Worker:
             self._send("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
         except KafkaError as e:  # informational only; the checkpoint matters
             log.debug("metrics record not sent: %s", e)
-        version = self.store.save_checkpoint(p, snap.state, offsets, snap.model,
+        version = self.store.save_checkpoint(p, snap.state, offsets, snap.generation_updates,
                                              info=snap.summary,
                                              drift_records=snap.drift_records,
                                              model_events=snap.model_events)
@@ -416,6 +425,7 @@ class Worker:
         self.store.prune(p, keep_last=self.options.keep_checkpoints)
         seconds = time.perf_counter() - started
         task.checkpoint_seconds.observe(seconds)
+        task.summary = snap.summary
         model = snap.summary["model"]
         log.info("checkpoint partition=%d version=%d offsets=%s model=%s", p, version, offsets,
                  model, extra=fields(event="checkpoint", partition=p, checkpoint=version,
@@ -483,7 +493,7 @@ class Worker:
         self.ready = True
         log.info("assigned partitions %s", numbers,
                  extra=fields(event="rebalance", assigned=numbers, partitions={
-                     p: {"offsets": self._offsets(t), "model": t.version}
+                     p: {"offsets": self._offsets(t), "model": t.model}
                      for p, t in self.tasks.items() if p in numbers}))
         return added
 
@@ -498,7 +508,7 @@ class Worker:
                         extra=fields(event="revoke_unsaved",
                                      partitions=[t.partition for t in unsaved]))
         states = {p: {"offsets": self._offsets(self.tasks[p]),
-                      "model": self.tasks[p].version} for p in lost}
+                      "model": self.tasks[p].model} for p in lost}
         self._call(("close", lost))
         for p in lost:
             del self.tasks[p]
@@ -542,7 +552,7 @@ class Worker:
                             opened.config.drift_policy, self.config.model,
                             self.config.drift_policy,
                             extra=fields(event="config_differs", partition=p))
-        task = PartitionTask(p, offsets, opened.summary)
+        task = PartitionTask(p, offsets, opened.summary, model)
         task.checkpoint_at = checkpoint.created_at / 1000 if checkpoint is not None else None
         task.latency = self.metrics.latency_seconds.labels(str(p))
         task.checkpoint_seconds = self.metrics.checkpoint_seconds.labels(str(p))

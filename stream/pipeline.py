@@ -18,7 +18,7 @@ where it stands: every output before it is reflected in its state, none after it
 >>> pipe.next_offset, pipe.since_checkpoint, pipe.learner.n_labels
 ([1, 1], 2, 1)
 >>> snap = pipe.snapshot("shutdown")
->>> snap.offsets, snap.model, pipe.since_checkpoint
+>>> snap.offsets, snap.generation_updates, pipe.since_checkpoint
 ([1, 1], (0, 1), 0)
 """
 
@@ -42,7 +42,7 @@ class StateSnapshot:
     reason: str  # periodic, revoke, shutdown
     state: bytes
     offsets: list[int]  # next offset to process, per input stream
-    model: tuple[int, int]  # (generation, updates)
+    generation_updates: tuple[int, int]  # the model version
     summary: dict
     drift_records: list[dict] = field(default_factory=list)  # since the previous snapshot
     model_events: list[dict] = field(default_factory=list)  # generation changes since then

@@ -35,7 +35,7 @@ def requests(n: int = 1500, every: int = 400) -> list[tuple]:
         pushes = [(p, EVENTS, events[part]) for p in (0, 1)] + \
                  [(p, LABELS, labels[part]) for p in (0, 1)]
         caught_up = {p: (k == 2, k == 2) for p in (0, 1)}
-        out.append(("batch", 0, pushes, caught_up, [1] if k == 2 else [], "shutdown"))
+        out.append(("batch", 0, pushes, caught_up, [1] if k == 2 else [], "shutdown", k == 2))
     return out
 
 
@@ -58,11 +58,11 @@ def comparable(answer):
     out = {}
     for p, prog in answer.items():
         outputs = [(role, key, value) if role != "checkpoint" else
-                   (role, info.offsets, info.model,
+                   (role, info.offsets, info.generation_updates,
                     Learner.from_bytes(info.state).canonical_bytes())
                    for role, key, value, info in prog.outputs]
         out[p] = (outputs, prog.processed, prog.next_offset, prog.queued,
-                  prog.since_checkpoint)
+                  prog.since_checkpoint, prog.model, prog.summary)
     return out
 
 
