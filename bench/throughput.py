@@ -81,6 +81,7 @@ from producers.kafka_client import (  # noqa: E402
     Producer,
     topic_names,
 )
+from consumers.model_process import FORK_STATE_ABOVE  # noqa: E402
 from producers.sources import Sample, event_record, label_record, synthetic  # noqa: E402
 
 LABEL_DELAY = 100
@@ -971,6 +972,21 @@ def _child_pending(spec: dict) -> int:
     blob = learner.to_bytes()
     pickle_s = time.perf_counter() - t
     hwm_after_pickle = _rss_bytes("VmHWM")
+    # The worker's way (consumers.model_process): a fork writes the state; scoring stops
+    # only for the fork itself.
+    from consumers.model_process import ModelHost
+    spool = tempfile.mkdtemp(prefix="driftstream-bench-state-")
+    tempfile.tempdir = spool
+    host = ModelHost(fork_above=1)
+    t = time.perf_counter()
+    path = host._serialize(0, learner)
+    fork_stall_s = time.perf_counter() - t
+    pid, _ = host.writing[0]
+    os.waitpid(pid, 0)
+    fork_written_s = time.perf_counter() - t
+    host.writing.clear()
+    assert Path(path).stat().st_size == len(blob)
+    shutil.rmtree(spool, ignore_errors=True)
     print(json.dumps({
         "n": n, "pending": len(learner.pending),
         "expired": learner.rejected.get("join_expired", 0),
@@ -981,6 +997,7 @@ def _child_pending(spec: dict) -> int:
         / 2**20,
         "checkpoint_bytes": len(blob), "checkpoint_bytes_per_pending": len(blob) / max(1, n),
         "checkpoint_pickle_s": pickle_s, "feed_seconds": seconds,
+        "checkpoint_fork_stall_s": fork_stall_s, "checkpoint_fork_written_s": fork_written_s,
     }))
     return 0
 
@@ -1116,12 +1133,12 @@ def report(res: dict) -> str:
             w = res.get("worker_1p", {}).get(m)
             if w:
                 rows.append([f"worker peak RSS, 1 partition, {m}", fmt(w["peak_rss_mb"], ".0f"),
-                             "MB", "VmHWM of the worker process"])
+                             "MB", "VmHWM, I/O process + model process"])
             w = res.get("worker_4p", {}).get(m)
             if w:
                 rss = " / ".join(fmt(d["peak_rss_mb"], ".0f") for d in w["workers_detail"])
                 rows.append([f"worker peak RSS, 4 partitions / 2 workers, {m}", rss, "MB",
-                             "each process"])
+                             "each worker (I/O + model process)"])
         p = mem.get("pending")
         if p:
             rows.append([f"learner with {p['n']:,} pending joins ({p['model']})",
@@ -1133,8 +1150,14 @@ def report(res: dict) -> str:
             rows.append(["  per pending join (checkpoint blob)",
                          fmt(p["checkpoint_bytes_per_pending"], ".0f"), "bytes",
                          f"blob {p['checkpoint_bytes'] / 2**20:.0f} MB, pickled in "
-                         f"{p['checkpoint_pickle_s']:.2f} s at every checkpoint, peak RSS "
+                         f"{p['checkpoint_pickle_s']:.2f} s, peak RSS "
                          f"+{p['checkpoint_pickle_extra_peak_mb']:.0f} MB while pickling"])
+            if p.get("checkpoint_fork_stall_s") is not None:
+                rows.append(["  scoring paused per checkpoint", fmt(
+                    p["checkpoint_fork_stall_s"] * 1000, ".0f"), "ms",
+                    f"the model process forks a writer (from {FORK_STATE_ABOVE:,} pending "
+                    f"joins on); "
+                    f"state written in {p['checkpoint_fork_written_s']:.2f} s meanwhile"])
         lines.append(table(rows, ["what", "value", "unit", "note"], right_from=1))
     ratios = res.get("ratios", {})
     if ratios:
@@ -1153,10 +1176,10 @@ def report(res: dict) -> str:
 # =============================================================================================
 
 
-def attempt(res: dict, name: str, fn, *args):
+def attempt(res: dict, name: str, fn, *args, **kwargs):
     """Run one measurement; on failure record the error under res["errors"] and go on."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except Exception as e:  # one failed measurement must not lose the others
         msg = f"{type(e).__name__}: {e}"
         log(f"  FAILED: {msg[:2000]}")

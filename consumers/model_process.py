@@ -16,10 +16,14 @@ Requests are tuples:
   checkpoint_every)`` → `Opened`: a pipeline from a checkpoint's state or a fresh learner.
 - ``("close", partitions)`` → None.
 - ``("batch", now_ms, pushes, caught_up, snapshot, reason, want_summary)`` →
-  ``{partition: Progress}``: push ``[(partition, stream, [(offset, timestamp, value), ...]),
+  `BatchAnswer`: push ``[(partition, stream, [(offset, timestamp, value), ...]),
   ...]``, set each partition's caught-up flags, process what is ready, and snapshot the
-  partitions listed in ``snapshot`` that processed anything since their last snapshot.
+  partitions listed in ``snapshot``.
   Summaries (metrics computed over the rolling window: not free) only if ``want_summary``.
+
+A periodic snapshot of a learner holding many pending joins (pickling a million takes about
+two seconds) is written by a forked copy of the model process, so that scoring goes on: its
+`StateSnapshot` names the file, and a later answer says the file is complete.
 
 >>> from stream.learner import LearnerConfig
 >>> model = LocalModel()
@@ -28,7 +32,7 @@ Requests are tuples:
 (0, 0)
 >>> model.submit(("batch", 0, [(0, 0, [(0, 5, b'{"id": "a", "features": {"x": 1}}')])],
 ...               {0: (True, True)}, [0], "shutdown", False))
->>> [role for role, *_ in model.collect()[0].outputs]
+>>> [role for role, *_ in model.collect().progress[0].outputs]
 ['predictions', 'checkpoint']
 """
 
@@ -41,9 +45,10 @@ import os
 import pickle
 import queue
 import signal
+import tempfile
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stream.learner import Learner, LearnerConfig
 from stream.pipeline import PartitionPipeline
@@ -75,11 +80,30 @@ class Progress:
     summary: dict | None  # if asked for
 
 
-class ModelHost:
-    """The pipelines of the partitions a worker owns; answers its requests."""
+@dataclass
+class BatchAnswer:
+    """A batch's progress per partition, and the state files finished since the last answer
+    (file name -> None when complete, else what went wrong)."""
 
-    def __init__(self):
+    progress: dict[int, Progress]
+    state_files: dict[str, str | None] = field(default_factory=dict)
+
+
+FORK_STATE_ABOVE = 100_000  # pending joins from which a periodic state is written by a fork
+
+
+class ModelHost:
+    """The pipelines of the partitions a worker owns; answers its requests.
+
+    ``fork_above``: pending joins from which periodic states are written by a forked
+    process (None: always pickled in line).
+    """
+
+    def __init__(self, fork_above: int | None = None):
         self.pipelines: dict[int, PartitionPipeline] = {}
+        self.fork_above = fork_above
+        self.writing: dict[int, tuple[int, str]] = {}  # partition -> (pid, file)
+        self.finished: dict[str, str | None] = {}
 
     def handle(self, request: tuple):
         kind = request[0]
@@ -95,13 +119,16 @@ class ModelHost:
 
     def _open(self, p, state, config, topics, offsets, idle_ms, now_ms, checkpoint_every):
         learner = Learner(config, partition=p) if state is None else Learner.from_bytes(state)
-        pipe = PartitionPipeline(learner, topics, offsets, idle_ms, now_ms, checkpoint_every)
+        pipe = PartitionPipeline(learner, topics, offsets, idle_ms, now_ms, checkpoint_every,
+                                 lambda learner: self._serialize(p, learner))
         self.pipelines[p] = pipe
         version = learner.version
         return Opened((version["generation"], version["updates"]), learner.config,
                       learner.summary())
 
     def _batch(self, now_ms, pushes, caught_up, snapshot, reason, want_summary):
+        for p in list(self.writing):
+            self._reap(p)
         for p, stream, records in pushes:
             pipe = self.pipelines.get(p)
             if pipe is not None:
@@ -115,13 +142,66 @@ class ModelHost:
         for p, pipe in self.pipelines.items():
             before = pipe.n_processed
             outputs = pipe.run(now_ms)
-            if p in snapshot and pipe.since_checkpoint:
-                outputs.append(("checkpoint", None, None, pipe.snapshot(reason)))
+            if p in snapshot:
+                # Periodic: written like the others (maybe by a fork; None: later). Revoke,
+                # shutdown: now, here, since the worker waits for it.
+                state = pipe.serialize(pipe.learner) if reason == "periodic" else None
+                if state is not None or reason != "periodic":
+                    outputs.append(("checkpoint", None, None, pipe.snapshot(reason, state)))
             answer[p] = Progress(outputs, pipe.n_processed - before, list(pipe.next_offset),
                                  (pipe.queued(0), pipe.queued(1)), pipe.since_checkpoint,
                                  pipe.learner.version,
                                  pipe.learner.summary() if want_summary else None)
-        return answer
+        finished, self.finished = self.finished, {}
+        return BatchAnswer(answer, finished)
+
+    def _serialize(self, p: int, learner: Learner) -> bytes | str | None:
+        if self.fork_above is None or len(learner.pending) < self.fork_above:
+            return learner.to_bytes()
+        if p in self.writing and not self._reap(p):
+            return None  # the previous state is still being written: snapshot a bit later
+        fd, path = tempfile.mkstemp(prefix=f"driftstream-state-{p}-", suffix=".pickle")
+        pid = os.fork()
+        if pid == 0:  # the copy: the learner as it is now, whatever the model process does next
+            code = 1
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(learner.to_bytes())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(fd)
+        self.writing[p] = (pid, path)
+        return path
+
+    def _reap(self, p: int) -> bool:
+        """True if partition p's state writer has ended (its outcome noted for the worker)."""
+        pid, path = self.writing[p]
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            return False
+        code = os.waitstatus_to_exitcode(status)
+        self.finished[path] = None if code == 0 else f"the writing process exited with {code}"
+        del self.writing[p]
+        return True
+
+    def close(self) -> None:
+        """Wait for state writers; remove files the worker will not read any more."""
+        for p in list(self.writing):
+            pid, path = self.writing.pop(p)
+            os.waitpid(pid, 0)
+            self.finished[path] = None
+        for path in self.finished:
+            remove_quietly(path)
+        self.finished = {}
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a state file (already gone is fine)."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 class LocalModel:
@@ -143,6 +223,7 @@ class LocalModel:
 
     def close(self) -> None:
         self.answers.clear()
+        self.host.close()
 
 
 class ModelProcess:
@@ -213,19 +294,22 @@ def _serve(conn, parent_pid: int) -> None:
                 return
 
     threading.Thread(target=read, name="requests", daemon=True).start()
-    host = ModelHost()
-    while True:
-        data = requests.get()
-        if not data:
-            return
-        try:
-            answer = ("ok", host.handle(pickle.loads(data)))
-        except Exception:  # noqa: BLE001 - any failure is the worker's to report
-            answer = ("error", traceback.format_exc())
-        try:
-            conn.send_bytes(pickle.dumps(answer, protocol=5))
-        except OSError:  # the worker is gone
-            return
+    host = ModelHost(fork_above=FORK_STATE_ABOVE)
+    try:
+        while True:
+            data = requests.get()
+            if not data:
+                return
+            try:
+                answer = ("ok", host.handle(pickle.loads(data)))
+            except Exception:  # noqa: BLE001 - any failure is the worker's to report
+                answer = ("error", traceback.format_exc())
+            try:
+                conn.send_bytes(pickle.dumps(answer, protocol=5))
+            except OSError:  # the worker is gone
+                return
+    finally:
+        host.close()
 
 
 def _die_with(parent_pid: int) -> None:

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.model_process import LocalModel, ModelProcess
+from consumers.model_process import BatchAnswer, LocalModel, ModelProcess, remove_quietly
 from consumers.observability import (
     DeadLetterLog,
     MetricsServer,
@@ -133,6 +133,7 @@ class Worker:
         self.n_processed = 0
         self.model: LocalModel | ModelProcess | None = None
         self._polled: collections.deque = collections.deque()  # poll time of each batch sent
+        self._awaiting: dict[str, tuple[int, StateSnapshot]] = {}  # states being written
         self._summaries_wanted = False  # by the metrics server or a progress display
         self._summary_due = 0.0
         self.consumer: Consumer | None = None
@@ -274,7 +275,7 @@ class Worker:
                 snapshot.append(p)
                 task.last_checkpoint = now  # asked for; not again before it is saved
         want_summary = self._summaries_wanted and now >= self._summary_due
-        if pushes or caught_up or snapshot or waiting or want_summary:
+        if pushes or caught_up or snapshot or waiting or want_summary or self._awaiting:
             if want_summary:
                 self._summary_due = now + SUMMARY_EVERY_S
             self.model.submit(("batch", now_ms, pushes, caught_up, snapshot, reason,
@@ -323,19 +324,21 @@ class Worker:
         """Take the model's oldest answer and send its outputs (unless discarded)."""
         answer = self.model.collect()
         polled_at = self._polled.popleft()
-        if discard or self._needs_rewind:  # outputs of a state that is being rewound
-            return
         try:
-            self._handle(answer, polled_at)
+            if not (discard or self._needs_rewind):  # else: a state being rewound
+                self._handle(answer, polled_at)
         except KafkaError as e:
             self._kafka_failed(f"{type(e).__name__}: {e}")
+        finally:
+            for path, problem in answer.state_files.items():
+                self._state_written(path, problem)
 
     def _drain(self, discard: bool = False) -> None:
         while self.model.in_flight:
             self._collect(discard)
 
-    def _handle(self, answer: dict, polled_at: float) -> None:
-        for p, progress in answer.items():
+    def _handle(self, answer: BatchAnswer, polled_at: float) -> None:
+        for p, progress in answer.progress.items():
             task = self.tasks.get(p)
             if task is None:
                 continue
@@ -359,6 +362,24 @@ class Worker:
                         continue
                     task.paused.add(tp)
 
+    def _state_written(self, path: str, problem: str | None) -> None:
+        """A state file the model process had forked off is complete: save its checkpoint
+        (unless a newer checkpoint of the partition came first, or it failed)."""
+        p, snap = self._awaiting.pop(path, (None, None))
+        try:
+            if snap is None or p not in self.tasks or self._needs_rewind:
+                return
+            if problem is not None:
+                log.error("partition %d: a checkpoint's state could not be written (%s); the "
+                          "next one will be", p, problem,
+                          extra=fields(event="checkpoint_failed", partition=p, reason=problem))
+                return
+            with open(path, "rb") as f:
+                snap.state = f.read()
+            self._checkpoint(self.tasks[p], snap)
+        finally:
+            remove_quietly(path)
+
     def _send_outputs(self, task: PartitionTask, outputs: list[tuple]) -> bool:
         """Publish outputs in order, saving the checkpoints among them; False if one failed."""
         p = task.partition
@@ -369,7 +390,9 @@ class Worker:
             if role == "predictions":
                 send(predictions, value, key, to_partition)
             elif role == "checkpoint":
-                if not self._checkpoint(task, info):
+                if info.state_file is not None:  # saved once written (_state_written)
+                    self._awaiting[info.state_file] = (p, info)
+                elif not self._checkpoint(task, info):
                     return False
             else:
                 self._send(role, value, key, p)
@@ -412,6 +435,9 @@ class Worker:
             return False
         p = task.partition
         offsets = dict(zip(self.inputs, snap.offsets))
+        for path, (q, _) in list(self._awaiting.items()):
+            if q == p:  # older than this one: never to be saved now
+                del self._awaiting[path]
         _fault_point("checkpoint")
         try:
             self._send("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
@@ -444,6 +470,11 @@ class Worker:
         self._close_retired()
         return True
 
+    def _unsaved(self, task: PartitionTask) -> bool:
+        """Processed something since its newest saved checkpoint."""
+        return bool(task.since_checkpoint) or any(p == task.partition
+                                                  for p, _ in self._awaiting.values())
+
     def _save_now(self, tasks: list[PartitionTask], reason: str) -> bool:
         """Checkpoint these partitions now (revoke, shutdown); False if any was not saved."""
         if not tasks:
@@ -454,7 +485,9 @@ class Worker:
         self._submit({}, time.time_ns() // 1_000_000, time.perf_counter(),
                      [t.partition for t in tasks], reason)
         self._drain()
-        return self.kafka_ok and not any(t.since_checkpoint for t in tasks)
+        waiting = {q for q, _ in self._awaiting.values()}
+        return self.kafka_ok and not any(t.since_checkpoint or t.partition in waiting
+                                         for t in tasks)
 
     def _apply_rebalances(self) -> set[int]:
         """Apply queued assignments and revocations; return the newly assigned partitions."""
@@ -500,7 +533,7 @@ class Worker:
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> set[int]:
         self._drain()
         lost = sorted({p for _, p in partitions} & set(self.tasks))
-        unsaved = [self.tasks[p] for p in lost if self.tasks[p].since_checkpoint]
+        unsaved = [self.tasks[p] for p in lost if self._unsaved(self.tasks[p])]
         if unsaved and not self._save_now(unsaved, "revoke"):
             log.warning("partitions %s revoked without a final checkpoint (Kafka unavailable); "
                         "their next owner replays them from their previous checkpoint",
@@ -621,6 +654,7 @@ class Worker:
         """
         self._needs_rewind = False
         self._drain(discard=True)
+        self._awaiting.clear()  # their outputs may be lost: their files are removed when done
         now_ms = time.time_ns() // 1_000_000
         for p, old in list(self.tasks.items()):
             task = self._restore(p, now_ms, "rewind")
@@ -679,7 +713,7 @@ class Worker:
         try:
             if self.model is not None and self.model.in_flight:
                 self._drain(discard=not self.kafka_ok)
-            unsaved = [t for t in self.tasks.values() if t.since_checkpoint]
+            unsaved = [t for t in self.tasks.values() if self._unsaved(t)]
             if self.stopping:
                 log.info("stopping: saving partitions %s, then leaving the group",
                          [t.partition for t in unsaved],

@@ -40,12 +40,13 @@ class StateSnapshot:
     """A learner's state with the input offsets it reflects: one checkpoint to save."""
 
     reason: str  # periodic, revoke, shutdown
-    state: bytes
+    state: bytes | None  # the pickled learner, or None when it is written to state_file
     offsets: list[int]  # next offset to process, per input stream
     generation_updates: tuple[int, int]  # the model version
     summary: dict
     drift_records: list[dict] = field(default_factory=list)  # since the previous snapshot
     model_events: list[dict] = field(default_factory=list)  # generation changes since then
+    state_file: str | None = None  # where another process writes the state (see `serialize`)
 
 
 class PartitionPipeline:
@@ -54,10 +55,15 @@ class PartitionPipeline:
     ``records`` pushed are ``(offset, timestamp, value)`` triples in offset order; those below
     ``next_offset`` (already reflected in the learner) are skipped. Every ``checkpoint_every``
     processed records a snapshot is taken in the output stream.
+
+    ``serialize(learner)`` makes a periodic snapshot's state: the pickled bytes (default), the
+    name of a file that another process is writing it to, or None to try again at the next
+    record (a large state is still being written).
     """
 
     def __init__(self, learner: Learner, topics: tuple[str, str], offsets: list[int],
-                 idle_ms: int | None = None, now_ms: int = 0, checkpoint_every: int = 10_000):
+                 idle_ms: int | None = None, now_ms: int = 0, checkpoint_every: int = 10_000,
+                 serialize=Learner.to_bytes):
         self.learner = learner
         self.partition = learner.partition
         self.topics = topics
@@ -65,6 +71,7 @@ class PartitionPipeline:
         self.last_ts = [0, 0]  # newest event time pushed, per stream
         self.merge = EventTimeMerge(idle_ms, now_ms)
         self.checkpoint_every = checkpoint_every
+        self.serialize = serialize
         self.since_checkpoint = 0
         self.n_processed = 0  # records taken from the merge, in all
         self.drift_records: list[dict] = []
@@ -112,15 +119,23 @@ class PartitionPipeline:
             self.n_processed += 1
             self.since_checkpoint += 1
             if self.since_checkpoint >= every:
-                out.append(("checkpoint", None, None, self.snapshot("periodic")))
+                state = self.serialize(learner)
+                if state is not None:
+                    out.append(("checkpoint", None, None, self.snapshot("periodic", state)))
         return out
 
-    def snapshot(self, reason: str) -> StateSnapshot:
+    def snapshot(self, reason: str, state: bytes | str | None = None) -> StateSnapshot:
+        """The learner's state now, with the offsets it reflects (pickled here unless
+        ``state`` is given: bytes, or the file another process writes them to)."""
         learner = self.learner
         version = learner.version
-        snap = StateSnapshot(reason, learner.to_bytes(), list(self.next_offset),
-                        (version["generation"], version["updates"]), learner.summary(),
-                        self.drift_records, self.model_events)
+        if state is None:
+            state = learner.to_bytes()
+        in_file = isinstance(state, str)
+        snap = StateSnapshot(reason, None if in_file else state, list(self.next_offset),
+                             (version["generation"], version["updates"]), learner.summary(),
+                             self.drift_records, self.model_events,
+                             state if in_file else None)
         self.drift_records, self.model_events = [], []
         self.since_checkpoint = 0
         return snap

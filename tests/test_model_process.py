@@ -13,7 +13,13 @@ import time
 import orjson
 import pytest
 
-from consumers.model_process import LocalModel, ModelProcess, ModelProcessError
+from consumers.model_process import (
+    BatchAnswer,
+    LocalModel,
+    ModelHost,
+    ModelProcess,
+    ModelProcessError,
+)
 from producers.sources import event_record, label_record, synthetic
 from stream.learner import Learner, LearnerConfig
 from stream.pipeline import EVENTS, LABELS
@@ -53,10 +59,10 @@ def answers(model, reqs: list[tuple]) -> list:
 
 def comparable(answer):
     """Outputs and progress; learner states as canonical bytes (pickles may differ)."""
-    if not isinstance(answer, dict):
+    if not isinstance(answer, BatchAnswer):
         return (answer.model, answer.config)
     out = {}
-    for p, prog in answer.items():
+    for p, prog in answer.progress.items():
         outputs = [(role, key, value) if role != "checkpoint" else
                    (role, info.offsets, info.generation_updates,
                     Learner.from_bytes(info.state).canonical_bytes())
@@ -75,11 +81,11 @@ def test_model_process_answers_as_the_local_model():
     finally:
         model.close()
     assert [comparable(a) for a in remote] == [comparable(a) for a in local]
-    final = local[-1]
+    final = local[-1].progress
     roles = [o[0] for o in final[1].outputs]
     assert roles.count("predictions") > 0 and roles[-1] == "checkpoint"
     # Every record of both inputs was processed, with a snapshot each `every` records.
-    batches = [a for a in local if isinstance(a, dict)]
+    batches = [a.progress for a in local if isinstance(a, BatchAnswer)]
     assert sum(a[0].processed for a in batches) == 3000
     n_snapshots = sum(o[0] == "checkpoint" for a in batches for o in a[0].outputs)
     assert n_snapshots == 3000 // 400
@@ -133,3 +139,53 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie has exited (its new parent, init, reaps it)
+
+
+def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    reqs = requests(n=3000, every=1000)
+    inline = [a for a in answers(LocalModel(), reqs) if isinstance(a, BatchAnswer)]
+    host = ModelHost(fork_above=10)  # label delay 50: ~50 pending joins, over the limit
+    forked = [host.handle(r) for r in reqs]
+    files = {}
+    deadline = time.monotonic() + DEADLINE_S
+    while True:  # empty batches until every writer is reported
+        for a in forked:
+            if isinstance(a, BatchAnswer):
+                files.update(a.state_files)
+        snaps = [o[3] for a in forked if isinstance(a, BatchAnswer)
+                 for prog in a.progress.values() for o in prog.outputs if o[0] == "checkpoint"]
+        if all(s.state_file in files for s in snaps if s.state_file):
+            break
+        assert time.monotonic() < deadline, "state writers not reported"
+        forked.append(host.handle(("batch", 0, [], {}, [], "periodic", False)))
+        time.sleep(0.01)  # polling interval of the condition, not a synchronisation
+    assert all(problem is None for problem in files.values())
+    reference = {(p, tuple(o[3].offsets)): Learner.from_bytes(o[3].state).canonical_bytes()
+                 for a in inline for p, prog in a.progress.items() for o in prog.outputs
+                 if o[0] == "checkpoint"}
+    written = [(p, o[3]) for a in forked if isinstance(a, BatchAnswer)
+               for p, prog in a.progress.items() for o in prog.outputs if o[0] == "checkpoint"]
+    periodic = [(p, s) for p, s in written if s.reason == "periodic"]
+    big = [(p, s) for p, s in periodic if s.summary["pending"] >= 10]
+    assert big and all(s.state is None and s.state_file for _, s in big)
+    assert all(s.state is not None for _, s in written if (_, s) not in big)
+    matched = 0
+    for p, snap in big:
+        with open(snap.state_file, "rb") as f:
+            learner = Learner.from_bytes(f.read())
+        # The state is the learner exactly at the snapshot's offsets.
+        assert learner.n_events == snap.offsets[0], (p, snap.offsets)
+        key = (p, tuple(snap.offsets))
+        if key in reference:  # not postponed by a writer still busy
+            assert learner.canonical_bytes() == reference[key]
+            matched += 1
+    assert matched >= 1
+    # A last snapshot whose writer has not been reported: close waits and removes its file;
+    # the reported ones are the worker's (it removes each once read).
+    extra = [(10_000 + i, 0, orjson.dumps({"id": f"x{i}", "features": {"a": 1.0}}))
+             for i in range(20)]
+    last = host.handle(("batch", 0, [(0, EVENTS, extra)], {}, [0], "periodic", False))
+    assert last.progress[0].outputs[-1][3].state_file  # 20 pending joins: forked
+    host.close()
+    assert {str(f) for f in tmp_path.glob("driftstream-state-*")} == set(files)

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from river import stream as river_stream
 
+import consumers.worker
 from consumers import reader
 from consumers.worker import Worker, WorkerOptions
 from driftstream.demo import DemoOptions, run_demo
@@ -176,3 +177,45 @@ def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path
                LearnerConfig(model="lr", drift_policy="none", data_drift=False))
     served = {p["id"] for p in read_topic(kafka_settings, topics["predictions"])}
     assert served == {s.id for s in samples}
+
+
+def test_checkpoints_written_by_a_fork_are_saved_whole(kafka_settings, unique_prefix, tmp_path,
+                                                       monkeypatch):
+    """Every periodic state forked off (limit 1 pending join): same predictions as River,
+    each saved state reflects exactly its offsets, and no state file is left behind."""
+    monkeypatch.setattr("consumers.model_process.FORK_STATE_ABOVE", 1)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(spool))
+    read_files = []
+    remove = consumers.worker.remove_quietly
+    monkeypatch.setattr("consumers.worker.remove_quietly",
+                        lambda path: (read_files.append(path), remove(path)))
+    samples = list(synthetic("sea", n=4000, seed=8, label_delay="100", start_ts=1_000_000))
+    topics = create_topics(kafka_settings, unique_prefix)
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, samples)
+    publisher.close()
+    state = tmp_path / "s.sqlite"
+    run_worker(kafka_settings, unique_prefix, state, LearnerConfig(model="lr", drift_policy="none"))
+
+    served = {p["id"]: p["prediction"] for p in read_topic(kafka_settings, topics["predictions"])}
+    dataset, moment, delay = river_delay(samples)
+    model = build_model("lr")
+    expected = {}
+    for i, x, y in river_stream.simulate_qa(dataset, moment, delay):
+        if y is None:
+            expected[samples[i].id] = model.predict_one(x)
+        else:
+            model.learn_one(x, y)
+    assert served == expected
+    with StateStore(state) as store:
+        saved = store.checkpoints(0)
+        assert len(saved) >= 4  # 8000 records, one checkpoint each 1000 (some postponed)
+        for meta in saved:
+            cp = store.get(0, meta["version"])
+            learner = Learner.from_bytes(cp.state)
+            assert learner.n_events == cp.offsets[topics["events"]]
+            assert learner.n_labels == cp.offsets[topics["labels"]]
+    assert len(read_files) >= 3  # state files handed over by the model process
+    assert not list(spool.iterdir())
