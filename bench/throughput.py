@@ -82,11 +82,14 @@ from producers.kafka_client import (  # noqa: E402
     topic_names,
 )
 from consumers.model_process import FORK_STATE_ABOVE  # noqa: E402
+from consumers.worker import WorkerOptions  # noqa: E402
 from producers.sources import Sample, event_record, label_record, synthetic  # noqa: E402
 
 LABEL_DELAY = 100
 MODELS = ("lr", "ht")
-MAX_POLL_RECORDS = 5000  # WorkerOptions.max_poll_records: the ceiling and naive peer use it too
+# The worker's client settings: the ceiling and the naive peer use them too.
+MAX_POLL_RECORDS = WorkerOptions.max_poll_records
+FETCH_MAX_WAIT_MS = WorkerOptions.fetch_max_wait_ms
 PYTHON = sys.executable
 
 
@@ -416,8 +419,8 @@ def prediction_sized_payload(env: Env) -> bytes:
 def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     """Kafka I/O ceiling with the worker's client and settings, no model, no decode.
 
-    One ``producers.kafka_client.Consumer`` (max_poll_records=5000, fetch_max_wait_ms=100, as
-    the worker) assigned (no group join) to partition 0 of the events and labels topics,
+    One ``producers.kafka_client.Consumer`` (max_poll_records and fetch_max_wait_ms of
+    ``WorkerOptions``, as the worker) assigned (no group join) to partition 0 of the events and labels topics,
     from the beginning; one ``Producer`` (acks=all, linger 5 ms, as the worker). Loop:
     ``poll(100)``; for each record from the events topic, ``send`` a fixed pre-encoded
     prediction-sized value (a real lr prediction, ~200 bytes) keyed by the record's Kafka
@@ -434,7 +437,8 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     tps = [(topics["events"], 0), (topics["labels"], 0)]
 
     def consume(produce: bool, target: str) -> tuple[float, float, float]:
-        consumer = Consumer(settings, client_id="bench-ceiling", max_poll_records=MAX_POLL_RECORDS)
+        consumer = Consumer(settings, client_id="bench-ceiling", max_poll_records=MAX_POLL_RECORDS,
+                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         producer = Producer(settings, client_id="bench-ceiling")
         try:
             consumer.assign(tps)
@@ -740,7 +744,7 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
     topics = load_topics(env, prefix, samples, 1)["topics"]
     m = build_model(model)
     consumer = Consumer(env.settings, group_id=prefix + "g", client_id="bench-naive",
-                        max_poll_records=MAX_POLL_RECORDS)
+                        max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     producer = Producer(env.settings, client_id="bench-naive")
     ev_topic, out_topic = topics["events"], topics["predictions"]
     pending: dict[str, dict] = {}  # event read, label not yet

@@ -32,6 +32,7 @@ When things go wrong:
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import os
 import queue
@@ -70,7 +71,6 @@ FLUSH_TIMEOUT_S = 15.0  # outputs not acknowledged within this are taken as lost
 BACKOFF_MIN_S = 1.0  # first wait after a Kafka failure; doubles up to BACKOFF_MAX_S while
 BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long starts over)
 OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
-PIPELINE_ABOVE = 100  # records in a poll from which polling overlaps the model's work
 SUMMARY_EVERY_S = 1.0  # how fresh /metrics and progress displays are (summaries cost time)
 
 
@@ -171,6 +171,9 @@ class Worker:
         self._summaries_wanted = opts.metrics_port is not None or on_tick is not None
         # Before any Kafka client or server thread exists: the model process is forked.
         self.model = ModelProcess() if opts.model_process else LocalModel()
+        # Modules, River and the rest of start-up live as long as the process: keep the
+        # cyclic collector off them (its full passes over them take tens of ms).
+        gc.freeze()
         if opts.metrics_port is not None:
             self.server = MetricsServer(self.metrics, opts.metrics_host, opts.metrics_port)
             log.info("serving /metrics and /healthz on %s", self.server.url,
@@ -239,9 +242,9 @@ class Worker:
         self._update_caught_up()
         if self.kafka_ok:
             self._submit(batches, now_ms, polled_at)
-            # Under load, keep this batch in the model while the next poll runs (two cores
-            # busy); at low rates send its outputs now rather than after the next poll.
-            keep = 1 if sum(map(len, batches.values())) >= PIPELINE_ABOVE else 0
+            # With more records fetched already, keep this batch in the model while the next
+            # poll takes them (two cores busy); else send its outputs now, not after a fetch.
+            keep = 1 if batches and self.consumer.buffered() else 0
             while self.model.in_flight > keep:
                 self._collect()
         return active

@@ -258,6 +258,11 @@ class Consumer:
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return {(tp.topic, tp.partition): records for tp, records in batches.items()}
 
+    def buffered(self) -> bool:
+        """Whether fetched records are waiting, so that the next poll returns at once."""
+        fetcher = self._consumer._fetcher  # kafka-python 3.0.12 internals, read only
+        return bool(fetcher._completed_fetches) or bool(fetcher._next_partition_records)
+
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Make the next poll read this partition from `offset`."""
         self._consumer.seek(TopicPartition(topic, partition), offset)
