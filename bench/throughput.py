@@ -488,7 +488,7 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
 
 
 def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
-                      model_process: bool = True) -> dict:
+                      model_process: bool = True, profile_io: bool = False) -> dict:
     """driftstream worker on 1 partition, events and labels already in the topics.
 
     A child process (fresh interpreter, ``bench/throughput.py --_child worker``) runs
@@ -512,7 +512,7 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
     spec = {"bootstrap": env.settings.bootstrap_servers, "prefix": prefix, "model": model,
             "state": str(env.tmp / f"{prefix}sqlite"), "n": n,
             "profile": str(profile_path) if profile_path else None,
-            "model_process": model_process and not profile_path}
+            "model_process": model_process and (not profile_path or profile_io)}
     broker_cpu0 = proc_cpu_s(env.broker_pid)
     proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "worker", json.dumps(spec)],
                                  f"worker1p-{model}")
@@ -808,8 +808,10 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     window (after warmup_s). Both clocks are this machine's. The
     delivery part includes the publisher's 5 ms linger and the worker's fetch: Tansu does
     not answer a waiting fetch when data arrives (kafka_client.Consumer), so a caught-up
-    worker's fetch returns only when fetch_max_wait_ms=100 expires.
+    worker's fetch returns only when fetch_max_wait_ms (the worker's, 20 ms) expires.
     """
+    gc.collect()
+    gc.freeze()  # the bench's own objects: keep the load generator's collector off them
     prefix = env.prefix(f"lat-{int(rate)}")
     topics = create_topics(env.settings, prefix, 1)
     state = env.tmp / f"{prefix}sqlite"
@@ -1275,6 +1277,10 @@ def run_all(args: argparse.Namespace) -> dict:
         res["latency"]["half of max"] = r = attempt(res, "latency-half", measure_latency, env,
                                                     rate, warmup_s, steady_s)
         log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
+        log(f"latency at {rate // 2} events/s (a quarter of the maximum)")
+        res["latency"]["quarter of max"] = r = attempt(res, "latency-quarter", measure_latency,
+                                                       env, rate // 2, warmup_s, steady_s / 2)
+        log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
         log("latency at 100 events/s")
         res["latency"]["low (100/s)"] = r = attempt(res, "latency-low", measure_latency, env,
                                                     100, warmup_s, steady_s / 2)
@@ -1325,7 +1331,8 @@ def run_profile(args: argparse.Namespace) -> dict:
         env = Env(KafkaSettings(broker.bootstrap, fast_group_timeouts=True),
                   broker._proc.pid if broker._proc is not None else None, tmp, samples)
         log(f"worker, 1 partition, {args.profile_model}, under cProfile")
-        w = measure_worker_1p(env, args.profile_model, profile_path=prof)
+        w = measure_worker_1p(env, args.profile_model, profile_path=prof,
+                              profile_io=args.profile_io)
         text = []
         for key, title in (("cumulative", "cumulative time"), ("tottime", "own (self) time")):
             buf = io.StringIO()
@@ -1373,6 +1380,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="only the 1-partition worker run, under cProfile; print top 25")
     p.add_argument("--profile-model", default="lr", choices=MODELS)
+    p.add_argument("--profile-io", action="store_true",
+                   help="with --profile: keep the model process and profile the I/O process "
+                        "alone (default: everything in one process, --model-process off)")
     p.add_argument("--naive-n", type=int, default=None,
                    help="events for the naive peer (default min(n, 20000); --quick 5000)")
     p.add_argument("--pending", type=int, default=None,
@@ -1393,11 +1403,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         w = run_profile(args)
         print(f"driftstream worker profile — {title}")
-        print(f"1 partition, {args.profile_model}: {w['events_per_s']:,.0f} events/s UNDER "
-              f"cProfile (not a result), {w['seconds']:.2f} s from first records to last flush, "
-              f"main thread {w['main_thread_cpu_s']:.2f} CPU s, process {w['cpu_s']:.2f} CPU s "
-              f"(cProfile sees the main thread only; kafka-python's producer sender and "
-              f"heartbeat threads are the difference)")
+        where = ("the I/O process (model process on)" if args.profile_io
+                 else "one process (--model-process off)")
+        print(f"1 partition, {args.profile_model}, {where}: {w['events_per_s']:,.0f} events/s "
+              f"UNDER cProfile (not a result), {w['seconds']:.2f} s from first records to last "
+              f"flush, main thread {w['main_thread_cpu_s']:.2f} CPU s, process "
+              f"{w['io_process_cpu_s']:.2f} CPU s (cProfile sees the main thread only; "
+              f"kafka-python's producer sender and heartbeat threads are the difference)")
         print()
         print(w.pop("profile_text"))
         print(f"total runtime {time.perf_counter() - started:.0f} s")
@@ -1415,7 +1427,8 @@ def main(argv: list[str] | None = None) -> int:
         "prediction-sized send per event keyed by the record key.",
         "latency: CreateTime(prediction, set at the worker's send) - CreateTime(event, set at "
         "the publisher's send), matched by id; Tansu does not answer a waiting fetch when data "
-        "arrives, so an idle consumer sees new records only after fetch_max_wait_ms (100).",
+        "arrives, so an idle consumer sees new records only after fetch_max_wait_ms "
+        f"({FETCH_MAX_WAIT_MS}). The load generator runs on the same 2 cores.",
         f"total runtime {res['runtime_s']:.0f} s",
     ]
     print(report(res))
