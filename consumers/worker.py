@@ -1,10 +1,13 @@
 """The worker: one consumer-group member that runs a learner per assigned partition.
 
 For each partition number p it owns (events[p] and labels[p], co-partitioned by the range
-assignor) it decodes records, merges them in event-time order, feeds the learner, publishes
-predictions, drift reports, metrics and dead letters, and checkpoints the learner together
-with the input offsets it reflects. On assignment it restores the newest checkpoint and seeks
-to its offsets, so that after a crash the state is what an uninterrupted run would have.
+assignor) its records are decoded, merged in event-time order and fed to the learner, and
+the predictions, drift reports, metrics and dead letters are published; the learner is
+checkpointed together with the input offsets it reflects. On assignment it restores the
+newest checkpoint and seeks to its offsets, so that after a crash the state is what an
+uninterrupted run would have. This process does the I/O (Kafka, SQLite, health); the
+partition pipelines run in its model process (`consumers.model_process`), which answers each
+poll's records with encoded outputs and checkpoint snapshots, in order.
 
 When things go wrong:
 
