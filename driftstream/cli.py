@@ -324,7 +324,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-process", default="on", choices=["on", "off"],
                    help="on (default): decode, learn and encode in a child process while this "
                         "one does the Kafka and SQLite I/O (uses two cores); off: all in one "
-                        "process (one core, about half the throughput)")
+                        "process (one core, about two thirds of the throughput)")
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     g.add_argument("--log-format", default="auto", choices=["auto", "json", "text"],
                    help="json: one JSON object per line; text: for people; auto (default): "
