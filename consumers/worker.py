@@ -74,6 +74,7 @@ FLUSH_TIMEOUT_S = 15.0  # outputs not acknowledged within this are taken as lost
 BACKOFF_MIN_S = 1.0  # first wait after a Kafka failure; doubles up to BACKOFF_MAX_S while
 BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long starts over)
 OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
+PIPELINE_DEPTH = 2  # batches the model may hold while the worker polls (2: ~4 % over 1)
 SUMMARY_EVERY_S = 1.0  # how fresh /metrics and progress displays are (summaries cost time)
 
 
@@ -245,9 +246,10 @@ class Worker:
         self._update_caught_up()
         if self.kafka_ok:
             self._submit(batches, now_ms, polled_at)
-            # With more records fetched already, keep this batch in the model while the next
-            # poll takes them (two cores busy); else send its outputs now, not after a fetch.
-            keep = 1 if batches and self.consumer.buffered() else 0
+            # With more records fetched already, keep up to PIPELINE_DEPTH batches in the
+            # model while the next polls take them (two cores busy); else send the outputs
+            # now, not after a fetch.
+            keep = PIPELINE_DEPTH if batches and self.consumer.buffered() else 0
             while self.model.in_flight > keep:
                 self._collect()
         return active
