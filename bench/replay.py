@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from river import stream as river_stream  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the River loop of throughput.py
 
 from consumers.replay import (ReplayRange, replay, served_predictions,  # noqa: E402
                               starting_point)
@@ -30,23 +29,10 @@ from consumers.worker import Worker, WorkerOptions  # noqa: E402
 from driftstream.broker import EmbeddedBroker  # noqa: E402
 from producers.kafka_client import Admin, KafkaSettings, topic_names  # noqa: E402
 from producers.publisher import EventPublisher, publish_samples  # noqa: E402
-from producers.sources import river_delay, synthetic  # noqa: E402
+from producers.sources import synthetic  # noqa: E402
 from state.checkpoints import StateStore  # noqa: E402
 from stream.learner import LearnerConfig  # noqa: E402
-from stream.models import build_model  # noqa: E402
-
-
-def river_loop(samples) -> float:
-    """events/s of River's prequential loop on the same samples (the limit)."""
-    dataset, moment, delay = river_delay(samples)
-    model = build_model("lr")
-    started = time.perf_counter()
-    for _, x, y in river_stream.simulate_qa(dataset, moment, delay):
-        if y is None:
-            model.predict_one(x)
-        else:
-            model.learn_one(x, y)
-    return len(samples) / (time.perf_counter() - started)
+from throughput import measure_river_inprocess  # noqa: E402
 
 
 def timed_replay(settings, prefix, store, rng, verify: bool) -> dict:
@@ -70,7 +56,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     samples = list(synthetic("sea", n=args.n, seed=42, drift_at=[args.n // 2],
                              label_delay="100", start_ts=0))
-    out: dict = {"n": args.n, "river_events_per_s": river_loop(samples)}
+    out: dict = {"n": args.n, "river_events_per_s":
+                 measure_river_inprocess(samples, "lr")["events_per_s"]}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         settings = KafkaSettings(broker.bootstrap, fast_group_timeouts=True)
         prefix = "bench-replay."
