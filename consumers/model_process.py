@@ -143,11 +143,7 @@ class ModelHost:
             before = pipe.n_processed
             outputs = pipe.run(now_ms)
             if p in snapshot:
-                # Periodic: written like the others (maybe by a fork; None: later). Revoke,
-                # shutdown: now, here, since the worker waits for it.
-                state = pipe.serialize(pipe.learner) if reason == "periodic" else None
-                if state is not None or reason != "periodic":
-                    outputs.append(("checkpoint", None, None, pipe.snapshot(reason, state)))
+                pipe.checkpoint(reason, outputs)
             answer[p] = Progress(outputs, pipe.n_processed - before, list(pipe.next_offset),
                                  (pipe.queued(0), pipe.queued(1)), pipe.since_checkpoint,
                                  pipe.learner.version,

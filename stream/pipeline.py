@@ -119,10 +119,15 @@ class PartitionPipeline:
             self.n_processed += 1
             self.since_checkpoint += 1
             if self.since_checkpoint >= every:
-                state = self.serialize(learner)
-                if state is not None:
-                    out.append(("checkpoint", None, None, self.snapshot("periodic", state)))
+                self.checkpoint("periodic", out)
         return out
+
+    def checkpoint(self, reason: str, out: list) -> None:
+        """Append a ``"checkpoint"`` output: a periodic one's state made by ``serialize`` (none
+        yet if that says later), any other's (revoke, shutdown) pickled here and now."""
+        state = self.serialize(self.learner) if reason == "periodic" else self.learner.to_bytes()
+        if state is not None:
+            out.append(("checkpoint", None, None, self.snapshot(reason, state)))
 
     def snapshot(self, reason: str, state: bytes | str | None = None) -> StateSnapshot:
         """The learner's state now, with the offsets it reflects (pickled here unless
