@@ -493,9 +493,7 @@ class Worker:
         self._submit({}, time.time_ns() // 1_000_000, time.perf_counter(),
                      [t.partition for t in tasks], reason)
         self._drain()
-        waiting = {q for q, _ in self._awaiting.values()}
-        return self.kafka_ok and not any(t.since_checkpoint or t.partition in waiting
-                                         for t in tasks)
+        return self.kafka_ok and not any(self._unsaved(t) for t in tasks)
 
     def _apply_rebalances(self) -> set[int]:
         """Apply queued assignments and revocations; return the newly assigned partitions."""
