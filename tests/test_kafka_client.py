@@ -190,6 +190,34 @@ def test_produce_and_consume_exactly(
 
 
 @pytest.mark.broker
+def test_poll_by_partition_and_buffered(
+    admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    """A poll that takes part of what was fetched leaves the rest buffered (the worker then
+    overlaps its next poll with the model); draining it empties the buffer."""
+    topic = unique_prefix + "buffered"
+    admin.create_topics([topic], partitions=1)
+    for i in range(50):
+        producer.send(topic, b"v%d" % i, partition=0)
+    producer.flush(timeout=10)
+    consumer = Consumer(kafka_settings, max_poll_records=10)
+    try:
+        consumer.assign([(topic, 0)])
+        assert not consumer.buffered()
+        got: dict = {}
+        wait_for(lambda: bool(got.update(consumer.poll_by_partition(200)) or got),
+                 "the first records")
+        assert list(got) == [(topic, 0)] and len(got[(topic, 0)]) == 10
+        assert consumer.buffered()  # one fetch brought all 50; 40 wait
+        offsets = [r.offset for r in got[(topic, 0)]]
+        while consumer.buffered():
+            offsets += [r.offset for r in consumer.poll_by_partition(200).get((topic, 0), [])]
+        assert offsets == list(range(50))
+    finally:
+        consumer.close()
+
+
+@pytest.mark.broker
 def test_same_key_goes_to_same_partition(
     admin: Admin, producer: Producer, unique_prefix: str
 ) -> None:
