@@ -24,6 +24,7 @@ import dataclasses
 import io
 import pickle
 import sys
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -85,17 +86,36 @@ class Learner:
                              if config.data_drift else None)
         self.metrics = MetricSet(self.task, config.metric_window)
         self.schema = FeatureSchema.from_dict(config.schema) if config.schema else FeatureSchema()
+        # Oldest first. OrderedDict, not dict: a dict whose oldest entries keep being removed
+        # finds its first entry by skipping every removed one since its last resize (~50 µs
+        # per label once 100,000 ids are remembered).
         # id -> (x, prediction, proba, per-model predictions, generation, event ts)
-        self.pending: dict[str, tuple] = {}
-        self.early: dict[str, Label] = {}  # labels that came before their event
-        self.joined: dict[str, None] = {}  # recently joined ids, to name duplicates
-        self.expired: dict[str, None] = {}  # recently expired ids, to name late labels
+        self.pending: OrderedDict[str, tuple] = OrderedDict()
+        self.early: OrderedDict[str, Label] = OrderedDict()  # labels before their event
+        self.joined: OrderedDict[str, None] = OrderedDict()  # recent joins, to name duplicates
+        self.expired: OrderedDict[str, None] = OrderedDict()  # recently expired, for late labels
         self.clock = -(1 << 62)  # newest event time seen
         self.n_events = 0
         self.n_labels = 0
         self.rejected: dict[str, int] = {}
         self.drifts: dict[str, int] = {"concept": 0, "data": 0}
         self.label_delays: dict[int, int] = {}  # event-time delay (upper bound) -> labels
+
+    def __getstate__(self) -> dict:
+        # The remembered ids (100,000 by default) as one JSON object each: pickling them one by
+        # one took ~20 ms, every checkpoint.
+        state = self.__dict__.copy()
+        for name in _REMEMBERED:
+            state[name] = _pack_ids(state[name])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name in _REMEMBERED:
+            state[name] = _unpack_ids(state[name])
+        for name in ("pending", "early"):  # checkpoints from before these were OrderedDicts
+            if type(state[name]) is dict:
+                state[name] = OrderedDict(state[name])
+        self.__dict__.update(state)
 
     @property
     def version(self) -> dict:
@@ -273,10 +293,26 @@ class Learner:
         }
 
 
-def _remember(ids: dict, key: str, limit: int) -> None:
+_REMEMBERED = ("joined", "expired")
+
+
+def _pack_ids(ids: OrderedDict) -> bytes | OrderedDict:
+    try:
+        return orjson.dumps(ids)  # {"id": null, ...}: in order, faster than a list of them
+    except orjson.JSONEncodeError:  # an id no JSON can hold (lone surrogate): pickle as is
+        return ids
+
+
+def _unpack_ids(packed: bytes | dict) -> OrderedDict:
+    if isinstance(packed, bytes):
+        return OrderedDict.fromkeys(orjson.loads(packed))
+    return OrderedDict(packed)
+
+
+def _remember(ids: OrderedDict, key: str, limit: int) -> None:
     ids[key] = None
     if len(ids) > limit:
-        del ids[next(iter(ids))]
+        ids.popitem(last=False)
 
 
 class _InterningUnpickler(pickle._Unpickler):

@@ -90,6 +90,53 @@ def test_max_pending_evicts_oldest():
     assert learner.process_label(Label("e3", True, ts=5)) == []
 
 
+def fifo_learner() -> tuple[Learner, list]:
+    """A learner with ids in all four oldest-first containers, some remembered ids evicted."""
+    learner = Learner(config(remember_ids=3, pending_ttl=50))
+    outs = []
+    for i in range(8):
+        outs += learner.process_event(Event(f"e{i}", {"x": float(i)}, ts=i))
+        outs += learner.process_label(Label(f"e{i}", i % 2 == 0, ts=i))
+    outs += learner.process_event(Event("\ud800", {"x": 1.0}, ts=9))  # no JSON can hold it
+    outs += learner.process_label(Label("\ud800", True, ts=9))
+    outs += learner.process_event(Event("old", {"x": 1.0}, ts=10))
+    outs += learner.process_event(Event("new", {"x": 2.0}, ts=70))  # "old" expires
+    outs += learner.process_label(Label("early", True, ts=70))
+    return learner, outs
+
+
+def containers(learner: Learner) -> dict[str, list]:
+    return {name: list(getattr(learner, name)) for name in ("pending", "early", "joined",
+                                                             "expired")}
+
+
+def test_remembered_ids_are_bounded_oldest_first_and_survive_a_checkpoint():
+    learner, _ = fifo_learner()
+    assert containers(learner) == {"pending": ["new"], "early": ["early"],
+                                   "joined": ["e6", "e7", "\ud800"], "expired": ["old"]}
+    assert reasons(learner.process_label(Label("e7", True, ts=71))) == ["duplicate_label"]
+    assert learner.process_label(Label("e1", True, ts=71)) == []  # forgotten: waits as early
+    assert reasons(learner.process_label(Label("old", True, ts=71))) == ["label_past_ttl"]
+
+    fresh, _ = fifo_learner()
+    restored = Learner.from_bytes(fresh.to_bytes())
+    assert containers(restored) == containers(fresh)
+    # A checkpoint written before these were OrderedDicts (plain dicts, ids pickled one by one)
+    old = fresh.__dict__.copy()
+    old.update({name: dict(getattr(fresh, name)) for name in containers(fresh)})
+    from_old = Learner.__new__(Learner)
+    from_old.__setstate__(old)
+    assert containers(from_old) == containers(fresh)
+    after = [Label("e7", True, ts=71), Label("e1", True, ts=71), Label("old", True, ts=71),
+             Label("new", False, ts=72)]
+    assert learner.process_label(after[-1]) == []
+    for twin in (restored, from_old):
+        got = [reasons(twin.process_label(lb)) for lb in after]
+        assert got == [["duplicate_label"], [], ["label_past_ttl"], []]
+        assert containers(twin) == containers(learner)
+        assert twin.canonical_bytes() == learner.canonical_bytes()
+
+
 def test_early_labels_equal_in_order():
     """Labels stamped just before their events (clock skew) give what in-order labels give."""
     dataset = sea(1500)
