@@ -217,6 +217,12 @@ class LocalModel:
     def collect(self):
         return self.answers.popleft()
 
+    def answered(self) -> bool:
+        return bool(self.answers)
+
+    def wait(self, timeout: float) -> None:
+        pass  # answers are ready at once
+
     def close(self) -> None:
         self.answers.clear()
         self.host.close()
@@ -253,6 +259,14 @@ class ModelProcess:
         if status == "error":
             raise ModelProcessError(f"the model process failed:\n{payload}")
         return payload
+
+    def answered(self) -> bool:
+        """Whether `collect` would return at once."""
+        return self.conn.poll()
+
+    def wait(self, timeout: float) -> None:
+        """Until an answer is there, or ``timeout`` seconds."""
+        self.conn.poll(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         try:

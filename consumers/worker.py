@@ -74,7 +74,8 @@ FLUSH_TIMEOUT_S = 15.0  # outputs not acknowledged within this are taken as lost
 BACKOFF_MIN_S = 1.0  # first wait after a Kafka failure; doubles up to BACKOFF_MAX_S while
 BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long starts over)
 OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
-PIPELINE_DEPTH = 2  # batches the model may hold while the worker polls (2: ~4 % over 1)
+PIPELINE_DEPTH = 2  # batches the model may hold while the worker polls
+ANSWER_WAIT_S = 0.001  # waiting for an answer, look for fetched records this often
 SUMMARY_EVERY_S = 1.0  # how fresh /metrics and progress displays are (summaries cost time)
 
 
@@ -246,13 +247,22 @@ class Worker:
         self._update_caught_up()
         if self.kafka_ok:
             self._submit(batches, now_ms, polled_at)
-            # With more records fetched already, keep up to PIPELINE_DEPTH batches in the
-            # model while the next polls take them (two cores busy); else send the outputs
-            # now, not after a fetch.
-            keep = PIPELINE_DEPTH if batches and self.consumer.buffered() else 0
-            while self.model.in_flight > keep:
-                self._collect()
+            self._await_answers()
         return active
+
+    def _await_answers(self) -> None:
+        """Send the model's answers as they come, until none is due or records already
+        fetched can be handed over (then the next poll takes them while the model works, and
+        both cores are busy)."""
+        model = self.model
+        while model.in_flight:
+            if model.answered():
+                self._collect()
+            elif model.in_flight < PIPELINE_DEPTH and self.consumer.buffered():
+                return
+            else:
+                # kafka-python fetches on its own thread: look for its records again soon
+                model.wait(ANSWER_WAIT_S)
 
     def _idle_exit(self, idle_since: float, started: float) -> bool:
         waited = time.monotonic() - idle_since
