@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         state = str(Path(tmp) / "state.sqlite")
         worker = Worker(settings, LearnerConfig(model="lr", drift_policy="window"), state,
                         WorkerOptions(group=prefix + "g", topic_prefix=prefix,
-                                      exit_when_idle=1.5))
+                                      exit_when_idle=1.5, checkpoint_every=10_000))
         assert worker.run() == 0
         with StateStore(state) as store:
             out["whole_verify"] = timed_replay(settings, prefix, store, ReplayRange(), True)

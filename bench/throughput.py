@@ -20,7 +20,9 @@ Measured (each in its own ``measure_*`` function, whose docstring says exactly w
 - naive peer: the hand-written loop (decode, predict/learn with a dict of pending ids,
   produce, commit each record's offset), same client.
 - latency: event publish -> prediction publish (both CreateTimes, matched by id) at a steady
-  offered rate of half the measured 1-partition maximum, and at a low rate (100 events/s).
+  offered rate of half the measured 1-partition maximum, a quarter of it, and 100 events/s;
+  the load generator (`LoadPublisher`) writes whole record batches so that it takes little
+  of the 2 cores, and stamps each record with its scheduled time.
 - memory: peak RSS of the worker processes, and bytes per pending join of a learner holding
   1 million scored events whose labels never arrive.
 
@@ -60,6 +62,8 @@ import pstats
 import re
 import resource
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -73,6 +77,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere
 
 import orjson  # noqa: E402
+from kafka.protocol.producer import ProduceRequest, ProduceResponse  # noqa: E402
+from kafka.record.default_records import DefaultRecordBatchBuilder  # noqa: E402
 
 from producers.kafka_client import (  # noqa: E402
     Admin,
@@ -492,14 +498,14 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
     """driftstream worker on 1 partition, events and labels already in the topics.
 
     A child process (fresh interpreter, ``bench/throughput.py --_child worker``) runs
-    ``consumers.worker.Worker`` with default WorkerOptions (checkpoint every 10k records,
+    ``consumers.worker.Worker`` with default WorkerOptions (checkpoint every 100k records,
     poll 100 ms, 1000 records/poll, its model process; ``model_process=False`` or a
     profile: everything in one process) and ``exit_when_idle=1``, fresh state, group join with
     ``fast_group_timeouts``. A Worker subclass timestamps the first ``_push`` (= the first
     poll that returned records, after the group join) and, from ``on_tick``, flushes the
     producer once all 2n records are processed: timed = first records -> every prediction
     acknowledged by the broker. The final checkpoint at shutdown and the idle wait are not
-    timed; the checkpoints during the run (one per 10k records) are. Also reported: the
+    timed; the checkpoints during the run (one per 100k records) are. Also reported: the
     same window as seen on the predictions topic (first to last prediction CreateTime),
     CPU seconds of the worker (its I/O process, that process's main thread alone -- the rest
     is kafka-python's producer/heartbeat threads -- and its model process), of the broker,
@@ -792,23 +798,106 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
             "commits": 2 * n, "commit_ms_upper_bound": seconds / (2 * n) * 1000}
 
 
+class LoadPublisher:
+    """The latency run's load generator: one ProduceRequest (acks=all) per tick, holding one
+    record batch per partition, on its own connection to the (single, embedded) broker.
+
+    kafka-python's producer spends ~15 µs of CPU per record on Python bookkeeping; two records
+    per event at half the worker's maximum took half a core of this 2-core machine from the
+    worker it measures. Whole batches made with kafka-python's record builder and protocol
+    classes cost ~3 µs per record. Responses come in order on the connection; a thread reads
+    them and keeps any error.
+    """
+
+    VERSION = 3  # Produce v3: record batches (magic 2), not flexible; Kafka 4 and Tansu take it
+
+    def __init__(self, bootstrap: str):
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.topic_cls = ProduceRequest.TopicProduceData
+        self.sent = self.acked = 0
+        self.errors: list = []
+        self.reader = threading.Thread(target=self._read, name="load-acks", daemon=True)
+        self.reader.start()
+
+    def send(self, batches: dict[str, list[tuple[int, bytes, bytes]]]) -> None:
+        """Write ``{topic: [(timestamp_ms, key, value), ...]}`` to partition 0 of each topic."""
+        topics = []
+        for topic, records in batches.items():
+            if not records:
+                continue
+            builder = DefaultRecordBatchBuilder(
+                magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                producer_epoch=-1, base_sequence=-1, batch_size=1 << 30)
+            for offset, (ts, key, value) in enumerate(records):
+                builder.append(offset, ts, key, value, [])
+            partition = self.topic_cls.PartitionProduceData(index=0,
+                                                            records=bytes(builder.build()))
+            topics.append(self.topic_cls(name=topic, partition_data=[partition]))
+        if not topics:
+            return
+        request = ProduceRequest(transactional_id=None, acks=-1, timeout_ms=30_000,
+                                 topic_data=topics)
+        self.sent += 1
+        request.with_header(correlation_id=self.sent, client_id="bench-load")
+        self.sock.sendall(request.encode(version=self.VERSION, header=True, framed=True))
+
+    def wait_acked(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acked < self.sent and not self.errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.errors or self.acked < self.sent:
+            raise RuntimeError(f"load publisher: {self.acked} of {self.sent} requests "
+                               f"acknowledged, errors {self.errors[:5]}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                (size,) = struct.unpack(">i", self._recv(4))
+                response = ProduceResponse.decode(self._recv(size), version=self.VERSION,
+                                                  header=True)
+                self.errors += [(t.name, p.index, p.error_code) for t in response.responses
+                                for p in t.partition_responses if p.error_code]
+                self.acked += 1
+        except (OSError, EOFError, struct.error) as e:
+            if self.acked < self.sent:
+                self.errors.append(f"connection: {e!r}")
+
+    def _recv(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("broker closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+
+LOAD_TICK_S = 0.005  # the load generator sends what is due every 5 ms (a producer's linger)
+
+
 def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
                     model: str = "lr") -> dict:
     """Event publish -> prediction publish at a steady offered rate, 1 partition, 1 worker.
 
-    A ``driftstream run`` process (exit-when-idle 3) joins a fresh 1-partition topic set; a
-    publisher thread here (``Producer``, linger 5 ms, like ``EventPublisher``) sends events
-    at ``rate`` events/s, each event's label right before the event 100 positions later (label
-    delay 100 events), values without ``ts``, so event time = the record's CreateTime =
-    ``time.time()`` at ``send``. Publishing starts once the worker has logged its partition
-    assignment (so no join backlog) and lasts warmup_s + steady_s.
+    A ``driftstream run`` process (exit-when-idle 5) joins a fresh 1-partition topic set; a
+    `LoadPublisher` thread here schedules event i at t0 + i / rate, with the label of event
+    i - 100 right before it (label delay 100 events), and every 5 ms sends what is due. Each
+    record's CreateTime is its scheduled time (values without ``ts``, so that is also its
+    event time): a tick sent late counts in the latency, as does the wait for the tick
+    (like a producer's 5 ms linger). Publishing starts once the worker has logged its
+    partition assignment (so no join backlog) and lasts warmup_s + steady_s.
     Latency of an event = its prediction's CreateTime (set by the worker's kafka-python
     producer at ``send``, i.e. when the prediction was queued, before linger and ack) - the
-    event's CreateTime, matched by id (record keys), over events published in the steady
-    window (after warmup_s). Both clocks are this machine's. The
-    delivery part includes the publisher's 5 ms linger and the worker's fetch: Tansu does
-    not answer a waiting fetch when data arrives (kafka_client.Consumer), so a caught-up
-    worker's fetch returns only when fetch_max_wait_ms (the worker's, 20 ms) expires.
+    event's CreateTime, matched by id (record keys), over events scheduled in the steady
+    window (after warmup_s). Both clocks are this machine's. The delivery part includes the
+    worker's fetch: Tansu does not answer a waiting fetch when data arrives
+    (kafka_client.Consumer), so a caught-up worker's fetch returns only when
+    fetch_max_wait_ms (the worker's, 20 ms) expires.
     """
     gc.collect()
     gc.freeze()  # the bench's own objects: keep the load generator's collector off them
@@ -824,45 +913,48 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
         time.sleep(0.05)
     samples = env.samples
     stop = threading.Event()
-    sent = {"events": 0, "labels": 0, "t0_ms": None, "t_end_ms": None, "late_ms_max": 0.0}
+    sent = {"events": 0, "t0_ms": None, "t_end_ms": None, "max_delay_ms": 0.0}
     failure: list[BaseException] = []
 
-    def label_value(i: int) -> bytes:
-        y = samples[i % len(samples)].y
-        return orjson.dumps({"id": f"L{i}", "label": y})
+    def label(k: int, ts: int) -> tuple[int, bytes, bytes]:
+        value = orjson.dumps({"id": f"L{k}", "label": samples[k % len(samples)].y})
+        return ts, f"L{k}".encode(), value
 
     def publish() -> None:
-        producer = Producer(env.settings, client_id="bench-latency-publisher")
+        publisher = LoadPublisher(env.settings.bootstrap_servers)
         try:
             t0 = time.perf_counter()
-            sent["t0_ms"] = time.time_ns() // 1_000_000
-            i = 0
+            t0_ms = sent["t0_ms"] = time.time_ns() // 1_000_000
+            ms_per_event = 1000 / rate
+            i = tick = 0
             while not stop.is_set():
                 due = int((time.perf_counter() - t0) * rate) + 1
-                if due - i > 1:
-                    sent["late_ms_max"] = max(sent["late_ms_max"], (due - i - 1) / rate * 1000)
-                while i < due:
-                    if i >= LABEL_DELAY:
-                        k = i - LABEL_DELAY
-                        producer.send(topics["labels"], label_value(k), f"L{k}".encode(), 0,
-                                      time.time_ns() // 1_000_000)
-                    value = orjson.dumps({"id": f"L{i}",
-                                          "features": samples[i % len(samples)].x})
-                    producer.send(topics["events"], value, f"L{i}".encode(), 0,
-                                  time.time_ns() // 1_000_000)
-                    i += 1
-                next_at = t0 + i / rate
-                time.sleep(max(0.0, next_at - time.perf_counter()))
-            sent["t_end_ms"] = time.time_ns() // 1_000_000
-            for k in range(max(0, i - LABEL_DELAY), i):
-                producer.send(topics["labels"], label_value(k), f"L{k}".encode(), 0,
-                              time.time_ns() // 1_000_000)
-            producer.flush()
+                events, labels = [], []
+                for j in range(i, due):
+                    ts = t0_ms + int(j * ms_per_event)
+                    if j >= LABEL_DELAY:
+                        labels.append(label(j - LABEL_DELAY, ts))
+                    value = orjson.dumps({"id": f"L{j}",
+                                          "features": samples[j % len(samples)].x})
+                    events.append((ts, f"L{j}".encode(), value))
+                if events:
+                    publisher.send({topics["labels"]: labels, topics["events"]: events})
+                    sent["max_delay_ms"] = max(sent["max_delay_ms"],
+                                               (time.perf_counter() - t0) * 1000
+                                               - i * ms_per_event)
+                    i = due
+                tick += 1
+                time.sleep(max(0.0, t0 + tick * LOAD_TICK_S - time.perf_counter()))
+            sent["t_end_ms"] = t0_ms + int((i - 1) * ms_per_event)
+            now_ms = time.time_ns() // 1_000_000
+            publisher.send({topics["labels"]: [label(k, now_ms)
+                                               for k in range(max(0, i - LABEL_DELAY), i)]})
+            publisher.wait_acked(30)
             sent["events"] = i
         except BaseException as e:  # reported by the main thread
             failure.append(e)
         finally:
-            producer.close()
+            publisher.close()
 
     broker_cpu0 = proc_cpu_s(env.broker_pid)
     publisher = threading.Thread(target=publish, daemon=True)
@@ -880,7 +972,15 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
             raise TimeoutError(f"no prediction within 90 s: {err.read_text()[-2000:]}")
     finally:
         watcher.close()
+    time.sleep(max(0.0, sent["t0_ms"] / 1000 + warmup_s - time.time()))
+    model_pid = (child_pids(proc.pid) or [None])[0]
+    cpu0 = [proc_cpu_s(proc.pid), proc_cpu_s(model_pid), proc_cpu_s(env.broker_pid),
+            time.process_time()]
     time.sleep(max(0.0, sent["t0_ms"] / 1000 + warmup_s + steady_s - time.time()))
+    cpu1 = [proc_cpu_s(proc.pid), proc_cpu_s(model_pid), proc_cpu_s(env.broker_pid),
+            time.process_time()]
+    steady_cpu = [None if a is None or b is None else (b - a) / steady_s
+                  for a, b in zip(cpu0, cpu1)]
     stop.set()
     publisher.join(timeout=60)
     if failure:
@@ -903,7 +1003,7 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     wall = (sent["t_end_ms"] - sent["t0_ms"]) / 1000
     return {
         "offered_events_per_s": rate, "achieved_events_per_s": sent["events"] / wall,
-        "publisher_max_behind_ms": sent["late_ms_max"],
+        "publisher_max_delay_ms": sent["max_delay_ms"],
         "events_published": sent["events"], "window_events": len(window),
         "window_s": (hi - lo) / 1000, "missing_predictions": missing,
         "first_prediction_after_s": (first_pred - sent["t0_ms"]) / 1000,
@@ -913,6 +1013,10 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
         "worker_peak_rss_mb": peak,
         "worker_cpu_s": usage.ru_utime + usage.ru_stime, "worker_wall_s": wall,
         "broker_cpu_s": broker_cpu,
+        # CPU seconds per second of the steady window: how busy each part of the machine was
+        "_pairs": [(e, p) for e, p in window if p is not None], "_err": str(err),
+        "steady_cpu": dict(zip(("worker_io", "worker_model", "broker", "load_generator"),
+                               steady_cpu)),
     }
 
 
@@ -1120,17 +1224,23 @@ def report(res: dict) -> str:
         rows = []
         for name, r in lat.items():
             if not r:
-                rows.append([name, "FAILED"] + [""] * 10)
+                rows.append([name, "FAILED"] + [""] * 13)
                 continue
+            cpu = r["steady_cpu"]
             rows.append([name, fmt(r["offered_events_per_s"]), fmt(r["achieved_events_per_s"]),
                          fmt(r["window_s"], ".1f"), fmt(r["window_events"]),
                          fmt(r["p50_ms"], ".0f"), fmt(r["p95_ms"], ".0f"), fmt(r["p99_ms"], ".0f"),
-                         fmt(r["max_ms"], ".0f"), fmt(r["missing_predictions"]),
-                         fmt(r["worker_cpu_s"] / r["worker_wall_s"] * 100, ".0f"),
-                         fmt(r["publisher_max_behind_ms"], ".0f")])
+                         fmt(r["max_ms"], ".0f"), fmt(r["missing_predictions"])]
+                        + [fmt(None if cpu[k] is None else cpu[k] * 100, ".0f")
+                           for k in ("worker_io", "worker_model", "broker", "load_generator")]
+                        + [fmt(r["publisher_max_delay_ms"], ".0f")])
         lines.append(table(rows, ["load", "offered ev/s", "achieved ev/s", "window s", "events",
                                   "p50 ms", "p95 ms", "p99 ms", "max ms", "missing",
-                                  "worker CPU %", "pub. behind ms"]))
+                                  "I/O CPU %", "model CPU %", "broker CPU %", "load CPU %",
+                                  "load delay ms"]))
+        lines.append("(CPU % over the steady window: worker I/O process, model process, "
+                     "broker, load generator; load delay: the most a record waited past its "
+                     "scheduled time to be sent)")
     mem = res.get("memory", {})
     if mem:
         lines += ["", "memory"]

@@ -311,8 +311,9 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--group", default="driftstream", help="consumer group (default driftstream)")
     g.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="exit 0 once every input is caught up and idle this long")
-    g.add_argument("--checkpoint-every", type=int, default=10_000, metavar="N",
-                   help="checkpoint a partition after N records (default 10000)")
+    g.add_argument("--checkpoint-every", type=int, default=100_000, metavar="N",
+                   help="checkpoint a partition after N records (default 100000; a restart "
+                        "re-reads at most this many)")
     g.add_argument("--keep-checkpoints", type=int, default=10, metavar="N",
                    help="checkpoints kept per partition, plus the newest of each model "
                         "generation (default 10); older ones are pruned")

@@ -67,7 +67,7 @@ def run_demo(opts: DemoOptions, settings: KafkaSettings | None = None, out=sys.s
 
         worker = Worker(settings, LearnerConfig(model=opts.model, drift_policy=opts.drift_policy),
                         opts.state, WorkerOptions(group=f"{prefix}workers", topic_prefix=prefix,
-                                                  exit_when_idle=2.0))
+                                                  exit_when_idle=2.0, checkpoint_every=10_000))
         started = time.monotonic()
         progress = _Progress(out, started)
         worker.run(on_tick=progress)
