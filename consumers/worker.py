@@ -232,8 +232,6 @@ class Worker:
         opts = self.options
         if self._needs_rewind:
             self._rewind()
-        # Always the same timeout: kafka-python 3.0.12 mixing short and long polls sometimes
-        # leaves the next fetch unsent for a whole long poll (100 ms more latency).
         timeout = opts.poll_ms if self.kafka_ok else OUTAGE_POLL_MS
         batches = self.consumer.poll_by_partition(timeout)
         polled_at = time.perf_counter()

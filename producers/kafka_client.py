@@ -53,6 +53,7 @@ Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
 
 # What kafka-python 3 raises at construction when it cannot bootstrap.
+POLL_SLICE_MS = 5  # longest single kafka-python poll (see Consumer.poll_by_partition)
 _UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError)
 _ERROR_TOPIC_ALREADY_EXISTS = 36
 _ERROR_UNKNOWN_TOPIC = 3
@@ -255,7 +256,18 @@ class Consumer:
         fetcher = self._consumer._fetcher
         if fetcher._paused_partition_records and not fetcher._next_partition_records:
             fetcher._next_partition_records = None
-        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        # kafka-python 3.0.12 sleeps min(timeout, retry_backoff_ms=100) when it finds nothing
+        # buffered and no fetch in flight. That also happens when a fetch response lands
+        # between its look at the buffer and its wait (sending the next fetches drops the
+        # completed future it would have waited on): those records then wait ~100 ms, a few
+        # times a second under load. Short slices bound that sleep.
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            batches = self._consumer.poll(timeout_ms=min(POLL_SLICE_MS, left_ms),
+                                          max_records=max_records)
+            if batches or not left_ms:
+                break
         return {(tp.topic, tp.partition): records for tp, records in batches.items()}
 
     def buffered(self) -> bool:

@@ -218,6 +218,41 @@ def test_poll_by_partition_and_buffered(
 
 
 @pytest.mark.broker
+def test_poll_never_sleeps_longer_than_a_slice(
+    admin: Admin, kafka_settings: KafkaSettings, unique_prefix: str,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python sleeps up to 100 ms (retry_backoff_ms) in a poll that finds nothing
+    fetchable, also when records arrive meanwhile; our polls keep each such sleep short."""
+    import kafka.consumer.group as kafka_group
+
+    from producers.kafka_client import POLL_SLICE_MS
+
+    sleeps: list[float] = []
+
+    class RecordingTime:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        def sleep(self, seconds: float) -> None:
+            sleeps.append(seconds)
+            time.sleep(seconds)
+
+    topic = unique_prefix + "idle"
+    admin.create_topics([topic], partitions=1)
+    consumer = Consumer(kafka_settings)
+    try:
+        consumer.assign([(topic, 0)])
+        consumer.pause([(topic, 0)])  # nothing fetchable: kafka-python's idle path
+        monkeypatch.setattr(kafka_group, "time", RecordingTime())
+        assert consumer.poll_by_partition(300) == {}
+        assert sleeps, "the idle path was not taken"
+        assert max(sleeps) <= POLL_SLICE_MS / 1000
+    finally:
+        consumer.close()
+
+
+@pytest.mark.broker
 def test_same_key_goes_to_same_partition(
     admin: Admin, producer: Producer, unique_prefix: str
 ) -> None:
