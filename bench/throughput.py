@@ -1014,7 +1014,6 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
         "worker_cpu_s": usage.ru_utime + usage.ru_stime, "worker_wall_s": wall,
         "broker_cpu_s": broker_cpu,
         # CPU seconds per second of the steady window: how busy each part of the machine was
-        "_pairs": [(e, p) for e, p in window if p is not None], "_err": str(err),
         "steady_cpu": dict(zip(("worker_io", "worker_model", "broker", "load_generator"),
                                steady_cpu)),
     }
