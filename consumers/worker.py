@@ -92,7 +92,9 @@ class WorkerOptions:
     exit_when_idle: float | None = None  # exit once caught up and idle this long (seconds)
     max_idle_ms: int | None = None  # release one input if the other sent nothing this long
     poll_ms: int = 100
-    max_poll_records: int = 1000
+    # smaller polls keep the model's batches short (latency) and the two processes
+    # overlapping; 500 measured best here for both latency and throughput (250 and 1000 worse)
+    max_poll_records: int = 500
     fetch_max_wait_ms: int = 20
     keep_checkpoints: int = 10  # per partition, plus the newest of each model generation
     metrics_port: int | None = None  # serve /metrics and /healthz on this port (0: any free)
