@@ -266,8 +266,8 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
 
 def test_survivor_takes_over_the_partitions_of_a_killed_worker(
         kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path):
-    n, partitions = 16000, 4
-    samples = list(synthetic("sea", n, seed=1, drift_at=[4000], label_delay="100",
+    n, partitions = 32000, 4
+    samples = list(synthetic("sea", n, seed=1, drift_at=[8000], label_delay="100",
                              start_ts=START_TS))
     publish(kafka_settings, unique_prefix, samples, partitions=partitions)
     state = tmp_path / "state.sqlite"
@@ -286,7 +286,11 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
 
         wait_until(both_own_partitions, DEADLINE_S, "both workers to own partitions",
                    alive=watched)
-        survivor, victim = 0, 1
+        # The victim: the worker with more work left (the first to join may have worked
+        # through much of the other's partitions before the rebalance).
+        done = [sum(progress(state, p) for p in assignment(log)[0]) for log in logs]
+        victim = 0 if done[0] < done[1] else 1
+        survivor = 1 - victim
         victim_parts, _ = assignment(logs[victim])
         # Kill early, while the victim still has work: once its partitions have a checkpoint
         # (the survivor's may come later, if it joined later).
