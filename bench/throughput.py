@@ -42,9 +42,12 @@ A 1-partition worker that processes nothing for 30 s is stopped and reported (Wo
 with its queues, pause flags, positions and kafka-python's parked fetch data); a failed
 measurement is listed under the table and the others still run.
 
-The machine may be shared: every figure is one run, wall-clock, and noisy when other work
-runs. CPU seconds of the worker (whole process and its main thread) and of the broker are
-reported beside the wall-clock rates because they are steadier.
+The machine may be shared: wall-clock figures are noisy when other work runs (back-to-back
+runs of the same worker here differ by up to 30 %). So the lr worker and the Kafka ceiling
+are measured ``--repeats`` times (default 3), alternating, and the latency at half the
+maximum as often; the tables show the median run, and the list of every run follows them.
+Every other figure is one run. CPU seconds of the worker (whole process and its main thread)
+and of the broker are reported beside the wall-clock rates because they are steadier.
 """
 
 from __future__ import annotations
@@ -426,12 +429,12 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     """Kafka I/O ceiling with the worker's client and settings, no model, no decode.
 
     One ``producers.kafka_client.Consumer`` (max_poll_records and fetch_max_wait_ms of
-    ``WorkerOptions``, as the worker) assigned (no group join) to partition 0 of the events and labels topics,
-    from the beginning; one ``Producer`` (acks=all, linger 5 ms, as the worker). Loop:
-    ``poll(100)``; for each record from the events topic, ``send`` a fixed pre-encoded
-    prediction-sized value (a real lr prediction, ~200 bytes) keyed by the record's Kafka
-    key (the event id, so no JSON decode) to a separate output topic, partition 0; labels are
-    only counted. Timed: first poll returning records -> ``flush()`` returns after n events
+    ``WorkerOptions``, as the worker) assigned (no group join) to partition 0 of the events
+    and labels topics, from the beginning; one ``Producer`` (acks=all, linger 5 ms, as the
+    worker). Loop: ``poll(100)``; for each record from the events topic, ``send`` a fixed
+    pre-encoded prediction-sized value (a real lr prediction, ~200 bytes) keyed by the
+    record's Kafka key (the event id, so no JSON decode) to a separate output topic,
+    partition 0; labels are only counted. Timed: first poll returning records -> ``flush()`` returns after n events
     and n labels were read. events/s = n / seconds. Also: consume-only (both topics, nothing
     produced) and produce-only (n prediction-sized sends + flush) rates.
     """
@@ -499,8 +502,8 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
 
     A child process (fresh interpreter, ``bench/throughput.py --_child worker``) runs
     ``consumers.worker.Worker`` with default WorkerOptions (checkpoint every 100k records,
-    poll 100 ms, 1000 records/poll, its model process; ``model_process=False`` or a
-    profile: everything in one process) and ``exit_when_idle=1``, fresh state, group join with
+    poll 100 ms in 5 ms slices, 500 records/poll, its model process; ``model_process=False``
+    or a profile: everything in one process) and ``exit_when_idle=1``, fresh state, group join with
     ``fast_group_timeouts``. A Worker subclass timestamps the first ``_push`` (= the first
     poll that returned records, after the group join) and, from ``on_tick``, flushes the
     producer once all 2n records are processed: timed = first records -> every prediction
@@ -1282,6 +1285,17 @@ def report(res: dict) -> str:
                  fmt(r.get("4p_2w_vs_1p"), ".2f")] for m, r in ratios.items()]
         lines.append(table(rows, ["model", "/ River", "/ learner offline", "/ Kafka ceiling",
                                   "/ naive peer", "4p-2w / 1p"]))
+    reps = res.get("repeats", {})
+    if len(reps.get("worker_1p_lr", [])) > 1:
+        workers, ceilings = reps["worker_1p_lr"], reps["ceiling"]
+        lat = ["FAILED" if r is None else f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
+               for r in reps.get("latency_half", [])]
+        lines += ["", "every run, in order (the tables above show the median):",
+                  f"  worker lr 1 partition, events/s: {' · '.join(map(fmt, workers))}",
+                  f"  Kafka I/O ceiling, events/s:     {' · '.join(map(fmt, ceilings))}",
+                  "  worker / ceiling, run by run:    "
+                  + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, ceilings)),
+                  f"  latency at half max, p50/p95/p99 ms: {' · '.join(lat)}"]
     lines += ["", *res["notes"]]
     return "\n".join(lines)
 
@@ -1302,6 +1316,12 @@ def attempt(res: dict, name: str, fn, *args, **kwargs):
         return None
 
 
+def median_run(runs: list[dict | None], key: str) -> dict | None:
+    """The run with the median ``key`` (the lower one of two middles); failed runs skipped."""
+    done = sorted((r for r in runs if r), key=lambda r: r[key])
+    return done[(len(done) - 1) // 2] if done else None
+
+
 def _ratio(a, b):
     return a / b if a is not None and b else None
 
@@ -1319,11 +1339,13 @@ def run_all(args: argparse.Namespace) -> dict:
 
     n = args.n
     quick = args.quick
+    repeats = args.repeats or (1 if quick else 3)
     models = list(MODELS)
     naive_n = min(n, args.naive_n or (5_000 if quick else 20_000))
     n_pending = args.pending or (100_000 if quick else 1_000_000)
     warmup_s, steady_s = (2.0, 6.0) if quick else (5.0, 20.0)
-    res: dict = {"n": n, "quick": quick, "models": models, "notes": []}
+    res: dict = {"n": n, "quick": quick, "models": models, "repeats_asked": repeats,
+                 "notes": []}
     started = time.perf_counter()
     log(f"building {n} samples")
     samples = make_samples(n)
@@ -1351,21 +1373,30 @@ def run_all(args: argparse.Namespace) -> dict:
 
         res["worker_1p"] = {}
         res["worker_1p_inproc"] = {}
+        res["repeats"] = {}
         for m in models:
-            log(f"worker, 1 partition, {m} (loading {2 * n} records first)")
-            res["worker_1p"][m] = w = attempt(res, f"worker_1p-{m}", measure_worker_1p, env, m)
-            log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
+            # lr: worker and ceiling alternate `repeats` times; their medians are the result
+            workers, ceilings = [], []
+            for k in range(repeats if m == "lr" else 1):
+                log(f"worker, 1 partition, {m} (loading {2 * n} records first)")
+                workers.append(w := attempt(res, f"worker_1p-{m}", measure_worker_1p, env, m))
+                log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
+                if m == "lr" and "1p-lr" in env.loaded:
+                    # The ceiling reads the worker's input topics again (reading is repeatable).
+                    log("Kafka I/O ceiling")
+                    ceilings.append(c := attempt(res, "ceiling", measure_kafka_ceiling, env,
+                                                 topic_names(env.loaded["1p-lr"]), n))
+                    log(f"  {fmt(_get(c, 'events_per_s'))} events/s")
+            res["worker_1p"][m] = median_run(workers, "events_per_s")
+            if m == "lr":
+                res["ceiling"] = median_run(ceilings, "events_per_s")
+                res["repeats"]["worker_1p_lr"] = [_get(w, "events_per_s") for w in workers]
+                res["repeats"]["ceiling"] = [_get(c, "events_per_s") for c in ceilings]
             log(f"worker, 1 partition, {m}, in one process (--model-process off)")
             res["worker_1p_inproc"][m] = w = attempt(res, f"worker_1p_inproc-{m}",
                                                      measure_worker_1p, env, m,
                                                      model_process=False)
             log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
-            if m == "lr" and "1p-lr" in env.loaded:
-                # The ceiling reads the lr worker's input topics again (reading is repeatable).
-                log("Kafka I/O ceiling")
-                res["ceiling"] = c = attempt(res, "ceiling", measure_kafka_ceiling, env,
-                                             topic_names(env.loaded["1p-lr"]), n)
-                log(f"  {fmt(_get(c, 'events_per_s'))} events/s")
 
         res["worker_4p"] = {}
         for m in models:
@@ -1382,10 +1413,15 @@ def run_all(args: argparse.Namespace) -> dict:
         res["latency"] = {}
         rate = round((_get(res, "worker_1p", "lr", "events_per_s")
                       or _get(res, "worker_4p", "lr", "sum_of_worker_rates") or 10_000) / 4) * 2
-        log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
-        res["latency"]["half of max"] = r = attempt(res, "latency-half", measure_latency, env,
-                                                    rate, warmup_s, steady_s)
-        log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
+        runs = []
+        for k in range(repeats):
+            log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
+            runs.append(r := attempt(res, "latency-half", measure_latency, env, rate, warmup_s,
+                                     steady_s))
+            log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
+        res["latency"]["half of max"] = median_run(runs, "p99_ms")
+        res["repeats"]["latency_half"] = [
+            None if r is None else {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms")} for r in runs]
         log(f"latency at {rate // 2} events/s (a quarter of the maximum)")
         res["latency"]["quarter of max"] = r = attempt(res, "latency-quarter", measure_latency,
                                                        env, rate // 2, warmup_s, steady_s / 2)
@@ -1494,6 +1530,9 @@ def main(argv: list[str] | None = None) -> int:
                         "alone (default: everything in one process, --model-process off)")
     p.add_argument("--naive-n", type=int, default=None,
                    help="events for the naive peer (default min(n, 20000); --quick 5000)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="runs of the lr worker, the ceiling and the half-maximum latency, "
+                        "whose medians are reported (default 3; --quick 1)")
     p.add_argument("--pending", type=int, default=None,
                    help="pending joins for the memory figure (default 1000000; --quick 100000)")
     p.add_argument("--_child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
@@ -1505,8 +1544,11 @@ def main(argv: list[str] | None = None) -> int:
         args.n = 10_000 if args.quick else 100_000
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip() or "?"
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                      capture_output=True, text=True).stdout.strip():
+        commit += " + uncommitted changes"
     title = (f"n={args.n:,} SEA events (drift at {args.n // 2:,}), labels delayed by "
-             f"{LABEL_DELAY}; {machine_line()}; commit {commit} (+ working tree); "
+             f"{LABEL_DELAY}; {machine_line()}; commit {commit}; "
              f"{datetime.date.today()}")
     started = time.perf_counter()
     if args.profile:
@@ -1528,8 +1570,10 @@ def main(argv: list[str] | None = None) -> int:
     res = run_all(args)
     res["title"] = title
     res["notes"] += [
-        "Wall-clock figures from one run on a machine shared with other work: noisy. CPU s "
-        "(process_time of the measured window; child processes: utime+stime) are steadier.",
+        "Wall-clock figures are noisy on a machine shared with other work: the lr worker, the "
+        f"ceiling and the latency at half max are medians of {res['repeats_asked']} runs, the "
+        "rest one run. CPU s (process_time of the measured window; child processes: "
+        "utime+stime) are steadier.",
         "worker 1p: first poll returning records -> producer.flush() after the last of 2n "
         "records; excludes group join, the final checkpoint and the idle exit.",
         "ceiling: same Consumer/Producer and settings, assign (no group), no decode, one "

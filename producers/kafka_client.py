@@ -52,8 +52,8 @@ ROLES = ("events", "labels", "predictions", "drift", "metrics", "deadletter")
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
 
-# What kafka-python 3 raises at construction when it cannot bootstrap.
 POLL_SLICE_MS = 5  # longest single kafka-python poll (see Consumer.poll_by_partition)
+# What kafka-python 3 raises at construction when it cannot bootstrap.
 _UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError)
 _ERROR_TOPIC_ALREADY_EXISTS = 36
 _ERROR_UNKNOWN_TOPIC = 3
