@@ -272,8 +272,9 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
     publish(kafka_settings, unique_prefix, samples, partitions=partitions)
     state = tmp_path / "state.sqlite"
     group = unique_prefix + "group"
-    argv = worker_argv(kafka_settings, unique_prefix, group, state, checkpoint_every=200,
-                       exit_when_idle=3)
+    # No --exit-when-idle: the survivor may finish its own partitions before the victim is
+    # killed and the group notices; it is stopped (SIGTERM) once everything is checkpointed.
+    argv = worker_argv(kafka_settings, unique_prefix, group, state, checkpoint_every=200)
     rng = random.Random(977)
 
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
@@ -299,8 +300,13 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
         time.sleep(rng.uniform(0.0, 0.02))  # a random kill moment, not a synchronisation
         kill9(procs[victim])
         left = {p: progress(state, p) for p in victim_parts}
-        assert any(done < 2 * n // partitions for done in left.values()), \
+        per_partition = 2 * n // partitions  # events + labels, a multiple of checkpoint_every
+        assert any(done < per_partition for done in left.values()), \
             f"the victim should have died with work left: {left}"
+        wait_until(lambda: all(progress(state, p) == per_partition for p in range(partitions)),
+                   DEADLINE_S, "every partition checkpointed to its end",
+                   alive=[watched[survivor]])
+        procs[survivor].send_signal(signal.SIGTERM)
         assert procs[survivor].wait(timeout=DEADLINE_S) == 0, tail(logs[survivor])
     finally:
         for proc in procs:
