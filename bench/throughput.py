@@ -434,9 +434,9 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     worker). Loop: ``poll(100)``; for each record from the events topic, ``send`` a fixed
     pre-encoded prediction-sized value (a real lr prediction, ~200 bytes) keyed by the
     record's Kafka key (the event id, so no JSON decode) to a separate output topic,
-    partition 0; labels are only counted. Timed: first poll returning records -> ``flush()`` returns after n events
-    and n labels were read. events/s = n / seconds. Also: consume-only (both topics, nothing
-    produced) and produce-only (n prediction-sized sends + flush) rates.
+    partition 0; labels are only counted. Timed: first poll returning records -> ``flush()``
+    returns after n events and n labels were read. events/s = n / seconds. Also: consume-only
+    (both topics, nothing produced) and produce-only (n prediction-sized sends + flush) rates.
     """
     settings = env.settings
     payload = prediction_sized_payload(env)
@@ -1377,7 +1377,7 @@ def run_all(args: argparse.Namespace) -> dict:
         for m in models:
             # lr: worker and ceiling alternate `repeats` times; their medians are the result
             workers, ceilings = [], []
-            for k in range(repeats if m == "lr" else 1):
+            for _ in range(repeats if m == "lr" else 1):
                 log(f"worker, 1 partition, {m} (loading {2 * n} records first)")
                 workers.append(w := attempt(res, f"worker_1p-{m}", measure_worker_1p, env, m))
                 log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
@@ -1414,7 +1414,7 @@ def run_all(args: argparse.Namespace) -> dict:
         rate = round((_get(res, "worker_1p", "lr", "events_per_s")
                       or _get(res, "worker_4p", "lr", "sum_of_worker_rates") or 10_000) / 4) * 2
         runs = []
-        for k in range(repeats):
+        for _ in range(repeats):
             log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
             runs.append(r := attempt(res, "latency-half", measure_latency, env, rate, warmup_s,
                                      steady_s))

@@ -289,8 +289,8 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
                    alive=watched)
         # The victim: the worker with more work left (the first to join may have worked
         # through much of the other's partitions before the rebalance).
-        done = [sum(progress(state, p) for p in assignment(log)[0]) for log in logs]
-        victim = 0 if done[0] < done[1] else 1
+        checkpointed = [sum(progress(state, p) for p in assignment(log)[0]) for log in logs]
+        victim = 0 if checkpointed[0] < checkpointed[1] else 1
         survivor = 1 - victim
         victim_parts, _ = assignment(logs[victim])
         # Kill early, while the victim still has work: once its partitions have a checkpoint
