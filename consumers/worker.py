@@ -76,6 +76,7 @@ BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long
 OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
 PIPELINE_DEPTH = 2  # batches the model may hold while the worker polls
 ANSWER_WAIT_S = 0.001  # waiting for an answer, look for fetched records this often
+REBALANCE_GRACE_S = 30.0  # with exit_when_idle: how much longer a (re)join may take
 SUMMARY_EVERY_S = 1.0  # how fresh /metrics and progress displays are (summaries cost time)
 
 
@@ -203,7 +204,7 @@ class Worker:
             self.consumer.subscribe(list(self.inputs),
                                     lambda tps: self._rebalances.put((self._on_assign, tps)),
                                     lambda tps: self._rebalances.put((self._on_revoke, tps)))
-            idle_since = started = time.monotonic()
+            idle_since = time.monotonic()
             while not self.stopping:
                 try:
                     active = self._step()
@@ -222,7 +223,7 @@ class Worker:
                 # see nothing, for a while, and must not exit because of that.
                 if active or not self.kafka_ok:
                     idle_since = time.monotonic()
-                if opts.exit_when_idle is not None and self._idle_exit(idle_since, started):
+                if opts.exit_when_idle is not None and self._idle_exit(idle_since):
                     break
         finally:
             clean = self._shutdown()
@@ -266,12 +267,12 @@ class Worker:
                 # kafka-python fetches on its own thread: look for its records again soon
                 model.wait(ANSWER_WAIT_S)
 
-    def _idle_exit(self, idle_since: float, started: float) -> bool:
+    def _idle_exit(self, idle_since: float) -> bool:
         waited = time.monotonic() - idle_since
         if waited < self.options.exit_when_idle or not self.kafka_ok or self.model.in_flight:
             return False
-        if not self.assigned_once:  # still joining the group: give it a while
-            return time.monotonic() - started > self.options.exit_when_idle + 30
+        if not self.ready:  # joining or rejoining the group: partitions may still come
+            return waited > self.options.exit_when_idle + REBALANCE_GRACE_S
         return all(t.queued == (0, 0) and all(t.caught_up) for t in self.tasks.values())
 
     def _submit(self, batches: dict, now_ms: int, polled_at: float, snapshot=(),
