@@ -310,7 +310,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="SQLite state file (checkpoints, drift log); workers may share one")
     g.add_argument("--group", default="driftstream", help="consumer group (default driftstream)")
     g.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
-                   help="exit 0 once every input is caught up and idle this long")
+                   help="exit 0 once every input is caught up and idle this long (a "
+                        "group join or rebalance under way is not idle, for up to 30 s more)")
     g.add_argument("--checkpoint-every", type=int, default=100_000, metavar="N",
                    help="checkpoint a partition after N records (default 100000; a restart "
                         "re-reads at most this many)")
