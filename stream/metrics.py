@@ -36,6 +36,7 @@ class MetricSet:
         self.last_label: Any = None
         self.kinds: dict[str, type] | None = None  # name -> River metric class
         self._metrics: dict[str, metrics.base.Metric] = {}
+        self._cm: metrics.ConfusionMatrix | None = None  # accuracy's and F1's, if shared
         self._baseline: metrics.base.Metric | None = None
         self._recent: collections.deque = collections.deque(maxlen=window)
         self._report: tuple[int, dict] = (-1, {})
@@ -44,6 +45,10 @@ class MetricSet:
         # The cached report depends on when it was asked for, not on the stream: leave it out,
         # so that equal streams give equal states.
         return {**self.__dict__, "_report": (-1, {})}
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_cm", None)  # checkpoints from before the shared matrix: not shared
+        self.__dict__.update(state)
 
     def _create(self, y: Any) -> None:
         # Which F1 and log-loss flavour fits depends on the labels, known at the first one.
@@ -58,7 +63,7 @@ class MetricSet:
                 "log_loss": metrics.LogLoss if binary else metrics.CrossEntropy,
             }
             self._baseline = metrics.Accuracy()
-        self._metrics = {name: kind() for name, kind in self.kinds.items()}
+        self._metrics, self._cm = _build(self.kinds)
 
     def update(self, y: Any, y_pred: Any, proba: dict | None) -> None:
         """Account one label against what was served for its event."""
@@ -71,7 +76,7 @@ class MetricSet:
         if y_pred is None or y_pred == {}:
             return
         self.n_scored += 1
-        _update(self._metrics, y, y_pred, proba)
+        _update(self._metrics, self._cm, y, y_pred, proba)
         self._recent.append((y, y_pred, proba))
 
     def report(self) -> dict[str, float | int]:
@@ -82,9 +87,9 @@ class MetricSet:
         for name, metric in self._metrics.items():
             out[name] = metric.get()
         if self.kinds is not None:
-            rolling = {name: kind() for name, kind in self.kinds.items()}
+            rolling, cm = _build(self.kinds)
             for y, y_pred, proba in self._recent:
-                _update(rolling, y, y_pred, proba)
+                _update(rolling, cm, y, y_pred, proba)
             out.update({f"rolling_{name}": m.get() for name, m in rolling.items()})
             out["baseline_" + self.primary] = self._baseline.get()
         self._report = (self.n_labels, out)
@@ -96,8 +101,25 @@ class MetricSet:
         return "accuracy" if self.task == "classification" else "mae"
 
 
-def _update(named: dict, y: Any, y_pred: Any, proba: dict | None) -> None:
-    for name, metric in named.items():
+def _build(kinds: dict[str, type]) -> tuple[dict, metrics.ConfusionMatrix | None]:
+    """The metrics of ``kinds``, and for a classifier the confusion matrix that accuracy and
+    F1 share (River's ``cm``): a label updates it once. Binary F1 reads only the counts of the
+    positive class, True, which are the same whether other labels keep their value (as here)
+    or become False (as in F1's own update)."""
+    if "accuracy" not in kinds:
+        return {name: kind() for name, kind in kinds.items()}, None
+    cm = metrics.ConfusionMatrix()
+    named = {name: kind() if name == "log_loss" else kind(cm=cm) for name, kind in kinds.items()}
+    return named, cm
+
+
+def _update(named: dict, cm, y: Any, y_pred: Any, proba: dict | None) -> None:
+    if cm is not None:
+        cm.update(y, y_pred)  # accuracy and F1
+        if proba:
+            named["log_loss"].update(y, proba)
+        return
+    for name, metric in named.items():  # regression, or a checkpoint from before sharing
         if name == "log_loss":
             if proba:
                 metric.update(y, proba)

@@ -436,6 +436,41 @@ def test_multiclass_metrics_do_not_depend_on_the_first_label():
     assert report["log_loss"] == pytest.approx(ce.get())
 
 
+@pytest.mark.parametrize("labels, preds", [
+    ([True, False, 1, 0, 2, True, 2, False], [True, True, 0, 2, 1, False, 2, True]),
+    (["a", "b", "c", "a", "b"], ["a", "c", "c", "b", "b"]),
+], ids=["binary-with-odd-labels", "multiclass"])
+def test_shared_confusion_matrix_equals_river_metrics_of_their_own(labels, preds):
+    m = MetricSet("classification")
+    binary = isinstance(labels[0], bool)
+    own = {"accuracy": metrics.Accuracy(), "f1": metrics.F1() if binary else metrics.MacroF1()}
+    for y, p in zip(labels, preds):
+        m.update(y, p, None)
+        for metric in own.values():
+            metric.update(y, p)
+    report = m.report()
+    for name, metric in own.items():
+        assert report[name] == metric.get()
+        assert report["rolling_" + name] == metric.get()
+
+
+def test_metrics_restored_from_before_the_shared_matrix_go_on_counting():
+    m = MetricSet("classification")
+    m.update(True, True, {True: 0.9, False: 0.1})
+    state = m.__getstate__()
+    state["_metrics"] = {"accuracy": metrics.Accuracy(), "f1": metrics.F1(),
+                         "log_loss": metrics.LogLoss()}  # each with its own matrix, as then
+    for metric in state["_metrics"].values():
+        metric.update(True, {True: 0.9, False: 0.1} if metric.__class__ is metrics.LogLoss
+                      else True)
+    del state["_cm"]
+    old = MetricSet.__new__(MetricSet)
+    old.__setstate__(state)
+    old.update(False, True, {True: 0.8, False: 0.2})
+    m.update(False, True, {True: 0.8, False: 0.2})
+    assert old.report() == m.report()
+
+
 def test_zero_limits_are_refused_or_handled():
     with pytest.raises(ValueError, match="max_pending"):
         config(max_pending=0)
