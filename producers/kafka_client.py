@@ -52,7 +52,6 @@ ROLES = ("events", "labels", "predictions", "drift", "metrics", "deadletter")
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
 
-POLL_SLICE_MS = 5  # longest single kafka-python poll (see Consumer.poll_by_partition)
 # What kafka-python 3 raises at construction when it cannot bootstrap.
 _UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError)
 _ERROR_TOPIC_ALREADY_EXISTS = 36
@@ -156,6 +155,24 @@ def topic_names(prefix: str = "") -> dict[str, str]:
     return {role: f"{prefix}{role}" for role in ROLES}
 
 
+def _drain_responses_that_land_late(fetcher) -> None:
+    """Fix a lost wake-up in kafka-python 3.0.12's poll.
+
+    Its fetcher drains the buffer, then sends fetches and waits on those in flight. A response
+    that lands between the two is buffered, but its (done) future is dropped, so nothing is in
+    flight: the fetcher reports "idle" and poll sleeps min(timeout, retry_backoff_ms=100 ms)
+    with records in hand, a few times a second under load. Reporting not-idle when responses
+    are buffered makes poll go round again and return them.
+    """
+    fetch_records = fetcher.fetch_records
+
+    def fetch_records_no_lost_wakeup(max_records=None, update_offsets=True, timeout_ms=None):
+        records, idle = fetch_records(max_records, update_offsets, timeout_ms)
+        return records, idle and not fetcher._completed_fetches
+
+    fetcher.fetch_records = fetch_records_no_lost_wakeup
+
+
 def _tps(partitions: Iterable[Partition]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition) for topic, partition in partitions]
 
@@ -221,6 +238,7 @@ class Consumer:
             self._consumer = KafkaConsumer(**kwargs)
         except _UNREACHABLE as exc:
             raise _unavailable(settings, exc) from None
+        _drain_responses_that_land_late(self._consumer._fetcher)
 
     def subscribe(
         self,
@@ -256,18 +274,7 @@ class Consumer:
         fetcher = self._consumer._fetcher
         if fetcher._paused_partition_records and not fetcher._next_partition_records:
             fetcher._next_partition_records = None
-        # kafka-python 3.0.12 sleeps min(timeout, retry_backoff_ms=100) when it finds nothing
-        # buffered and no fetch in flight. That also happens when a fetch response lands
-        # between its look at the buffer and its wait (sending the next fetches drops the
-        # completed future it would have waited on): those records then wait ~100 ms, a few
-        # times a second under load. Short slices bound that sleep.
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            batches = self._consumer.poll(timeout_ms=min(POLL_SLICE_MS, left_ms),
-                                          max_records=max_records)
-            if batches or not left_ms:
-                break
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return {(tp.topic, tp.partition): records for tp, records in batches.items()}
 
     def buffered(self) -> bool:

@@ -218,15 +218,15 @@ def test_poll_by_partition_and_buffered(
 
 
 @pytest.mark.broker
-def test_poll_never_sleeps_longer_than_a_slice(
-    admin: Admin, kafka_settings: KafkaSettings, unique_prefix: str,
+def test_poll_returns_a_response_that_lands_between_drain_and_wait(
+    admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """kafka-python sleeps up to 100 ms (retry_backoff_ms) in a poll that finds nothing
-    fetchable, also when records arrive meanwhile; our polls keep each such sleep short."""
+    """kafka-python 3.0.12 drops the future of a fetch response that lands after its poll
+    looked at the buffer, then finds nothing in flight and sleeps up to 100 ms with the
+    records in hand. Our poll returns them without that sleep. The race is made certain by
+    holding the drain until the in-flight fetch's response has landed."""
     import kafka.consumer.group as kafka_group
-
-    from producers.kafka_client import POLL_SLICE_MS
 
     sleeps: list[float] = []
 
@@ -238,16 +238,34 @@ def test_poll_never_sleeps_longer_than_a_slice(
             sleeps.append(seconds)
             time.sleep(seconds)
 
-    topic = unique_prefix + "idle"
+    topic = unique_prefix + "race"
     admin.create_topics([topic], partitions=1)
-    consumer = Consumer(kafka_settings)
+    consumer = Consumer(kafka_settings, fetch_max_wait_ms=2000)
     try:
         consumer.assign([(topic, 0)])
-        consumer.pause([(topic, 0)])  # nothing fetchable: kafka-python's idle path
+        fetcher = consumer._consumer._fetcher
+        deadline = time.monotonic() + 10
+        while not fetcher.in_flight_fetches() and time.monotonic() < deadline:
+            assert consumer.poll_by_partition(10) == {}
+        assert fetcher.in_flight_fetches(), "no fetch waiting at the broker"
+        producer.send(topic, b"v", b"k", 0)
+        producer.flush(timeout=10)
+        drain = fetcher.fetched_records
+
+        def drain_then_response_lands(*args, **kwargs):
+            monkeypatch.setattr(fetcher, "fetched_records", drain)  # only the first drain
+            result = drain(*args, **kwargs)
+            deadline = time.monotonic() + 10
+            while not fetcher._completed_fetches and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert fetcher._completed_fetches, "the in-flight fetch never answered"
+            return result
+
+        monkeypatch.setattr(fetcher, "fetched_records", drain_then_response_lands)
         monkeypatch.setattr(kafka_group, "time", RecordingTime())
-        assert consumer.poll_by_partition(300) == {}
-        assert sleeps, "the idle path was not taken"
-        assert max(sleeps) <= POLL_SLICE_MS / 1000
+        batches = consumer.poll_by_partition(5000)
+        assert [r.value for r in batches.get((topic, 0), [])] == [b"v"]
+        assert sleeps == []
     finally:
         consumer.close()
 
