@@ -979,6 +979,13 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     model_pid = (child_pids(proc.pid) or [None])[0]
     cpu0 = [proc_cpu_s(proc.pid), proc_cpu_s(model_pid), proc_cpu_s(env.broker_pid),
             time.process_time()]
+    # Tansu's fetches cost more as a partition grows: watch the broker second by second.
+    broker_by_second, last = [], cpu0[2]
+    for second in range(1, int(steady_s) + 1):
+        time.sleep(max(0.0, sent["t0_ms"] / 1000 + warmup_s + second - time.time()))
+        now = proc_cpu_s(env.broker_pid)
+        broker_by_second.append(None if now is None or last is None else now - last)
+        last = now
     time.sleep(max(0.0, sent["t0_ms"] / 1000 + warmup_s + steady_s - time.time()))
     cpu1 = [proc_cpu_s(proc.pid), proc_cpu_s(model_pid), proc_cpu_s(env.broker_pid),
             time.process_time()]
@@ -1013,6 +1020,7 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
         "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
         "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else None,
         "mean_ms": sum(lat) / len(lat) if lat else None, "p99_ms_by_second": p99_by_second,
+        "broker_cpu_by_second": broker_by_second,
         "worker_peak_rss_mb": peak,
         "worker_cpu_s": usage.ru_utime + usage.ru_stime, "worker_wall_s": wall,
         "broker_cpu_s": broker_cpu,
@@ -1243,6 +1251,13 @@ def report(res: dict) -> str:
         lines.append("(CPU % over the steady window: worker I/O process, model process, "
                      "broker, load generator; load delay: the most a record waited past its "
                      "scheduled time to be sent)")
+        for name, r in lat.items():
+            if r and r.get("broker_cpu_by_second"):
+                lines.append(f"{name}, second by second: p99 ms "
+                             + " ".join(fmt(v, ".0f") for v in r["p99_ms_by_second"])
+                             + "; broker CPU % "
+                             + " ".join(fmt(None if v is None else v * 100, ".0f")
+                                        for v in r["broker_cpu_by_second"]))
     mem = res.get("memory", {})
     if mem:
         lines += ["", "memory"]
