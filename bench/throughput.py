@@ -1434,9 +1434,9 @@ def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
     rate = round((_get(res, "worker_1p", "lr", "events_per_s")
                   or _get(res, "worker_4p", "lr", "sum_of_worker_rates") or 10_000) / 4) * 2
 
-    def run(name: str, rate: int, steady: float) -> dict | None:
+    def run(name: str, offered: int, steady: float) -> dict | None:
         with broker_env(tmp, samples) as env:
-            return attempt(res, name, measure_latency, env, rate, warmup_s, steady)
+            return attempt(res, name, measure_latency, env, offered, warmup_s, steady)
 
     runs = []
     for _ in range(repeats):
