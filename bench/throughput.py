@@ -527,8 +527,8 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
 
     A child process (fresh interpreter, ``bench/throughput.py --_child worker``) runs
     ``consumers.worker.Worker`` with default WorkerOptions (checkpoint every 100k records,
-    poll 100 ms in 5 ms slices, 500 records/poll, its model process; ``model_process=False``
-    or a profile: everything in one process) and ``exit_when_idle=1``, fresh state, group join with
+    poll 100 ms, 500 records/poll, its model process; ``model_process=False`` or a
+    profile: everything in one process) and ``exit_when_idle=1``, fresh state, group join with
     ``fast_group_timeouts``. A Worker subclass timestamps the first ``_push`` (= the first
     poll that returned records, after the group join) and, from ``on_tick``, flushes the
     producer once all 2n records are processed: timed = first records -> every prediction
