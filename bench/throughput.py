@@ -125,7 +125,7 @@ def make_samples(n: int, seed: int = 42) -> list[Sample]:
 class Env:
     """What every Kafka measurement needs."""
 
-    settings: KafkaSettings
+    settings: KafkaSettings | None  # None: a measurement without Kafka
     broker_pid: int | None
     tmp: Path
     samples: list[Sample]
@@ -150,11 +150,16 @@ def broker_env(tmp: Path, samples: list[Sample]):
         yield env
     finally:
         if env is not None:
-            for proc in env.children:
-                if proc.returncode is None and proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            stop_children(env)
         broker.stop()
+
+
+def stop_children(env: Env) -> None:
+    """Kill the child processes a measurement left running (after a failure)."""
+    for proc in env.children:
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def create_topics(settings: KafkaSettings, prefix: str, partitions: int,
@@ -1487,9 +1492,12 @@ def run_all(args: argparse.Namespace) -> dict:
             measure_throughputs(res, env, models, repeats, n, naive_n)
         measure_latencies(res, tmp, samples, repeats, warmup_s, steady_s)
         log(f"learner with {n_pending} pending joins")
-        with broker_env(tmp, samples) as env:  # no Kafka; the Env runs the child process
+        env = Env(None, None, tmp, samples)  # no Kafka: the Env only runs the child process
+        try:
             res["memory"] = {"pending": attempt(res, "pending", measure_pending_memory, env,
                                                 n_pending)}
+        finally:
+            stop_children(env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
