@@ -25,6 +25,7 @@ import io
 import pickle
 import sys
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -313,13 +314,12 @@ class RecentIds:
 
     __slots__ = ("limit", "_number", "_id", "_oldest")
 
-    def __init__(self, limit: int, ids=()):
+    def __init__(self, limit: int, ids: Iterable[str] = ()):
         self.limit = limit
-        self._number: dict[str, int] = {}  # id -> the how-many-th added
-        self._id: dict[int, str] = {}  # the reverse, to find the oldest without a scan
+        newest = list(dict.fromkeys(ids))[-limit:]  # oldest first, as many as add() keeps
+        self._number = dict(zip(newest, range(len(newest))))  # id -> the how-many-th added
+        self._id = dict(enumerate(newest))  # the reverse, to find the oldest without a scan
         self._oldest = 0
-        for key in ids:
-            self.add(key)
 
     def add(self, key: str) -> None:
         """Remember ``key`` (if new), forgetting the oldest beyond the limit."""
