@@ -24,7 +24,9 @@ Measured (each in its own ``measure_*`` function, whose docstring says exactly w
   the load generator (`LoadPublisher`) writes whole record batches so that it takes little
   of the 2 cores, and stamps each record with its scheduled time. Each latency run has a
   fresh broker (Tansu keeps every record in memory; one that served the throughput phases
-  gave ~40 % higher p99).
+  gave ~40 % higher p99). At half the maximum the Kafka I/O ceiling's loop (no model) takes
+  the same load too, its runs alternating with the worker's: the client's and broker's own
+  latency at that rate.
 - memory: peak RSS of the worker processes, and bytes per pending join of a learner holding
   1 million scored events whose labels never arrive.
 
@@ -697,6 +699,36 @@ def _child_worker(spec: dict) -> int:
     return 0
 
 
+def _child_io_loop(spec: dict) -> int:
+    """Child process of measure_latency(subject="ceiling"): the Kafka I/O ceiling's loop
+    (`measure_kafka_ceiling`), live: read events and labels, send one prediction-sized record
+    per event, keyed by the event's key. Exits once nothing came for 5 s after records did."""
+    settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
+    topics = topic_names(spec["prefix"])
+    payload = bytes.fromhex(spec["payload"])
+    consumer = Consumer(settings, client_id="bench-io-loop", max_poll_records=MAX_POLL_RECORDS,
+                        fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    producer = Producer(settings, client_id="bench-io-loop")
+    gc.freeze()  # as the worker does after start-up
+    try:
+        consumer.assign([(topics["events"], 0), (topics["labels"], 0)])
+        print("assigned partitions [0]", file=sys.stderr, flush=True)
+        events, target = topics["events"], topics["predictions"]
+        last = None
+        while last is None or time.monotonic() - last < 5.0:
+            records = consumer.poll(100)
+            if records:
+                last = time.monotonic()
+            for r in records:
+                if r.topic == events:
+                    producer.send(target, payload, r.key, 0)
+        producer.flush()
+    finally:
+        consumer.close()
+        producer.close()
+    return 0
+
+
 def measure_worker_4p(env: Env, model: str) -> dict:
     """driftstream on 4 partitions with 2 worker processes (``python -m driftstream.cli run
     --exit-when-idle 2 --fast-group-timeouts``, one shared state file), data already in the
@@ -914,10 +946,11 @@ LOAD_TICK_S = 0.005  # the load generator sends what is due every 5 ms (a produc
 
 
 def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
-                    model: str = "lr") -> dict:
+                    model: str = "lr", subject: str = "worker") -> dict:
     """Event publish -> prediction publish at a steady offered rate, 1 partition, 1 worker.
 
-    A ``driftstream run`` process (exit-when-idle 5) joins a fresh 1-partition topic set; a
+    A ``driftstream run`` process (exit-when-idle 5) joins a fresh 1-partition topic set (with
+    ``subject="ceiling"``: the Kafka I/O ceiling's loop, no model, `_child_io_loop`); a
     `LoadPublisher` thread here schedules event i at t0 + i / rate, with the label of event
     i - 100 right before it (label delay 100 events), and every 5 ms sends what is due. Each
     record's CreateTime is its scheduled time (values without ``ts``, so that is also its
@@ -937,12 +970,17 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     prefix = env.prefix(f"lat-{int(rate)}")
     topics = create_topics(env.settings, prefix, 1)
     state = env.tmp / f"{prefix}sqlite"
-    proc, _out, err = start_child(env, cli_worker_args(env, prefix, model, state, 5.0),
-                                  f"latency-{int(rate)}")
+    if subject == "worker":
+        args = cli_worker_args(env, prefix, model, state, 5.0)
+    else:
+        spec = {"bootstrap": env.settings.bootstrap_servers, "prefix": prefix,
+                "payload": prediction_sized_payload(env).hex()}
+        args = [PYTHON, __file__, "--_child", "io-loop", json.dumps(spec)]
+    proc, _out, err = start_child(env, args, f"latency-{subject}-{int(rate)}")
     deadline = time.monotonic() + 90
     while "assigned partitions [0]" not in err.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"latency worker did not join: {err.read_text()[-2000:]}")
+            raise RuntimeError(f"latency {subject} did not start: {err.read_text()[-2000:]}")
         time.sleep(0.05)
     samples = env.samples
     stop = threading.Event()
@@ -1028,7 +1066,7 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     code, usage, peak = wait_child(proc, timeout=120)
     broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
     if code != 0:
-        raise RuntimeError(f"latency worker exited {code}: {err.read_text()[-3000:]}")
+        raise RuntimeError(f"latency {subject} exited {code}: {err.read_text()[-3000:]}")
     events = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["events"])}
     preds = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["predictions"])}
     lo, hi = sent["t0_ms"] + warmup_s * 1000, sent["t_end_ms"]
@@ -1280,7 +1318,9 @@ def report(res: dict) -> str:
                                   "load delay ms"]))
         lines.append("(CPU % over the steady window: worker I/O process, model process, "
                      "broker, load generator; load delay: the most a record waited past its "
-                     "scheduled time to be sent)")
+                     "scheduled time to be sent; \"half, I/O ceiling\": the Kafka I/O ceiling's "
+                     "loop, same client and settings, no model, under the same load, its runs "
+                     "alternating with the worker's: what the client and broker cost alone)")
         for name, r in lat.items():
             if r and r.get("broker_cpu_by_second"):
                 lines.append(f"{name}, second by second: p99 ms "
@@ -1337,14 +1377,16 @@ def report(res: dict) -> str:
     reps = res.get("repeats", {})
     if len(reps.get("worker_1p_lr", [])) > 1:
         workers, ceilings = reps["worker_1p_lr"], reps["ceiling"]
-        lat = ["FAILED" if r is None else f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
-               for r in reps.get("latency_half", [])]
+        def lat(key):
+            return " · ".join("FAILED" if r is None else f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
+                              for r in reps.get(key, []))
         lines += ["", "every run, in order (the tables above show the median):",
                   f"  worker lr 1 partition, events/s: {' · '.join(map(fmt, workers))}",
                   f"  Kafka I/O ceiling, events/s:     {' · '.join(map(fmt, ceilings))}",
                   "  worker / ceiling, run by run:    "
                   + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, ceilings)),
-                  f"  latency at half max, p50/p95/p99 ms: {' · '.join(lat)}"]
+                  f"  latency at half max, p50/p95/p99 ms: {lat('latency_half')}",
+                  f"  the same, Kafka I/O ceiling's loop: {lat('latency_half_io_ceiling')}"]
     lines += ["", *res["notes"]]
     return "\n".join(lines)
 
@@ -1439,18 +1481,26 @@ def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
     rate = round((_get(res, "worker_1p", "lr", "events_per_s")
                   or _get(res, "worker_4p", "lr", "sum_of_worker_rates") or 10_000) / 4) * 2
 
-    def run(name: str, offered: int, steady: float) -> dict | None:
+    def run(name: str, offered: int, steady: float, subject: str = "worker") -> dict | None:
         with broker_env(tmp, samples) as env:
-            return attempt(res, name, measure_latency, env, offered, warmup_s, steady)
+            return attempt(res, name, measure_latency, env, offered, warmup_s, steady,
+                           subject=subject)
 
-    runs = []
+    # At half max the worker and the Kafka I/O ceiling's loop alternate: what the client and
+    # broker alone cost in latency at that rate, under the same host conditions.
+    runs, floors = [], []
     for _ in range(repeats):
         log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
         runs.append(r := run("latency-half", rate, steady_s))
         log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
+        log(f"  the same load through the Kafka I/O ceiling's loop (no model)")
+        floors.append(r := run("latency-half-io-ceiling", rate, steady_s, subject="ceiling"))
+        log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
     res["latency"]["half of max"] = median_run(runs, "p99_ms")
-    res["repeats"]["latency_half"] = [
-        None if r is None else {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms")} for r in runs]
+    res["latency"]["half, I/O ceiling"] = median_run(floors, "p99_ms")
+    for key, rs in (("latency_half", runs), ("latency_half_io_ceiling", floors)):
+        res["repeats"][key] = [None if r is None else
+                               {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms")} for r in rs]
     log(f"latency at {rate // 2} events/s (a quarter of the maximum)")
     res["latency"]["quarter of max"] = r = run("latency-quarter", rate // 2, steady_s / 2)
     log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
@@ -1600,7 +1650,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args._child:
         kind, spec = args._child
-        return {"worker": _child_worker, "pending": _child_pending}[kind](json.loads(spec))
+        children = {"worker": _child_worker, "pending": _child_pending, "io-loop": _child_io_loop}
+        return children[kind](json.loads(spec))
     if args.n is None:
         args.n = 10_000 if args.quick else 100_000
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -1651,6 +1702,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "events_per_s": _get(res, "worker_1p", "lr", "events_per_s"),
             "p99_ms": _get(res, "latency", "half of max", "p99_ms"),
+            "p99_ms_io_ceiling": _get(res, "latency", "half, I/O ceiling", "p99_ms"),
             "ratio_vs_river": _get(res, "ratios", "lr", "vs_river"),
             "ratio_vs_ceiling": _get(res, "ratios", "lr", "vs_ceiling"),
             "ratio_vs_naive": _get(res, "ratios", "lr", "vs_naive"),
