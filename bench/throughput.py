@@ -1470,7 +1470,8 @@ def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n:
 
 def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
                       warmup_s: float, steady_s: float) -> None:
-    """Latency at half and a quarter of the 1-partition lr maximum, and at 100/s.
+    """Latency at half and a quarter of the 1-partition lr maximum, and at 100/s; at half,
+    also of the Kafka I/O ceiling's loop, alternating with the worker's runs.
 
     Each run gets a broker of its own: Tansu keeps every record in memory, and on the broker
     that had served the throughput phases, p99 at half max came out ~40 % higher (107 vs
@@ -1486,8 +1487,7 @@ def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
             return attempt(res, name, measure_latency, env, offered, warmup_s, steady,
                            subject=subject)
 
-    # At half max the worker and the Kafka I/O ceiling's loop alternate: what the client and
-    # broker alone cost in latency at that rate, under the same host conditions.
+    # What the client and broker alone cost in latency at that rate, under the same host speed
     runs, floors = [], []
     for _ in range(repeats):
         log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
