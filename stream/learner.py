@@ -310,13 +310,16 @@ class RecentIds:
     ...     ids.add(i)
     >>> "a" in ids, "c" in ids, list(ids)
     (False, True, ['b', 'c'])
+    >>> list(RecentIds(2, ["a", "b", "c", "b"])), list(RecentIds(0, ["a"]))
+    (['b', 'c'], [])
     """
 
     __slots__ = ("limit", "_number", "_id", "_oldest")
 
     def __init__(self, limit: int, ids: Iterable[str] = ()):
         self.limit = limit
-        newest = list(dict.fromkeys(ids))[-limit:]  # oldest first, as many as add() keeps
+        unique = list(dict.fromkeys(ids))
+        newest = unique[max(0, len(unique) - limit):]  # oldest first, as many as add() keeps
         self._number = dict(zip(newest, range(len(newest))))  # id -> the how-many-th added
         self._id = dict(enumerate(newest))  # the reverse, to find the oldest without a scan
         self._oldest = 0
