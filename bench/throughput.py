@@ -1377,9 +1377,11 @@ def report(res: dict) -> str:
     reps = res.get("repeats", {})
     if len(reps.get("worker_1p_lr", [])) > 1:
         workers, ceilings = reps["worker_1p_lr"], reps["ceiling"]
-        def lat(key):
-            return " · ".join("FAILED" if r is None else f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
+        def lat(key: str) -> str:
+            return " · ".join("FAILED" if r is None else
+                              f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
                               for r in reps.get(key, []))
+
         lines += ["", "every run, in order (the tables above show the median):",
                   f"  worker lr 1 partition, events/s: {' · '.join(map(fmt, workers))}",
                   f"  Kafka I/O ceiling, events/s:     {' · '.join(map(fmt, ceilings))}",
@@ -1493,7 +1495,7 @@ def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
         log(f"latency at {rate} events/s (half the 1-partition lr maximum)")
         runs.append(r := run("latency-half", rate, steady_s))
         log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
-        log(f"  the same load through the Kafka I/O ceiling's loop (no model)")
+        log("  the same load through the Kafka I/O ceiling's loop (no model)")
         floors.append(r := run("latency-half-io-ceiling", rate, steady_s, subject="ceiling"))
         log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
     res["latency"]["half of max"] = median_run(runs, "p99_ms")
@@ -1650,8 +1652,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args._child:
         kind, spec = args._child
-        children = {"worker": _child_worker, "pending": _child_pending, "io-loop": _child_io_loop}
-        return children[kind](json.loads(spec))
+        child = {"worker": _child_worker, "pending": _child_pending, "io-loop": _child_io_loop}
+        return child[kind](json.loads(spec))
     if args.n is None:
         args.n = 10_000 if args.quick else 100_000
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,

@@ -352,7 +352,7 @@ class RecentIds:
             return list(self._number)
 
     @classmethod
-    def unpacked(cls, packed, limit: int) -> "RecentIds":
+    def unpacked(cls, packed: bytes | Iterable[str], limit: int) -> RecentIds:
         """From `packed`, or from an older checkpoint's JSON object or (Ordered)dict."""
         return cls(limit, orjson.loads(packed) if isinstance(packed, bytes) else packed)
 
