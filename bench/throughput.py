@@ -457,6 +457,13 @@ def prediction_sized_payload(env: Env) -> bytes:
     return encode(pred.to_wire())
 
 
+def ceiling_clients(settings: KafkaSettings, client_id: str) -> tuple[Consumer, Producer]:
+    """The Kafka I/O ceiling's consumer and producer: the worker's client and settings."""
+    consumer = Consumer(settings, client_id=client_id, max_poll_records=MAX_POLL_RECORDS,
+                        fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    return consumer, Producer(settings, client_id=client_id)
+
+
 def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     """Kafka I/O ceiling with the worker's client and settings, no model, no decode.
 
@@ -478,9 +485,7 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     tps = [(topics["events"], 0), (topics["labels"], 0)]
 
     def consume(produce: bool, target: str) -> tuple[float, float, float]:
-        consumer = Consumer(settings, client_id="bench-ceiling", max_poll_records=MAX_POLL_RECORDS,
-                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
-        producer = Producer(settings, client_id="bench-ceiling")
+        consumer, producer = ceiling_clients(settings, "bench-ceiling")
         try:
             consumer.assign(tps)
             consumer.seek_to_beginning(tps)
@@ -706,9 +711,7 @@ def _child_io_loop(spec: dict) -> int:
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
     topics = topic_names(spec["prefix"])
     payload = bytes.fromhex(spec["payload"])
-    consumer = Consumer(settings, client_id="bench-io-loop", max_poll_records=MAX_POLL_RECORDS,
-                        fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
-    producer = Producer(settings, client_id="bench-io-loop")
+    consumer, producer = ceiling_clients(settings, "bench-io-loop")
     gc.freeze()  # as the worker does after start-up
     try:
         consumer.assign([(topics["events"], 0), (topics["labels"], 0)])
