@@ -23,7 +23,9 @@ Requests are tuples:
 
 A periodic snapshot of a learner holding many pending joins (pickling a million takes about
 two seconds) is written by a forked copy of the model process, so that scoring goes on: its
-`StateSnapshot` names the file, and a later answer says the file is complete.
+`StateSnapshot` names the file, and a later answer says the file is complete. The file's name
+holds the model process's pid, so that a file left by a worker killed meanwhile is found and
+removed when a worker next starts (`remove_orphaned_state_files`).
 
 >>> from stream.learner import LearnerConfig
 >>> model = LocalModel()
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import glob
 import multiprocessing
 import os
 import pickle
@@ -90,6 +93,7 @@ class BatchAnswer:
 
 
 FORK_STATE_ABOVE = 100_000  # pending joins from which a periodic state is written by a fork
+STATE_FILE_PREFIX = "driftstream-state-pid"  # then <model process pid>-<partition>-<random>
 
 
 class ModelHost:
@@ -156,7 +160,8 @@ class ModelHost:
             return learner.to_bytes()
         if p in self.writing and not self._reap(p):
             return None  # the previous state is still being written: snapshot a bit later
-        fd, path = tempfile.mkstemp(prefix=f"driftstream-state-{p}-", suffix=".pickle")
+        fd, path = tempfile.mkstemp(prefix=f"{STATE_FILE_PREFIX}{os.getpid()}-{p}-",
+                                    suffix=".pickle")
         pid = os.fork()
         if pid == 0:  # the copy: the learner as it is now, whatever the model process does next
             code = 1
@@ -198,6 +203,30 @@ def remove_quietly(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
+
+
+def remove_orphaned_state_files(directory: str | None = None) -> list[str]:
+    """Remove the state files in ``directory`` (default: the temporary directory) whose model
+    process is gone, and return their paths. A worker killed while a fork was writing its
+    state never reads nor removes that file; each can be as large as a checkpoint."""
+    removed = []
+    pattern = os.path.join(directory or tempfile.gettempdir(), f"{STATE_FILE_PREFIX}*.pickle")
+    for path in glob.glob(pattern):
+        pid = os.path.basename(path)[len(STATE_FILE_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            remove_quietly(path)
+            removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class LocalModel:

@@ -44,7 +44,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.model_process import BatchAnswer, LocalModel, ModelProcess, remove_quietly
+from consumers.model_process import (BatchAnswer, LocalModel, ModelProcess,
+                                     remove_orphaned_state_files, remove_quietly)
 from consumers.observability import (
     DeadLetterLog,
     MetricsServer,
@@ -179,6 +180,11 @@ class Worker:
         """
         opts = self.options
         self._summaries_wanted = opts.metrics_port is not None or on_tick is not None
+        orphans = remove_orphaned_state_files()
+        if orphans:
+            log.info("removed %d state file(s) left by a model process that is gone: %s",
+                     len(orphans), orphans, extra=fields(event="orphaned_state_files_removed",
+                                                         files=orphans))
         # Before any Kafka client or server thread exists: the model process is forked.
         self.model = ModelProcess() if opts.model_process else LocalModel()
         # Modules, River and the rest of start-up live as long as the process: keep the
@@ -390,13 +396,17 @@ class Worker:
         try:
             if snap is None or p not in self.tasks or self._needs_rewind:
                 return
+            if problem is None:
+                try:
+                    with open(path, "rb") as f:
+                        snap.state = f.read()
+                except OSError as e:  # e.g. removed by a temporary-file cleaner
+                    problem = f"its file could not be read: {e}"
             if problem is not None:
                 log.error("partition %d: a checkpoint's state could not be written (%s); the "
                           "next one will be", p, problem,
                           extra=fields(event="checkpoint_failed", partition=p, reason=problem))
                 return
-            with open(path, "rb") as f:
-                snap.state = f.read()
             self._checkpoint(self.tasks[p], snap)
         finally:
             remove_quietly(path)

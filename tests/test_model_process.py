@@ -19,6 +19,7 @@ from consumers.model_process import (
     ModelHost,
     ModelProcess,
     ModelProcessError,
+    remove_orphaned_state_files,
 )
 from producers.sources import event_record, label_record, synthetic
 from stream.learner import Learner, LearnerConfig
@@ -161,6 +162,9 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
         forked.append(host.handle(("batch", 0, [], {}, [], "periodic", False)))
         time.sleep(0.01)  # polling interval of the condition, not a synchronisation
     assert all(problem is None for problem in files.values())
+    # Named after the process that forked them (here: this one), for remove_orphaned_state_files.
+    assert files and all(os.path.basename(path).startswith(f"driftstream-state-pid{os.getpid()}-")
+                         for path in files)
     reference = {(p, tuple(o[3].offsets)): Learner.from_bytes(o[3].state).canonical_bytes()
                  for a in inline for p, prog in a.progress.items() for o in prog.outputs
                  if o[0] == "checkpoint"}
@@ -189,3 +193,18 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
     assert last.progress[0].outputs[-1][3].state_file  # 20 pending joins: forked
     host.close()
     assert {str(f) for f in tmp_path.glob("driftstream-state-*")} == set(files)
+
+
+def test_state_files_whose_model_process_is_gone_are_removed(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    gone_pid = int(ended.stdout)  # exited and reaped
+    orphan = tmp_path / f"driftstream-state-pid{gone_pid}-0-x1.pickle"
+    ours = tmp_path / f"driftstream-state-pid{os.getpid()}-0-x2.pickle"  # being written
+    older = tmp_path / "driftstream-state-0-x3.pickle"  # the old name: no pid, left alone
+    other = tmp_path / "notes.pickle"
+    for path in (orphan, ours, older, other):
+        path.write_bytes(b"state")
+    assert remove_orphaned_state_files(str(tmp_path)) == [str(orphan)]
+    assert sorted(tmp_path.iterdir()) == sorted([ours, older, other])
+    assert remove_orphaned_state_files(str(tmp_path)) == []

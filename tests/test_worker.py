@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -187,11 +189,15 @@ def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path
 def test_checkpoints_written_by_a_fork_are_saved_whole(kafka_settings, unique_prefix, tmp_path,
                                                        monkeypatch):
     """Every periodic state forked off (limit 1 pending join): same predictions as River,
-    each saved state reflects exactly its offsets, and no state file is left behind."""
+    each saved state reflects exactly its offsets, and no state file is left behind, not even
+    one that a killed worker's model process left before this worker started."""
     monkeypatch.setattr("consumers.model_process.FORK_STATE_ABOVE", 1)
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spool))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    (spool / f"driftstream-state-pid{int(ended.stdout)}-0-left.pickle").write_bytes(b"old")
     from_files = []  # checkpoints saved from a state file
     checkpoint = Worker._checkpoint
 
@@ -223,3 +229,29 @@ def test_checkpoints_written_by_a_fork_are_saved_whole(kafka_settings, unique_pr
             assert learner.n_labels == cp.offsets[topics["labels"]]
     assert from_files  # some (not all: postponed or superseded by a newer one)
     assert not list(spool.iterdir())
+
+
+def test_a_state_file_that_cannot_be_read_fails_that_checkpoint_only(tmp_path, monkeypatch,
+                                                                    caplog):
+    """A forked state file removed before the worker read it (a temporary-file cleaner, say)
+    is logged as a failed checkpoint (the next one will be saved), not raised."""
+    from consumers.worker import PartitionTask
+    from producers.kafka_client import KafkaSettings
+    from stream.pipeline import StateSnapshot
+
+    worker = Worker(KafkaSettings(bootstrap_servers="127.0.0.1:9"), LearnerConfig(),
+                    str(tmp_path / "s.sqlite"))
+    saved = []
+    monkeypatch.setattr(worker, "_checkpoint", lambda task, snap: saved.append(snap))
+    worker.tasks[0] = PartitionTask(0, [10, 5], {}, {})
+    for name in ("gone", "written"):
+        path = str(tmp_path / f"driftstream-state-pid1-0-{name}.pickle")
+        worker._awaiting[path] = (0, StateSnapshot("periodic", None, [10, 5], (0, 10), {},
+                                                   state_file=path))
+    (tmp_path / "driftstream-state-pid1-0-written.pickle").write_bytes(b"state")
+    worker._state_written(str(tmp_path / "driftstream-state-pid1-0-gone.pickle"), None)
+    assert saved == [] and "its file could not be read" in caplog.text
+    worker._state_written(str(tmp_path / "driftstream-state-pid1-0-written.pickle"), None)
+    assert [snap.state for snap in saved] == [b"state"]
+    assert not list(tmp_path.glob("driftstream-state-*"))
+    worker.store.close()
