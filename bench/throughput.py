@@ -72,6 +72,7 @@ import re
 import resource
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -1380,7 +1381,8 @@ def report(res: dict) -> str:
     reps = res.get("repeats", {})
     if len(reps.get("worker_1p_lr", [])) > 1:
         workers, ceilings = reps["worker_1p_lr"], reps["ceiling"]
-        def lat(key: str) -> str:
+
+        def latency_runs(key: str) -> str:
             return " · ".join("FAILED" if r is None else
                               f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
                               for r in reps.get(key, []))
@@ -1390,8 +1392,9 @@ def report(res: dict) -> str:
                   f"  Kafka I/O ceiling, events/s:     {' · '.join(map(fmt, ceilings))}",
                   "  worker / ceiling, run by run:    "
                   + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, ceilings)),
-                  f"  latency at half max, p50/p95/p99 ms: {lat('latency_half')}",
-                  f"  the same, Kafka I/O ceiling's loop: {lat('latency_half_io_ceiling')}"]
+                  f"  latency at half max, p50/p95/p99 ms: {latency_runs('latency_half')}",
+                  "  the same, Kafka I/O ceiling's loop: "
+                  + latency_runs("latency_half_io_ceiling")]
     lines += ["", *res["notes"]]
     return "\n".join(lines)
 
@@ -1570,11 +1573,11 @@ def run_all(args: argparse.Namespace) -> dict:
     # ratios compares them at the same host speed, which drifts over minutes here.
     pairs = [_ratio(w, c) for w, c in zip(_get(res, "repeats", "worker_1p_lr") or [],
                                           _get(res, "repeats", "ceiling") or [])]
-    pairs = sorted(r for r in pairs if r is not None)
+    pairs = [r for r in pairs if r is not None]
     if "lr" in ratios and pairs:
         lr = ratios["lr"]
         lr["vs_ceiling_of_medians"] = lr["vs_ceiling"]
-        lr["vs_ceiling"] = pairs[(len(pairs) - 1) // 2]
+        lr["vs_ceiling"] = statistics.median_low(pairs)  # as median_run: the lower middle
     res["ratios"] = ratios
     res["runtime_s"] = time.perf_counter() - started
     if naive_n < n:

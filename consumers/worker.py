@@ -403,7 +403,7 @@ class Worker:
                 except OSError as e:  # e.g. removed by a temporary-file cleaner
                     problem = f"its file could not be read: {e}"
             if problem is not None:
-                log.error("partition %d: a checkpoint's state could not be written (%s); the "
+                log.error("partition %d: a checkpoint's state could not be saved (%s); the "
                           "next one will be", p, problem,
                           extra=fields(event="checkpoint_failed", partition=p, reason=problem))
                 return
