@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,3 +38,11 @@ def unique_prefix(request: pytest.FixtureRequest) -> str:
     """A topic/group prefix no other test uses, e.g. "test-foo-1a2b3c4d."."""
     name = re.sub(r"[^a-zA-Z0-9_-]", "-", request.node.name)[:40]
     return f"{name}-{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def ended_pid() -> int:
+    """The pid of a process that has exited and been reaped: no process has it now."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    return int(child.stdout)

@@ -195,11 +195,8 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
     assert {str(f) for f in tmp_path.glob("driftstream-state-*")} == set(files)
 
 
-def test_state_files_whose_model_process_is_gone_are_removed(tmp_path):
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
-    gone_pid = int(ended.stdout)  # exited and reaped
-    orphan = tmp_path / f"driftstream-state-pid{gone_pid}-0-x1.pickle"
+def test_state_files_whose_model_process_is_gone_are_removed(tmp_path, ended_pid):
+    orphan = tmp_path / f"driftstream-state-pid{ended_pid}-0-x1.pickle"
     ours = tmp_path / f"driftstream-state-pid{os.getpid()}-0-x2.pickle"  # being written
     older = tmp_path / "driftstream-state-0-x3.pickle"  # the old name: no pid, left alone
     other = tmp_path / "notes.pickle"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 
 import orjson
 import pytest
@@ -187,7 +185,7 @@ def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path
 
 
 def test_checkpoints_written_by_a_fork_are_saved_whole(kafka_settings, unique_prefix, tmp_path,
-                                                       monkeypatch):
+                                                       monkeypatch, ended_pid):
     """Every periodic state forked off (limit 1 pending join): same predictions as River,
     each saved state reflects exactly its offsets, and no state file is left behind, not even
     one that a killed worker's model process left before this worker started."""
@@ -195,9 +193,7 @@ def test_checkpoints_written_by_a_fork_are_saved_whole(kafka_settings, unique_pr
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spool))
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
-    (spool / f"driftstream-state-pid{int(ended.stdout)}-0-left.pickle").write_bytes(b"old")
+    (spool / f"driftstream-state-pid{ended_pid}-0-left.pickle").write_bytes(b"old")
     from_files = []  # checkpoints saved from a state file
     checkpoint = Worker._checkpoint
 
