@@ -56,6 +56,7 @@ from consumers.observability import (
 )
 from producers.kafka_client import (
     Consumer,
+    DeliveryFailed,
     KafkaClientError,
     KafkaError,
     KafkaSettings,
@@ -460,6 +461,9 @@ class Worker:
         started = time.perf_counter()
         try:
             self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+        except DeliveryFailed as e:  # e.g. refused by the broker: loud, and nothing skipped
+            self._kafka_failed(f"outputs not delivered ({e.args[0]})")
+            return False
         except KafkaError as e:
             self._kafka_failed(f"outputs not acknowledged within {FLUSH_TIMEOUT_S:.0f} s "
                                f"({type(e).__name__})")

@@ -38,6 +38,7 @@ __all__ = [
     "ROLES",
     "Admin",
     "Consumer",
+    "DeliveryFailed",
     "KafkaClientError",
     "KafkaSettings",
     "KafkaUnavailable",
@@ -68,6 +69,20 @@ class KafkaUnavailable(KafkaClientError):
     def __init__(self, bootstrap_servers: str, reason: str):
         self.bootstrap_servers = bootstrap_servers
         super().__init__(f"Kafka unavailable at {bootstrap_servers}: {reason}")
+
+
+class DeliveryFailed(KafkaClientError, KafkaError):
+    """Records that Kafka did not take for good (retries over, or refused, e.g. too large).
+
+    Raised by `Producer.flush` (a KafkaError too, so code that handles an unreachable Kafka
+    handles it): kafka-python's own flush returns normally when records failed.
+    """
+
+    def __init__(self, failed: int, first: BaseException):
+        why = first if isinstance(first, KafkaError) else f"{type(first).__name__}: {first}"
+        super().__init__(f"{failed} record(s) not delivered; the first: {why}")
+        self.failed = failed
+        self.first = first
 
 
 class TopicError(KafkaClientError):
@@ -357,7 +372,8 @@ class Consumer:
 
 
 class Producer:
-    """Raw-bytes producer: acks=all, batched, idempotence off.
+    """Raw-bytes producer: acks=all, batched, idempotence off; `flush` raises `DeliveryFailed`
+    if a record sent since the last flush failed.
 
     Idempotence is off because on Tansu the idempotent producer fails for good after a
     broker restart (UnknownProducerIdError); one request in flight keeps per-partition
@@ -370,6 +386,7 @@ class Producer:
         client_id: str | None = None,
         linger_ms: int = 5,
         batch_size: int = 256 * 1024,
+        delivery_timeout_ms: int = 120_000,
     ):
         kwargs: dict[str, object] = settings.client_kwargs()
         kwargs.update(
@@ -378,10 +395,14 @@ class Producer:
             max_in_flight_requests_per_connection=1,
             linger_ms=linger_ms,
             batch_size=batch_size,
+            delivery_timeout_ms=delivery_timeout_ms,  # a record fails after this, retries included
+            request_timeout_ms=min(30_000, delivery_timeout_ms - linger_ms),
             allow_auto_create_topics=False,
         )
         if client_id is not None:
             kwargs["client_id"] = client_id
+        self._failed = 0
+        self._first_failure: BaseException | None = None
         try:
             self._producer = KafkaProducer(**kwargs)
         except _UNREACHABLE as exc:
@@ -399,13 +420,24 @@ class Producer:
 
         Without an explicit partition the key's hash picks it (murmur2, as the Java client).
         """
-        return self._producer.send(
+        future = self._producer.send(
             topic, value=value, key=key, partition=partition, timestamp_ms=timestamp_ms
         )
+        return future.add_errback(self._count_failure)
+
+    def _count_failure(self, exc: BaseException) -> None:  # kafka-python's sender thread
+        if self._first_failure is None:
+            self._first_failure = exc
+        self._failed += 1
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until every queued record is acknowledged (or timeout seconds pass)."""
+        """Block until every queued record is acknowledged or failed (KafkaTimeoutError after
+        timeout seconds); DeliveryFailed if any failed since the last flush."""
         self._producer.flush(timeout=timeout)
+        if self._failed:
+            failed, first = self._failed, self._first_failure
+            self._failed, self._first_failure = 0, None
+            raise DeliveryFailed(failed, first)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush and close."""

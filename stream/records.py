@@ -112,9 +112,22 @@ class DriftReport:
         return out
 
 
+MAX_RAW_BYTES = 256 * 1024  # of a rejected record's bytes copied into its dead letter
+MAX_DETAIL_CHARS = 500  # a detail quotes input (a feature name, say): keep logs and letters small
+
+
 @dataclass(slots=True)
 class Rejection:
-    """A record that could not be used, with the reason; becomes a dead-letter record."""
+    """A record that could not be used, with the reason; becomes a dead-letter record.
+
+    A dead letter must fit in one Kafka message (1 MB by default) whatever the input was: its
+    ``raw`` holds at most the first MAX_RAW_BYTES of the record (``raw_bytes`` gives the whole
+    size; ``source`` says where the rest is) and its detail at most MAX_DETAIL_CHARS.
+
+    >>> wire = Rejection("not_json", "x" * 600, "events", 0, 9, b"{" * 300_000).to_wire()
+    >>> len(wire["detail"]), wire["raw_bytes"], len(base64.b64decode(wire["raw"]))
+    (500, 300000, 262144)
+    """
 
     reason: str
     detail: str
@@ -124,13 +137,21 @@ class Rejection:
     raw: bytes | None = None
     id: str | None = field(default=None)
 
+    def __post_init__(self) -> None:
+        if len(self.detail) > MAX_DETAIL_CHARS:
+            self.detail = self.detail[:MAX_DETAIL_CHARS - 1] + "…"
+
     def to_wire(self) -> dict:
         out = {
             "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
             "reason": self.reason,
             "detail": self.detail,
-            "raw": base64.b64encode(self.raw).decode("ascii") if self.raw is not None else None,
+            "raw": None,
         }
+        if self.raw is not None:
+            out["raw"] = base64.b64encode(self.raw[:MAX_RAW_BYTES]).decode("ascii")
+            if len(self.raw) > MAX_RAW_BYTES:
+                out["raw_bytes"] = len(self.raw)
         if self.id is not None:
             out["id"] = self.id
         return out

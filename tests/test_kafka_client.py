@@ -16,6 +16,7 @@ from driftstream.broker import BrokerError, EmbeddedBroker, free_port
 from producers.kafka_client import (
     Admin,
     Consumer,
+    DeliveryFailed,
     KafkaSettings,
     KafkaUnavailable,
     Producer,
@@ -441,6 +442,30 @@ def test_embedded_broker_restart(tmp_path) -> None:
         own.stop()
         assert not own.is_running()
         assert "listening on" in (tmp_path / "broker.log").read_text()
+
+
+@pytest.mark.broker
+def test_flush_raises_when_records_were_not_delivered(tmp_path) -> None:
+    """kafka-python's flush returns normally after records failed; ours must not (a worker
+    would otherwise save a checkpoint past outputs that were lost)."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as own:
+        settings = KafkaSettings(bootstrap_servers=own.bootstrap)
+        admin = Admin(settings)
+        admin.create_topics(["lost.out"], partitions=1)
+        admin.close()
+        producer = Producer(settings, delivery_timeout_ms=1500)
+        try:
+            producer.send("lost.out", b"kept", partition=0)
+            producer.flush(timeout=10)
+            own.stop()
+            for i in range(3):
+                producer.send("lost.out", b"lost %d" % i, partition=0)
+            with pytest.raises(DeliveryFailed, match="3 record.s. not delivered") as failed:
+                producer.flush(timeout=30)
+            assert failed.value.failed == 3
+            producer.flush(timeout=1)  # reported once: nothing failed since
+        finally:
+            producer.close(timeout=0)
 
 
 @pytest.mark.broker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import orjson
@@ -17,6 +18,7 @@ from producers.sources import river_delay, synthetic
 from state.checkpoints import StateStore
 from stream.learner import Learner, LearnerConfig
 from stream.models import build_model
+from stream.records import MAX_RAW_BYTES
 
 pytestmark = pytest.mark.broker
 
@@ -112,6 +114,31 @@ def test_bad_input_goes_to_deadletter_once(kafka_settings, unique_prefix, tmp_pa
     store.close()
     assert learner.n_events == len(good) and learner.n_labels == len(good)
     assert sum(learner.rejected.values()) == len(dead)
+
+
+def test_a_bad_record_near_the_size_limit_is_dead_lettered_and_the_stream_goes_on(
+        kafka_settings, unique_prefix, tmp_path):
+    """Its dead letter (raw bytes in base64) would exceed Kafka's 1 MB message limit whole;
+    it used to fail every send, the partition going back to its checkpoint for good."""
+    topics = create_topics(kafka_settings, unique_prefix)
+    good = list(synthetic("sea", n=300, seed=1, label_delay="10", start_ts=0))
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, good[:150])
+    raw = Producer(kafka_settings)
+    raw.send(topics["events"], b"x" * 900_000, partition=0, timestamp_ms=150)
+    raw.flush()
+    raw.close()
+    publish_samples(publisher, good[150:])
+    publisher.close()
+
+    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
+               LearnerConfig(model="lr", drift_policy="none", data_drift=False))
+
+    [dead] = read_topic(kafka_settings, topics["deadletter"])
+    assert dead["reason"] == "not_json" and dead["raw_bytes"] == 900_000
+    assert base64.b64decode(dead["raw"]) == b"x" * MAX_RAW_BYTES
+    predictions = read_topic(kafka_settings, topics["predictions"])
+    assert sorted(p["id"] for p in predictions) == sorted(s.id for s in good)
 
 
 def test_demo_detects_the_drift(kafka_settings, tmp_path, capsys):
