@@ -12,6 +12,8 @@ import time
 from consumers.reader import read_partitions
 from producers.kafka_client import Consumer, KafkaSettings, Producer
 
+MAX_RECORD_BYTES = 64 << 20
+
 
 def republish(source: KafkaSettings, topic: str, target: KafkaSettings, to_topic: str,
               from_offset: int = 0, to_offset: int | None = None, from_time: int | None = None,
@@ -39,7 +41,10 @@ def republish(source: KafkaSettings, topic: str, target: KafkaSettings, to_topic
                          f"partitions (has {len(target_partitions)}): create it first, e.g. "
                          "with `driftstream topics create`")
     records = read_partitions(source, [(topic, p) for p in chosen], from_offset, to_offset)
-    producer = Producer(target, client_id="driftstream-republish")
+    # Any record the source holds is copied; the target broker decides what it takes (a record
+    # it refuses fails the copy at the end, with its reason).
+    producer = Producer(target, client_id="driftstream-republish",
+                        max_request_size=MAX_RECORD_BYTES)
     copied = {p: 0 for p in chosen}
     started = time.monotonic()
     sent = 0

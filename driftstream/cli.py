@@ -26,6 +26,7 @@ class CliError(Exception):
 def _known_errors() -> tuple:
     errors = [CliError, ValueError, OSError]
     for module, name in (("producers.kafka_client", "KafkaClientError"),
+                         ("kafka.errors", "KafkaError"),  # e.g. a timeout mid-command
                          ("state.checkpoints", "StateError"),
                          ("consumers.replay", "ReplayError"),
                          ("consumers.reader", "ReadTimeout"),

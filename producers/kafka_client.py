@@ -387,6 +387,7 @@ class Producer:
         linger_ms: int = 5,
         batch_size: int = 256 * 1024,
         delivery_timeout_ms: int = 120_000,
+        max_request_size: int = 1 << 20,
     ):
         kwargs: dict[str, object] = settings.client_kwargs()
         kwargs.update(
@@ -397,6 +398,7 @@ class Producer:
             batch_size=batch_size,
             delivery_timeout_ms=delivery_timeout_ms,  # a record fails after this, retries included
             request_timeout_ms=min(30_000, delivery_timeout_ms - linger_ms),
+            max_request_size=max_request_size,  # also the largest record send() accepts
             allow_auto_create_topics=False,
         )
         if client_id is not None:

@@ -8,6 +8,7 @@ import sys
 
 import orjson
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from consumers.reader import read_range
 from consumers.worker import Worker, WorkerOptions
@@ -103,6 +104,36 @@ def test_republish_keeps_keys_timestamps_and_partitions(live_run):
         copied = read_range(settings, copy + "events", p)
         assert [(r.key, r.value, r.timestamp) for r in copied] == \
                [(r.key, r.value, r.timestamp) for r in original]
+
+
+def test_republish_copies_a_record_larger_than_the_producer_default(kafka_settings,
+                                                                   unique_prefix):
+    """The source broker took it, so the copy must not stop at kafka-python's 1 MB default."""
+    source, target = unique_prefix + "big", unique_prefix + "big.copy"
+    Admin(kafka_settings).create_topics([source, target], 1)
+    producer = Producer(kafka_settings, max_request_size=4 << 20)
+    values = [b"small", b"y" * 1_500_000, b"after"]
+    for value in values:
+        producer.send(source, value, partition=0)
+    producer.flush()
+    producer.close()
+    assert cli(kafka_settings, "", "republish", "--from-topic", source, "--to-topic",
+               target) == 0
+    assert [r.value for r in read_range(kafka_settings, target, 0)] == values
+
+
+def test_a_kafka_error_mid_command_is_one_line(monkeypatch, capsys):
+    import consumers.republish
+
+    def broker_gone(*args, **kwargs):
+        raise KafkaTimeoutError("Failed to update metadata after 60.0 secs.")
+
+    monkeypatch.setattr(consumers.republish, "republish", broker_gone)
+    assert main(["republish", "--from-topic", "a", "--to-topic", "b",
+                 "--bootstrap-servers", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["driftstream republish: error: KafkaTimeoutError: Failed to update metadata "
+                   "after 60.0 secs."]
 
 
 def test_replay_with_another_policy_compares(live_run, capsys):
