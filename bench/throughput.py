@@ -388,9 +388,9 @@ def measure_learner_offline(samples: list[Sample], model: str) -> dict:
     from stream.learner import LearnerConfig
     from stream.offline import run_offline
 
-    events = [decode_event(orjson.dumps(event_record(s)), 0) for s in samples]
+    events = [decode_event(orjson.dumps(event_record(s)), -1) for s in samples]
     labels = sorted((s for s in samples if s.label_ts is not None), key=lambda s: s.label_ts)
-    labels = [decode_label(orjson.dumps(label_record(s)), 0) for s in labels]
+    labels = [decode_label(orjson.dumps(label_record(s)), -1) for s in labels]
     gc.collect()
     start = time.perf_counter()
     cpu = time.process_time()
@@ -418,11 +418,11 @@ def measure_codec(samples: list[Sample], model: str = "lr") -> dict:
     n = len(samples)
     out: dict[str, float] = {}
     t = time.perf_counter()
-    events = [decode_event(b, 0) for b in ev_bytes]
+    events = [decode_event(b, -1) for b in ev_bytes]
     out["decode_event_us"] = (time.perf_counter() - t) / n * 1e6
     t = time.perf_counter()
     for b in lb_bytes:
-        decode_label(b, 0)
+        decode_label(b, -1)
     out["decode_label_us"] = (time.perf_counter() - t) / n * 1e6
     few = min(n, 5000)
     _, outs = run_offline(events[:few], [], LearnerConfig(model=model))
@@ -452,7 +452,7 @@ def prediction_sized_payload(env: Env) -> bytes:
 
     learner = Learner(LearnerConfig(model="lr"))
     s = env.samples[0]
-    ev = decode_event(orjson.dumps(event_record(s)), 0)
+    ev = decode_event(orjson.dumps(event_record(s)), -1)
     ev.offset = 123456
     pred = learner.process_event(ev, int(time.time() * 1000))[0]
     return encode(pred.to_wire())

@@ -46,8 +46,9 @@ class EventPublisher:
 
     def _send(self, role, record, check, key, partition, ts):
         value = encode(record)
-        check(value, 0)  # the worker's own validation, so bad records never leave here
-        timestamp = ts if isinstance(ts, int) else None
+        timestamp = ts if isinstance(ts, int) else None  # None: the producer's clock, now
+        # the worker's own validation, so bad records never leave here
+        check(value, time.time_ns() // 1_000_000 if timestamp is None else timestamp)
         return self.producer.send(self.topics[role], value, key.encode(), partition, timestamp)
 
     def flush(self) -> None:

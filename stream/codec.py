@@ -35,7 +35,8 @@ REASONS = {
     "bad_id": "the id is not a string, or is too long",
     "bad_features": "features is absent or not an object",
     "wrong_type": "a feature value is not a number, string, bool or null",
-    "bad_timestamp": "ts is neither epoch-ms (int) nor an ISO-8601 string",
+    "bad_timestamp": "ts is neither epoch-ms (int) nor an ISO-8601 string, or is more than a "
+                     "day after the record's Kafka timestamp",
     "missing_label": "the label is absent or null",
     "wrong_label_type": "the label's type does not fit the task",
     "missing_feature": "a feature the schema requires is absent",
@@ -50,6 +51,7 @@ REASONS = {
 
 MAX_ID_LENGTH = 256
 DEFAULT_MAX_BYTES = 1 << 20
+MAX_TS_AHEAD_MS = 86_400_000  # an event time more than a day after the Kafka timestamp is bad
 
 
 class InvalidRecord(Exception):
@@ -161,16 +163,21 @@ def _get_id(obj: dict) -> str:
     return rid
 
 
-def _get_ts(obj: dict, default: int) -> int:
+def _get_ts(obj: dict, kafka_ts: int) -> int:
+    """The record's event time: its ``ts`` (epoch ms or ISO-8601), else the Kafka timestamp.
+
+    A ``ts`` more than MAX_TS_AHEAD_MS after the Kafka timestamp is rejected: one such record
+    (a timestamp in microseconds, say) would move its partition's event-time clock years ahead
+    for good, and every later label would then miss its event. ``kafka_ts`` < 0 (Kafka's "no
+    timestamp") skips the check.
+    """
     ts = obj.get("ts")
     if ts is None:
-        return default
+        return kafka_ts
     cls = ts.__class__
-    if cls is int:
-        return ts
     if cls is float and math.isfinite(ts):
-        return int(ts)
-    if cls is str:
+        ts = int(ts)
+    elif cls is str:
         try:
             parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
         except ValueError:
@@ -179,8 +186,14 @@ def _get_ts(obj: dict, default: int) -> int:
             parsed = parsed.replace(tzinfo=timezone.utc)
         # Exact integer arithmetic: int(timestamp() * 1000) is one ms short for ~1 % of
         # millisecond timestamps (float rounding), e.g. 1987-03-12T00:11:34.550Z.
-        return (parsed - _EPOCH) // _ONE_MS
-    raise InvalidRecord("bad_timestamp", f"ts is {_type_name(ts)}")
+        ts = (parsed - _EPOCH) // _ONE_MS
+    elif cls is not int:
+        raise InvalidRecord("bad_timestamp", f"ts is {_type_name(ts)}")
+    if ts - kafka_ts > MAX_TS_AHEAD_MS and kafka_ts >= 0:
+        raise InvalidRecord("bad_timestamp", f"ts {ts} is {(ts - kafka_ts) / 86_400_000:,.1f} "
+                            f"days after the record's Kafka timestamp {kafka_ts} (more than "
+                            "one day; microseconds instead of milliseconds?)")
+    return ts
 
 
 def _type_name(v: Any) -> str:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from stream.codec import (
     MAX_ID_LENGTH,
+    MAX_TS_AHEAD_MS,
     REASONS,
     InvalidRecord,
     check_label_type,
@@ -133,7 +134,7 @@ def test_mutated_valid_records_only_raise_invalid_record(rid, features, label, d
 @given(valid_ids, valid_features, st.integers(min_value=-(2**62), max_value=2**62))
 def test_valid_event_round_trips(rid, features, ts):
     value = orjson.dumps({"id": rid, "features": features, "ts": ts})
-    e = decode_event(value, timestamp=0)
+    e = decode_event(value, timestamp=-1)  # Kafka's "no timestamp": any ts is taken
     assert (e.id, e.features, e.ts) == (rid, features, ts)
     # ts defaults to the Kafka record's timestamp
     e = decode_event(orjson.dumps({"id": rid, "features": features}), timestamp=77)
@@ -145,7 +146,7 @@ def test_valid_event_round_trips(rid, features, ts):
                             st.floats(allow_nan=False, allow_infinity=False), st.text()),
        st.integers(min_value=0, max_value=2**62))
 def test_valid_label_round_trips(rid, label, ts):
-    lb = decode_label(orjson.dumps({"id": rid, "label": label, "ts": ts}), timestamp=0)
+    lb = decode_label(orjson.dumps({"id": rid, "label": label, "ts": ts}), timestamp=-1)
     assert (lb.id, lb.label, lb.ts) == (rid, label, ts)
     assert type(lb.label) is type(label)
 
@@ -160,13 +161,13 @@ def test_iso_timestamp_is_exact_epoch_ms(moment, offset_minutes):
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     expected = (aware - epoch) // timedelta(milliseconds=1)
     value = orjson.dumps({"id": "a", "features": {}, "ts": aware.isoformat()})
-    assert decode_event(value, timestamp=0).ts == expected
+    assert decode_event(value, timestamp=-1).ts == expected
 
 
 def test_iso_millisecond_rounding_regression():
     # int(datetime.timestamp() * 1000) gives ...549 here.
     value = b'{"id": "a", "features": {}, "ts": "1987-03-12T00:11:34.550Z"}'
-    assert decode_event(value, timestamp=0).ts == 542506294550
+    assert decode_event(value, timestamp=-1).ts == 542506294550
 
 
 # -- each reason ----------------------------------------------------------------------------
@@ -259,7 +260,24 @@ def test_bad_timestamp(decoder, ts):
 ])
 def test_timestamps(decoder, ts, expected):
     obj = {"id": "a", "features": {}, "label": 1, "ts": ts}
-    assert decoder(orjson.dumps(obj), timestamp=5).ts == expected
+    assert decoder(orjson.dumps(obj), timestamp=1609459200000).ts == expected
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_ts_more_than_a_day_after_the_kafka_timestamp_is_rejected(decoder):
+    kafka_ts = 1_700_000_000_000
+
+    def ts_of(ts, timestamp=kafka_ts):
+        obj = {"id": "a", "features": {}, "label": 1, "ts": ts}
+        return decoder(orjson.dumps(obj), timestamp=timestamp).ts
+
+    assert ts_of(kafka_ts + MAX_TS_AHEAD_MS) == kafka_ts + MAX_TS_AHEAD_MS  # clock skew
+    assert ts_of(0) == 0  # the past is the merge's business (late records)
+    for ahead in (kafka_ts * 1000, kafka_ts + MAX_TS_AHEAD_MS + 1, "2100-01-01T00:00:00Z"):
+        with pytest.raises(InvalidRecord, match="days after the record's Kafka timestamp") as e:
+            ts_of(ahead)
+        assert e.value.reason == "bad_timestamp"
+    assert ts_of(kafka_ts * 1000, timestamp=-1) == kafka_ts * 1000  # no Kafka timestamp
 
 
 @pytest.mark.parametrize("obj", [{"id": "a"}, {"id": "a", "label": None}])

@@ -81,12 +81,14 @@ def test_bad_input_goes_to_deadletter_once(kafka_settings, unique_prefix, tmp_pa
     good = list(synthetic("sea", n=600, seed=1, label_delay="10", start_ts=0))
     bad_events = [b"\xff\xfe garbage", b"[1, 2, 3]", b'{"features": {"a": 1}}',
                   b'{"id": "b1", "features": {"a": [1]}}', b'{"id": "b2", "features": {"a": NaN}}',
-                  b'{"id": 7, "features": {}}', b""]
+                  b'{"id": 7, "features": {}}', b"",
+                  b'{"id": "b3", "features": {"a": 1}, "ts": 150000000}']  # 1.7 days ahead
     bad_labels = [b"not json", b'{"id": "nobody", "label": true, "ts": -5000}',
                   b'{"id": "e5", "label": true, "ts": 200}',  # duplicate: e5 is labelled at 15
                   b'{"id": "e6", "label": {"x": 1}, "ts": 200}', b'{"label": false}']
     expected_reasons = sorted(["not_json", "not_object", "missing_id", "wrong_type",
-                               "non_finite", "bad_id", "empty", "not_json", "unknown_id",
+                               "non_finite", "bad_id", "empty", "bad_timestamp", "not_json",
+                               "unknown_id",
                                "duplicate_label", "wrong_label_type", "missing_id"])
     publisher = EventPublisher(kafka_settings, unique_prefix)
     publish_samples(publisher, good[:300])
