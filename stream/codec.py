@@ -64,7 +64,8 @@ class InvalidRecord(Exception):
 
 
 def decode_event(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
-    """Parse an event message; ``timestamp`` (the Kafka record's) is used when ``ts`` is absent."""
+    """Parse an event message; ``timestamp`` (the Kafka record's, -1 if none) is used when
+    ``ts`` is absent, and bounds it (`_get_ts`)."""
     obj = _load_object(value, max_bytes)
     event_id = _get_id(obj)
     features = obj.get("features")
