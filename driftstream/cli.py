@@ -380,7 +380,9 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
                    help="do not watch numeric features for data drift")
     g.add_argument("--schema", metavar="JSON_FILE",
                    help='feature schema: {"features": {name: "number"|"str"|"bool"}, '
-                        '"required": [...], "extra": "keep"|"drop"|"reject"}')
+                        '"required": [...], "extra": "keep"|"drop"|"reject", '
+                        '"max_features": N}, every key optional; an event that would bring '
+                        'more than max_features (10000) feature names is dead-lettered')
 
 
 def learner_config(args: argparse.Namespace):

@@ -41,6 +41,7 @@ REASONS = {
     "wrong_label_type": "the label's type does not fit the task",
     "missing_feature": "a feature the schema requires is absent",
     "extra_feature": "a feature the schema does not declare (schema says reject)",
+    "too_many_features": "a new feature name past the schema's max_features (default 10,000)",
     "unknown_id": "a label whose event was never seen",
     "duplicate_label": "a second label for an id that was already joined",
     "duplicate_event": "an event whose id is still waiting for its label",

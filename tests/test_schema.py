@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream.codec import REASONS, InvalidRecord
-from stream.schema import FeatureSchema
+from stream.schema import DEFAULT_MAX_FEATURES, FeatureSchema
 
 
 def reason(schema: FeatureSchema, features: dict) -> str:
@@ -105,6 +105,9 @@ def test_non_scalar_value_is_wrong_type_not_a_crash(value):
     ({"types": {"x": "number"}, "required": ["y"]}, "required features without a declared type"),
     ({"required": ["y"], "extra": "reject"}, "required features without a declared type"),
     ({"required": ["y"], "extra": "drop"}, "required features without a declared type"),
+    ({"max_features": 0}, "max_features=0"),
+    ({"types": {"x": "number", "y": "str"}, "max_features": 1}, "at least 2"),
+    ({"max_features": "many"}, "must be an integer"),
 ])
 def test_invalid_schema_definitions(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -115,6 +118,8 @@ def test_from_dict():
     s = FeatureSchema.from_dict({"features": {"x": "number"}, "required": ["x"], "extra": "drop"})
     assert (s.types, s.required, s.extra) == ({"x": "number"}, ("x",), "drop")
     assert FeatureSchema.from_dict({}).extra == "keep"
+    assert FeatureSchema.from_dict({}).max_features == DEFAULT_MAX_FEATURES
+    assert FeatureSchema.from_dict({"max_features": 50}).max_features == 50
     with pytest.raises(ValueError, match="unknown schema keys"):
         FeatureSchema.from_dict({"feature": {}})
 
@@ -123,3 +128,24 @@ def test_from_dict_does_not_share_the_spec():
     spec = {"features": {"x": "number"}}
     FeatureSchema.from_dict(spec).check({"x": 1, "new": "a"})
     assert spec == {"features": {"x": "number"}}
+
+
+def test_new_feature_names_stop_at_max_features():
+    """An id sent as a feature name would grow the learner by ~2 KB per event for good."""
+    s = FeatureSchema({"x": "number"}, max_features=3)
+    assert s.check({"x": 1, "a": 1}) == {"x": 1, "a": 1}
+    assert reason(s, {"x": 1, "b": 1, "c": 1}) == "too_many_features"
+    assert s.types == {"x": "number", "a": "number"}  # the rejected event taught nothing
+    assert s.check({"x": 2, "a": 3, "b": 1}) == {"x": 2, "a": 3, "b": 1}  # the third name
+    assert reason(s, {"user_1": 1}) == "too_many_features"
+    assert s.check({"x": 1, "a": 1, "b": 1}) == {"x": 1, "a": 1, "b": 1}  # known names pass
+
+
+def test_a_schema_pickled_before_max_features_existed_gets_the_default():
+    import pickle
+
+    s = FeatureSchema()
+    del s.__dict__["max_features"]
+    restored = pickle.loads(pickle.dumps(s))
+    assert restored.max_features == DEFAULT_MAX_FEATURES
+    assert restored.check({"x": 1}) == {"x": 1}
