@@ -61,6 +61,7 @@ from producers.kafka_client import (
     KafkaError,
     KafkaSettings,
     Producer,
+    TopicError,
     topic_names,
 )
 from state.checkpoints import StateStore
@@ -208,6 +209,12 @@ class Worker:
                                      fetch_max_wait_ms=opts.fetch_max_wait_ms)
             for role in ("predictions", "drift", "metrics", "deadletter"):
                 self._out_partitions[role] = len(self.consumer.partitions_for(self.topics[role]))
+            missing = sorted(self.topics[r] for r, n in self._out_partitions.items() if not n)
+            if missing:  # else sends would wait for metadata, or make topics of any layout
+                raise TopicError(
+                    f"output topics {missing} do not exist; create them first, e.g. "
+                    f"`driftstream topics create --topic-prefix '{opts.topic_prefix}' "
+                    "--partitions N` (N: the input topics' partitions)")
             self.consumer.subscribe(list(self.inputs),
                                     lambda tps: self._rebalances.put((self._on_assign, tps)),
                                     lambda tps: self._rebalances.put((self._on_revoke, tps)))

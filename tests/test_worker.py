@@ -12,7 +12,7 @@ from river import stream as river_stream
 from consumers import reader
 from consumers.worker import Worker, WorkerOptions
 from driftstream.demo import DemoOptions, run_demo
-from producers.kafka_client import Admin, Producer, topic_names
+from producers.kafka_client import Admin, Producer, TopicError, topic_names
 from producers.publisher import EventPublisher, publish_samples
 from producers.sources import river_delay, synthetic
 from state.checkpoints import StateStore
@@ -141,6 +141,24 @@ def test_a_bad_record_near_the_size_limit_is_dead_lettered_and_the_stream_goes_o
     assert base64.b64decode(dead["raw"]) == b"x" * MAX_RAW_BYTES
     predictions = read_topic(kafka_settings, topics["predictions"])
     assert sorted(p["id"] for p in predictions) == sorted(s.id for s in good)
+
+
+def test_missing_output_topics_stop_the_worker_at_start_with_their_names(
+        kafka_settings, unique_prefix, tmp_path):
+    """Not a wait on metadata, nor (Tansu, or Kafka's auto-create) topics of another layout."""
+    topics = topic_names(unique_prefix)
+    Admin(kafka_settings).create_topics([topics["events"], topics["labels"],
+                                         topics["predictions"], topics["metrics"]], 1)
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, list(synthetic("sea", n=50, seed=1, label_delay="5")))
+    publisher.close()
+    worker = Worker(kafka_settings, LearnerConfig(model="lr"), str(tmp_path / "s.sqlite"),
+                    WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix,
+                                  exit_when_idle=1.5))
+    with pytest.raises(TopicError, match=r"output topics \[.*deadletter.*drift.*\] do not "
+                                         "exist; create them first"):
+        worker.run()
+    assert reader.read_topic(kafka_settings, topics["predictions"]) == []
 
 
 def test_demo_detects_the_drift(kafka_settings, tmp_path, capsys):
