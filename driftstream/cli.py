@@ -374,6 +374,9 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
                    help="event-time after which an unlabelled event expires (default: never)")
     g.add_argument("--max-pending", type=int, default=1_000_000, metavar="N",
                    help="pending joins kept per partition; the oldest expire beyond (1000000)")
+    g.add_argument("--max-classes", type=int, default=100, metavar="N",
+                   help="classification: distinct labels per partition; a label of a new "
+                        "class beyond is dead-lettered (100)")
     g.add_argument("--early-label-wait", type=int, default=1000, metavar="T",
                    help="event-time a label may wait for its event before it is unknown (1000)")
     g.add_argument("--no-data-drift", action="store_true",
@@ -400,7 +403,7 @@ def learner_config(args: argparse.Namespace):
         model=args.model, drift_policy=args.drift_policy, adwin_delta=args.adwin_delta,
         cooldown=args.cooldown, window_buffer=args.window_buffer, pending_ttl=args.pending_ttl,
         max_pending=args.max_pending, early_label_wait=args.early_label_wait,
-        data_drift=not args.no_data_drift, schema=schema)
+        max_classes=args.max_classes, data_drift=not args.no_data_drift, schema=schema)
 
 
 def load_samples(args: argparse.Namespace, name: str | None, path: str | None,

@@ -42,6 +42,7 @@ REASONS = {
     "missing_feature": "a feature the schema requires is absent",
     "extra_feature": "a feature the schema does not declare (schema says reject)",
     "too_many_features": "a new feature name past the schema's max_features (default 10,000)",
+    "too_many_classes": "a label of a new class past max_classes (classification, default 100)",
     "unknown_id": "a label whose event was never seen",
     "duplicate_label": "a second label for an id that was already joined",
     "duplicate_event": "an event whose id is still waiting for its label",

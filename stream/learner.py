@@ -55,6 +55,9 @@ class LearnerConfig:
     max_pending: int = 1_000_000  # pending joins kept; the oldest is reported when over
     pending_ttl: int | None = None  # event-time units after which an unlabelled event expires
     max_early_labels: int = 10_000  # labels waiting for their event
+    # classification: distinct labels kept; a label of a new class past this is rejected (an id
+    # sent as a label made a Hoeffding tree 230 times slower and 270 MB larger in 5,000 labels)
+    max_classes: int = 100
     early_label_wait: int = 1000  # event-time units a label may wait for its event
     remember_ids: int = 100_000  # joined/expired ids remembered to name late duplicates
     data_drift: bool = True
@@ -64,7 +67,7 @@ class LearnerConfig:
     schema: dict | None = None
 
     def __post_init__(self):
-        for name in ("max_pending", "metric_window", "remember_ids"):
+        for name in ("max_pending", "metric_window", "remember_ids", "max_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("cooldown", "window_buffer", "max_early_labels", "early_label_wait"):
@@ -101,6 +104,7 @@ class Learner:
         self.rejected: dict[str, int] = {}
         self.drifts: dict[str, int] = {"concept": 0, "data": 0}
         self.label_delays: dict[int, int] = {}  # event-time delay (upper bound) -> labels
+        self.classes: set = set()  # classification: the labels' classes seen
 
     def __getstate__(self) -> dict:
         # The remembered ids (100,000 by default) as one JSON array each: pickling them one by
@@ -117,6 +121,7 @@ class Learner:
         for name in ("pending", "early"):  # checkpoints from before these were OrderedDicts
             if type(state[name]) is dict:
                 state[name] = OrderedDict(state[name])
+        state.setdefault("classes", set())  # checkpoints from before it: counted from here
         self.__dict__.update(state)
 
     @property
@@ -168,6 +173,13 @@ class Learner:
             check_label_type(label.label, self.task)
         except InvalidRecord as e:
             return self._reject(out, label, e.reason, e.detail)
+        if self.task == "classification" and label.label not in self.classes:
+            if len(self.classes) >= self.config.max_classes:
+                return self._reject(
+                    out, label, "too_many_classes",
+                    f"label {str(label.label)[:40]!r} would be class {len(self.classes) + 1}; "
+                    f"at most {self.config.max_classes} (--max-classes; an id sent as a label?)")
+            self.classes.add(label.label)
         if label.id in self.pending:
             self._join(label, out)
         elif label.id in self.joined or label.id in self.early:

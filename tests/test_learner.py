@@ -506,3 +506,29 @@ def test_state_does_not_depend_on_when_metrics_were_read():
     b, _ = run(flipped(600), model="lr")
     a.summary()  # a worker reads the metrics at every checkpoint and scrape
     assert a.canonical_bytes() == b.canonical_bytes()
+
+
+def test_labels_of_new_classes_stop_at_max_classes():
+    """An id sent as a label made a Hoeffding tree 230 times slower: classes are bounded."""
+    learner = Learner(config(model="ht", max_classes=2))
+    out = []
+    for i, y in enumerate(["a", "b", "c", "a", "d", "b"]):
+        learner.process_event(Event(f"e{i}", {"x": float(i)}, ts=i))
+        out += learner.process_label(Label(f"e{i}", y, ts=i))
+    rejected = [o for o in out if isinstance(o, Rejection)]
+    assert [(r.reason, r.id) for r in rejected] == [("too_many_classes", "e2"),
+                                                    ("too_many_classes", "e4")]
+    assert learner.n_labels == 4 and learner.classes == {"a", "b"}
+    assert Learner(config(model="linear_model.LinearRegression", max_classes=1)).task == \
+        "regression"  # regression labels are numbers: no classes to bound
+
+
+def test_a_checkpoint_from_before_max_classes_restores():
+    learner = Learner(config(model="ht"))
+    learner.process_event(Event("e0", {"x": 1.0}, ts=0))
+    learner.process_label(Label("e0", "a", ts=0))
+    del learner.classes
+    restored = Learner.from_bytes(learner.to_bytes())
+    assert restored.classes == set() and restored.n_labels == 1
+    restored.process_event(Event("e1", {"x": 1.0}, ts=1))
+    assert restored.process_label(Label("e1", "b", ts=1)) == [] and restored.classes == {"b"}
