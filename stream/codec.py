@@ -53,7 +53,8 @@ REASONS = {
 
 MAX_ID_LENGTH = 256
 DEFAULT_MAX_BYTES = 1 << 20
-MAX_TS_AHEAD_MS = 86_400_000  # an event time more than a day after the Kafka timestamp is bad
+_DAY_MS = 86_400_000
+MAX_TS_AHEAD_MS = _DAY_MS  # an event time more than a day after the Kafka timestamp is bad
 
 
 class InvalidRecord(Exception):
@@ -193,9 +194,10 @@ def _get_ts(obj: dict, kafka_ts: int) -> int:
     elif cls is not int:
         raise InvalidRecord("bad_timestamp", f"ts is {_type_name(ts)}")
     if ts - kafka_ts > MAX_TS_AHEAD_MS and kafka_ts >= 0:
-        raise InvalidRecord("bad_timestamp", f"ts {ts} is {(ts - kafka_ts) / 86_400_000:,.1f} "
+        raise InvalidRecord("bad_timestamp", f"ts {ts} is {(ts - kafka_ts) / _DAY_MS:,.1f} "
                             f"days after the record's Kafka timestamp {kafka_ts} (more than "
-                            "one day; microseconds instead of milliseconds?)")
+                            f"{MAX_TS_AHEAD_MS / _DAY_MS:g} day(s); microseconds instead of "
+                            "milliseconds?)")
     return ts
 
 
