@@ -19,11 +19,13 @@ from state.checkpoints import StateStore
 def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: str) -> dict:
     """Everything known about one event's prediction; ``match`` says if replay reproduced it."""
     topics = topic_names(prefix)
-    served = next((p for r in read_topic(settings, topics["predictions"])
-                   if (p := orjson.loads(r.value))["id"] == event_id), None)
+    predictions = [orjson.loads(r.value) for r in read_topic(settings, topics["predictions"])]
+    served = next((p for p in reversed(predictions) if p["id"] == event_id), None)
     if served is None:
         raise ReplayError(f"no prediction for event {event_id!r} on {topics['predictions']}")
     partition, offset = served["partition"], served["offset"]
+    # every prediction of the partition: they record the order replay must follow
+    in_partition = {p["id"]: p for p in predictions if p["partition"] == partition}
     event = read_range(settings, topics["events"], partition, offset, offset + 1)
     if not event:
         raise ReplayError(f"event {event_id!r} is no longer at {topics['events']}/{partition}"
@@ -32,8 +34,7 @@ def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: s
     rng = ReplayRange(from_offset=offset, to_offset=offset + 1)
     learner, offsets, start = starting_point(store, partition, topics["events"],
                                              topics["labels"], rng)
-    result = replay(settings, prefix, partition, learner, offsets, start, rng,
-                    served={event_id: served})
+    result = replay(settings, prefix, partition, learner, offsets, start, rng, in_partition)
     row = next((r for r in result.rows if r["id"] == event_id), None)
     drifts = [d["record"] for d in store.drift_log(partition)
               if d["record"]["event_ts"] <= served["event_ts"]]

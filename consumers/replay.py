@@ -1,8 +1,10 @@
 """Replay a partition's history offline, from a checkpoint or from scratch, and compare.
 
-The event-time merge makes a partition's processing a pure function of its two input logs, so
-re-running the logs through a learner restored from a checkpoint reproduces every prediction
-the live worker served after it. Replay reads the topics without joining the live group or
+A partition's processing is a pure function of its two input logs and the order in which
+they were merged; the event-time merge settles that order, except for records that arrived
+later than the other input had advanced, and each served prediction records the event's place
+among the labels. So re-running the logs in that order through a learner restored from a
+checkpoint reproduces every prediction the live worker served after it. Replay reads the topics without joining the live group or
 moving its offsets, and reports one row per event: what was served live, what the replay
 predicts, the label, the error, the model version and the drift that the label triggered.
 """
@@ -21,7 +23,7 @@ from producers.kafka_client import KafkaSettings, topic_names
 from state.checkpoints import StateError, StateStore
 from stream.codec import decode_records
 from stream.learner import Learner, LearnerConfig
-from stream.merge import EVENTS, LABELS, EventTimeMerge
+from stream.merge import EVENTS, recorded_order
 from stream.policies import error
 from stream.records import DriftReport, Prediction, Rejection
 
@@ -128,7 +130,10 @@ def _before_range(meta: dict, events_topic: str, rng: ReplayRange) -> bool:
 
 
 def served_predictions(settings: KafkaSettings, topic: str, partition: int) -> dict[str, dict]:
-    """Predictions the live workers published for one input partition, by event id."""
+    """Predictions the live workers published for one input partition, by event id.
+
+    After a crash an event may have been served twice; the last one is kept: it is the one
+    whose processing the partition's state went on from."""
     from producers.kafka_client import Consumer
 
     consumer = Consumer(settings)
@@ -140,14 +145,15 @@ def served_predictions(settings: KafkaSettings, topic: str, partition: int) -> d
     for r in read_range(settings, topic, partition % n):
         p = orjson.loads(r.value)
         if p.get("partition") == partition:
-            served.setdefault(p["id"], p)
+            served[p["id"]] = p
     return served
 
 
 def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learner,
            offsets: dict[str, int], start: str, rng: ReplayRange,
            served: dict[str, dict] | None = None, verify: bool = False) -> ReplayResult:
-    """Re-run the partition's logs from ``offsets`` through ``learner``.
+    """Re-run the partition's logs from ``offsets`` through ``learner``, in the order the live
+    worker processed them (`recorded_order`, from ``served``).
 
     With ``verify`` the replay stops at the first event whose replayed prediction (value,
     probabilities, model version) differs from the served one, and records it.
@@ -158,17 +164,16 @@ def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learne
     labels = read_range(settings, lb_topic, partition, offsets.get(lb_topic, 0))
     result = ReplayResult(partition, start, dict(offsets), learner=learner)
     served = served or {}
-    merge = EventTimeMerge()
-    merge.push(EVENTS, decode_records([(r.offset, r.timestamp, r.value) for r in events],
-                                      "event", ev_topic, partition, 0)[0])
-    merge.push(LABELS, decode_records([(r.offset, r.timestamp, r.value) for r in labels],
-                                      "label", lb_topic, partition, 0)[0])
-    merge.set_caught_up(EVENTS, True)
-    merge.set_caught_up(LABELS, True)
+    order = recorded_order(
+        decode_records([(r.offset, r.timestamp, r.value) for r in events], "event", ev_topic,
+                       partition, 0)[0],
+        decode_records([(r.offset, r.timestamp, r.value) for r in labels], "label", lb_topic,
+                       partition, 0)[0],
+        {p["offset"]: p["labels_offset"] for p in served.values() if "labels_offset" in p})
     rows: dict[str, dict] = {}
     labels_by_id: dict[str, Any] = {}
     started = time.perf_counter()
-    for stream, item in merge.pop_ready():
+    for stream, item in order:
         result.n_records += 1
         if item.__class__ is Rejection:  # dead-lettered live: counted, no other effect
             learner.count_rejection(item.reason)

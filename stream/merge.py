@@ -76,3 +76,48 @@ class EventTimeMerge:
 
     def _idle(self, stream: int, now: int) -> bool:
         return self.idle_ms is not None and now - self.last_arrival[stream] >= self.idle_ms
+
+
+def recorded_order(events: list[tuple[int, Any]], labels: list[tuple[int, Any]],
+                   labels_offset: dict[int, int]) -> Iterator[tuple[int, Any]]:
+    """Both streams in the order a live worker processed them, as its predictions recorded it.
+
+    A live worker releases a record at once when the other stream is caught up, so a record
+    that arrives later than the other stream has already advanced lands after it: that order
+    depends on when records arrived, not only on the logs. Each served prediction records the
+    labels offset its event was scored at (``labels_offset``: event offset -> offset of the
+    next label not yet processed), which pins every event's place among the labels. Events
+    without one (no prediction: dead-lettered, or not served yet) keep their event-time place
+    between the recorded ones. Takes ``(ts, record)`` pairs in offset order (records have an
+    ``offset``) and yields ``(stream, record)``, as `EventTimeMerge.pop_ready`.
+
+    >>> from types import SimpleNamespace as R
+    >>> events = [(5, R(offset=0, id="e0")), (6, R(offset=1, id="e1"))]
+    >>> labels = [(1, R(offset=0, id="l0")), (2, R(offset=1, id="l1"))]
+    >>> [r.id for _, r in recorded_order(events, labels, {})]  # nothing recorded: event time
+    ['l0', 'l1', 'e0', 'e1']
+    >>> [r.id for _, r in recorded_order(events, labels, {0: 0, 1: 1})]  # l0 came late
+    ['e0', 'l0', 'e1', 'l1']
+    """
+    # bound[i]: the recorded labels offset of the first event at or after i that has one
+    bound: list[int | None] = [None] * (len(events) + 1)
+    for i in range(len(events) - 1, -1, -1):
+        recorded = labels_offset.get(events[i][1].offset)
+        bound[i] = recorded if recorded is not None else bound[i + 1]
+    i = j = 0
+    while i < len(events) or j < len(labels):
+        if i == len(events):
+            take_label = True
+        elif j == len(labels):
+            take_label = False
+        elif events[i][1].offset in labels_offset:
+            take_label = labels[j][1].offset < labels_offset[events[i][1].offset]
+        else:  # event time, but never a label past a later event's recorded place
+            take_label = ((bound[i] is None or labels[j][1].offset < bound[i])
+                          and labels[j][0] <= events[i][0])
+        if take_label:
+            yield LABELS, labels[j][1]
+            j += 1
+        else:
+            yield EVENTS, events[i][1]
+            i += 1

@@ -110,7 +110,7 @@ class PartitionPipeline:
                     cls = result.__class__
                     if cls is Prediction:
                         out.append(("predictions", result.id.encode(),
-                                    encode(result.to_wire()), None))
+                                    encode(result.to_wire(offsets[LABELS])), None))
                     elif cls is Rejection:
                         self._rejection(result, out)
                     elif cls is DriftReport:

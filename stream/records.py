@@ -57,7 +57,9 @@ class Prediction:
     event_ts: int
     scored_at: int
 
-    def to_wire(self) -> dict:
+    def to_wire(self, labels_offset: int | None = None) -> dict:
+        """``labels_offset``: the partition's next unprocessed label offset when the event was
+        scored; it records the event's place among the labels, for replay."""
         out = {
             "id": self.id,
             "prediction": self.prediction,
@@ -67,6 +69,8 @@ class Prediction:
             "event_ts": self.event_ts,
             "scored_at": self.scored_at,
         }
+        if labels_offset is not None:
+            out["labels_offset"] = labels_offset
         if self.proba is not None:
             # JSON object keys are strings; class labels may be bools or ints.
             out["proba"] = {_key(k): v for k, v in self.proba.items()}

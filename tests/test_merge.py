@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.merge import EVENTS, LABELS, EventTimeMerge
+from stream.merge import EVENTS, LABELS, EventTimeMerge, recorded_order
 
 
 def drain(m: EventTimeMerge, now: int = 0) -> list:
@@ -151,3 +151,56 @@ def test_sorted_streams_merge_by_ts_labels_first(events, labels):
     keys = [(events[i] if s == "e" else labels[i], 0 if s == "l" else 1) for s, i in out]
     assert keys == sorted(keys)
     assert late == 0
+
+
+def _recorded(order: list[tuple[str, int]]) -> dict[int, int]:
+    """Event offset -> labels taken before it, in a given processing order."""
+    seen_labels, out = 0, {}
+    for stream, i in order:
+        if stream == "l":
+            seen_labels += 1
+        else:
+            out[i] = seen_labels
+    return out
+
+
+def _as_records(stream: str, times: list[int]) -> list:
+    from types import SimpleNamespace
+
+    return [(ts, SimpleNamespace(offset=i, key=(stream, i))) for i, ts in enumerate(times)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams, streams, st.data())
+def test_recorded_order_reproduces_any_live_order(events, labels, data):
+    """Whatever order a live worker took (late records included), replay follows it, and
+    events without a recorded place keep to the recorded ones' constraints."""
+    slots = ["e"] * len(events) + ["l"] * len(labels)
+    live_streams = data.draw(st.permutations(slots))
+    counters = {"e": 0, "l": 0}
+    live = []
+    for s in live_streams:
+        live.append((s, counters[s]))
+        counters[s] += 1
+    recorded = _recorded(live)
+    replayed = [r.key for _, r in recorded_order(_as_records("e", events),
+                                                 _as_records("l", labels), recorded)]
+    assert replayed == live
+
+    unrecorded = data.draw(st.sets(st.sampled_from(sorted(recorded)))) if recorded else set()
+    partial = {k: v for k, v in recorded.items() if k not in unrecorded}
+    replayed = [r.key for _, r in recorded_order(_as_records("e", events),
+                                                 _as_records("l", labels), partial)]
+    assert sorted(replayed) == sorted(live)
+    assert [k for k in replayed if k[0] == "e"] == [k for k in live if k[0] == "e"]
+    assert [k for k in replayed if k[0] == "l"] == [k for k in live if k[0] == "l"]
+    assert {k: v for k, v in _recorded(replayed).items() if k in partial} == partial
+
+
+@settings(max_examples=100, deadline=None)
+@given(streams, streams)
+def test_with_nothing_recorded_the_order_is_the_event_time_merge(events, labels):
+    expected, _ = reference(events, labels)
+    replayed = [r.key for _, r in recorded_order(_as_records("e", events),
+                                                 _as_records("l", labels), {})]
+    assert replayed == expected

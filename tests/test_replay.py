@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -178,3 +179,48 @@ def test_explain_before_and_after_a_crash(kafka_settings, unique_prefix, tmp_pat
         assert cli(kafka_settings, unique_prefix, "explain", event_id, "--state", state) == 0
         text = capsys.readouterr().out
         assert "MATCHES EXACTLY" in text and f"event {event_id} " in text
+
+
+def test_replay_follows_the_live_order_when_labels_came_late(kafka_settings, unique_prefix,
+                                                             tmp_path, capsys):
+    """A caught-up worker scores events at once; labels that reach it afterwards with earlier
+    times are processed late. Replay must follow that order, not event time, to reproduce
+    what was served."""
+    topics = topic_names(unique_prefix)
+    Admin(kafka_settings).create_topics(list(topics.values()), 1)
+    samples = list(synthetic("sea", n=600, seed=5, label_delay="0", start_ts=0))
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    for s in samples[:300]:
+        publisher.publish_event(s.id, s.x, ts=s.ts)
+    publisher.flush()
+    state = str(tmp_path / "s.sqlite")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "driftstream.cli", "run", "--bootstrap-servers",
+         kafka_settings.bootstrap_servers, "--topic-prefix", unique_prefix, "--group",
+         f"{unique_prefix}g", "--state", state, "--fast-group-timeouts", "--log-level",
+         "WARNING", "--exit-when-idle", "5"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while len(read_range(kafka_settings, topics["predictions"], 0)) < 300:
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the first 300 events were not scored"
+        for s in samples[:300]:  # their labels, all older than the last event scored
+            publisher.publish_label(s.id, s.y, ts=s.label_ts)
+        publisher.flush()
+        publish_samples(publisher, samples[300:])
+        publisher.close()
+        assert worker.wait(timeout=120) == 0, worker.stderr.read().decode()[-2000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    served = [orjson.loads(r.value) for r in read_range(kafka_settings, topics["predictions"], 0)]
+    assert len(served) == 600
+    assert served[299]["model"]["updates"] == 0 and served[299]["labels_offset"] == 0
+    assert served[599]["labels_offset"] >= 300 and served[599]["model"]["updates"] >= 300
+    capsys.readouterr()
+    assert cli(kafka_settings, unique_prefix, "replay", "--partition", "0", "--state", state,
+               "--verify", "--plot", "", "--out", "") == 0
+    assert "verified: all 600 replayed predictions" in capsys.readouterr().out
+    for event_id in ("e1", "e299", "e450"):
+        assert cli(kafka_settings, unique_prefix, "explain", event_id, "--state", state) == 0
+        assert "MATCHES EXACTLY" in capsys.readouterr().out

@@ -8,6 +8,7 @@ compare with an in-process reference (`run_offline`, the same merge and learner)
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import re
@@ -159,7 +160,10 @@ def reference(samples: list[Sample], config: LearnerConfig, partition: int = 0):
               for i, s in enumerate(events_s)]
     labels = [Label(s.id, s.y, s.label_ts, partition=partition) for s in labels_s]
     learner, outputs = run_offline(events, labels, learner=Learner(config, partition=partition))
-    predictions = {o.id: comparable(orjson.loads(encode(o.to_wire())))
+    # labels are in event-time order, and go first at equal times: those before the event
+    label_times = [lb.ts for lb in labels]
+    predictions = {o.id: comparable(orjson.loads(encode(o.to_wire(
+                       bisect.bisect_right(label_times, o.event_ts)))))
                    for o in outputs if isinstance(o, Prediction)}
     return learner, predictions
 
