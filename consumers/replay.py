@@ -1,12 +1,13 @@
 """Replay a partition's history offline, from a checkpoint or from scratch, and compare.
 
 A partition's processing is a pure function of its two input logs and the order in which
-they were merged; the event-time merge settles that order, except for records that arrived
-later than the other input had advanced, and each served prediction records the event's place
-among the labels. So re-running the logs in that order through a learner restored from a
-checkpoint reproduces every prediction the live worker served after it. Replay reads the topics without joining the live group or
-moving its offsets, and reports one row per event: what was served live, what the replay
-predicts, the label, the error, the model version and the drift that the label triggered.
+they were merged. The event-time merge settles that order except for records that arrived
+later than the other input had advanced, so each served prediction records its event's place
+among the labels. Re-running the logs in that order through a learner restored from a
+checkpoint reproduces every prediction the live worker served after it. Replay reads the
+topics without joining the live group or moving its offsets, and reports one row per event:
+what was served live, what the replay predicts, the label, the error, the model version and
+the drift that the label triggered.
 """
 
 from __future__ import annotations
