@@ -5,7 +5,8 @@ goes first; at equal timestamps the label goes first (the order of `river.stream
 A head is only released when the other stream has shown a later record, is caught up (nothing
 more to read now), or has been idle for ``idle_ms``; so, as long as no record arrives later than
 the other stream has already advanced, the order is a pure function of the two logs. Records
-that do arrive that late are still processed (at once) and counted in ``n_late``.
+that do arrive that late are still processed (at once) and counted in ``n_late``; the order
+they made is recorded in the predictions, and `recorded_order` follows it again.
 
 >>> m = EventTimeMerge()
 >>> m.push(EVENTS, [(0, "e0"), (5, "e1")]); m.push(LABELS, [(5, "l0")])
