@@ -105,6 +105,9 @@ class _SnapshotCollector:
         dead = family(CounterMetricFamily, "driftstream_dead_letters",
                       "Records sent to the dead-letter topic, by reason",
                       ("partition", "reason"))
+        late = family(CounterMetricFamily, "driftstream_late_records",
+                      "Records that arrived after the other input had passed their event "
+                      "time; their order depended on arrival (predictions record it)")
         expired = family(CounterMetricFamily, "driftstream_expired_joins",
                          "Events whose label never came in time (also a dead-letter reason)")
         drifts = family(CounterMetricFamily, "driftstream_drift_detections",
@@ -129,6 +132,7 @@ class _SnapshotCollector:
             labels.add_metric([key], s["n_labels"])
             for reason, n in sorted(s["rejected"].items()):
                 dead.add_metric([key, reason], n)
+            late.add_metric([key], s["late"])
             expired.add_metric([key], s["rejected"].get("join_expired", 0))
             for kind, n in sorted(s["drifts"].items()):
                 drifts.add_metric([key, kind], n)
@@ -144,7 +148,7 @@ class _SnapshotCollector:
                     lag.add_metric([key, stream], value)
             if part.checkpoint_at is not None:
                 age.add_metric([key], max(0.0, now - part.checkpoint_at))
-        yield from (events, labels, dead, expired, drifts, pending, generation, updates,
+        yield from (events, labels, dead, late, expired, drifts, pending, generation, updates,
                     rolling, lag, age)
         yield CounterMetricFamily("driftstream_records_processed",
                                   "Input records processed by this worker process",

@@ -35,6 +35,7 @@ def partition_status(settings: KafkaSettings, prefix: str, state_path: str) -> l
                 "checkpoint_age_s": round(time.time() - cp.created_at / 1000, 1) if cp else None,
                 "rolling": {k: v for k, v in metrics.items() if k.startswith("rolling_")},
                 "pending": info.get("pending"),
+                "late": info.get("late"),
                 "last_drift": last_drift,
             })
         return rows
@@ -63,7 +64,7 @@ def format_status(rows: list[dict]) -> str:
     if not rows:
         return "no partitions (does the events topic exist?)"
     lines = [f"{'part':>4} {'events lag':>10} {'labels lag':>10} {'model':>12} {'pending':>8} "
-             f"{'rolling metric':>16}  last drift"]
+             f"{'late':>6} {'rolling metric':>16}  last drift"]
     for r in rows:
         model = r["model"]
         ver = f"g{model['generation']}.u{model['updates']}" if model else "-"
@@ -72,7 +73,7 @@ def format_status(rows: list[dict]) -> str:
         d = r["last_drift"]
         drift = f"{d['kind']} at n={d.get('n_seen')} ({d.get('action')})" if d else "-"
         lines.append(f"{r['partition']:>4} {_s(r['events_lag']):>10} {_s(r['labels_lag']):>10} "
-                     f"{ver:>12} {_s(r['pending']):>8} {metric:>16}  {drift}")
+                     f"{ver:>12} {_s(r['pending']):>8} {_s(r['late']):>6} {metric:>16}  {drift}")
     return "\n".join(lines)
 
 

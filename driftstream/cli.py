@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="per-partition lag, model version, metric, last drift",
                        description="Read the state file and the input topics' end offsets and "
-                       "show, per partition: lag of both inputs, model version, rolling metric, "
-                       "last drift and pending joins.")
+                       "show, per partition: lag of both inputs, model version, pending joins, "
+                       "late records (merged after the other input had passed their time), "
+                       "rolling metric and last drift.")
     p.add_argument("--state", required=True, help="the workers' state file")
     p.add_argument("--json", action="store_true")
     _kafka_args(p)

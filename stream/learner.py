@@ -105,6 +105,7 @@ class Learner:
         self.drifts: dict[str, int] = {"concept": 0, "data": 0}
         self.label_delays: dict[int, int] = {}  # event-time delay (upper bound) -> labels
         self.classes: set = set()  # classification: the labels' classes seen
+        self.n_late = 0  # records merged after the other input had passed their time
 
     def __getstate__(self) -> dict:
         # The remembered ids (100,000 by default) as one JSON array each: pickling them one by
@@ -121,7 +122,8 @@ class Learner:
         for name in ("pending", "early"):  # checkpoints from before these were OrderedDicts
             if type(state[name]) is dict:
                 state[name] = OrderedDict(state[name])
-        state.setdefault("classes", set())  # checkpoints from before it: counted from here
+        state.setdefault("classes", set())  # checkpoints from before these: counted from here
+        state.setdefault("n_late", 0)
         self.__dict__.update(state)
 
     @property
@@ -297,6 +299,7 @@ class Learner:
             "model": self.version,
             "n_events": self.n_events,
             "n_labels": self.n_labels,
+            "late": self.n_late,
             "pending": len(self.pending),
             "early_labels": len(self.early),
             "clock": self.clock,

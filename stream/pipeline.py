@@ -74,6 +74,7 @@ class PartitionPipeline:
         self.serialize = serialize
         self.since_checkpoint = 0
         self.n_processed = 0  # records taken from the merge, in all
+        self.late_counted = 0  # merge.n_late already added to learner.n_late
         self.drift_records: list[dict] = []
         self.model_events: list[dict] = []
 
@@ -120,11 +121,19 @@ class PartitionPipeline:
             self.since_checkpoint += 1
             if self.since_checkpoint >= every:
                 self.checkpoint("periodic", out)
+        self._count_late()
         return out
+
+    def _count_late(self) -> None:
+        """Move the merge's late count into the learner, so checkpoints keep it."""
+        if self.merge.n_late != self.late_counted:
+            self.learner.n_late += self.merge.n_late - self.late_counted
+            self.late_counted = self.merge.n_late
 
     def checkpoint(self, reason: str, out: list) -> None:
         """Append a ``"checkpoint"`` output: a periodic one's state made by ``serialize`` (none
         yet if that says later), any other's (revoke, shutdown) pickled here and now."""
+        self._count_late()
         state = self.serialize(self.learner) if reason == "periodic" else self.learner.to_bytes()
         if state is not None:
             out.append(("checkpoint", None, None, self.snapshot(reason, state)))
@@ -132,6 +141,7 @@ class PartitionPipeline:
     def snapshot(self, reason: str, state: bytes | str | None = None) -> StateSnapshot:
         """The learner's state now, with the offsets it reflects (pickled here unless
         ``state`` is given: bytes, or the file another process writes them to)."""
+        self._count_late()
         learner = self.learner
         version = learner.version
         if state is None:

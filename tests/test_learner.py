@@ -527,8 +527,27 @@ def test_a_checkpoint_from_before_max_classes_restores():
     learner = Learner(config(model="ht"))
     learner.process_event(Event("e0", {"x": 1.0}, ts=0))
     learner.process_label(Label("e0", "a", ts=0))
-    del learner.classes
+    del learner.classes, learner.n_late
     restored = Learner.from_bytes(learner.to_bytes())
-    assert restored.classes == set() and restored.n_labels == 1
+    assert restored.classes == set() and restored.n_labels == 1 and restored.n_late == 0
     restored.process_event(Event("e1", {"x": 1.0}, ts=1))
     assert restored.process_label(Label("e1", "b", ts=1)) == [] and restored.classes == {"b"}
+
+
+def test_late_records_are_counted_and_kept_by_checkpoints():
+    """A label older than an event already scored (labels were caught up) is merged late: the
+    learner counts it, so status and /metrics show that the order depended on arrival."""
+    from stream.pipeline import EVENTS, LABELS, PartitionPipeline
+
+    pipe = PartitionPipeline(Learner(config(model="lr")), ("ev", "lb"), [0, 0])
+    pipe.push(EVENTS, [(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1.0}}')])
+    pipe.set_caught_up(EVENTS, True)
+    pipe.set_caught_up(LABELS, True)
+    assert [role for role, *_ in pipe.run(now_ms=0)] == ["predictions"]
+    pipe.push(LABELS, [(0, 1000, b'{"id": "a", "ts": 4, "label": true}')])
+    pipe.push(EVENTS, [(1, 1000, b'{"id": "b", "ts": 6, "features": {"x": 1.0}}')])
+    outputs = pipe.run(now_ms=0)
+    assert pipe.learner.n_labels == 1 and pipe.learner.summary()["late"] == 1
+    assert orjson.loads(outputs[-1][2])["labels_offset"] == 1  # b came after the label
+    snap = pipe.snapshot("shutdown")
+    assert snap.summary["late"] == 1 and Learner.from_bytes(snap.state).n_late == 1

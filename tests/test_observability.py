@@ -134,7 +134,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 def summary(n_events: int, rejected: dict, metrics: dict) -> dict:
     return {"partition": 0, "model": {"generation": 2, "updates": 40}, "n_events": n_events,
-            "n_labels": 40, "pending": 3, "early_labels": 0, "clock": 0,
+            "n_labels": 40, "late": 6, "pending": 3, "early_labels": 0, "clock": 0,
             "rejected": rejected, "drifts": {"concept": 2, "data": 1}, "metrics": metrics}
 
 
@@ -162,6 +162,7 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
         assert samples[("driftstream_dead_letters_total",
                         (("partition", "0"), ("reason", "not_json")))] == 2
         assert samples[("driftstream_expired_joins_total", (("partition", "0"),))] == 1
+        assert samples[("driftstream_late_records_total", (("partition", "1"),))] == 6
         assert samples[("driftstream_drift_detections_total",
                         (("kind", "concept"), ("partition", "0")))] == 2
         assert samples[("driftstream_pending_joins", (("partition", "0"),))] == 3

@@ -218,6 +218,13 @@ def test_replay_follows_the_live_order_when_labels_came_late(kafka_settings, uni
     assert served[299]["model"]["updates"] == 0 and served[299]["labels_offset"] == 0
     assert served[599]["labels_offset"] >= 300 and served[599]["model"]["updates"] >= 300
     capsys.readouterr()
+    assert cli(kafka_settings, unique_prefix, "status", "--state", state, "--json") == 0
+    [row] = orjson.loads(capsys.readouterr().out)
+    assert row["late"] >= 300 and row["events_lag"] == row["labels_lag"] == 0
+    assert cli(kafka_settings, unique_prefix, "status", "--state", state) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert line.split()[header.split().index("late") - 2] == str(row["late"])
+    capsys.readouterr()
     assert cli(kafka_settings, unique_prefix, "replay", "--partition", "0", "--state", state,
                "--verify", "--plot", "", "--out", "") == 0
     assert "verified: all 600 replayed predictions" in capsys.readouterr().out

@@ -1,0 +1,100 @@
+"""How the embedded broker's CPU grows while a consumer tails a partition that keeps growing.
+
+    .venv/bin/python bench/broker_growth.py [--rate 13500] [--seconds 30] [--ticks 5,20]
+
+For each tick: a fresh embedded broker, the latency bench's load generator (`LoadPublisher`)
+sending what is due every tick ms to an events and a labels topic (1 partition each), and one
+consumer tailing both with the worker's fetch settings. Prints the broker's CPU (% of a core)
+every 2 s. Tansu lists every stored batch of a partition on each fetch that returns data, so
+its cost per fetch grows with the batches stored: this is why latency at a steady rate rises
+second by second in `throughput.py`, for the I/O ceiling's loop as for the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from driftstream.broker import EmbeddedBroker  # noqa: E402
+from producers.kafka_client import Admin, Consumer, KafkaSettings  # noqa: E402
+from throughput import FETCH_MAX_WAIT_MS, MAX_POLL_RECORDS, LoadPublisher  # noqa: E402
+
+STEP_S = 2
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_cpu_by_step(rate: float, seconds: float, tick_s: float) -> list[int]:
+    """Broker CPU, % of a core, per STEP_S while one consumer tails the load."""
+    with EmbeddedBroker() as broker:
+        settings = KafkaSettings(broker.bootstrap)
+        admin = Admin(settings)
+        admin.create_topics(["events", "labels"], 1)
+        admin.close()
+        stop = threading.Event()
+
+        def generate() -> None:
+            publisher = LoadPublisher(broker.bootstrap)
+            sent, tick, start = 0, 0, time.perf_counter()
+            while not stop.is_set():
+                due = int((time.perf_counter() - start) * rate)
+                now_ms = time.time_ns() // 1_000_000
+                if due > sent:
+                    keys = [b"k%d" % i for i in range(sent, due)]
+                    publisher.send({"events": [(now_ms, k, b"v" * 110) for k in keys],
+                                    "labels": [(now_ms, k, b"v" * 45) for k in keys]})
+                    sent = due
+                tick += 1
+                time.sleep(max(0.0, start + tick * tick_s - time.perf_counter()))
+            publisher.close()
+
+        def tail() -> None:
+            consumer = Consumer(settings, client_id="growth", max_poll_records=MAX_POLL_RECORDS,
+                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+            consumer.assign([("events", 0), ("labels", 0)])
+            while not stop.is_set():
+                consumer.poll_by_partition(100)
+            consumer.close()
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (generate, tail)]
+        for t in threads:
+            t.start()
+        pid = broker._proc.pid  # its CPU time only
+        out, last = [], cpu_s(pid)
+        for _ in range(int(seconds // STEP_S)):
+            time.sleep(STEP_S)
+            now = cpu_s(pid)
+            out.append(round((now - last) / STEP_S * 100))
+            last = now
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=13_500, help="events/s (and labels/s)")
+    parser.add_argument("--seconds", type=float, default=30, help="per tick setting")
+    parser.add_argument("--ticks", default="5,20", help="load generator ticks, ms, comma-separated")
+    args = parser.parse_args(argv)
+    print(f"broker CPU, % of a core every {STEP_S} s; {args.rate:,.0f} events/s + as many labels, "
+          "one consumer tailing both")
+    for tick in (int(t) for t in args.ticks.split(",")):
+        by_step = broker_cpu_by_step(args.rate, args.seconds, tick / 1000)
+        print(f"tick {tick:>3} ms: " + " ".join(f"{v:>3}" for v in by_step))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
