@@ -9,6 +9,11 @@ three replays of that history with the same code as the CLI:
 - the processing alone (topics already read: merge + learner + report rows),
 - a middle range from an intermediate checkpoint (the last fifth of the history).
 River's own `simulate_qa` loop on the same data is the reference, measured in the same run.
+
+Then, for each of ``--live-rates``, a worker tails a live load (throughput.py's load generator,
+a fresh broker) for 10 s; the whole history is replayed with --verify, once in the order the
+predictions recorded and once by event time alone: how many records came late, and whether
+replay still reproduces every served prediction.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from producers.publisher import EventPublisher, publish_samples  # noqa: E402
 from producers.sources import synthetic  # noqa: E402
 from state.checkpoints import StateStore  # noqa: E402
 from stream.learner import LearnerConfig  # noqa: E402
-from throughput import measure_river_inprocess  # noqa: E402
+from throughput import broker_env, measure_latency, measure_river_inprocess  # noqa: E402
 
 
 def timed_replay(settings, prefix, store, rng, verify: bool) -> dict:
@@ -49,10 +54,34 @@ def timed_replay(settings, prefix, store, rng, verify: bool) -> dict:
             "start": start}
 
 
+def live_replay(tmp: Path, samples: list, rate: float) -> dict:
+    """Replay of a history a worker took live at ``rate`` events/s, with and without the
+    order the predictions recorded (``labels_offset``)."""
+    with broker_env(tmp, samples) as env:
+        live = measure_latency(env, rate, warmup_s=2, steady_s=8)
+        prefix, settings = live["topic_prefix"], env.settings
+        with StateStore(live["state"]) as store:
+            late = store.latest(0).info["late"]
+            recorded = timed_replay(settings, prefix, store, ReplayRange(), True)
+            served = {k: {f: v for f, v in p.items() if f != "labels_offset"} for k, p in
+                      served_predictions(settings, topic_names(prefix)["predictions"], 0).items()}
+            learner, offsets, start = starting_point(store, 0, topic_names(prefix)["events"],
+                                                     topic_names(prefix)["labels"], ReplayRange())
+            by_time = replay(settings, prefix, 0, learner, offsets, start, ReplayRange(), served,
+                             verify=True)
+    mismatch = by_time.first_mismatch
+    return {"rate": rate, "events": live["events_published"], "late_records": late,
+            "mismatches_recorded_order": recorded["mismatches"],
+            "verified_events": recorded["events"],
+            "event_time_first_mismatch_offset": None if mismatch is None else mismatch["offset"]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    parser.add_argument("--live-rates", default="3000,13000",
+                        help="events/s of the live runs, comma-separated ('' for none)")
     args = parser.parse_args(argv)
     samples = list(synthetic("sea", n=args.n, seed=42, drift_at=[args.n // 2],
                              label_delay="100", start_ts=0))
@@ -74,6 +103,8 @@ def main(argv=None) -> int:
             out["whole_verify"] = timed_replay(settings, prefix, store, ReplayRange(), True)
             out["middle_from_checkpoint"] = timed_replay(
                 settings, prefix, store, ReplayRange(from_offset=args.n * 4 // 5), False)
+        out["live"] = [live_replay(Path(tmp), samples, float(rate))
+                       for rate in filter(None, args.live_rates.split(","))]
     w, m = out["whole_verify"], out["middle_from_checkpoint"]
     print(f"replay speed, 1 partition, lr/window, n={args.n:,} SEA events (labels delayed 100)")
     print(f"{'what':<44}{'events':>9}{'seconds':>9}{'events/s':>10}{'processing ev/s':>17}")
@@ -84,9 +115,19 @@ def main(argv=None) -> int:
     print(f"{'River simulate_qa loop (no Kafka), same data':<44}{args.n:>9,}{'':>9}"
           f"{out['river_events_per_s']:>10,.0f}")
     print(f"mismatches in the verified replay: {w['mismatches']}")
+    if out["live"]:
+        print("\nlive runs, 10 s each (a worker tailing the load generator), replayed whole:")
+        print(f"{'events/s':>9}{'events':>9}{'late records':>14}{'mismatches':>12}"
+              f"{'by event time alone: first mismatch':>38}")
+        for r in out["live"]:
+            first = r["event_time_first_mismatch_offset"]
+            print(f"{r['rate']:>9,.0f}{r['events']:>9,}{r['late_records']:>14,}"
+                  f"{r['mismatches_recorded_order']:>12}"
+                  f"{'none' if first is None else f'at event offset {first:,}':>38}")
     if args.json:
         print(json.dumps(out))
-    return 0 if w["mismatches"] == 0 else 1
+    failed = w["mismatches"] or any(r["mismatches_recorded_order"] for r in out["live"])
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

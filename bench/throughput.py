@@ -1084,6 +1084,7 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     missing = sum(1 for _, p in window if p is None)
     wall = (sent["t_end_ms"] - sent["t0_ms"]) / 1000
     return {
+        "topic_prefix": prefix, "state": str(state),
         "offered_events_per_s": rate, "achieved_events_per_s": sent["events"] / wall,
         "publisher_max_delay_ms": sent["max_delay_ms"],
         "events_published": sent["events"], "window_events": len(window),
