@@ -2,7 +2,8 @@
 
 Starts the embedded broker (unless one is given), creates topics, publishes a SEA stream with a
 sudden concept drift and delayed labels while a worker scores and learns from it, prints live
-progress, then a summary, and plots rolling accuracy with the drift markers to a PNG.
+progress, then a summary (with a replay of the whole history checked against what was
+served), and plots rolling accuracy with the drift markers to a PNG.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def run_demo(opts: DemoOptions, settings: KafkaSettings | None = None, out=sys.s
         progress.line(worker, final=True)
 
         summary = _summarise(settings, topics, samples, opts, elapsed)
+        summary.update(_replay_check(settings, prefix, opts.state))
         _print_summary(summary, out)
         _plot(summary, opts.plot)
         print(f"plot written to {opts.plot}", file=out)
@@ -128,6 +130,25 @@ def _summarise(settings, topics, samples, opts: DemoOptions, elapsed: float) -> 
     }
 
 
+def _replay_check(settings: KafkaSettings, prefix: str, state: str) -> dict:
+    """Replay the whole history from scratch, in the order the predictions recorded, and
+    compare with what was served (as `driftstream replay --verify` does)."""
+    from consumers.replay import ReplayRange, replay, served_predictions, starting_point
+    from state.checkpoints import StateStore
+
+    topics = topic_names(prefix)
+    with StateStore(state) as store:
+        learner, offsets, start = starting_point(store, 0, topics["events"], topics["labels"],
+                                                 ReplayRange())
+        late = store.latest(0).info["late"]
+    served = served_predictions(settings, topics["predictions"], 0)
+    result = replay(settings, prefix, 0, learner, offsets, start, ReplayRange(), served,
+                    verify=True)
+    mismatch = result.first_mismatch
+    return {"late_records": late, "replayed": len(result.rows),
+            "replay_first_mismatch": None if mismatch is None else mismatch["id"]}
+
+
 def _print_summary(s: dict, out) -> None:
     print("\nsummary", file=out)
     print(f"  events {s['events']}, predictions published {s['predictions']}, in {s['seconds']} s "
@@ -137,6 +158,12 @@ def _print_summary(s: dict, out) -> None:
     print(f"  true change at {s['drift_at']}, first acted-on detection after it: "
           f"{s['detection_delay']} samples later", file=out)
     print(f"  dead letters {s['dead_letters']}", file=out)
+    if s["replay_first_mismatch"] is None:
+        print(f"  replay of the whole history: all {s['replayed']} served predictions "
+              f"reproduced exactly ({s['late_records']} records had arrived late)", file=out)
+    else:
+        print(f"  replay of the whole history: MISMATCH at event {s['replay_first_mismatch']}",
+              file=out)
 
 
 def _plot(s: dict, path: str, window: int = 500) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 
 import orjson
 import pytest
@@ -161,11 +162,14 @@ def test_missing_output_topics_stop_the_worker_at_start_with_their_names(
     assert reader.read_topic(kafka_settings, topics["predictions"]) == []
 
 
-def test_demo_detects_the_drift(kafka_settings, tmp_path, capsys):
+def test_demo_detects_the_drift(kafka_settings, tmp_path):
+    out = io.StringIO()
     summary = run_demo(DemoOptions(n=8000, drift_at=4000, state=str(tmp_path / "d.sqlite"),
-                                   plot=str(tmp_path / "demo.png")), kafka_settings)
+                                   plot=str(tmp_path / "demo.png")), kafka_settings, out)
     assert summary["predictions"] == 8000
     assert summary["detection_delay"] is not None and summary["detection_delay"] < 3000
+    assert summary["replay_first_mismatch"] is None and summary["replayed"] == 8000
+    assert "all 8000 served predictions reproduced exactly" in out.getvalue()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 
