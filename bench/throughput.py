@@ -21,8 +21,10 @@ Measured (each in its own ``measure_*`` function, whose docstring says exactly w
   produce, commit each record's offset), same client.
 - latency: event publish -> prediction publish (both CreateTimes, matched by id) at a steady
   offered rate of half the measured 1-partition maximum, a quarter of it, and 100 events/s;
-  the load generator (`LoadPublisher`) writes whole record batches so that it takes little
-  of the 2 cores, and stamps each record with its scheduled time. Each latency run has a
+  the load generator (`LoadPublisher`) writes whole record batches every 10 ms so that it
+  takes little of the 2 cores, and stamps each record with its scheduled time. At half the
+  maximum the worker and the ceiling's loop also take the load in 5 ms batches, once each:
+  Tansu's fetch cost grows with the batches a partition holds (``LOAD_TICK_S``). Each latency run has a
   fresh broker (Tansu keeps every record in memory; one that served the throughput phases
   gave ~40 % higher p99). At half the maximum the Kafka I/O ceiling's loop (no model) takes
   the same load too, its runs alternating with the worker's: the client's and broker's own
@@ -1494,7 +1496,8 @@ def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n:
 def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
                       warmup_s: float, steady_s: float) -> None:
     """Latency at half and a quarter of the 1-partition lr maximum, and at 100/s; at half,
-    also of the Kafka I/O ceiling's loop, alternating with the worker's runs.
+    also of the Kafka I/O ceiling's loop, alternating with the worker's runs, and of both
+    once with the load in 5 ms batches.
 
     Each run gets a broker of its own: Tansu keeps every record in memory, and on the broker
     that had served the throughput phases, p99 at half max came out ~40 % higher (107 vs
