@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=13_500, help="events/s (and labels/s)")
     parser.add_argument("--seconds", type=float, default=30, help="per tick setting")
-    parser.add_argument("--ticks", default="5,10,20", help="load generator ticks, ms, comma-separated")
+    parser.add_argument("--ticks", default="5,10,20",
+                        help="load generator ticks, ms, comma-separated")
     args = parser.parse_args(argv)
     print(f"broker CPU, % of a core every {STEP_S} s; {args.rate:,.0f} events/s + as many labels, "
           "one consumer tailing both")

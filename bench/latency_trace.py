@@ -1,6 +1,7 @@
 """Where an event's latency goes at a steady rate: the worker traced from fetch to send.
 
-    .venv/bin/python bench/latency_trace.py [--rate 11000] [--tick-ms 10] [--warmup 10] [--steady 20]
+    .venv/bin/python bench/latency_trace.py [--rate 11000] [--tick-ms 10] [--warmup 10]
+                                            [--steady 20]
 
 Runs `throughput.measure_latency` (a fresh broker, the load generator on the same 2 cores,
 1 partition, lr) twice: with a traced `driftstream run`, then with the Kafka I/O ceiling's
@@ -215,7 +216,7 @@ def traced_run(rate: float, warmup: float, steady: float, subject: str, tick_s: 
     samples = throughput.make_samples(100_000)
     with tempfile.TemporaryDirectory() as tmp:
         trace_path = Path(tmp) / "trace.json"
-        launcher = [__file__, "--_child", str(trace_path), subject, "--"]
+        launcher = (__file__, "--_child", str(trace_path), subject, "--")
         with throughput.broker_env(Path(tmp), samples) as env:
             res = throughput.measure_latency(env, rate, warmup, steady, subject=subject,
                                              launcher=launcher, tick_s=tick_s)
@@ -230,7 +231,8 @@ def traced_run(rate: float, warmup: float, steady: float, subject: str, tick_s: 
     rows = decompose(trace, events, preds, lo, hi, worker=subject == "worker")
     fetches = sorted(trace["fetches"])  # (sent, answered, offset asked), in the order sent
     gaps = sorted(b[0] - a[1] for a, b in zip(fetches, fetches[1:]) if lo <= a[1] <= hi)
-    return {"subject": subject, "rate": rate, "tick_ms": tick_s * 1000, "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
+    return {"subject": subject, "rate": rate, "tick_ms": tick_s * 1000,
+            "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
             "events": len(rows), "parts": summarize(rows) if rows else {},
             "fetches": sum(1 for f in fetches if lo <= f[1] <= hi),
             "response_to_next_fetch_ms": {"mean": statistics.fmean(gaps),
@@ -246,8 +248,9 @@ def report(runs: list[dict]) -> str:
         names = ["latency", *(PARTS if worker else PARTS[:3] + ("poll → prediction sent",))]
         title = ("driftstream worker" if worker else "Kafka I/O ceiling's loop (no model)")
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in r["steady_cpu"].items() if v is not None)
-        lines += [f"{title} at {r['rate']:,.0f} events/s in {r['tick_ms']:g} ms batches: p50 {r['p50_ms']} ms, p99 "
-                  f"{r['p99_ms']} ms over {r['events']:,} events; CPU (cores) {cpu}", ""]
+        lines += [f"{title} at {r['rate']:,.0f} events/s in {r['tick_ms']:g} ms batches: p50 "
+                  f"{r['p50_ms']} ms, p99 {r['p99_ms']} ms over {r['events']:,} events; "
+                  f"CPU (cores) {cpu}", ""]
         groups = list(r["parts"])
         lines.append("| ms (mean) | " + " | ".join(groups) + " |")
         lines.append("|---|" + "--:|" * len(groups))
@@ -255,8 +258,9 @@ def report(runs: list[dict]) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{r['parts'][g][i]:.1f}" for g in groups)
                          + " |")
         gap = r["response_to_next_fetch_ms"]
-        lines += ["", f"{r['fetches']:,} fetches answered in the window; from a response to the next fetch sent: mean "
-                  f"{gap.get('mean', 0):.1f} ms, p99 {gap.get('p99', 0):.1f} ms; fetch round "
+        lines += ["", f"{r['fetches']:,} fetches answered in the window; from a response to "
+                  f"the next fetch sent: mean {gap.get('mean', 0):.1f} ms, p99 "
+                  f"{gap.get('p99', 0):.1f} ms; fetch round "
                   f"trip (mean ms) second by second: {r['rtt_by_second']}", ""]
     return "\n".join(lines)
 
