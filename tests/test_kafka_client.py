@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import socket
 import subprocess
@@ -217,6 +218,39 @@ def test_poll_by_partition_and_buffered(
     finally:
         consumer.close()
 
+
+
+@pytest.mark.broker
+def test_polls_take_fetched_partitions_in_turn(
+    admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    """With two partitions' backlogs fetched, polls alternate between them instead of
+    returning one partition until it is used up (kafka-python's own order), so the worker's
+    merge gets both inputs a poll apart; within a partition, offsets stay in order."""
+    topic = unique_prefix + "turns"
+    admin.create_topics([topic], partitions=2)
+    for i in range(1000):
+        producer.send(topic, b"v%d" % i, partition=i % 2)
+    producer.flush(timeout=10)
+    consumer = Consumer(kafka_settings, max_poll_records=50)
+    try:
+        consumer.assign([(topic, 0), (topic, 1)])
+        polls: list[tuple[int, list[int]]] = []
+        left = {0: 500, 1: 500}
+        deadline = time.monotonic() + DEADLINE_S
+        while any(left.values()) and time.monotonic() < deadline:
+            for (_, p), records in consumer.poll_by_partition(200).items():
+                polls.append((p, [r.offset for r in records]))
+                left[p] -= len(records)
+        assert left == {0: 0, 1: 0}
+        for p in (0, 1):
+            assert [o for q, offsets in polls if q == p for o in offsets] == list(range(500))
+        order = [p for p, _ in polls]
+        both = order[: 2 * min(order.count(0), order.count(1))]  # before one is used up
+        runs = [len(list(group)) for _, group in itertools.groupby(both)]
+        assert max(runs) <= 2, order  # kafka-python alone: 10 polls of one, then the other
+    finally:
+        consumer.close()
 
 @pytest.mark.broker
 def test_poll_returns_a_response_that_lands_between_drain_and_wait(
