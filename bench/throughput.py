@@ -807,8 +807,8 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
     ``Producer``; for each polled record in poll order: ``orjson.loads``; an event is
     predicted with ``model.predict_one(features)``, its features stored in a dict by id, and
     ``{"id", "prediction"}`` produced (keyed by id); a label pops its features and calls
-    ``learn_one``. Records come in poll order (kafka-python hands out one partition's fetch
-    at a time), so a label may come before its event: it then waits in a second dict and
+    ``learn_one``. Records come in poll order (a poll's worth of one partition, then of the
+    other), so a label may come before its event: it then waits in a second dict and
     the event learns it right after predicting (the same model work, not River's order). Then
     ``consumer.commit({(topic, partition): offset + 1})``, a synchronous commit per record.
     Timed: first poll returning records -> flush after all n events and n labels.
