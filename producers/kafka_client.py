@@ -211,7 +211,7 @@ def _drain_partitions_in_turn(fetcher, subscriptions) -> None:
         """Another partition's records, parsed, taken from where they wait; or None."""
         for tp in list(fetcher._paused_partition_records):
             if tp != current and not subscriptions.is_paused(tp):
-                return fetcher._paused_partition_records.pop(tp)
+                return fetcher._paused_partition_records.pop(tp)  # if used up: dropped
         for completion in list(fetcher._completed_fetches):
             tp = completion.topic_partition
             if tp != current and not subscriptions.is_paused(tp):
