@@ -23,12 +23,11 @@ Measured (each in its own ``measure_*`` function, whose docstring says exactly w
   offered rate of half the measured 1-partition maximum, a quarter of it, and 100 events/s;
   the load generator (`LoadPublisher`) writes whole record batches every 10 ms so that it
   takes little of the 2 cores, and stamps each record with its scheduled time. At half the
-  maximum the worker and the ceiling's loop also take the load in 5 ms batches, once each:
-  Tansu's fetch cost grows with the batches a partition holds (``LOAD_TICK_S``). Each
-  latency run has a fresh broker (Tansu keeps every record in memory; one that served the
-  throughput phases gave ~40 % higher p99). At half the maximum the Kafka I/O ceiling's loop
-  (no model) takes the same load too, its runs alternating with the worker's: the client's
-  and broker's own latency at that rate.
+  maximum the Kafka I/O ceiling's loop (no model) takes the same load too, its runs
+  alternating with the worker's: the client's and broker's own latency at that rate; and
+  both take the load once more in 5 ms batches: Tansu's fetch cost grows with the batches a
+  partition holds (``LOAD_TICK_S``). Each latency run has a fresh broker (Tansu keeps every
+  record in memory; one that served the throughput phases gave ~40 % higher p99).
 - memory: peak RSS of the worker processes, and bytes per pending join of a learner holding
   1 million scored events whose labels never arrive.
 
