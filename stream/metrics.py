@@ -19,13 +19,19 @@ from typing import Any
 
 from river import metrics
 
+# Updates are held and applied this many at a time, in order: River's metric code then runs in
+# a loop of its own, which keeps it in the CPU's caches (in the worker's model process this
+# made the learner ~2 µs an event cheaper than updating the metrics as each label came).
+HELD_UPDATES = 500
+
 
 class MetricSet:
     """All metrics of one learner for one task (``classification`` or ``regression``).
 
-    Prequential metrics are updated per label. Rolling ones are computed when reported, from
-    the last ``window`` served predictions: cheaper per label than River's `utils.Rolling`
-    (which reverts and updates every metric on every label), and without its float drift.
+    Prequential metrics are updated per label, in batches (`HELD_UPDATES`). Rolling ones are
+    computed when reported, from the last ``window`` served predictions: cheaper per label than
+    River's `utils.Rolling` (which reverts and updates every metric on every label), and
+    without its float drift.
     """
 
     def __init__(self, task: str, window: int = 1000):
@@ -40,13 +46,16 @@ class MetricSet:
         self._baseline: metrics.base.Metric | None = None
         self._recent: collections.deque = collections.deque(maxlen=window)
         self._report: tuple[int, dict] = (-1, {})
+        self._held: list[tuple] = []  # updates not applied yet: see HELD_UPDATES
 
     def __getstate__(self) -> dict:
         # The cached report depends on when it was asked for, not on the stream: leave it out,
         # so that equal streams give equal states.
-        return {**self.__dict__, "_report": (-1, {})}
+        self.flush()
+        return {**self.__dict__, "_report": (-1, {}), "_held": []}
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("_held", [])
         state.setdefault("_cm", None)  # checkpoints from before the shared matrix: not shared
         self.__dict__.update(state)
 
@@ -67,6 +76,18 @@ class MetricSet:
 
     def update(self, y: Any, y_pred: Any, proba: dict | None) -> None:
         """Account one label against what was served for its event."""
+        held = self._held
+        held.append((y, y_pred, proba))
+        if len(held) >= HELD_UPDATES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the held updates, in order (reading or saving the metrics does this)."""
+        held, self._held = self._held, []
+        for y, y_pred, proba in held:
+            self._apply(y, y_pred, proba)
+
+    def _apply(self, y: Any, y_pred: Any, proba: dict | None) -> None:
         if self.kinds is None:
             self._create(y)
         self.n_labels += 1
@@ -81,6 +102,7 @@ class MetricSet:
 
     def report(self) -> dict[str, float | int]:
         """Current values, keyed by metric name; counts included."""
+        self.flush()
         if self._report[0] == self.n_labels:
             return dict(self._report[1])
         out: dict[str, float | int] = {"n_labels": self.n_labels, "n_scored": self.n_scored}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import itertools
+import pickle
 import random
 from collections import Counter
 
@@ -15,7 +17,7 @@ from river.datasets import synth
 from stream.codec import REASONS
 from stream.drift import ErrorMonitor
 from stream.learner import Learner, LearnerConfig
-from stream.metrics import MetricSet
+from stream.metrics import HELD_UPDATES, MetricSet
 from stream.offline import run_offline
 from stream.records import DriftReport, Event, Label, Prediction, Rejection
 
@@ -475,10 +477,31 @@ def test_shared_confusion_matrix_equals_river_metrics_of_their_own(labels, preds
         assert report["rolling_" + name] == metric.get()
 
 
+def test_held_metric_updates_are_applied_in_order_when_read_or_saved():
+    # Updates are applied HELD_UPDATES at a time; a report or a checkpoint in between must see
+    # every label so far, and a restored set must go on exactly as River's own metrics.
+    rng = random.Random(7)
+    stream = [(rng.random() < 0.4, rng.random()) for _ in range(3 * HELD_UPDATES + 17)]
+    m = MetricSet("classification")
+    accuracy, log_loss = metrics.Accuracy(), metrics.LogLoss()
+    for i, (y, p) in enumerate(stream):
+        proba = {True: p, False: 1 - p}
+        m.update(y, p > 0.5, proba)
+        accuracy.update(y, p > 0.5)
+        log_loss.update(y, proba)
+        if i == HELD_UPDATES // 2:  # a checkpoint while updates are held
+            m = pickle.loads(pickle.dumps(m))
+        if i == 2 * HELD_UPDATES + 3:
+            assert m.report()["n_labels"] == i + 1
+    report = m.report()
+    assert (report["n_labels"], report["accuracy"], report["log_loss"]) == (
+        len(stream), accuracy.get(), log_loss.get())
+
+
 def test_metrics_restored_from_before_the_shared_matrix_go_on_counting():
     m = MetricSet("classification")
     m.update(True, True, {True: 0.9, False: 0.1})
-    state = m.__getstate__()
+    state = copy.deepcopy(m.__getstate__())  # as a checkpoint holds it: nothing shared with m
     state["_metrics"] = {"accuracy": metrics.Accuracy(), "f1": metrics.F1(),
                          "log_loss": metrics.LogLoss()}  # each with its own matrix, as then
     for metric in state["_metrics"].values():
