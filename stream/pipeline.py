@@ -98,7 +98,7 @@ class PartitionPipeline:
         offsets = self.next_offset
         every = self.checkpoint_every
         out: list[tuple] = []
-        for stream, item in list(self.merge.pop_ready(now_ms)):
+        for stream, item in self.merge.pop_ready(now_ms):
             if item.__class__ is Rejection:
                 learner.count_rejection(item.reason)
                 self._rejection(item, out)
@@ -122,7 +122,7 @@ class PartitionPipeline:
                 self.checkpoint("periodic", out)
         self._count_late()
         # Predictions are encoded after the learner's loop, not in it: each loop's code then
-        # stays in the CPU's caches (3 µs an event less; so is popping the merge first).
+        # stays in the CPU's caches (~2 µs an event less in the model process).
         for i, (role, prediction, labels_offset, _) in enumerate(out):
             if role == "predictions":
                 out[i] = (role, prediction.id.encode(), encode(prediction.to_wire(labels_offset)),
