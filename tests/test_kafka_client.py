@@ -219,7 +219,6 @@ def test_poll_by_partition_and_buffered(
         consumer.close()
 
 
-
 @pytest.mark.broker
 def test_polls_take_fetched_partitions_in_turn(
     admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
@@ -251,6 +250,7 @@ def test_polls_take_fetched_partitions_in_turn(
         assert max(runs) <= 2, order  # kafka-python alone: 10 polls of one, then the other
     finally:
         consumer.close()
+
 
 @pytest.mark.broker
 def test_poll_returns_a_response_that_lands_between_drain_and_wait(
