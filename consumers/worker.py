@@ -428,11 +428,15 @@ class Worker:
         p = task.partition
         predictions = self.topics["predictions"]
         to_partition = p % (self._out_partitions.get("predictions") or 1)
-        send = self.producer.send
+        batch: list[tuple] = []  # predictions, sent together (Producer.send_batch)
         for role, key, value, info in outputs:
             if role == "predictions":
-                send(predictions, value, key, to_partition)
-            elif role == "checkpoint":
+                batch.append((key, value))
+                continue
+            if batch:  # before a checkpoint, which flushes what was sent
+                self.producer.send_batch(predictions, to_partition, batch)
+                batch = []
+            if role == "checkpoint":
                 if info.state_file is not None:  # saved once written (_state_written)
                     self._awaiting[info.state_file] = (p, info)
                 elif not self._checkpoint(task, info):
@@ -450,6 +454,8 @@ class Worker:
                                           offsets=self._offsets(task),
                                           model_before=info["model_before"],
                                           model=info["model_after"]))
+        if batch:
+            self.producer.send_batch(predictions, to_partition, batch)
         return True
 
     def _send(self, role: str, value: bytes, key: bytes | None, partition: int) -> None:

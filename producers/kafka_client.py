@@ -24,6 +24,7 @@ from kafka.admin import NewTopic
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import (
     CommitFailedError,
+    IllegalStateError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -31,6 +32,8 @@ from kafka.errors import (
     RebalanceInProgressError,
 )
 from kafka.producer.future import FutureRecordMetadata
+from kafka.producer.producer_batch import ProducerBatch
+from kafka.record.memory_records import MemoryRecordsBuilder
 from kafka.structs import OffsetAndMetadata
 
 __all__ = [
@@ -471,10 +474,84 @@ class Producer:
         )
         return future.add_errback(self._count_failure)
 
-    def _count_failure(self, exc: BaseException) -> None:  # kafka-python's sender thread
+    def send_batch(self, topic: str, partition: int,
+                   records: list[tuple[bytes | None, bytes]]) -> None:
+        """Queue (key, value) records for one partition, in order, as `send` would.
+
+        kafka-python's send() costs ~11 µs of CPU a record (checks, a lock and a future for
+        each); here records go straight into its accumulator's open batch under one lock, at
+        ~2 µs each, with no future. A batch that fails counts its records as failed, so
+        `flush` raises as it does for send(). Records too big to share a batch go by send().
+        """
+        kafka = self._producer
+        if kafka._metadata.partitions_for_topic(topic) is None:
+            kafka._wait_on_metadata(topic, kafka.config["max_block_ms"])
+        tp = TopicPartition(topic, kafka._partition(topic, partition, None, None, None, None))
+        start = 0
+        while start < len(records):
+            start = self._append_run(tp, records, start)
+            if start < len(records):
+                key, value = records[start]
+                self.send(topic, value, key, partition)
+                start += 1
+
+    def _append_run(self, tp: TopicPartition, records: list, start: int) -> int:
+        """Append records[start:] to tp's batches up to the first one too big to share a
+        batch; return its index (or len(records))."""
+        accumulator = self._producer._accumulator  # kafka-python 3.0.12 internals
+        config = accumulator.config
+        too_big = config["batch_size"] // 2
+        new_batch = False
+        accumulator._appends_in_progress.increment()
+        try:
+            with accumulator._tp_lock(tp):
+                if accumulator._closed:
+                    raise IllegalStateError("the producer is closed")
+                queue = accumulator._batches[tp]
+                batch = queue[-1] if queue else None
+                if batch is not None:
+                    self._count_failures_of(batch)
+                i = start
+                for i in range(start, len(records)):
+                    key, value = records[i]
+                    if len(value) > too_big:
+                        break
+                    if batch is None or batch.records.append(None, key, value) is None:
+                        batch = ProducerBatch(tp, MemoryRecordsBuilder(
+                            config["message_version"], config["compression_attrs"],
+                            config["batch_size"]))
+                        self._count_failures_of(batch)
+                        batch.records.append(None, key, value)
+                        queue.append(batch)
+                        accumulator._incomplete.add(batch)
+                        new_batch = True
+                else:
+                    i = len(records)
+                full = len(queue) > 1 or (batch is not None and batch.records.is_full())
+        finally:
+            accumulator._appends_in_progress.decrement()
+        if new_batch or full:
+            self._producer._sender.wakeup()
+        return i
+
+    def _count_failures_of(self, batch: ProducerBatch) -> None:
+        """Count a failed batch's records that have no future of their own (`send_batch`)."""
+        if getattr(batch, "_driftstream_counted", False):
+            return
+        batch._driftstream_counted = True
+
+        def on_done(result: tuple) -> None:  # (base offset, timestamp, errors by record)
+            errors = result[2]
+            if errors is not None:
+                self._count_failure(errors(0), batch.record_count - len(batch._record_futures))
+
+        batch.produce_future.add_callback(on_done)
+
+    def _count_failure(self, exc: BaseException, records: int = 1) -> None:
+        # kafka-python's sender thread
         if self._first_failure is None:
             self._first_failure = exc
-        self._failed += 1
+        self._failed += records
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every queued record is acknowledged or failed (KafkaTimeoutError after

@@ -192,6 +192,36 @@ def test_produce_and_consume_exactly(
 
 
 @pytest.mark.broker
+def test_send_batch_keeps_order_with_send_and_big_records(
+    admin: Admin, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    """send_batch bypasses send()'s per-record path; records from both, and one too big to
+    share a batch (it goes by send), must land in the order they were queued."""
+    topic = unique_prefix + "batched"
+    admin.create_topics([topic], partitions=2)
+    producer = Producer(kafka_settings, batch_size=4096)  # small batches: many fill up
+    consumer = Consumer(kafka_settings)
+    try:
+        with pytest.raises(ValueError, match="partition 2"):
+            producer.send_batch(topic, 2, [(b"k", b"v")])
+        expected = []
+        for round_ in range(5):
+            batch = [(b"k%d-%d" % (round_, i), b"v%d-%d " % (round_, i) * 20) for i in range(40)]
+            batch.insert(17, (None, b"big %d " % round_ * 500))  # > batch_size / 2
+            producer.send_batch(topic, 1, batch)
+            producer.send(topic, b"single %d" % round_, b"s%d" % round_, 1)
+            expected += batch + [(b"s%d" % round_, b"single %d" % round_)]
+        producer.flush(timeout=10)
+        consumer.assign([(topic, 1)])
+        records = consume(consumer, len(expected))
+        assert [(r.key, r.value) for r in records] == expected
+        assert [r.offset for r in records] == list(range(len(expected)))
+    finally:
+        consumer.close()
+        producer.close()
+
+
+@pytest.mark.broker
 def test_poll_by_partition_and_buffered(
     admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
 ) -> None:
@@ -479,9 +509,11 @@ def test_embedded_broker_restart(tmp_path) -> None:
 
 
 @pytest.mark.broker
-def test_flush_raises_when_records_were_not_delivered(tmp_path) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["send", "send_batch"])
+def test_flush_raises_when_records_were_not_delivered(tmp_path, batched: bool) -> None:
     """kafka-python's flush returns normally after records failed; ours must not (a worker
-    would otherwise save a checkpoint past outputs that were lost)."""
+    would otherwise save a checkpoint past outputs that were lost), whichever way they
+    were sent."""
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as own:
         settings = KafkaSettings(bootstrap_servers=own.bootstrap)
         admin = Admin(settings)
@@ -492,8 +524,12 @@ def test_flush_raises_when_records_were_not_delivered(tmp_path) -> None:
             producer.send("lost.out", b"kept", partition=0)
             producer.flush(timeout=10)
             own.stop()
-            for i in range(3):
-                producer.send("lost.out", b"lost %d" % i, partition=0)
+            lost = [(None, b"lost %d" % i) for i in range(3)]
+            if batched:
+                producer.send_batch("lost.out", 0, lost)
+            else:
+                for key, value in lost:
+                    producer.send("lost.out", value, key, partition=0)
             with pytest.raises(DeliveryFailed, match="3 record.s. not delivered") as failed:
                 producer.flush(timeout=30)
             assert failed.value.failed == 3
