@@ -12,7 +12,9 @@ Measured (each in its own ``measure_*`` function, whose docstring says exactly w
   plus the wire codec alone. Together with River this splits the worker's cost into model,
   driftstream core, codec and Kafka.
 - Kafka I/O ceiling: the same client (``producers.kafka_client``) and settings, reading both
-  input topics and writing one prediction-sized record per event, no model, no decode.
+  input topics and writing one prediction-sized record per event, no model, no decode; once
+  with kafka-python's own ``send`` per record (the client's API), once with
+  ``Producer.send_batch`` per poll (how the worker writes its predictions).
 - driftstream worker, 1 partition (a child process running ``consumers.worker.Worker``):
   first poll that returns records -> every prediction acknowledged (producer flush).
 - driftstream, 4 partitions and 2 ``driftstream run`` processes: first to last prediction
@@ -466,7 +468,8 @@ def ceiling_clients(settings: KafkaSettings, client_id: str) -> tuple[Consumer, 
     return consumer, Producer(settings, client_id=client_id)
 
 
-def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
+def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int,
+                          batched: bool = False) -> dict:
     """Kafka I/O ceiling with the worker's client and settings, no model, no decode.
 
     One ``producers.kafka_client.Consumer`` (max_poll_records and fetch_max_wait_ms of
@@ -478,6 +481,8 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     partition 0; labels are only counted. Timed: first poll returning records -> ``flush()``
     returns after n events and n labels were read. events/s = n / seconds. Also: consume-only
     (both topics, nothing produced) and produce-only (n prediction-sized sends + flush) rates.
+    ``batched``: the predictions of each poll go in one ``send_batch``, as the worker's do
+    (no consume-only and produce-only runs then).
     """
     settings = env.settings
     payload = prediction_sized_payload(env)
@@ -501,6 +506,13 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
                 if records and first is None:
                     first = time.perf_counter()
                     cpu0, thr0 = time.process_time(), time.thread_time()
+                if batched:
+                    keys = [r.key for r in records if r.topic == ev_topic]
+                    n_ev += len(keys)
+                    n_lb += len(records) - len(keys)
+                    if keys:
+                        producer.send_batch(target, 0, [(key, payload) for key in keys])
+                    continue
                 for r in records:
                     if r.topic == ev_topic:
                         n_ev += 1
@@ -518,6 +530,10 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
             producer.close()
 
     seconds, cpu, main_cpu = consume(True, out_topic)
+    result = {"events": n, "seconds": seconds, "events_per_s": n / seconds, "cpu_s": cpu,
+              "main_thread_cpu_s": main_cpu, "payload_bytes": len(payload)}
+    if batched:
+        return result
     c_seconds, c_cpu, _ = consume(False, out_topic)
     producer = Producer(settings, client_id="bench-ceiling")
     key = b"e1234567"
@@ -527,12 +543,9 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int) -> dict:
     producer.flush()
     p_seconds, p_cpu = time.perf_counter() - start, time.process_time() - cpu0
     producer.close()
-    return {
-        "events": n, "seconds": seconds, "events_per_s": n / seconds, "cpu_s": cpu,
-        "main_thread_cpu_s": main_cpu, "payload_bytes": len(payload),
-        "consume_only_records_per_s": 2 * n / c_seconds, "consume_only_cpu_s": c_cpu,
-        "produce_only_msgs_per_s": n / p_seconds, "produce_only_cpu_s": p_cpu,
-    }
+    return {**result,
+            "consume_only_records_per_s": 2 * n / c_seconds, "consume_only_cpu_s": c_cpu,
+            "produce_only_msgs_per_s": n / p_seconds, "produce_only_cpu_s": p_cpu}
 
 
 def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
@@ -709,7 +722,8 @@ def _child_worker(spec: dict) -> int:
 def _child_io_loop(spec: dict) -> int:
     """Child process of measure_latency(subject="ceiling"): the Kafka I/O ceiling's loop
     (`measure_kafka_ceiling`), live: read events and labels, send one prediction-sized record
-    per event, keyed by the event's key. Exits once nothing came for 5 s after records did."""
+    per event, keyed by the event's key, each poll's in one ``send_batch`` as the worker does.
+    Exits once nothing came for 5 s after records did."""
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
     topics = topic_names(spec["prefix"])
     payload = bytes.fromhex(spec["payload"])
@@ -724,9 +738,9 @@ def _child_io_loop(spec: dict) -> int:
             records = consumer.poll(100)
             if records:
                 last = time.monotonic()
-            for r in records:
-                if r.topic == events:
-                    producer.send(target, payload, r.key, 0)
+            batch = [(r.key, payload) for r in records if r.topic == events]
+            if batch:
+                producer.send_batch(target, 0, batch)
         producer.flush()
     finally:
         consumer.close()
@@ -1253,7 +1267,8 @@ def report(res: dict) -> str:
             "merge + learner, no Kafka, no codec")
     c = res.get("ceiling")
     if c:
-        row("Kafka I/O ceiling: read 2, write 1", "—", "1", c, "no model, no decode")
+        row("Kafka I/O ceiling: read 2, write 1", "—", "1", c,
+            "no model, no decode; send() per record")
         n = c["events"]
         rows.append(["  consume only (event + label)", "—", "1", fmt(n), "",
                      fmt(c["consume_only_records_per_s"] / 2), fmt(c["consume_only_cpu_s"], ".2f"),
@@ -1263,6 +1278,9 @@ def report(res: dict) -> str:
                      fmt(c["produce_only_msgs_per_s"]), fmt(c["produce_only_cpu_s"], ".2f"),
                      fmt(c["produce_only_cpu_s"] / n * 1e6, ".0f"),
                      f"{c['payload_bytes']} B values"])
+    if res.get("ceiling_send_batch"):
+        row("Kafka I/O ceiling, send_batch per poll", "—", "1", res["ceiling_send_batch"],
+            "as above, predictions written as the worker writes them")
     for m in res["models"]:
         w = res.get("worker_1p", {}).get(m)
         row("driftstream worker", m, "1", w,
@@ -1385,17 +1403,20 @@ def report(res: dict) -> str:
     if ratios:
         lines += ["", "ratios (driftstream worker, 1 partition, events/s over ...)"]
         rows = [[m, fmt(r.get("vs_river"), ".2f"), fmt(r.get("vs_learner_offline"), ".2f"),
-                 fmt(r.get("vs_ceiling"), ".2f"), fmt(r.get("vs_naive"), ".2f"),
+                 fmt(r.get("vs_ceiling"), ".2f"), fmt(r.get("vs_ceiling_send_batch"), ".2f"),
+                 fmt(r.get("vs_naive"), ".2f"),
                  fmt(r.get("4p_2w_vs_1p"), ".2f")] for m, r in ratios.items()]
         lines.append(table(rows, ["model", "/ River", "/ learner offline", "/ Kafka ceiling",
-                                  "/ naive peer", "4p-2w / 1p"]))
+                                  "/ ceiling, send_batch", "/ naive peer", "4p-2w / 1p"]))
         if ratios.get("lr", {}).get("vs_ceiling_of_medians") is not None:
-            lines.append("(lr / Kafka ceiling: the median of the back-to-back pairs' ratios; "
+            lines.append("(lr / Kafka ceilings: the median of the back-to-back pairs' ratios; "
                          "median worker / median ceiling: "
-                         f"{ratios['lr']['vs_ceiling_of_medians']:.2f})")
+                         f"{ratios['lr']['vs_ceiling_of_medians']:.2f}, by send_batch: "
+                         f"{fmt(ratios['lr'].get('vs_ceiling_send_batch_of_medians'), '.2f')})")
     reps = res.get("repeats", {})
     if len(reps.get("worker_1p_lr", [])) > 1:
         workers, ceilings = reps["worker_1p_lr"], reps["ceiling"]
+        batched = reps.get("ceiling_send_batch", [])
 
         def latency_runs(key: str) -> str:
             return " · ".join("FAILED" if r is None else
@@ -1407,6 +1428,9 @@ def report(res: dict) -> str:
                   f"  Kafka I/O ceiling, events/s:     {' · '.join(map(fmt, ceilings))}",
                   "  worker / ceiling, run by run:    "
                   + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, ceilings)),
+                  f"  ceiling by send_batch, events/s: {' · '.join(map(fmt, batched))}",
+                  "  worker / that, run by run:       "
+                  + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, batched)),
                   f"  latency at half max, p50/p95/p99 ms: {latency_runs('latency_half')}",
                   "  the same, Kafka I/O ceiling's loop: "
                   + latency_runs("latency_half_io_ceiling")]
@@ -1457,7 +1481,7 @@ def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n:
     res.setdefault("repeats", {})
     for m in models:
         # lr: worker and ceiling alternate `repeats` times; their medians are the result
-        workers, ceilings = [], []
+        workers, ceilings, batched = [], [], []
         for _ in range(repeats if m == "lr" else 1):
             log(f"worker, 1 partition, {m} (loading {2 * n} records first)")
             workers.append(w := attempt(res, f"worker_1p-{m}", measure_worker_1p, env, m))
@@ -1468,11 +1492,18 @@ def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n:
                 ceilings.append(c := attempt(res, "ceiling", measure_kafka_ceiling, env,
                                              topic_names(env.loaded["1p-lr"]), n))
                 log(f"  {fmt(_get(c, 'events_per_s'))} events/s")
+                log("Kafka I/O ceiling, predictions by send_batch")
+                batched.append(c := attempt(res, "ceiling_send_batch", measure_kafka_ceiling,
+                                            env, topic_names(env.loaded["1p-lr"]), n,
+                                            batched=True))
+                log(f"  {fmt(_get(c, 'events_per_s'))} events/s")
         res["worker_1p"][m] = median_run(workers, "events_per_s")
         if m == "lr":
             res["ceiling"] = median_run(ceilings, "events_per_s")
+            res["ceiling_send_batch"] = median_run(batched, "events_per_s")
             res["repeats"]["worker_1p_lr"] = [_get(w, "events_per_s") for w in workers]
             res["repeats"]["ceiling"] = [_get(c, "events_per_s") for c in ceilings]
+            res["repeats"]["ceiling_send_batch"] = [_get(c, "events_per_s") for c in batched]
         log(f"worker, 1 partition, {m}, in one process (--model-process off)")
         res["worker_1p_inproc"][m] = w = attempt(res, f"worker_1p_inproc-{m}",
                                                  measure_worker_1p, env, m, model_process=False)
@@ -1591,18 +1622,20 @@ def run_all(args: argparse.Namespace) -> dict:
             "vs_river": _ratio(w, _get(res, "river", m, "events_per_s")),
             "vs_learner_offline": _ratio(w, _get(res, "learner_offline", m, "events_per_s")),
             "vs_ceiling": _ratio(w, _get(res, "ceiling", "events_per_s")),
+            "vs_ceiling_send_batch": _ratio(w, _get(res, "ceiling_send_batch", "events_per_s")),
             "vs_naive": _ratio(w, _get(res, "naive", m, "events_per_s")),
             "4p_2w_vs_1p": _ratio(_get(res, "worker_4p", m, "events_per_s"), w),
         }
     # The lr worker and the ceiling run in back-to-back pairs: the median of the pairs'
     # ratios compares them at the same host speed, which drifts over minutes here.
-    pairs = [_ratio(w, c) for w, c in zip(_get(res, "repeats", "worker_1p_lr") or [],
-                                          _get(res, "repeats", "ceiling") or [])]
-    pairs = [r for r in pairs if r is not None]
-    if "lr" in ratios and pairs:
-        lr = ratios["lr"]
-        lr["vs_ceiling_of_medians"] = lr["vs_ceiling"]
-        lr["vs_ceiling"] = statistics.median_low(pairs)  # as median_run: the lower middle
+    for key in ("ceiling", "ceiling_send_batch"):
+        pairs = [_ratio(w, c) for w, c in zip(_get(res, "repeats", "worker_1p_lr") or [],
+                                              _get(res, "repeats", key) or [])]
+        pairs = [r for r in pairs if r is not None]
+        if "lr" in ratios and pairs:
+            lr = ratios["lr"]
+            lr[f"vs_{key}_of_medians"] = lr[f"vs_{key}"]
+            lr[f"vs_{key}"] = statistics.median_low(pairs)  # as median_run: the lower middle
     res["ratios"] = ratios
     res["runtime_s"] = time.perf_counter() - started
     if naive_n < n:
@@ -1722,7 +1755,9 @@ def main(argv: list[str] | None = None) -> int:
         "worker 1p: first poll returning records -> producer.flush() after the last of 2n "
         "records; excludes group join, the final checkpoint and the idle exit.",
         "ceiling: same Consumer/Producer and settings, assign (no group), no decode, one "
-        "prediction-sized send per event keyed by the record key.",
+        "prediction-sized send per event keyed by the record key; \"send_batch\": each "
+        "poll's predictions in one Producer.send_batch, as the worker writes them (the "
+        "latency runs' ceiling loop writes so too).",
         "latency: CreateTime(prediction, set at the worker's send) - CreateTime(event, its "
         "scheduled publish time; the load generator sends what is due every 10 ms, or 5 ms "
         "where the row says so), matched by "
@@ -1742,6 +1777,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   "half, 5 ms batches, I/O ceiling", "p99_ms"),
             "ratio_vs_river": _get(res, "ratios", "lr", "vs_river"),
             "ratio_vs_ceiling": _get(res, "ratios", "lr", "vs_ceiling"),
+            "ratio_vs_ceiling_send_batch": _get(res, "ratios", "lr", "vs_ceiling_send_batch"),
             "ratio_vs_naive": _get(res, "ratios", "lr", "vs_naive"),
         }
         summary.update({k: v for k, v in res.items() if k not in ("notes",)})
