@@ -1,6 +1,6 @@
 """Where an event's latency goes at a steady rate: the worker traced from fetch to send.
 
-    .venv/bin/python bench/latency_trace.py [--rate 18500] [--tick-ms 10] [--warmup 10]
+    .venv/bin/python bench/latency_trace.py [--rate 19500] [--tick-ms 10] [--warmup 10]
                                             [--steady 20]
 
 Runs `throughput.measure_latency` (a fresh broker, the load generator on the same 2 cores,
@@ -272,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         _child(path, subject == "worker", rest)
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rate", type=float, default=18_500,
-                   help="offered events/s (default 18500: about half the 1-partition lr "
-                        "maximum that throughput.py measured here, 35-38k at 9827d0a, 2026-12-05)")
+    p.add_argument("--rate", type=float, default=19_500,
+                   help="offered events/s (default 19500: about half the 1-partition lr "
+                        "maximum that throughput.py measured here, 39-40k at 9634f09, 2026-12-05)")
     p.add_argument("--tick-ms", type=float, default=throughput.LOAD_TICK_S * 1000,
                    help="the load generator sends what is due this often (default "
                         f"{throughput.LOAD_TICK_S * 1000:.0f}, as throughput.py's headline)")

@@ -481,7 +481,7 @@ class Producer:
         kafka-python's send() costs ~11 µs of CPU a record (checks, a lock and a future for
         each); here records go straight into its accumulator's open batch under one lock, at
         ~2 µs each, with no future. A batch that fails counts its records as failed, so
-        `flush` raises as it does for send(). Records too big to share a batch go by send().
+        `flush` raises as it does for send(). A value too big to share a batch goes by send().
         """
         kafka = self._producer
         if kafka._metadata.partitions_for_topic(topic) is None:
@@ -496,7 +496,7 @@ class Producer:
                 start += 1
 
     def _append_run(self, tp: TopicPartition, records: list, start: int) -> int:
-        """Append records[start:] to tp's batches up to the first one too big to share a
+        """Append records[start:] to tp's batches up to the first value too big to share a
         batch; return its index (or len(records))."""
         accumulator = self._producer._accumulator  # kafka-python 3.0.12 internals
         config = accumulator.config
@@ -511,7 +511,6 @@ class Producer:
                 batch = queue[-1] if queue else None
                 if batch is not None:
                     self._count_failures_of(batch)
-                i = start
                 for i in range(start, len(records)):
                     key, value = records[i]
                     if len(value) > too_big:
@@ -541,9 +540,9 @@ class Producer:
         batch._driftstream_counted = True
 
         def on_done(result: tuple) -> None:  # (base offset, timestamp, errors by record)
-            errors = result[2]
-            if errors is not None:
-                self._count_failure(errors(0), batch.record_count - len(batch._record_futures))
+            errors, without_future = result[2], batch.record_count - len(batch._record_futures)
+            if errors is not None and without_future:
+                self._count_failure(errors(0), without_future)
 
         batch.produce_future.add_callback(on_done)
 
