@@ -433,7 +433,7 @@ class Worker:
             if role == "predictions":
                 batch.append((key, value))
                 continue
-            if batch:  # before a checkpoint, which flushes what was sent
+            if batch:  # sent before any other output (a checkpoint flushes what was sent)
                 self.producer.send_batch(predictions, to_partition, batch)
                 batch = []
             if role == "checkpoint":
