@@ -15,6 +15,7 @@ COPY stream ./stream
 COPY consumers ./consumers
 COPY producers ./producers
 COPY state ./state
+COPY transport ./transport
 RUN pip install . && rm -rf /src
 
 # Not root; /state (the shared state volume) belongs to this user, and a fresh named volume

@@ -27,9 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from driftstream.broker import EmbeddedBroker  # noqa: E402
-from producers.kafka_client import Admin, Consumer, KafkaSettings  # noqa: E402
 from throughput import FETCH_MAX_WAIT_MS, MAX_POLL_RECORDS, LoadPublisher  # noqa: E402
+
+from driftstream.broker import EmbeddedBroker  # noqa: E402
+from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings  # noqa: E402
 
 STEP_S = 2
 
@@ -56,16 +57,24 @@ def broker_cpu_by_step(rate: float, seconds: float, tick_s: float) -> list[int]:
                 now_ms = time.time_ns() // 1_000_000
                 if due > sent:
                     keys = [b"k%d" % i for i in range(sent, due)]
-                    publisher.send({"events": [(now_ms, k, b"v" * 110) for k in keys],
-                                    "labels": [(now_ms, k, b"v" * 45) for k in keys]})
+                    publisher.send(
+                        {
+                            "events": [(now_ms, k, b"v" * 110) for k in keys],
+                            "labels": [(now_ms, k, b"v" * 45) for k in keys],
+                        }
+                    )
                     sent = due
                 tick += 1
                 time.sleep(max(0.0, start + tick * tick_s - time.perf_counter()))
             publisher.close()
 
         def tail() -> None:
-            consumer = Consumer(settings, client_id="growth", max_poll_records=MAX_POLL_RECORDS,
-                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+            consumer = Consumer(
+                settings,
+                client_id="growth",
+                max_poll_records=MAX_POLL_RECORDS,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            )
             consumer.assign([("events", 0), ("labels", 0)])
             while not stop.is_set():
                 consumer.poll_by_partition(100)
@@ -91,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=13_500, help="events/s (and labels/s)")
     parser.add_argument("--seconds", type=float, default=30, help="per tick setting")
-    parser.add_argument("--ticks", default="5,10,20",
-                        help="load generator ticks, ms, comma-separated")
+    parser.add_argument(
+        "--ticks", default="5,10,20", help="load generator ticks, ms, comma-separated"
+    )
     args = parser.parse_args(argv)
-    print(f"broker CPU, % of a core every {STEP_S} s; {args.rate:,.0f} events/s + as many labels, "
-          "one consumer tailing both")
+    print(
+        f"broker CPU, % of a core every {STEP_S} s; {args.rate:,.0f} events/s + as many labels, "
+        "one consumer tailing both"
+    )
     for tick in (int(t) for t in args.ticks.split(",")):
         by_step = broker_cpu_by_step(args.rate, args.seconds, tick / 1000)
         print(f"tick {tick:>3} ms: " + " ".join(f"{v:>3}" for v in by_step))

@@ -48,8 +48,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import throughput  # noqa: E402
 
-PARTS = ("event → fetch sent", "fetch round trip", "response → poll returned",
-         "held by the merge", "to the model", "model batch", "to the send")
+PARTS = (
+    "event → fetch sent",
+    "fetch round trip",
+    "response → poll returned",
+    "held by the merge",
+    "to the model",
+    "model batch",
+    "to the send",
+)
 
 
 def _wall_ms() -> float:
@@ -64,15 +71,16 @@ def install_tracer(trace: dict, worker: bool) -> None:
     """Record fetches and polls (and, for the worker, batches and answers) into ``trace``."""
     from kafka.consumer.fetcher import Fetcher
 
-    from producers.kafka_client import Consumer
+    from driftstream.transport.kafka_client import Consumer
 
     handle_fetch = Fetcher._handle_fetch_response
 
     def traced_fetch(self, node_id, fetch_offsets, send_time, response):
         now = _wall_ms()
         asked = [offset for tp, offset in fetch_offsets.items() if tp.topic.endswith("events")]
-        trace["fetches"].append((now - (time.monotonic() - send_time) * 1000, now,
-                                 asked[0] if asked else None))
+        trace["fetches"].append(
+            (now - (time.monotonic() - send_time) * 1000, now, asked[0] if asked else None)
+        )
         return handle_fetch(self, node_id, fetch_offsets, send_time, response)
 
     Fetcher._handle_fetch_response = traced_fetch
@@ -82,8 +90,12 @@ def install_tracer(trace: dict, worker: bool) -> None:
     def traced_poll(self, timeout_ms, max_records=None):
         batches = poll_by_partition(self, timeout_ms, max_records)
         last_poll["at"] = now = _wall_ms()
-        events = [_event_number(r.key) for (topic, _), recs in batches.items()
-                  if topic.endswith("events") for r in recs]
+        events = [
+            _event_number(r.key)
+            for (topic, _), recs in batches.items()
+            if topic.endswith("events")
+            for r in recs
+        ]
         if events:
             trace["polls"].append((now, events))
         return batches
@@ -91,7 +103,8 @@ def install_tracer(trace: dict, worker: bool) -> None:
     Consumer.poll_by_partition = traced_poll
     if not worker:
         return
-    from consumers import model_process, worker as worker_module
+    from driftstream.consumers import model_process
+    from driftstream.consumers import worker as worker_module
 
     batch = model_process.ModelHost._batch
 
@@ -119,8 +132,12 @@ def install_tracer(trace: dict, worker: bool) -> None:
 
         def collect_and_record():
             answer = take()
-            events = [_event_number(key) for progress in answer.progress.values()
-                      for role, key, _, _ in progress.outputs if role == "predictions"]
+            events = [
+                _event_number(key)
+                for progress in answer.progress.values()
+                for role, key, _, _ in progress.outputs
+                if role == "predictions"
+            ]
             if events:
                 start, end = getattr(answer, "trace_times", (None, None))
                 trace["answers"].append((answer_polled, start, end, events))
@@ -154,8 +171,9 @@ def _child(path: str, worker: bool, argv: list[str]) -> None:
         runpy.run_path(argv[0], run_name="__main__")
 
 
-def decompose(trace: dict, events: dict, predictions: dict, lo: float, hi: float,
-              worker: bool) -> list[tuple]:
+def decompose(
+    trace: dict, events: dict, predictions: dict, lo: float, hi: float, worker: bool
+) -> list[tuple]:
     """Per event of [lo, hi]: (latency, part, part, ...) in the order of PARTS (the ceiling's
     loop: the first three, then poll → prediction sent)."""
     # The fetch that brought event n (its offset: the load generator writes L<n> at offset
@@ -186,8 +204,7 @@ def decompose(trace: dict, events: dict, predictions: dict, lo: float, hi: float
             rows.append((pred - ts, *head, pred - poll))
         elif n in answered and answered[n][1] is not None:
             polled, start, end = answered[n]
-            rows.append((pred - ts, *head, polled - poll, start - polled, end - start,
-                         pred - end))
+            rows.append((pred - ts, *head, polled - poll, start - polled, end - start, pred - end))
     rows.sort()
     return rows
 
@@ -196,12 +213,13 @@ def summarize(rows: list[tuple]) -> dict[str, list[float]]:
     """Mean of each column over all rows, the 1 % around the median, the slowest 1 % and
     0.2 % (rows sorted by latency)."""
     n = len(rows)
-    groups = {"all events": rows,
-              "around the median": rows[n // 2 - n // 200: n // 2 + n // 200 + 1],
-              "slowest 1 %": rows[-max(1, n // 100):],
-              "slowest 0.2 %": rows[-max(1, n // 500):]}
-    return {name: [statistics.fmean(col) for col in zip(*group)]
-            for name, group in groups.items()}
+    groups = {
+        "all events": rows,
+        "around the median": rows[n // 2 - n // 200 : n // 2 + n // 200 + 1],
+        "slowest 1 %": rows[-max(1, n // 100) :],
+        "slowest 0.2 %": rows[-max(1, n // 500) :],
+    }
+    return {name: [statistics.fmean(col) for col in zip(*group)] for name, group in groups.items()}
 
 
 def rtt_by_second(trace: dict, lo: float, seconds: int) -> list[float | None]:
@@ -218,27 +236,41 @@ def traced_run(rate: float, warmup: float, steady: float, subject: str, tick_s: 
         trace_path = Path(tmp) / "trace.json"
         launcher = (__file__, "--_child", str(trace_path), subject, "--")
         with throughput.broker_env(Path(tmp), samples) as env:
-            res = throughput.measure_latency(env, rate, warmup, steady, subject=subject,
-                                             launcher=launcher, tick_s=tick_s)
+            res = throughput.measure_latency(
+                env, rate, warmup, steady, subject=subject, launcher=launcher, tick_s=tick_s
+            )
             topics = throughput.topic_names(res["topic_prefix"])
-            events = {k: ts for k, ts, _ in
-                      throughput.read_keys_and_times(env.settings, topics["events"])}
-            preds = {k: ts for k, ts, _ in
-                     throughput.read_keys_and_times(env.settings, topics["predictions"])}
+            events = {
+                k: ts for k, ts, _ in throughput.read_keys_and_times(env.settings, topics["events"])
+            }
+            preds = {
+                k: ts
+                for k, ts, _ in throughput.read_keys_and_times(env.settings, topics["predictions"])
+            }
         trace = json.loads(trace_path.read_text())
     start = min(events.values())
     lo, hi = start + warmup * 1000, start + (warmup + steady) * 1000
     rows = decompose(trace, events, preds, lo, hi, worker=subject == "worker")
     fetches = sorted(trace["fetches"])  # (sent, answered, offset asked), in the order sent
     gaps = sorted(b[0] - a[1] for a, b in zip(fetches, fetches[1:]) if lo <= a[1] <= hi)
-    return {"subject": subject, "rate": rate, "tick_ms": tick_s * 1000,
-            "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
-            "events": len(rows), "parts": summarize(rows) if rows else {},
-            "fetches": sum(1 for f in fetches if lo <= f[1] <= hi),
-            "response_to_next_fetch_ms": {"mean": statistics.fmean(gaps),
-                                          "p99": gaps[int(len(gaps) * 0.99)]} if gaps else {},
-            "rtt_by_second": rtt_by_second(trace, lo, int(steady)),
-            "steady_cpu": res["steady_cpu"]}
+    return {
+        "subject": subject,
+        "rate": rate,
+        "tick_ms": tick_s * 1000,
+        "p50_ms": res["p50_ms"],
+        "p99_ms": res["p99_ms"],
+        "events": len(rows),
+        "parts": summarize(rows) if rows else {},
+        "fetches": sum(1 for f in fetches if lo <= f[1] <= hi),
+        "response_to_next_fetch_ms": {
+            "mean": statistics.fmean(gaps),
+            "p99": gaps[int(len(gaps) * 0.99)],
+        }
+        if gaps
+        else {},
+        "rtt_by_second": rtt_by_second(trace, lo, int(steady)),
+        "steady_cpu": res["steady_cpu"],
+    }
 
 
 def report(runs: list[dict]) -> str:
@@ -246,22 +278,30 @@ def report(runs: list[dict]) -> str:
     for r in runs:
         worker = r["subject"] == "worker"
         names = ["latency", *(PARTS if worker else PARTS[:3] + ("poll → prediction sent",))]
-        title = ("driftstream worker" if worker else "Kafka I/O ceiling's loop (no model)")
+        title = "driftstream worker" if worker else "Kafka I/O ceiling's loop (no model)"
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in r["steady_cpu"].items() if v is not None)
-        lines += [f"{title} at {r['rate']:,.0f} events/s in {r['tick_ms']:g} ms batches: p50 "
-                  f"{r['p50_ms']} ms, p99 {r['p99_ms']} ms over {r['events']:,} events; "
-                  f"CPU (cores) {cpu}", ""]
+        lines += [
+            f"{title} at {r['rate']:,.0f} events/s in {r['tick_ms']:g} ms batches: p50 "
+            f"{r['p50_ms']} ms, p99 {r['p99_ms']} ms over {r['events']:,} events; "
+            f"CPU (cores) {cpu}",
+            "",
+        ]
         groups = list(r["parts"])
         lines.append("| ms (mean) | " + " | ".join(groups) + " |")
         lines.append("|---|" + "--:|" * len(groups))
         for i, name in enumerate(names):
-            lines.append(f"| {name} | " + " | ".join(f"{r['parts'][g][i]:.1f}" for g in groups)
-                         + " |")
+            lines.append(
+                f"| {name} | " + " | ".join(f"{r['parts'][g][i]:.1f}" for g in groups) + " |"
+            )
         gap = r["response_to_next_fetch_ms"]
-        lines += ["", f"{r['fetches']:,} fetches answered in the window; from a response to "
-                  f"the next fetch sent: mean {gap.get('mean', 0):.1f} ms, p99 "
-                  f"{gap.get('p99', 0):.1f} ms; fetch round "
-                  f"trip (mean ms) second by second: {r['rtt_by_second']}", ""]
+        lines += [
+            "",
+            f"{r['fetches']:,} fetches answered in the window; from a response to "
+            f"the next fetch sent: mean {gap.get('mean', 0):.1f} ms, p99 "
+            f"{gap.get('p99', 0):.1f} ms; fetch round "
+            f"trip (mean ms) second by second: {r['rtt_by_second']}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -272,22 +312,30 @@ def main(argv: list[str] | None = None) -> int:
         _child(path, subject == "worker", rest)
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rate", type=float, default=19_500,
-                   help="offered events/s (default 19500: about half the 1-partition lr "
-                        "maximum that throughput.py measured here, 39-40k at 9634f09, 2026-12-05)")
-    p.add_argument("--tick-ms", type=float, default=throughput.LOAD_TICK_S * 1000,
-                   help="the load generator sends what is due this often (default "
-                        f"{throughput.LOAD_TICK_S * 1000:.0f}, as throughput.py's headline)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=19_500,
+        help="offered events/s (default 19500: about half the 1-partition lr "
+        "maximum that throughput.py measured here, 39-40k at 9634f09, 2026-12-05)",
+    )
+    p.add_argument(
+        "--tick-ms",
+        type=float,
+        default=throughput.LOAD_TICK_S * 1000,
+        help="the load generator sends what is due this often (default "
+        f"{throughput.LOAD_TICK_S * 1000:.0f}, as throughput.py's headline)",
+    )
     p.add_argument("--warmup", type=float, default=10, help="seconds before the window")
     p.add_argument("--steady", type=float, default=20, help="seconds measured")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = p.parse_args(argv)
     runs = []
     for subject in ("worker", "ceiling"):
-        throughput.log(f"{subject}: {args.rate:,.0f} events/s in {args.tick_ms:g} ms batches, "
-                       "traced")
-        runs.append(traced_run(args.rate, args.warmup, args.steady, subject,
-                               args.tick_ms / 1000))
+        throughput.log(
+            f"{subject}: {args.rate:,.0f} events/s in {args.tick_ms:g} ms batches, traced"
+        )
+        runs.append(traced_run(args.rate, args.warmup, args.steady, subject, args.tick_ms / 1000))
     print(report(runs))
     if args.json:
         print(json.dumps(runs))

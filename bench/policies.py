@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 import river  # noqa: E402
 
 from driftstream.evaluate import evaluate  # noqa: E402
-from producers.sources import synthetic  # noqa: E402
-from stream.learner import LearnerConfig  # noqa: E402
+from driftstream.producers.sources import synthetic  # noqa: E402
+from driftstream.stream.learner import LearnerConfig  # noqa: E402
 
 STREAMS = ("sea", "agrawal", "hyperplane")
 SUDDEN = ("sea", "agrawal")  # streams with one drift point
@@ -72,32 +72,53 @@ class Row:
     @property
     def error_down(self) -> int:
         """Detections where ADWIN's error mean went down (the model got better)."""
-        return sum(1 for _, before, after in self.positions
-                   if before is not None and after < before)
+        return sum(
+            1 for _, before, after in self.positions if before is not None and after < before
+        )
 
 
-def run_one(stream: str, model: str, policy: str, n: int, seed: int, label_delay: str,
-            after_window: int, cooldown: int = 0, act_on_decrease: bool = False) -> Row:
+def run_one(
+    stream: str,
+    model: str,
+    policy: str,
+    n: int,
+    seed: int,
+    label_delay: str,
+    after_window: int,
+    cooldown: int = 0,
+    act_on_decrease: bool = False,
+) -> Row:
     """One evaluation; the drift point is n // 2 on the sudden streams, none on hyperplane."""
     drift_at = [n // 2] if stream in SUDDEN else []
     samples = list(synthetic(stream, n, seed=seed, drift_at=drift_at, label_delay=label_delay))
-    config = LearnerConfig(model=model, drift_policy=policy, cooldown=cooldown,
-                           act_on_decrease=act_on_decrease, data_drift=False)
+    config = LearnerConfig(
+        model=model,
+        drift_policy=policy,
+        cooldown=cooldown,
+        act_on_decrease=act_on_decrease,
+        data_drift=False,
+    )
     start = time.perf_counter()
     ev = evaluate(samples, config, drift_at, after_window)
     seconds = time.perf_counter() - start
     at = drift_at[0] if drift_at else None
     # Labels revealed by each detection's event time (labels go before events at equal ts).
     revealed = sorted(s.label_ts for s in samples if s.label_ts is not None)
-    positions = [(bisect.bisect_right(revealed, d["event_ts"]), d["mean_before"], d["mean_after"])
-                 for d in ev.concept_drifts]
+    positions = [
+        (bisect.bisect_right(revealed, d["event_ts"]), d["mean_before"], d["mean_after"])
+        for d in ev.concept_drifts
+    ]
     delay = false_alarms = None
     if at is not None:  # position p = labels of samples 0..p-1 seen: p <= at is all pre-change
         false_alarms = sum(1 for p, _, _ in positions if p <= at)
         hits = [p - at for p, _, _ in positions if p > at]
         delay = hits[0] if hits else None
     return Row(
-        stream=stream, model=model, policy=policy, n=n, drift_at=at,
+        stream=stream,
+        model=model,
+        policy=policy,
+        n=n,
+        drift_at=at,
         accuracy=ev.learner.metrics.report()["accuracy"],
         accuracy_after=ev.accuracy_after.get(at) if at is not None else None,
         detections=len(ev.concept_drifts),
@@ -110,8 +131,17 @@ def run_one(stream: str, model: str, policy: str, n: int, seed: int, label_delay
 
 # -- formatting -----------------------------------------------------------------------------
 
-HEADERS = ("stream", "model", "policy", "acc overall", "acc after drift", "detections",
-           "detection delay", "false alarms", "time s")
+HEADERS = (
+    "stream",
+    "model",
+    "policy",
+    "acc overall",
+    "acc after drift",
+    "detections",
+    "detection delay",
+    "false alarms",
+    "time s",
+)
 
 
 def _cells(row: Row) -> list[str]:
@@ -135,8 +165,12 @@ def text_table(rows: list[Row]) -> str:
     numeric = set(range(3, len(HEADERS)))
     out = []
     for k, line in enumerate(table):
-        out.append("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+        out.append(
+            "  ".join(
+                c.rjust(w) if i in numeric else c.ljust(w)
+                for i, (c, w) in enumerate(zip(line, widths))
+            ).rstrip()
+        )
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -163,7 +197,8 @@ def window_vs_reset(rows: list[Row]) -> list[str]:
             lines.append(
                 f"{stream:<8} {model:<3} window {verdict} reset after the drift by "
                 f"{diff:+.2f} pp ({w.accuracy_after:.4f} vs {r.accuracy_after:.4f}); "
-                f"overall {100 * (w.accuracy - r.accuracy):+.2f} pp")
+                f"overall {100 * (w.accuracy - r.accuracy):+.2f} pp"
+            )
     return lines
 
 
@@ -184,26 +219,50 @@ def detail(rows: list[Row]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=50_000,
-                   help="samples per stream; the drift is at n // 2 (default 50000)")
-    p.add_argument("--arf-n", type=int, default=None,
-                   help="samples for the arf rows, which are the slow ones (default: --n)")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=50_000,
+        help="samples per stream; the drift is at n // 2 (default 50000)",
+    )
+    p.add_argument(
+        "--arf-n",
+        type=int,
+        default=None,
+        help="samples for the arf rows, which are the slow ones (default: --n)",
+    )
     p.add_argument("--seed", type=int, default=42, help="stream seed (default 42)")
     p.add_argument("--label-delay", default="100", help="label delay spec (default 100)")
-    p.add_argument("--after-window", type=int, default=10_000,
-                   help="samples after the drift for 'acc after drift' (default 10000)")
-    p.add_argument("--cooldown", type=int, default=0,
-                   help="labels after a detection during which ADWIN alarms are ignored "
-                        "(LearnerConfig.cooldown, default 0 = plain ADWIN)")
-    p.add_argument("--act-on-decrease", action="store_true",
-                   help="let the policies act on detections where the error fell too, as "
-                        "River's DriftRetrainingClassifier (default: only on rises)")
+    p.add_argument(
+        "--after-window",
+        type=int,
+        default=10_000,
+        help="samples after the drift for 'acc after drift' (default 10000)",
+    )
+    p.add_argument(
+        "--cooldown",
+        type=int,
+        default=0,
+        help="labels after a detection during which ADWIN alarms are ignored "
+        "(LearnerConfig.cooldown, default 0 = plain ADWIN)",
+    )
+    p.add_argument(
+        "--act-on-decrease",
+        action="store_true",
+        help="let the policies act on detections where the error fell too, as "
+        "River's DriftRetrainingClassifier (default: only on rises)",
+    )
     p.add_argument("--streams", default=",".join(STREAMS), help="comma-separated subset")
-    p.add_argument("--models", default=",".join(MODELS + ADAPTIVE),
-                   help="comma-separated subset of lr,ht,hat,arf")
-    p.add_argument("--detail", action="store_true",
-                   help="also print each detection's position and direction (^ error up, "
-                        "v error down)")
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS + ADAPTIVE),
+        help="comma-separated subset of lr,ht,hat,arf",
+    )
+    p.add_argument(
+        "--detail",
+        action="store_true",
+        help="also print each detection's position and direction (^ error up, v error down)",
+    )
     p.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown here")
     args = p.parse_args(argv)
 
@@ -220,25 +279,40 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = []
     for k, (stream, model, policy, n) in enumerate(jobs, 1):
-        print(f"[{k}/{len(jobs)}] {stream} {model} {policy} n={n} ...", end=" ",
-              file=sys.stderr, flush=True)
-        row = run_one(stream, model, policy, n, args.seed, args.label_delay,
-                      args.after_window, args.cooldown, args.act_on_decrease)
+        print(
+            f"[{k}/{len(jobs)}] {stream} {model} {policy} n={n} ...",
+            end=" ",
+            file=sys.stderr,
+            flush=True,
+        )
+        row = run_one(
+            stream,
+            model,
+            policy,
+            n,
+            args.seed,
+            args.label_delay,
+            args.after_window,
+            args.cooldown,
+            args.act_on_decrease,
+        )
         print(f"{row.seconds:.1f}s", file=sys.stderr, flush=True)
         rows.append(row)
     runtime = time.perf_counter() - started
 
-    settings = (f"n={args.n} (arf: {arf_n}), drift at n // 2 on sea/agrawal (hyperplane: "
-                f"gradual, none), seed {args.seed}, label delay {args.label_delay}, "
-                f"ADWIN delta 0.002, cooldown {args.cooldown}, policies act on "
-                f"{'any detection' if args.act_on_decrease else 'error rises only'}, "
-                f"data drift off, "
-                f"acc after drift over the next {args.after_window} samples")
+    settings = (
+        f"n={args.n} (arf: {arf_n}), drift at n // 2 on sea/agrawal (hyperplane: "
+        f"gradual, none), seed {args.seed}, label delay {args.label_delay}, "
+        f"ADWIN delta 0.002, cooldown {args.cooldown}, policies act on "
+        f"{'any detection' if args.act_on_decrease else 'error rises only'}, "
+        f"data drift off, "
+        f"acc after drift over the next {args.after_window} samples"
+    )
     notes = [
         "Detections: concept detections by the learner's ADWIN on the served error; in "
         "brackets, how many of them were a drop of the error (ADWIN is two-sided; the policies "
-        + ("act on those too" if args.act_on_decrease else "only report those") +
-        "). Detection delay: labels of post-change samples seen "
+        + ("act on those too" if args.act_on_decrease else "only report those")
+        + "). Detection delay: labels of post-change samples seen "
         "when the first detection after the change fired (in event time add the label delay, "
         f"{args.label_delay}). False alarms: detections on pre-change labels only. hat and arf "
         "run with policy none: they adapt internally, the learner's ADWIN only reports.",
@@ -265,12 +339,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runtime {runtime:.0f} s")
 
     if args.markdown:
-        command = shlex.join([".venv/bin/python", "bench/policies.py", *sys.argv[1:]]
-                             if argv is None else ["bench/policies.py", *argv])
+        command = shlex.join(
+            [".venv/bin/python", "bench/policies.py", *sys.argv[1:]]
+            if argv is None
+            else ["bench/policies.py", *argv]
+        )
         today = datetime.date.today().isoformat()
         try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                    text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             commit = "unknown"
         lines = [

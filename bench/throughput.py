@@ -93,16 +93,16 @@ import orjson  # noqa: E402
 from kafka.protocol.producer import ProduceRequest, ProduceResponse  # noqa: E402
 from kafka.record.default_records import DefaultRecordBatchBuilder  # noqa: E402
 
-from producers.kafka_client import (  # noqa: E402
+from driftstream.consumers.model_process import FORK_STATE_ABOVE  # noqa: E402
+from driftstream.consumers.worker import WorkerOptions  # noqa: E402
+from driftstream.producers.sources import Sample, event_record, label_record, synthetic  # noqa: E402
+from driftstream.transport.kafka_client import (  # noqa: E402
     Admin,
     Consumer,
     KafkaSettings,
     Producer,
     topic_names,
 )
-from consumers.model_process import FORK_STATE_ABOVE  # noqa: E402
-from consumers.worker import WorkerOptions  # noqa: E402
-from producers.sources import Sample, event_record, label_record, synthetic  # noqa: E402
 
 LABEL_DELAY = 100
 MODELS = ("lr", "ht")
@@ -118,8 +118,16 @@ def log(msg: str) -> None:
 
 def make_samples(n: int, seed: int = 42) -> list[Sample]:
     """The bench's data: SEA, one sudden drift at n // 2, labels delayed by 100."""
-    return list(synthetic("sea", n, seed=seed, drift_at=[n // 2], label_delay=str(LABEL_DELAY),
-                          start_ts=1_700_000_000_000))
+    return list(
+        synthetic(
+            "sea",
+            n,
+            seed=seed,
+            drift_at=[n // 2],
+            label_delay=str(LABEL_DELAY),
+            start_ts=1_700_000_000_000,
+        )
+    )
 
 
 # =============================================================================================
@@ -168,8 +176,9 @@ def stop_children(env: Env) -> None:
             proc.wait()
 
 
-def create_topics(settings: KafkaSettings, prefix: str, partitions: int,
-                  extra: tuple[str, ...] = ()) -> dict[str, str]:
+def create_topics(
+    settings: KafkaSettings, prefix: str, partitions: int, extra: tuple[str, ...] = ()
+) -> dict[str, str]:
     topics = topic_names(prefix)
     admin = Admin(settings)
     try:
@@ -196,23 +205,37 @@ def load_topics(env: Env, prefix: str, samples: list[Sample], partitions: int) -
     for i, s in enumerate(samples):
         while j < len(labels) and samples[labels[j]].label_ts <= s.ts:
             k = labels[j]
-            producer.send(lb_topic, orjson.dumps(label_record(samples[k])),
-                          samples[k].id.encode(), k % partitions, samples[k].label_ts)
+            producer.send(
+                lb_topic,
+                orjson.dumps(label_record(samples[k])),
+                samples[k].id.encode(),
+                k % partitions,
+                samples[k].label_ts,
+            )
             j += 1
-        producer.send(ev_topic, orjson.dumps(event_record(s)), s.id.encode(), i % partitions,
-                      s.ts)
+        producer.send(ev_topic, orjson.dumps(event_record(s)), s.id.encode(), i % partitions, s.ts)
     for k in labels[j:]:
-        producer.send(lb_topic, orjson.dumps(label_record(samples[k])), samples[k].id.encode(),
-                      k % partitions, samples[k].label_ts)
+        producer.send(
+            lb_topic,
+            orjson.dumps(label_record(samples[k])),
+            samples[k].id.encode(),
+            k % partitions,
+            samples[k].label_ts,
+        )
     producer.flush()
     seconds = time.perf_counter() - start
     producer.close()
-    return {"topics": topics, "messages": 2 * len(samples), "seconds": seconds,
-            "msgs_per_s": 2 * len(samples) / seconds}
+    return {
+        "topics": topics,
+        "messages": 2 * len(samples),
+        "seconds": seconds,
+        "msgs_per_s": 2 * len(samples) / seconds,
+    }
 
 
-def read_keys_and_times(settings: KafkaSettings, topic: str, expect: int | None = None,
-                        timeout: float = 120) -> list[tuple[bytes, int, int]]:
+def read_keys_and_times(
+    settings: KafkaSettings, topic: str, expect: int | None = None, timeout: float = 120
+) -> list[tuple[bytes, int, int]]:
     """(key, CreateTime ms, partition) of every record of a topic, read to its high-water mark."""
     consumer = Consumer(settings, max_poll_records=MAX_POLL_RECORDS)
     try:
@@ -223,12 +246,15 @@ def read_keys_and_times(settings: KafkaSettings, topic: str, expect: int | None 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out.extend((r.key, r.timestamp, r.partition) for r in consumer.poll(200))
-            done = all((h := consumer.highwater(t, p)) is not None and consumer.position(t, p) >= h
-                       for t, p in tps)
+            done = all(
+                (h := consumer.highwater(t, p)) is not None and consumer.position(t, p) >= h
+                for t, p in tps
+            )
             if done and (expect is None or len(out) >= expect):
                 return out
-        raise TimeoutError(f"could not read {topic} to its end within {timeout} s "
-                           f"({len(out)} records)")
+        raise TimeoutError(
+            f"could not read {topic} to its end within {timeout} s ({len(out)} records)"
+        )
     finally:
         consumer.close()
 
@@ -277,8 +303,9 @@ def tree_hwm_mb(pid: int | str = "self") -> float | None:
     return own + sum(vm_hwm_mb(c) or 0 for c in child_pids(pid))
 
 
-def wait_children(procs: list[subprocess.Popen], timeout: float
-                  ) -> list[tuple[int, resource.struct_rusage, float | None]]:
+def wait_children(
+    procs: list[subprocess.Popen], timeout: float
+) -> list[tuple[int, resource.struct_rusage, float | None]]:
     """Wait for children with os.wait4 (each one's own CPU rusage), sampling their VmHWM
     every 20 ms while they run (peak RSS, with their own children's); kill them on timeout.
     Returns (exit code, rusage, peak RSS MB) per child."""
@@ -309,8 +336,9 @@ def wait_children(procs: list[subprocess.Popen], timeout: float
     return [done[k] for k in range(len(procs))]
 
 
-def wait_child(proc: subprocess.Popen, timeout: float
-               ) -> tuple[int, resource.struct_rusage, float | None]:
+def wait_child(
+    proc: subprocess.Popen, timeout: float
+) -> tuple[int, resource.struct_rusage, float | None]:
     return wait_children([proc], timeout)[0]
 
 
@@ -330,10 +358,27 @@ def last_json_line(path: Path) -> dict:
 
 
 def cli_worker_args(env: Env, prefix: str, model: str, state: Path, idle: float) -> list[str]:
-    return [PYTHON, "-m", "driftstream.cli", "run", "--bootstrap-servers",
-            env.settings.bootstrap_servers, "--topic-prefix", prefix, "--group", f"{prefix}g",
-            "--state", str(state), "--model", model, "--fast-group-timeouts",
-            "--exit-when-idle", str(idle), "--log-level", "INFO"]
+    return [
+        PYTHON,
+        "-m",
+        "driftstream.cli",
+        "run",
+        "--bootstrap-servers",
+        env.settings.bootstrap_servers,
+        "--topic-prefix",
+        prefix,
+        "--group",
+        f"{prefix}g",
+        "--state",
+        str(state),
+        "--model",
+        model,
+        "--fast-group-timeouts",
+        "--exit-when-idle",
+        str(idle),
+        "--log-level",
+        "INFO",
+    ]
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -359,8 +404,8 @@ def measure_river_inprocess(samples: list[Sample], model: str) -> dict:
     """
     from river import stream as river_stream
 
-    from producers.sources import river_delay
-    from stream.models import build_model
+    from driftstream.producers.sources import river_delay
+    from driftstream.stream.models import build_model
 
     dataset, moment, delay = river_delay(samples)
     m = build_model(model)
@@ -374,8 +419,12 @@ def measure_river_inprocess(samples: list[Sample], model: str) -> dict:
             m.learn_one(x, y)
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    return {"events": len(samples), "seconds": seconds, "cpu_s": cpu,
-            "events_per_s": len(samples) / seconds}
+    return {
+        "events": len(samples),
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "events_per_s": len(samples) / seconds,
+    }
 
 
 def measure_learner_offline(samples: list[Sample], model: str) -> dict:
@@ -387,9 +436,9 @@ def measure_learner_offline(samples: list[Sample], model: str) -> dict:
     holds them); outputs (Prediction objects) are collected but not encoded. Timed: the
     run_offline call. events/s = n / seconds.
     """
-    from stream.codec import decode_event, decode_label
-    from stream.learner import LearnerConfig
-    from stream.offline import run_offline
+    from driftstream.stream.codec import decode_event, decode_label
+    from driftstream.stream.learner import LearnerConfig
+    from driftstream.stream.offline import run_offline
 
     events = [decode_event(orjson.dumps(event_record(s)), -1) for s in samples]
     labels = sorted((s for s in samples if s.label_ts is not None), key=lambda s: s.label_ts)
@@ -401,8 +450,13 @@ def measure_learner_offline(samples: list[Sample], model: str) -> dict:
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     assert learner.n_events == len(samples), learner.summary()
-    return {"events": len(samples), "seconds": seconds, "cpu_s": cpu,
-            "events_per_s": len(samples) / seconds, "outputs": len(outputs)}
+    return {
+        "events": len(samples),
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "events_per_s": len(samples) / seconds,
+        "outputs": len(outputs),
+    }
 
 
 def measure_codec(samples: list[Sample], model: str = "lr") -> dict:
@@ -411,10 +465,10 @@ def measure_codec(samples: list[Sample], model: str = "lr") -> dict:
     worker's ``_send``), for every sample. Predictions are real ones from run_offline.
     Reported as microseconds per event for each part.
     """
-    from stream.codec import decode_event, decode_label, encode
-    from stream.learner import LearnerConfig
-    from stream.offline import run_offline
-    from stream.records import Prediction
+    from driftstream.stream.codec import decode_event, decode_label, encode
+    from driftstream.stream.learner import LearnerConfig
+    from driftstream.stream.offline import run_offline
+    from driftstream.stream.records import Prediction
 
     ev_bytes = [orjson.dumps(event_record(s)) for s in samples]
     lb_bytes = [orjson.dumps(label_record(s)) for s in samples]
@@ -434,8 +488,9 @@ def measure_codec(samples: list[Sample], model: str = "lr") -> dict:
     for _ in range(max(1, n // len(preds))):
         for p in preds:
             encode(p.to_wire())
-    out["encode_prediction_us"] = (time.perf_counter() - t) / (max(1, n // len(preds))
-                                                              * len(preds)) * 1e6
+    out["encode_prediction_us"] = (
+        (time.perf_counter() - t) / (max(1, n // len(preds)) * len(preds)) * 1e6
+    )
     out["prediction_bytes"] = sum(len(encode(p.to_wire())) for p in preds) / len(preds)
     out["event_bytes"] = sum(map(len, ev_bytes)) / n
     out["label_bytes"] = sum(map(len, lb_bytes)) / n
@@ -450,8 +505,8 @@ def measure_codec(samples: list[Sample], model: str = "lr") -> dict:
 
 def prediction_sized_payload(env: Env) -> bytes:
     """A real lr prediction record, encoded: what the ceiling and naive peer write per event."""
-    from stream.codec import decode_event, encode
-    from stream.learner import Learner, LearnerConfig
+    from driftstream.stream.codec import decode_event, encode
+    from driftstream.stream.learner import Learner, LearnerConfig
 
     learner = Learner(LearnerConfig(model="lr"))
     s = env.samples[0]
@@ -463,13 +518,16 @@ def prediction_sized_payload(env: Env) -> bytes:
 
 def ceiling_clients(settings: KafkaSettings, client_id: str) -> tuple[Consumer, Producer]:
     """The Kafka I/O ceiling's consumer and producer: the worker's client and settings."""
-    consumer = Consumer(settings, client_id=client_id, max_poll_records=MAX_POLL_RECORDS,
-                        fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    consumer = Consumer(
+        settings,
+        client_id=client_id,
+        max_poll_records=MAX_POLL_RECORDS,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
     return consumer, Producer(settings, client_id=client_id)
 
 
-def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int,
-                          batched: bool = False) -> dict:
+def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int, batched: bool = False) -> dict:
     """Kafka I/O ceiling with the worker's client and settings, no model, no decode.
 
     One ``producers.kafka_client.Consumer`` (max_poll_records and fetch_max_wait_ms of
@@ -530,8 +588,14 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int,
             producer.close()
 
     seconds, cpu, main_cpu = consume(True, out_topic)
-    result = {"events": n, "seconds": seconds, "events_per_s": n / seconds, "cpu_s": cpu,
-              "main_thread_cpu_s": main_cpu, "payload_bytes": len(payload)}
+    result = {
+        "events": n,
+        "seconds": seconds,
+        "events_per_s": n / seconds,
+        "cpu_s": cpu,
+        "main_thread_cpu_s": main_cpu,
+        "payload_bytes": len(payload),
+    }
     if batched:
         return result
     c_seconds, c_cpu, _ = consume(False, out_topic)
@@ -543,13 +607,22 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int,
     producer.flush()
     p_seconds, p_cpu = time.perf_counter() - start, time.process_time() - cpu0
     producer.close()
-    return {**result,
-            "consume_only_records_per_s": 2 * n / c_seconds, "consume_only_cpu_s": c_cpu,
-            "produce_only_msgs_per_s": n / p_seconds, "produce_only_cpu_s": p_cpu}
+    return {
+        **result,
+        "consume_only_records_per_s": 2 * n / c_seconds,
+        "consume_only_cpu_s": c_cpu,
+        "produce_only_msgs_per_s": n / p_seconds,
+        "produce_only_cpu_s": p_cpu,
+    }
 
 
-def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
-                      model_process: bool = True, profile_io: bool = False) -> dict:
+def measure_worker_1p(
+    env: Env,
+    model: str,
+    profile_path: Path | None = None,
+    model_process: bool = True,
+    profile_io: bool = False,
+) -> dict:
     """driftstream worker on 1 partition, events and labels already in the topics.
 
     A child process (fresh interpreter, ``bench/throughput.py --_child worker``) runs
@@ -570,33 +643,47 @@ def measure_worker_1p(env: Env, model: str, profile_path: Path | None = None,
     load = load_topics(env, prefix, env.samples, 1)
     env.loaded[f"1p-{model}"] = prefix
     n = len(env.samples)
-    spec = {"bootstrap": env.settings.bootstrap_servers, "prefix": prefix, "model": model,
-            "state": str(env.tmp / f"{prefix}sqlite"), "n": n,
-            "profile": str(profile_path) if profile_path else None,
-            "model_process": model_process and (not profile_path or profile_io)}
+    spec = {
+        "bootstrap": env.settings.bootstrap_servers,
+        "prefix": prefix,
+        "model": model,
+        "state": str(env.tmp / f"{prefix}sqlite"),
+        "n": n,
+        "profile": str(profile_path) if profile_path else None,
+        "model_process": model_process and (not profile_path or profile_io),
+    }
     broker_cpu0 = proc_cpu_s(env.broker_pid)
-    proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "worker", json.dumps(spec)],
-                                 f"worker1p-{model}")
+    proc, out, err = start_child(
+        env, [PYTHON, __file__, "--_child", "worker", json.dumps(spec)], f"worker1p-{model}"
+    )
     code, usage, peak = wait_child(proc, timeout=120 + n / 500)
     broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
     if code != 0:
         stalled = [ln for ln in err.read_text().splitlines() if ln.startswith('{"stalled"')]
         if stalled:
-            raise WorkerStalled(f"1-partition worker ({model}) made no progress for {STALL_S:.0f}"
-                                f" s: {stalled[-1]}")
+            raise WorkerStalled(
+                f"1-partition worker ({model}) made no progress for {STALL_S:.0f} s: {stalled[-1]}"
+            )
         raise RuntimeError(f"1-partition worker exited {code}: {err.read_text()[-3000:]}")
     res = last_json_line(out)
     preds = read_keys_and_times(env.settings, load["topics"]["predictions"], expect=n)
     stamps = [ts for _, ts, _ in preds]
     span = (max(stamps) - min(stamps)) / 1000
-    res.update({
-        "model": model, "partitions": 1, "prefix": prefix, "load_msgs_per_s": load["msgs_per_s"],
-        "predictions": len(preds), "unique_predictions": len({k for k, _, _ in preds}),
-        "pred_ts_span_s": span, "pred_ts_events_per_s": n / span if span > 0 else None,
-        "peak_rss_mb": max(peak or 0, res.get("self_peak_rss_mb") or 0),
-        "process_cpu_s_total": usage.ru_utime + usage.ru_stime,
-        "broker_cpu_s_whole_run": broker_cpu,
-    })
+    res.update(
+        {
+            "model": model,
+            "partitions": 1,
+            "prefix": prefix,
+            "load_msgs_per_s": load["msgs_per_s"],
+            "predictions": len(preds),
+            "unique_predictions": len({k for k, _, _ in preds}),
+            "pred_ts_span_s": span,
+            "pred_ts_events_per_s": n / span if span > 0 else None,
+            "peak_rss_mb": max(peak or 0, res.get("self_peak_rss_mb") or 0),
+            "process_cpu_s_total": usage.ru_utime + usage.ru_stime,
+            "broker_cpu_s_whole_run": broker_cpu,
+        }
+    )
     return res
 
 
@@ -625,21 +712,26 @@ def stall_report(w, expected: int) -> dict:
     if fetcher is not None:
         current = getattr(fetcher, "_next_partition_records", None)
         out["kafka_python_fetcher"] = {
-            "next_partition_records": None if current is None else
-            f"{current.topic_partition.topic}[{current.topic_partition.partition}] "
+            "next_partition_records": None
+            if current is None
+            else f"{current.topic_partition.topic}[{current.topic_partition.partition}] "
             f"{'non-empty' if current else 'exhausted'}",
-            "parked_partition_records": [f"{tp.topic}[{tp.partition}]" for tp in
-                                         getattr(fetcher, "_paused_partition_records", {})],
-            "parked_completed_fetches": [f"{tp.topic}[{tp.partition}]" for tp in
-                                         getattr(fetcher, "_paused_completed_fetches", {})],
+            "parked_partition_records": [
+                f"{tp.topic}[{tp.partition}]"
+                for tp in getattr(fetcher, "_paused_partition_records", {})
+            ],
+            "parked_completed_fetches": [
+                f"{tp.topic}[{tp.partition}]"
+                for tp in getattr(fetcher, "_paused_completed_fetches", {})
+            ],
         }
     return out
 
 
 def _child_worker(spec: dict) -> int:
     """Child process of measure_worker_1p: one Worker, timed from inside."""
-    from consumers.worker import Worker, WorkerOptions
-    from stream.learner import LearnerConfig
+    from driftstream.consumers.worker import Worker, WorkerOptions
+    from driftstream.stream.learner import LearnerConfig
 
     n = spec["n"]
     profiler = cProfile.Profile() if spec.get("profile") else None
@@ -681,15 +773,26 @@ def _child_worker(spec: dict) -> int:
                 profiler.disable()
         if w.n_processed != progress["n"]:
             progress["n"], progress["at"] = w.n_processed, time.monotonic()
-        elif (w.t_first is not None and w.t_end is None
-              and time.monotonic() - progress["at"] > STALL_S):
+        elif (
+            w.t_first is not None
+            and w.t_end is None
+            and time.monotonic() - progress["at"] > STALL_S
+        ):
             print(json.dumps({"stalled": stall_report(w, 2 * n)}), file=sys.stderr, flush=True)
             w.stop()
 
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
-    worker = TimedWorker(settings, LearnerConfig(model=spec["model"]), spec["state"],
-                         WorkerOptions(group=spec["prefix"] + "g", topic_prefix=spec["prefix"],
-                                       exit_when_idle=1.0, model_process=spec["model_process"]))
+    worker = TimedWorker(
+        settings,
+        LearnerConfig(model=spec["model"]),
+        spec["state"],
+        WorkerOptions(
+            group=spec["prefix"] + "g",
+            topic_prefix=spec["prefix"],
+            exit_when_idle=1.0,
+            model_process=spec["model_process"],
+        ),
+    )
     started = time.perf_counter()
     code = worker.run(on_tick=on_tick)
     if worker.t_end is None:
@@ -703,19 +806,29 @@ def _child_worker(spec: dict) -> int:
     for t in tasks:
         for k, v in t.summary["rejected"].items():
             rejected[k] = rejected.get(k, 0) + v
-    print(json.dumps({
-        "events": n, "seconds": seconds, "events_per_s": n / seconds,
-        "join_s": worker.t_first - started,
-        "cpu_s": worker.cpu_end - worker.cpu_first + worker.model_cpu_end - worker.model_cpu_first,
-        "io_process_cpu_s": worker.cpu_end - worker.cpu_first,
-        "main_thread_cpu_s": worker.thr_end - worker.thr_first,
-        "model_process_cpu_s": worker.model_cpu_end - worker.model_cpu_first,
-        "polls_with_records": worker.polls_with_records,
-        "records_per_poll": worker.records_pushed / max(1, worker.polls_with_records),
-        "rejected": rejected, "exit_code": code,
-        "self_peak_rss_mb": (vm_hwm_mb() or 0) + (worker.model_hwm or 0),
-        "profiled": profiler is not None,
-    }))
+    print(
+        json.dumps(
+            {
+                "events": n,
+                "seconds": seconds,
+                "events_per_s": n / seconds,
+                "join_s": worker.t_first - started,
+                "cpu_s": worker.cpu_end
+                - worker.cpu_first
+                + worker.model_cpu_end
+                - worker.model_cpu_first,
+                "io_process_cpu_s": worker.cpu_end - worker.cpu_first,
+                "main_thread_cpu_s": worker.thr_end - worker.thr_first,
+                "model_process_cpu_s": worker.model_cpu_end - worker.model_cpu_first,
+                "polls_with_records": worker.polls_with_records,
+                "records_per_poll": worker.records_pushed / max(1, worker.polls_with_records),
+                "rejected": rejected,
+                "exit_code": code,
+                "self_peak_rss_mb": (vm_hwm_mb() or 0) + (worker.model_hwm or 0),
+                "profiled": profiler is not None,
+            }
+        )
+    )
     return 0
 
 
@@ -768,19 +881,24 @@ def measure_worker_4p(env: Env, model: str) -> dict:
     state = env.tmp / f"{prefix}sqlite"
     broker_cpu0 = proc_cpu_s(env.broker_pid)
     launched = time.perf_counter()
-    procs = [start_child(env, cli_worker_args(env, prefix, model, state, 2.0),
-                         f"worker4p-{model}-{k}") for k in range(2)]
+    procs = [
+        start_child(env, cli_worker_args(env, prefix, model, state, 2.0), f"worker4p-{model}-{k}")
+        for k in range(2)
+    ]
     results = []
     waited = wait_children([proc for proc, _, _ in procs], timeout=120 + n / 500)
-    for (proc, _out, err), (code, usage, peak) in zip(procs, waited):
+    for (_proc, _out, err), (code, usage, peak) in zip(procs, waited):
         if code != 0:
             raise RuntimeError(f"4-partition worker exited {code}: {err.read_text()[-3000:]}")
         text = err.read_text()
-        results.append({
-            "peak_rss_mb": peak, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "assignments": re.findall(r"assigned partitions (\[[^\]]*\])", text),
-            "checkpoints": text.count("checkpoint partition="),
-        })
+        results.append(
+            {
+                "peak_rss_mb": peak,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "assignments": re.findall(r"assigned partitions (\[[^\]]*\])", text),
+                "checkpoints": text.count("checkpoint partition="),
+            }
+        )
     wall = time.perf_counter() - launched
     broker_cpu = (proc_cpu_s(env.broker_pid) or 0) - (broker_cpu0 or 0)
     preds = read_keys_and_times(env.settings, load["topics"]["predictions"], expect=n)
@@ -801,15 +919,25 @@ def measure_worker_4p(env: Env, model: str) -> dict:
     starts = [d["first_pred_ms"] for d in results if "first_pred_ms" in d]
     disjoint = sum(len(d.get("first_partitions", [])) for d in results) == len(per_part)
     return {
-        "model": model, "partitions": 4, "workers": 2, "events": n,
-        "predictions": len(preds), "unique_predictions": len({k for k, _, _ in preds}),
-        "pred_ts_span_s": span, "events_per_s": n / span if span > 0 else None,
-        "launch_to_exit_s": wall, "launch_to_exit_events_per_s": n / wall,
+        "model": model,
+        "partitions": 4,
+        "workers": 2,
+        "events": n,
+        "predictions": len(preds),
+        "unique_predictions": len({k for k, _, _ in preds}),
+        "pred_ts_span_s": span,
+        "events_per_s": n / span if span > 0 else None,
+        "launch_to_exit_s": wall,
+        "launch_to_exit_events_per_s": n / wall,
         "per_partition_span_s": {p: (max(v) - min(v)) / 1000 for p, v in sorted(per_part.items())},
         "start_stagger_s": (max(starts) - min(starts)) / 1000 if len(starts) == 2 else None,
-        "sum_of_worker_rates": (sum(d.get("events_per_s") or 0 for d in results)
-                                if disjoint and len(starts) == 2 else None),
-        "workers_detail": results, "broker_cpu_s": broker_cpu,
+        "sum_of_worker_rates": (
+            sum(d.get("events_per_s") or 0 for d in results)
+            if disjoint and len(starts) == 2
+            else None
+        ),
+        "workers_detail": results,
+        "broker_cpu_s": broker_cpu,
     }
 
 
@@ -827,14 +955,19 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
     Timed: first poll returning records -> flush after all n events and n labels.
     Uses its own topics with the first ``n`` samples (n may be smaller than the others').
     """
-    from stream.models import build_model
+    from driftstream.stream.models import build_model
 
     samples = env.samples[:n]
     prefix = env.prefix(f"naive-{model}")
     topics = load_topics(env, prefix, samples, 1)["topics"]
     m = build_model(model)
-    consumer = Consumer(env.settings, group_id=prefix + "g", client_id="bench-naive",
-                        max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    consumer = Consumer(
+        env.settings,
+        group_id=prefix + "g",
+        client_id="bench-naive",
+        max_poll_records=MAX_POLL_RECORDS,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
     producer = Producer(env.settings, client_id="bench-naive")
     ev_topic, out_topic = topics["events"], topics["predictions"]
     pending: dict[str, dict] = {}  # event read, label not yet
@@ -853,8 +986,9 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
                 if r.topic == ev_topic:
                     x = obj["features"]
                     y_pred = m.predict_one(x)
-                    producer.send(out_topic, orjson.dumps({"id": obj["id"], "prediction": y_pred}),
-                                  r.key, 0)
+                    producer.send(
+                        out_topic, orjson.dumps({"id": obj["id"], "prediction": y_pred}), r.key, 0
+                    )
                     if obj["id"] in early:
                         m.learn_one(x, early.pop(obj["id"]))
                     else:
@@ -877,9 +1011,16 @@ def measure_naive_peer(env: Env, model: str, n: int) -> dict:
         producer.close()
     if n_ev < n or n_lb < n:
         raise TimeoutError(f"naive peer processed only {n_ev} events, {n_lb} labels")
-    return {"model": model, "events": n, "seconds": seconds, "events_per_s": n / seconds,
-            "cpu_s": cpu, "labels_before_event": label_first,
-            "commits": 2 * n, "commit_ms_upper_bound": seconds / (2 * n) * 1000}
+    return {
+        "model": model,
+        "events": n,
+        "seconds": seconds,
+        "events_per_s": n / seconds,
+        "cpu_s": cpu,
+        "labels_before_event": label_first,
+        "commits": 2 * n,
+        "commit_ms_upper_bound": seconds / (2 * n) * 1000,
+    }
 
 
 class LoadPublisher:
@@ -912,17 +1053,23 @@ class LoadPublisher:
             if not records:
                 continue
             builder = DefaultRecordBatchBuilder(
-                magic=2, compression_type=0, is_transactional=False, producer_id=-1,
-                producer_epoch=-1, base_sequence=-1, batch_size=1 << 30)
+                magic=2,
+                compression_type=0,
+                is_transactional=False,
+                producer_id=-1,
+                producer_epoch=-1,
+                base_sequence=-1,
+                batch_size=1 << 30,
+            )
             for offset, (ts, key, value) in enumerate(records):
                 builder.append(offset, ts, key, value, [])
-            partition = self.topic_cls.PartitionProduceData(index=0,
-                                                            records=bytes(builder.build()))
+            partition = self.topic_cls.PartitionProduceData(index=0, records=bytes(builder.build()))
             topics.append(self.topic_cls(name=topic, partition_data=[partition]))
         if not topics:
             return
-        request = ProduceRequest(transactional_id=None, acks=-1, timeout_ms=30_000,
-                                 topic_data=topics)
+        request = ProduceRequest(
+            transactional_id=None, acks=-1, timeout_ms=30_000, topic_data=topics
+        )
         self.sent += 1
         request.with_header(correlation_id=self.sent, client_id="bench-load")
         self.sock.sendall(request.encode(version=self.VERSION, header=True, framed=True))
@@ -932,8 +1079,10 @@ class LoadPublisher:
         while self.acked < self.sent and not self.errors and time.monotonic() < deadline:
             time.sleep(0.01)
         if self.errors or self.acked < self.sent:
-            raise RuntimeError(f"load publisher: {self.acked} of {self.sent} requests "
-                               f"acknowledged, errors {self.errors[:5]}")
+            raise RuntimeError(
+                f"load publisher: {self.acked} of {self.sent} requests "
+                f"acknowledged, errors {self.errors[:5]}"
+            )
 
     def close(self) -> None:
         self.sock.close()
@@ -942,10 +1091,15 @@ class LoadPublisher:
         try:
             while True:
                 (size,) = struct.unpack(">i", self._recv(4))
-                response = ProduceResponse.decode(self._recv(size), version=self.VERSION,
-                                                  header=True)
-                self.errors += [(t.name, p.index, p.error_code) for t in response.responses
-                                for p in t.partition_responses if p.error_code]
+                response = ProduceResponse.decode(
+                    self._recv(size), version=self.VERSION, header=True
+                )
+                self.errors += [
+                    (t.name, p.index, p.error_code)
+                    for t in response.responses
+                    for p in t.partition_responses
+                    if p.error_code
+                ]
                 self.acked += 1
         except (OSError, EOFError, struct.error) as e:
             if self.acked < self.sent:
@@ -970,9 +1124,16 @@ LOAD_TICK_S = 0.010
 SMALL_BATCHES_TICK_S = 0.005
 
 
-def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
-                    model: str = "lr", subject: str = "worker",
-                    launcher: tuple[str, ...] = (), tick_s: float = LOAD_TICK_S) -> dict:
+def measure_latency(
+    env: Env,
+    rate: float,
+    warmup_s: float,
+    steady_s: float,
+    model: str = "lr",
+    subject: str = "worker",
+    launcher: tuple[str, ...] = (),
+    tick_s: float = LOAD_TICK_S,
+) -> dict:
     """Event publish -> prediction publish at a steady offered rate, 1 partition, 1 worker.
 
     A ``driftstream run`` process (exit-when-idle 5) joins a fresh 1-partition topic set (with
@@ -1000,8 +1161,11 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     if subject == "worker":
         args = cli_worker_args(env, prefix, model, state, 5.0)
     else:
-        spec = {"bootstrap": env.settings.bootstrap_servers, "prefix": prefix,
-                "payload": prediction_sized_payload(env).hex()}
+        spec = {
+            "bootstrap": env.settings.bootstrap_servers,
+            "prefix": prefix,
+            "payload": prediction_sized_payload(env).hex(),
+        }
         args = [PYTHON, __file__, "--_child", "io-loop", json.dumps(spec)]
     args = [PYTHON, *launcher, *args[1:]]
     proc, _out, err = start_child(env, args, f"latency-{subject}-{int(rate)}")
@@ -1033,21 +1197,21 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
                     ts = t0_ms + int(j * ms_per_event)
                     if j >= LABEL_DELAY:
                         labels.append(label(j - LABEL_DELAY, ts))
-                    value = orjson.dumps({"id": f"L{j}",
-                                          "features": samples[j % len(samples)].x})
+                    value = orjson.dumps({"id": f"L{j}", "features": samples[j % len(samples)].x})
                     events.append((ts, f"L{j}".encode(), value))
                 if events:
                     publisher.send({topics["labels"]: labels, topics["events"]: events})
-                    sent["max_delay_ms"] = max(sent["max_delay_ms"],
-                                               (time.perf_counter() - t0) * 1000
-                                               - i * ms_per_event)
+                    sent["max_delay_ms"] = max(
+                        sent["max_delay_ms"], (time.perf_counter() - t0) * 1000 - i * ms_per_event
+                    )
                     i = due
                 tick += 1
                 time.sleep(max(0.0, t0 + tick * tick_s - time.perf_counter()))
             sent["t_end_ms"] = t0_ms + int((i - 1) * ms_per_event)
             now_ms = time.time_ns() // 1_000_000
-            publisher.send({topics["labels"]: [label(k, now_ms)
-                                               for k in range(max(0, i - LABEL_DELAY), i)]})
+            publisher.send(
+                {topics["labels"]: [label(k, now_ms) for k in range(max(0, i - LABEL_DELAY), i)]}
+            )
             publisher.wait_acked(30)
             sent["events"] = i
         except BaseException as e:  # reported by the main thread
@@ -1073,8 +1237,12 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
         watcher.close()
     time.sleep(max(0.0, sent["t0_ms"] / 1000 + warmup_s - time.time()))
     model_pid = (child_pids(proc.pid) or [None])[0]
-    cpu0 = [proc_cpu_s(proc.pid), proc_cpu_s(model_pid), proc_cpu_s(env.broker_pid),
-            time.process_time()]
+    cpu0 = [
+        proc_cpu_s(proc.pid),
+        proc_cpu_s(model_pid),
+        proc_cpu_s(env.broker_pid),
+        time.process_time(),
+    ]
     # Tansu's fetches cost more as a partition grows: watch the broker second by second.
     broker_by_second, last = [], cpu0[2]
     for second in range(1, int(steady_s) + 1):
@@ -1083,10 +1251,15 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
         broker_by_second.append(None if now is None or last is None else now - last)
         last = now
     time.sleep(max(0.0, sent["t0_ms"] / 1000 + warmup_s + steady_s - time.time()))
-    cpu1 = [proc_cpu_s(proc.pid), proc_cpu_s(model_pid), proc_cpu_s(env.broker_pid),
-            time.process_time()]
-    steady_cpu = [None if a is None or b is None else (b - a) / steady_s
-                  for a, b in zip(cpu0, cpu1)]
+    cpu1 = [
+        proc_cpu_s(proc.pid),
+        proc_cpu_s(model_pid),
+        proc_cpu_s(env.broker_pid),
+        time.process_time(),
+    ]
+    steady_cpu = [
+        None if a is None or b is None else (b - a) / steady_s for a, b in zip(cpu0, cpu1)
+    ]
     stop.set()
     publisher.join(timeout=60)
     if failure:
@@ -1108,23 +1281,32 @@ def measure_latency(env: Env, rate: float, warmup_s: float, steady_s: float,
     missing = sum(1 for _, p in window if p is None)
     wall = (sent["t_end_ms"] - sent["t0_ms"]) / 1000
     return {
-        "topic_prefix": prefix, "state": str(state),
-        "offered_events_per_s": rate, "achieved_events_per_s": sent["events"] / wall,
+        "topic_prefix": prefix,
+        "state": str(state),
+        "offered_events_per_s": rate,
+        "achieved_events_per_s": sent["events"] / wall,
         "tick_ms": tick_s * 1000,
         "publisher_max_delay_ms": sent["max_delay_ms"],
-        "events_published": sent["events"], "window_events": len(window),
-        "window_s": (hi - lo) / 1000, "missing_predictions": missing,
+        "events_published": sent["events"],
+        "window_events": len(window),
+        "window_s": (hi - lo) / 1000,
+        "missing_predictions": missing,
         "first_prediction_after_s": (first_pred - sent["t0_ms"]) / 1000,
-        "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
-        "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else None,
-        "mean_ms": sum(lat) / len(lat) if lat else None, "p99_ms_by_second": p99_by_second,
+        "p50_ms": percentile(lat, 50),
+        "p95_ms": percentile(lat, 95),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": lat[-1] if lat else None,
+        "mean_ms": sum(lat) / len(lat) if lat else None,
+        "p99_ms_by_second": p99_by_second,
         "broker_cpu_by_second": broker_by_second,
         "worker_peak_rss_mb": peak,
-        "worker_cpu_s": usage.ru_utime + usage.ru_stime, "worker_wall_s": wall,
+        "worker_cpu_s": usage.ru_utime + usage.ru_stime,
+        "worker_wall_s": wall,
         "broker_cpu_s": broker_cpu,
         # CPU seconds per second of the steady window: how busy each part of the machine was
-        "steady_cpu": dict(zip(("worker_io", "worker_model", "broker", "load_generator"),
-                               steady_cpu)),
+        "steady_cpu": dict(
+            zip(("worker_io", "worker_model", "broker", "load_generator"), steady_cpu)
+        ),
     }
 
 
@@ -1143,8 +1325,9 @@ def measure_pending_memory(env: Env, n_pending: int, model: str = "lr") -> dict:
     long pickling it takes, since each checkpoint pickles every pending join.
     """
     spec = {"n": n_pending, "model": model}
-    proc, out, err = start_child(env, [PYTHON, __file__, "--_child", "pending", json.dumps(spec)],
-                                 "pending")
+    proc, out, err = start_child(
+        env, [PYTHON, __file__, "--_child", "pending", json.dumps(spec)], "pending"
+    )
     code, usage, peak = wait_child(proc, timeout=900)
     if code != 0:
         raise RuntimeError(f"pending-memory child exited {code}: {err.read_text()[-3000:]}")
@@ -1162,26 +1345,32 @@ def _rss_bytes(field_name: str = "VmRSS") -> int:
 
 def _child_pending(spec: dict) -> int:
     """Child process of measure_pending_memory."""
-    from stream.codec import decode_event, decode_label
-    from stream.learner import Learner, LearnerConfig
+    from driftstream.stream.codec import decode_event, decode_label
+    from driftstream.stream.learner import Learner, LearnerConfig
 
     n = spec["n"]
     feats = [s.x for s in synthetic("sea", 1000, seed=7)]  # not the warm-up samples
     learner = Learner(LearnerConfig(model=spec["model"]))
     samples = list(synthetic("sea", 1000, seed=42))
     for i, smp in enumerate(samples):  # warm-up: model, detectors, schema; joined, not pending
-        learner.process_event(decode_event(orjson.dumps({"id": f"w{i}", "features": smp.x,
-                                                         "ts": i}), i), 0)
-        learner.process_label(decode_label(orjson.dumps({"id": f"w{i}", "label": smp.y,
-                                                         "ts": i}), i))
+        learner.process_event(
+            decode_event(orjson.dumps({"id": f"w{i}", "features": smp.x, "ts": i}), i), 0
+        )
+        learner.process_label(
+            decode_label(orjson.dumps({"id": f"w{i}", "label": smp.y, "ts": i}), i)
+        )
     assert not learner.pending
     gc.collect()
     rss0 = _rss_bytes()
     start = time.perf_counter()
     dumps = orjson.dumps
     for i in range(n):
-        learner.process_event(decode_event(dumps({"id": f"p{i}", "features": feats[i % 1000],
-                                                  "ts": 1000 + i}), 1000 + i), 0)
+        learner.process_event(
+            decode_event(
+                dumps({"id": f"p{i}", "features": feats[i % 1000], "ts": 1000 + i}), 1000 + i
+            ),
+            0,
+        )
     seconds = time.perf_counter() - start
     gc.collect()
     rss1 = _rss_bytes()
@@ -1192,7 +1381,8 @@ def _child_pending(spec: dict) -> int:
     hwm_after_pickle = _rss_bytes("VmHWM")
     # The worker's way (consumers.model_process): a fork writes the state; scoring stops
     # only for the fork itself.
-    from consumers.model_process import ModelHost
+    from driftstream.consumers.model_process import ModelHost
+
     spool = tempfile.mkdtemp(prefix="driftstream-bench-state-")
     tempfile.tempdir = spool
     host = ModelHost(fork_above=1)
@@ -1205,18 +1395,29 @@ def _child_pending(spec: dict) -> int:
     host.writing.clear()
     assert Path(path).stat().st_size == len(blob)
     shutil.rmtree(spool, ignore_errors=True)
-    print(json.dumps({
-        "n": n, "pending": len(learner.pending),
-        "expired": learner.rejected.get("join_expired", 0),
-        "max_pending": learner.config.max_pending, "model": spec["model"],
-        "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20,
-        "bytes_per_pending": (rss1 - rss0) / n, "vm_hwm_mb": hwm_after_pickle / 2**20,
-        "checkpoint_pickle_extra_peak_mb": (hwm_after_pickle - max(hwm_before_pickle, rss1))
-        / 2**20,
-        "checkpoint_bytes": len(blob), "checkpoint_bytes_per_pending": len(blob) / max(1, n),
-        "checkpoint_pickle_s": pickle_s, "feed_seconds": seconds,
-        "checkpoint_fork_stall_s": fork_stall_s, "checkpoint_fork_written_s": fork_written_s,
-    }))
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "pending": len(learner.pending),
+                "expired": learner.rejected.get("join_expired", 0),
+                "max_pending": learner.config.max_pending,
+                "model": spec["model"],
+                "rss_before_mb": rss0 / 2**20,
+                "rss_after_mb": rss1 / 2**20,
+                "bytes_per_pending": (rss1 - rss0) / n,
+                "vm_hwm_mb": hwm_after_pickle / 2**20,
+                "checkpoint_pickle_extra_peak_mb": (hwm_after_pickle - max(hwm_before_pickle, rss1))
+                / 2**20,
+                "checkpoint_bytes": len(blob),
+                "checkpoint_bytes_per_pending": len(blob) / max(1, n),
+                "checkpoint_pickle_s": pickle_s,
+                "feed_seconds": seconds,
+                "checkpoint_fork_stall_s": fork_stall_s,
+                "checkpoint_fork_written_s": fork_written_s,
+            }
+        )
+    )
     return 0
 
 
@@ -1238,8 +1439,12 @@ def table(rows: list[list[str]], header: list[str], right_from: int = 1) -> str:
     widths = [max(len(r[i]) for r in all_rows) for i in range(len(header))]
     out = []
     for k, r in enumerate(all_rows):
-        out.append("  ".join(c.rjust(w) if i >= right_from else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        out.append(
+            "  ".join(
+                c.rjust(w) if i >= right_from else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+        )
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -1247,8 +1452,17 @@ def table(rows: list[list[str]], header: list[str], right_from: int = 1) -> str:
 
 def report(res: dict) -> str:
     lines = [f"driftstream throughput bench — {res['title']}", ""]
-    header = ["measurement", "model", "parts", "events", "seconds", "events/s", "CPU s",
-              "CPU µs/event", "note"]
+    header = [
+        "measurement",
+        "model",
+        "parts",
+        "events",
+        "seconds",
+        "events/s",
+        "CPU s",
+        "CPU µs/event",
+        "note",
+    ]
     rows = []
 
     def row(name, model, parts, r, note="", cpu_key="cpu_s"):
@@ -1256,115 +1470,275 @@ def report(res: dict) -> str:
             rows.append([name, model, parts, "", "", "FAILED", "", "", "see notes"])
             return
         cpu = r.get(cpu_key)
-        rows.append([name, model, parts, fmt(r["events"]), fmt(r["seconds"], ".2f"),
-                     fmt(r["events_per_s"]), fmt(cpu, ".2f"),
-                     fmt(cpu / r["events"] * 1e6 if cpu is not None else None, ".0f"), note])
+        rows.append(
+            [
+                name,
+                model,
+                parts,
+                fmt(r["events"]),
+                fmt(r["seconds"], ".2f"),
+                fmt(r["events_per_s"]),
+                fmt(cpu, ".2f"),
+                fmt(cpu / r["events"] * 1e6 if cpu is not None else None, ".0f"),
+                note,
+            ]
+        )
 
     for m in res["models"]:
         row("River in-process (simulate_qa)", m, "—", res["river"][m], "the limit")
     for m in res["models"]:
-        row("driftstream learner offline", m, "—", res["learner_offline"][m],
-            "merge + learner, no Kafka, no codec")
+        row(
+            "driftstream learner offline",
+            m,
+            "—",
+            res["learner_offline"][m],
+            "merge + learner, no Kafka, no codec",
+        )
     c = res.get("ceiling")
     if c:
-        row("Kafka I/O ceiling: read 2, write 1", "—", "1", c,
-            "no model, no decode; send() per record")
+        row(
+            "Kafka I/O ceiling: read 2, write 1",
+            "—",
+            "1",
+            c,
+            "no model, no decode; send() per record",
+        )
         n = c["events"]
-        rows.append(["  consume only (event + label)", "—", "1", fmt(n), "",
-                     fmt(c["consume_only_records_per_s"] / 2), fmt(c["consume_only_cpu_s"], ".2f"),
-                     fmt(c["consume_only_cpu_s"] / n * 1e6, ".0f"),
-                     f"{fmt(c['consume_only_records_per_s'])} records/s"])
-        rows.append(["  produce only (1 prediction)", "—", "1", fmt(n), "",
-                     fmt(c["produce_only_msgs_per_s"]), fmt(c["produce_only_cpu_s"], ".2f"),
-                     fmt(c["produce_only_cpu_s"] / n * 1e6, ".0f"),
-                     f"{c['payload_bytes']} B values"])
+        rows.append(
+            [
+                "  consume only (event + label)",
+                "—",
+                "1",
+                fmt(n),
+                "",
+                fmt(c["consume_only_records_per_s"] / 2),
+                fmt(c["consume_only_cpu_s"], ".2f"),
+                fmt(c["consume_only_cpu_s"] / n * 1e6, ".0f"),
+                f"{fmt(c['consume_only_records_per_s'])} records/s",
+            ]
+        )
+        rows.append(
+            [
+                "  produce only (1 prediction)",
+                "—",
+                "1",
+                fmt(n),
+                "",
+                fmt(c["produce_only_msgs_per_s"]),
+                fmt(c["produce_only_cpu_s"], ".2f"),
+                fmt(c["produce_only_cpu_s"] / n * 1e6, ".0f"),
+                f"{c['payload_bytes']} B values",
+            ]
+        )
     if res.get("ceiling_send_batch"):
-        row("Kafka I/O ceiling, send_batch per poll", "—", "1", res["ceiling_send_batch"],
-            "as above, predictions written as the worker writes them")
+        row(
+            "Kafka I/O ceiling, send_batch per poll",
+            "—",
+            "1",
+            res["ceiling_send_batch"],
+            "as above, predictions written as the worker writes them",
+        )
     for m in res["models"]:
         w = res.get("worker_1p", {}).get(m)
-        row("driftstream worker", m, "1", w,
+        row(
+            "driftstream worker",
+            m,
+            "1",
+            w,
             f"CPU s: I/O process {fmt(w['io_process_cpu_s'], '.2f')} (main thread "
             f"{fmt(w['main_thread_cpu_s'], '.2f')}), model process "
-            f"{fmt(w['model_process_cpu_s'], '.2f')}" if w else "")
+            f"{fmt(w['model_process_cpu_s'], '.2f')}"
+            if w
+            else "",
+        )
     for m in res["models"]:
         w = res.get("worker_1p_inproc", {}).get(m)
-        row("  same, --model-process off", m, "1", w,
-            f"one process; main thread {fmt(w['main_thread_cpu_s'], '.2f')} CPU s" if w else "")
+        row(
+            "  same, --model-process off",
+            m,
+            "1",
+            w,
+            f"one process; main thread {fmt(w['main_thread_cpu_s'], '.2f')} CPU s" if w else "",
+        )
     for m in res["models"]:
         w = res.get("worker_4p", {}).get(m)
         if not w:
-            rows.append(["driftstream, 2 workers (pred-ts span)", m, "4", "", "", "FAILED", "",
-                         "", "see notes"])
+            rows.append(
+                [
+                    "driftstream, 2 workers (pred-ts span)",
+                    m,
+                    "4",
+                    "",
+                    "",
+                    "FAILED",
+                    "",
+                    "",
+                    "see notes",
+                ]
+            )
         else:
-            rows.append(["driftstream, 2 workers (pred-ts span)", m, "4", fmt(w["events"]),
-                         fmt(w["pred_ts_span_s"], ".2f"), fmt(w["events_per_s"]), "", "",
-                         f"sum of per-worker rates {fmt(w['sum_of_worker_rates'])}/s; "
-                         f"launch -> both exited {fmt(w['launch_to_exit_s'], '.1f')} s"])
+            rows.append(
+                [
+                    "driftstream, 2 workers (pred-ts span)",
+                    m,
+                    "4",
+                    fmt(w["events"]),
+                    fmt(w["pred_ts_span_s"], ".2f"),
+                    fmt(w["events_per_s"]),
+                    "",
+                    "",
+                    f"sum of per-worker rates {fmt(w['sum_of_worker_rates'])}/s; "
+                    f"launch -> both exited {fmt(w['launch_to_exit_s'], '.1f')} s",
+                ]
+            )
     for m in res["models"]:
         r = res.get("naive", {}).get(m)
-        row("naive peer: commit per record", m, "1", r,
-            f"{fmt(r['labels_before_event'])} labels read before their event" if r else "")
+        row(
+            "naive peer: commit per record",
+            m,
+            "1",
+            r,
+            f"{fmt(r['labels_before_event'])} labels read before their event" if r else "",
+        )
     lines.append(table(rows, header, right_from=2))
     w4 = {m: w for m, w in res.get("worker_4p", {}).items() if w}
     if w4:
-        lines += ["", "2 workers on 4 partitions, per worker (partitions of its first assignment;"
-                      " CPU and RSS of the whole process, start-up included)"]
+        lines += [
+            "",
+            "2 workers on 4 partitions, per worker (partitions of its first assignment;"
+            " CPU and RSS of the whole process, start-up included)",
+        ]
         rows = []
         for m, w in w4.items():
             for k, d in enumerate(w["workers_detail"]):
-                rows.append([m, str(k), " ".join(d["assignments"]), fmt(d.get("events")),
-                             fmt(d.get("span_s"), ".2f"), fmt(d.get("events_per_s")),
-                             fmt(d["cpu_s"], ".1f"), fmt(d["peak_rss_mb"], ".0f"),
-                             fmt(d["checkpoints"])])
-            rows.append([m, "", f"start stagger {fmt(w['start_stagger_s'], '.2f')} s", "", "",
-                         "", "", "", ""])
-        lines.append(table(rows, ["model", "worker", "assignments", "events", "span s",
-                                  "events/s", "CPU s", "peak RSS MB", "checkpoints"],
-                           right_from=3))
+                rows.append(
+                    [
+                        m,
+                        str(k),
+                        " ".join(d["assignments"]),
+                        fmt(d.get("events")),
+                        fmt(d.get("span_s"), ".2f"),
+                        fmt(d.get("events_per_s")),
+                        fmt(d["cpu_s"], ".1f"),
+                        fmt(d["peak_rss_mb"], ".0f"),
+                        fmt(d["checkpoints"]),
+                    ]
+                )
+            rows.append(
+                [
+                    m,
+                    "",
+                    f"start stagger {fmt(w['start_stagger_s'], '.2f')} s",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+        lines.append(
+            table(
+                rows,
+                [
+                    "model",
+                    "worker",
+                    "assignments",
+                    "events",
+                    "span s",
+                    "events/s",
+                    "CPU s",
+                    "peak RSS MB",
+                    "checkpoints",
+                ],
+                right_from=3,
+            )
+        )
     co = res.get("codec")
     if co:
-        lines += ["", f"codec per event: decode event {co['decode_event_us']:.1f} µs + decode "
-                      f"label {co['decode_label_us']:.1f} µs + encode prediction "
-                      f"{co['encode_prediction_us']:.1f} µs = {co['total_us']:.1f} µs; sizes "
-                      f"event {co['event_bytes']:.0f} B, label {co['label_bytes']:.0f} B, "
-                      f"prediction {co['prediction_bytes']:.0f} B"]
+        lines += [
+            "",
+            f"codec per event: decode event {co['decode_event_us']:.1f} µs + decode "
+            f"label {co['decode_label_us']:.1f} µs + encode prediction "
+            f"{co['encode_prediction_us']:.1f} µs = {co['total_us']:.1f} µs; sizes "
+            f"event {co['event_bytes']:.0f} B, label {co['label_bytes']:.0f} B, "
+            f"prediction {co['prediction_bytes']:.0f} B",
+        ]
     lat = res.get("latency")
     if lat:
-        lines += ["", "latency, event publish -> prediction publish (CreateTime to CreateTime), "
-                      "1 partition, 1 worker, lr"]
+        lines += [
+            "",
+            "latency, event publish -> prediction publish (CreateTime to CreateTime), "
+            "1 partition, 1 worker, lr",
+        ]
         rows = []
         for name, r in lat.items():
             if not r:
                 rows.append([name, "FAILED"] + [""] * 14)
                 continue
             cpu = r["steady_cpu"]
-            rows.append([name, fmt(r["offered_events_per_s"]), fmt(r["tick_ms"], ".0f"),
-                         fmt(r["achieved_events_per_s"]),
-                         fmt(r["window_s"], ".1f"), fmt(r["window_events"]),
-                         fmt(r["p50_ms"], ".0f"), fmt(r["p95_ms"], ".0f"), fmt(r["p99_ms"], ".0f"),
-                         fmt(r["max_ms"], ".0f"), fmt(r["missing_predictions"])]
-                        + [fmt(None if cpu[k] is None else cpu[k] * 100, ".0f")
-                           for k in ("worker_io", "worker_model", "broker", "load_generator")]
-                        + [fmt(r["publisher_max_delay_ms"], ".0f")])
-        lines.append(table(rows, ["load", "offered ev/s", "batch ms", "achieved ev/s",
-                                  "window s", "events",
-                                  "p50 ms", "p95 ms", "p99 ms", "max ms", "missing",
-                                  "I/O CPU %", "model CPU %", "broker CPU %", "load CPU %",
-                                  "load delay ms"]))
-        lines.append("(CPU % over the steady window: worker I/O process, model process, "
-                     "broker, load generator; batch ms: the load generator sends what is due "
-                     "this often; load delay: the most a record waited past its "
-                     "scheduled time to be sent; \"I/O ceiling\": the Kafka I/O ceiling's "
-                     "loop, same client and settings, no model, under the same load, its runs "
-                     "alternating with the worker's: what the client and broker cost alone)")
+            rows.append(
+                [
+                    name,
+                    fmt(r["offered_events_per_s"]),
+                    fmt(r["tick_ms"], ".0f"),
+                    fmt(r["achieved_events_per_s"]),
+                    fmt(r["window_s"], ".1f"),
+                    fmt(r["window_events"]),
+                    fmt(r["p50_ms"], ".0f"),
+                    fmt(r["p95_ms"], ".0f"),
+                    fmt(r["p99_ms"], ".0f"),
+                    fmt(r["max_ms"], ".0f"),
+                    fmt(r["missing_predictions"]),
+                ]
+                + [
+                    fmt(None if cpu[k] is None else cpu[k] * 100, ".0f")
+                    for k in ("worker_io", "worker_model", "broker", "load_generator")
+                ]
+                + [fmt(r["publisher_max_delay_ms"], ".0f")]
+            )
+        lines.append(
+            table(
+                rows,
+                [
+                    "load",
+                    "offered ev/s",
+                    "batch ms",
+                    "achieved ev/s",
+                    "window s",
+                    "events",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "max ms",
+                    "missing",
+                    "I/O CPU %",
+                    "model CPU %",
+                    "broker CPU %",
+                    "load CPU %",
+                    "load delay ms",
+                ],
+            )
+        )
+        lines.append(
+            "(CPU % over the steady window: worker I/O process, model process, "
+            "broker, load generator; batch ms: the load generator sends what is due "
+            "this often; load delay: the most a record waited past its "
+            'scheduled time to be sent; "I/O ceiling": the Kafka I/O ceiling\'s '
+            "loop, same client and settings, no model, under the same load, its runs "
+            "alternating with the worker's: what the client and broker cost alone)"
+        )
         for name, r in lat.items():
             if r and r.get("broker_cpu_by_second"):
-                lines.append(f"{name}, second by second: p99 ms "
-                             + " ".join(fmt(v, ".0f") for v in r["p99_ms_by_second"])
-                             + "; broker CPU % "
-                             + " ".join(fmt(None if v is None else v * 100, ".0f")
-                                        for v in r["broker_cpu_by_second"]))
+                lines.append(
+                    f"{name}, second by second: p99 ms "
+                    + " ".join(fmt(v, ".0f") for v in r["p99_ms_by_second"])
+                    + "; broker CPU % "
+                    + " ".join(
+                        fmt(None if v is None else v * 100, ".0f")
+                        for v in r["broker_cpu_by_second"]
+                    )
+                )
     mem = res.get("memory", {})
     if mem:
         lines += ["", "memory"]
@@ -1372,68 +1746,126 @@ def report(res: dict) -> str:
         for m in res["models"]:
             w = res.get("worker_1p", {}).get(m)
             if w:
-                rows.append([f"worker peak RSS, 1 partition, {m}", fmt(w["peak_rss_mb"], ".0f"),
-                             "MB", "VmHWM, I/O process + model process"])
+                rows.append(
+                    [
+                        f"worker peak RSS, 1 partition, {m}",
+                        fmt(w["peak_rss_mb"], ".0f"),
+                        "MB",
+                        "VmHWM, I/O process + model process",
+                    ]
+                )
             w = res.get("worker_4p", {}).get(m)
             if w:
                 rss = " / ".join(fmt(d["peak_rss_mb"], ".0f") for d in w["workers_detail"])
-                rows.append([f"worker peak RSS, 4 partitions / 2 workers, {m}", rss, "MB",
-                             "each worker (I/O + model process)"])
+                rows.append(
+                    [
+                        f"worker peak RSS, 4 partitions / 2 workers, {m}",
+                        rss,
+                        "MB",
+                        "each worker (I/O + model process)",
+                    ]
+                )
         p = mem.get("pending")
         if p:
-            rows.append([f"learner with {p['n']:,} pending joins ({p['model']})",
-                         fmt(p["rss_after_mb"], ".0f"), "MB",
-                         f"RSS; {fmt(p['rss_before_mb'], '.0f')} MB before the joins"])
-            rows.append(["  per pending join (RSS)", fmt(p["bytes_per_pending"], ".0f"), "bytes",
-                         f"bounded by LearnerConfig.max_pending={p['max_pending']:,} "
-                         "(--max-pending, per partition) and pending_ttl"])
-            rows.append(["  per pending join (checkpoint blob)",
-                         fmt(p["checkpoint_bytes_per_pending"], ".0f"), "bytes",
-                         f"blob {p['checkpoint_bytes'] / 2**20:.0f} MB, pickled in "
-                         f"{p['checkpoint_pickle_s']:.2f} s, peak RSS "
-                         f"+{p['checkpoint_pickle_extra_peak_mb']:.0f} MB while pickling"])
+            rows.append(
+                [
+                    f"learner with {p['n']:,} pending joins ({p['model']})",
+                    fmt(p["rss_after_mb"], ".0f"),
+                    "MB",
+                    f"RSS; {fmt(p['rss_before_mb'], '.0f')} MB before the joins",
+                ]
+            )
+            rows.append(
+                [
+                    "  per pending join (RSS)",
+                    fmt(p["bytes_per_pending"], ".0f"),
+                    "bytes",
+                    f"bounded by LearnerConfig.max_pending={p['max_pending']:,} "
+                    "(--max-pending, per partition) and pending_ttl",
+                ]
+            )
+            rows.append(
+                [
+                    "  per pending join (checkpoint blob)",
+                    fmt(p["checkpoint_bytes_per_pending"], ".0f"),
+                    "bytes",
+                    f"blob {p['checkpoint_bytes'] / 2**20:.0f} MB, pickled in "
+                    f"{p['checkpoint_pickle_s']:.2f} s, peak RSS "
+                    f"+{p['checkpoint_pickle_extra_peak_mb']:.0f} MB while pickling",
+                ]
+            )
             if p.get("checkpoint_fork_stall_s") is not None:
-                rows.append(["  scoring paused per checkpoint", fmt(
-                    p["checkpoint_fork_stall_s"] * 1000, ".0f"), "ms",
-                    f"the model process forks a writer (from {FORK_STATE_ABOVE:,} pending "
-                    f"joins on); "
-                    f"state written in {p['checkpoint_fork_written_s']:.2f} s meanwhile"])
+                rows.append(
+                    [
+                        "  scoring paused per checkpoint",
+                        fmt(p["checkpoint_fork_stall_s"] * 1000, ".0f"),
+                        "ms",
+                        f"the model process forks a writer (from {FORK_STATE_ABOVE:,} pending "
+                        f"joins on); "
+                        f"state written in {p['checkpoint_fork_written_s']:.2f} s meanwhile",
+                    ]
+                )
         lines.append(table(rows, ["what", "value", "unit", "note"], right_from=1))
     ratios = res.get("ratios", {})
     if ratios:
         lines += ["", "ratios (driftstream worker, 1 partition, events/s over ...)"]
-        rows = [[m, fmt(r.get("vs_river"), ".2f"), fmt(r.get("vs_learner_offline"), ".2f"),
-                 fmt(r.get("vs_ceiling"), ".2f"), fmt(r.get("vs_ceiling_send_batch"), ".2f"),
-                 fmt(r.get("vs_naive"), ".2f"),
-                 fmt(r.get("4p_2w_vs_1p"), ".2f")] for m, r in ratios.items()]
-        lines.append(table(rows, ["model", "/ River", "/ learner offline", "/ Kafka ceiling",
-                                  "/ ceiling, send_batch", "/ naive peer", "4p-2w / 1p"]))
+        rows = [
+            [
+                m,
+                fmt(r.get("vs_river"), ".2f"),
+                fmt(r.get("vs_learner_offline"), ".2f"),
+                fmt(r.get("vs_ceiling"), ".2f"),
+                fmt(r.get("vs_ceiling_send_batch"), ".2f"),
+                fmt(r.get("vs_naive"), ".2f"),
+                fmt(r.get("4p_2w_vs_1p"), ".2f"),
+            ]
+            for m, r in ratios.items()
+        ]
+        lines.append(
+            table(
+                rows,
+                [
+                    "model",
+                    "/ River",
+                    "/ learner offline",
+                    "/ Kafka ceiling",
+                    "/ ceiling, send_batch",
+                    "/ naive peer",
+                    "4p-2w / 1p",
+                ],
+            )
+        )
         if ratios.get("lr", {}).get("vs_ceiling_of_medians") is not None:
-            lines.append("(lr / Kafka ceilings: the median of the back-to-back pairs' ratios; "
-                         "median worker / median ceiling: "
-                         f"{ratios['lr']['vs_ceiling_of_medians']:.2f}, by send_batch: "
-                         f"{fmt(ratios['lr'].get('vs_ceiling_send_batch_of_medians'), '.2f')})")
+            lines.append(
+                "(lr / Kafka ceilings: the median of the back-to-back pairs' ratios; "
+                "median worker / median ceiling: "
+                f"{ratios['lr']['vs_ceiling_of_medians']:.2f}, by send_batch: "
+                f"{fmt(ratios['lr'].get('vs_ceiling_send_batch_of_medians'), '.2f')})"
+            )
     reps = res.get("repeats", {})
     if len(reps.get("worker_1p_lr", [])) > 1:
         workers, ceilings = reps["worker_1p_lr"], reps["ceiling"]
         batched = reps.get("ceiling_send_batch", [])
 
         def latency_runs(key: str) -> str:
-            return " · ".join("FAILED" if r is None else
-                              f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
-                              for r in reps.get(key, []))
+            return " · ".join(
+                "FAILED" if r is None else f"{r['p50_ms']}/{r['p95_ms']}/{r['p99_ms']}"
+                for r in reps.get(key, [])
+            )
 
-        lines += ["", "every run, in order (the tables above show the median):",
-                  f"  worker lr 1 partition, events/s: {' · '.join(map(fmt, workers))}",
-                  f"  Kafka I/O ceiling, events/s:     {' · '.join(map(fmt, ceilings))}",
-                  "  worker / ceiling, run by run:    "
-                  + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, ceilings)),
-                  f"  ceiling by send_batch, events/s: {' · '.join(map(fmt, batched))}",
-                  "  worker / that, run by run:       "
-                  + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, batched)),
-                  f"  latency at half max, p50/p95/p99 ms: {latency_runs('latency_half')}",
-                  "  the same, Kafka I/O ceiling's loop: "
-                  + latency_runs("latency_half_io_ceiling")]
+        lines += [
+            "",
+            "every run, in order (the tables above show the median):",
+            f"  worker lr 1 partition, events/s: {' · '.join(map(fmt, workers))}",
+            f"  Kafka I/O ceiling, events/s:     {' · '.join(map(fmt, ceilings))}",
+            "  worker / ceiling, run by run:    "
+            + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, ceilings)),
+            f"  ceiling by send_batch, events/s: {' · '.join(map(fmt, batched))}",
+            "  worker / that, run by run:       "
+            + " · ".join(fmt(_ratio(w, c), ".2f") for w, c in zip(workers, batched)),
+            f"  latency at half max, p50/p95/p99 ms: {latency_runs('latency_half')}",
+            "  the same, Kafka I/O ceiling's loop: " + latency_runs("latency_half_io_ceiling"),
+        ]
     lines += ["", *res["notes"]]
     return "\n".join(lines)
 
@@ -1472,8 +1904,9 @@ def _get(d: dict | None, *keys):
     return d
 
 
-def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n: int,
-                        naive_n: int) -> None:
+def measure_throughputs(
+    res: dict, env: Env, models: list[str], repeats: int, n: int, naive_n: int
+) -> None:
     """The Kafka throughput phases, on one broker: 1-partition worker (and the ceiling,
     alternating), the same in one process, 2 workers on 4 partitions, the naive peer."""
     res["worker_1p"] = {}
@@ -1489,13 +1922,29 @@ def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n:
             if m == "lr" and "1p-lr" in env.loaded:
                 # The ceiling reads the worker's input topics again (reading is repeatable).
                 log("Kafka I/O ceiling")
-                ceilings.append(c := attempt(res, "ceiling", measure_kafka_ceiling, env,
-                                             topic_names(env.loaded["1p-lr"]), n))
+                ceilings.append(
+                    c := attempt(
+                        res,
+                        "ceiling",
+                        measure_kafka_ceiling,
+                        env,
+                        topic_names(env.loaded["1p-lr"]),
+                        n,
+                    )
+                )
                 log(f"  {fmt(_get(c, 'events_per_s'))} events/s")
                 log("Kafka I/O ceiling, predictions by send_batch")
-                batched.append(c := attempt(res, "ceiling_send_batch", measure_kafka_ceiling,
-                                            env, topic_names(env.loaded["1p-lr"]), n,
-                                            batched=True))
+                batched.append(
+                    c := attempt(
+                        res,
+                        "ceiling_send_batch",
+                        measure_kafka_ceiling,
+                        env,
+                        topic_names(env.loaded["1p-lr"]),
+                        n,
+                        batched=True,
+                    )
+                )
                 log(f"  {fmt(_get(c, 'events_per_s'))} events/s")
         res["worker_1p"][m] = median_run(workers, "events_per_s")
         if m == "lr":
@@ -1505,8 +1954,9 @@ def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n:
             res["repeats"]["ceiling"] = [_get(c, "events_per_s") for c in ceilings]
             res["repeats"]["ceiling_send_batch"] = [_get(c, "events_per_s") for c in batched]
         log(f"worker, 1 partition, {m}, in one process (--model-process off)")
-        res["worker_1p_inproc"][m] = w = attempt(res, f"worker_1p_inproc-{m}",
-                                                 measure_worker_1p, env, m, model_process=False)
+        res["worker_1p_inproc"][m] = w = attempt(
+            res, f"worker_1p_inproc-{m}", measure_worker_1p, env, m, model_process=False
+        )
         log(f"  {fmt(_get(w, 'events_per_s'))} events/s")
 
     res["worker_4p"] = {}
@@ -1522,8 +1972,9 @@ def measure_throughputs(res: dict, env: Env, models: list[str], repeats: int, n:
         log(f"  {fmt(_get(r, 'events_per_s'))} events/s")
 
 
-def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
-                      warmup_s: float, steady_s: float) -> None:
+def measure_latencies(
+    res: dict, tmp: Path, samples: list[Sample], repeats: int, warmup_s: float, steady_s: float
+) -> None:
     """Latency at half and a quarter of the 1-partition lr maximum, and at 100/s; at half,
     also of the Kafka I/O ceiling's loop, alternating with the worker's runs, and of both
     once with the load in 5 ms batches.
@@ -1534,14 +1985,33 @@ def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
     """
     res["latency"] = {}
     res.setdefault("repeats", {})
-    rate = round((_get(res, "worker_1p", "lr", "events_per_s")
-                  or _get(res, "worker_4p", "lr", "sum_of_worker_rates") or 10_000) / 4) * 2
+    rate = (
+        round(
+            (
+                _get(res, "worker_1p", "lr", "events_per_s")
+                or _get(res, "worker_4p", "lr", "sum_of_worker_rates")
+                or 10_000
+            )
+            / 4
+        )
+        * 2
+    )
 
-    def run(name: str, offered: int, steady: float, subject: str = "worker",
-            tick_s: float = LOAD_TICK_S) -> dict | None:
+    def run(
+        name: str, offered: int, steady: float, subject: str = "worker", tick_s: float = LOAD_TICK_S
+    ) -> dict | None:
         with broker_env(tmp, samples) as env:
-            return attempt(res, name, measure_latency, env, offered, warmup_s, steady,
-                           subject=subject, tick_s=tick_s)
+            return attempt(
+                res,
+                name,
+                measure_latency,
+                env,
+                offered,
+                warmup_s,
+                steady,
+                subject=subject,
+                tick_s=tick_s,
+            )
 
     # What the client and broker alone cost in latency at that rate, under the same host speed
     runs, floors = [], []
@@ -1555,15 +2025,18 @@ def measure_latencies(res: dict, tmp: Path, samples: list[Sample], repeats: int,
     res["latency"]["half of max"] = median_run(runs, "p99_ms")
     res["latency"]["half, I/O ceiling"] = median_run(floors, "p99_ms")
     for key, rs in (("latency_half", runs), ("latency_half_io_ceiling", floors)):
-        res["repeats"][key] = [None if r is None else
-                               {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms")} for r in rs]
+        res["repeats"][key] = [
+            None if r is None else {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms")} for r in rs
+        ]
     # The same rate in 5 ms batches: the broker's cost grows with the batches stored.
-    for name, key, subject in (("worker", "half, 5 ms batches", "worker"),
-                               ("the Kafka I/O ceiling's loop", "half, 5 ms batches, I/O ceiling",
-                                "ceiling")):
+    for name, key, subject in (
+        ("worker", "half, 5 ms batches", "worker"),
+        ("the Kafka I/O ceiling's loop", "half, 5 ms batches, I/O ceiling", "ceiling"),
+    ):
         log(f"latency at {rate} events/s in 5 ms batches, {name}")
-        res["latency"][key] = r = run(f"latency-half-5ms-{subject}", rate, steady_s, subject,
-                                      SMALL_BATCHES_TICK_S)
+        res["latency"][key] = r = run(
+            f"latency-half-5ms-{subject}", rate, steady_s, subject, SMALL_BATCHES_TICK_S
+        )
         log(f"  p50 {_get(r, 'p50_ms')} p99 {_get(r, 'p99_ms')} ms")
     log(f"latency at {rate // 2} events/s (a quarter of the maximum)")
     res["latency"]["quarter of max"] = r = run("latency-quarter", rate // 2, steady_s / 2)
@@ -1581,8 +2054,7 @@ def run_all(args: argparse.Namespace) -> dict:
     naive_n = min(n, args.naive_n or (5_000 if quick else 20_000))
     n_pending = args.pending or (100_000 if quick else 1_000_000)
     warmup_s, steady_s = (2.0, 6.0) if quick else (5.0, 20.0)
-    res: dict = {"n": n, "quick": quick, "models": models, "repeats_asked": repeats,
-                 "notes": []}
+    res: dict = {"n": n, "quick": quick, "models": models, "repeats_asked": repeats, "notes": []}
     started = time.perf_counter()
     log(f"building {n} samples")
     samples = make_samples(n)
@@ -1593,8 +2065,9 @@ def run_all(args: argparse.Namespace) -> dict:
         res["river"][m] = r = attempt(res, f"river-{m}", measure_river_inprocess, samples, m)
         log(f"  {fmt(_get(r, 'events_per_s'))} events/s")
         log(f"learner offline {m}")
-        res["learner_offline"][m] = r = attempt(res, f"learner-{m}", measure_learner_offline,
-                                                samples, m)
+        res["learner_offline"][m] = r = attempt(
+            res, f"learner-{m}", measure_learner_offline, samples, m
+        )
         log(f"  {fmt(_get(r, 'events_per_s'))} events/s")
     log("codec")
     res["codec"] = attempt(res, "codec", measure_codec, samples)
@@ -1608,8 +2081,9 @@ def run_all(args: argparse.Namespace) -> dict:
         log(f"learner with {n_pending} pending joins")
         env = Env(None, None, tmp, samples)  # no Kafka: the Env only runs the child process
         try:
-            res["memory"] = {"pending": attempt(res, "pending", measure_pending_memory, env,
-                                                n_pending)}
+            res["memory"] = {
+                "pending": attempt(res, "pending", measure_pending_memory, env, n_pending)
+            }
         finally:
             stop_children(env)
     finally:
@@ -1629,8 +2103,12 @@ def run_all(args: argparse.Namespace) -> dict:
     # The lr worker and the ceiling run in back-to-back pairs: the median of the pairs'
     # ratios compares them at the same host speed, which drifts over minutes here.
     for key in ("ceiling", "ceiling_send_batch"):
-        pairs = [_ratio(w, c) for w, c in zip(_get(res, "repeats", "worker_1p_lr") or [],
-                                              _get(res, "repeats", key) or [])]
+        pairs = [
+            _ratio(w, c)
+            for w, c in zip(
+                _get(res, "repeats", "worker_1p_lr") or [], _get(res, "repeats", key) or []
+            )
+        ]
         pairs = [r for r in pairs if r is not None]
         if "lr" in ratios and pairs:
             lr = ratios["lr"]
@@ -1639,8 +2117,10 @@ def run_all(args: argparse.Namespace) -> dict:
     res["ratios"] = ratios
     res["runtime_s"] = time.perf_counter() - started
     if naive_n < n:
-        res["notes"].append(f"naive peer: first {naive_n:,} samples only (a synchronous commit "
-                            "per record makes it slow); its events/s is comparable, its n is not.")
+        res["notes"].append(
+            f"naive peer: first {naive_n:,} samples only (a synchronous commit "
+            "per record makes it slow); its events/s is comparable, its n is not."
+        )
     for name, msg in res.get("errors", {}).items():
         res["notes"].append(f"FAILED {name}: {msg[:400]}")
     return res
@@ -1654,15 +2134,16 @@ def run_profile(args: argparse.Namespace) -> dict:
     try:
         with broker_env(tmp, samples) as env:
             log(f"worker, 1 partition, {args.profile_model}, under cProfile")
-            w = measure_worker_1p(env, args.profile_model, profile_path=prof,
-                                  profile_io=args.profile_io)
+            w = measure_worker_1p(
+                env, args.profile_model, profile_path=prof, profile_io=args.profile_io
+            )
         text = []
         for key, title in (("cumulative", "cumulative time"), ("tottime", "own (self) time")):
             buf = io.StringIO()
             stats = pstats.Stats(str(prof), stream=buf)
             stats.sort_stats(key).print_stats(25)
             body = buf.getvalue()
-            body = body[body.find("   ncalls"):] if "   ncalls" in body else body
+            body = body[body.find("   ncalls") :] if "   ncalls" in body else body
             text.append(f"top 25 by {title}:\n{_shorten_paths(body)}")
         stats = pstats.Stats(str(prof))
         w["profile_total_s"] = stats.total_tt
@@ -1684,34 +2165,56 @@ def machine_line() -> str:
 
     try:
         import kafka
+
         kv = kafka.__version__
     except Exception:  # pragma: no cover
         kv = "?"
     load = os.getloadavg()
-    return (f"{os.cpu_count()} CPUs, load {load[0]:.1f} at start, Python "
-            f"{platform.python_version()}, River {river.__version__}, kafka-python {kv}, "
-            f"embedded Tansu on loopback")
+    return (
+        f"{os.cpu_count()} CPUs, load {load[0]:.1f} at start, Python "
+        f"{platform.python_version()}, River {river.__version__}, kafka-python {kv}, "
+        f"embedded Tansu on loopback"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=None, help="events (default 100000; --quick 10000)")
-    p.add_argument("--quick", action="store_true",
-                   help="n=10k, short latency phases, 100k pending joins")
+    p.add_argument(
+        "--quick", action="store_true", help="n=10k, short latency phases, 100k pending joins"
+    )
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
-    p.add_argument("--profile", action="store_true",
-                   help="only the 1-partition worker run, under cProfile; print top 25")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="only the 1-partition worker run, under cProfile; print top 25",
+    )
     p.add_argument("--profile-model", default="lr", choices=MODELS)
-    p.add_argument("--profile-io", action="store_true",
-                   help="with --profile: keep the model process and profile the I/O process "
-                        "alone (default: everything in one process, --model-process off)")
-    p.add_argument("--naive-n", type=int, default=None,
-                   help="events for the naive peer (default min(n, 20000); --quick 5000)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="runs of the lr worker, the ceiling and the half-maximum latency, "
-                        "whose medians are reported (default 3; --quick 1)")
-    p.add_argument("--pending", type=int, default=None,
-                   help="pending joins for the memory figure (default 1000000; --quick 100000)")
+    p.add_argument(
+        "--profile-io",
+        action="store_true",
+        help="with --profile: keep the model process and profile the I/O process "
+        "alone (default: everything in one process, --model-process off)",
+    )
+    p.add_argument(
+        "--naive-n",
+        type=int,
+        default=None,
+        help="events for the naive peer (default min(n, 20000); --quick 5000)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs of the lr worker, the ceiling and the half-maximum latency, "
+        "whose medians are reported (default 3; --quick 1)",
+    )
+    p.add_argument(
+        "--pending",
+        type=int,
+        default=None,
+        help="pending joins for the memory figure (default 1000000; --quick 100000)",
+    )
     p.add_argument("--_child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
@@ -1720,25 +2223,40 @@ def main(argv: list[str] | None = None) -> int:
         return child[kind](json.loads(spec))
     if args.n is None:
         args.n = 10_000 if args.quick else 100_000
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or "?"
-    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                      capture_output=True, text=True).stdout.strip():
+    commit = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        or "?"
+    )
+    if subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip():
         commit += " + uncommitted changes"
-    title = (f"n={args.n:,} SEA events (drift at {args.n // 2:,}), labels delayed by "
-             f"{LABEL_DELAY}; {machine_line()}; commit {commit}; "
-             f"{datetime.date.today()}")
+    title = (
+        f"n={args.n:,} SEA events (drift at {args.n // 2:,}), labels delayed by "
+        f"{LABEL_DELAY}; {machine_line()}; commit {commit}; "
+        f"{datetime.date.today()}"
+    )
     started = time.perf_counter()
     if args.profile:
         w = run_profile(args)
         print(f"driftstream worker profile — {title}")
-        where = ("the I/O process (model process on)" if args.profile_io
-                 else "one process (--model-process off)")
-        print(f"1 partition, {args.profile_model}, {where}: {w['events_per_s']:,.0f} events/s "
-              f"UNDER cProfile (not a result), {w['seconds']:.2f} s from first records to last "
-              f"flush, main thread {w['main_thread_cpu_s']:.2f} CPU s, process "
-              f"{w['io_process_cpu_s']:.2f} CPU s (cProfile sees the main thread only; "
-              f"kafka-python's producer sender and heartbeat threads are the difference)")
+        where = (
+            "the I/O process (model process on)"
+            if args.profile_io
+            else "one process (--model-process off)"
+        )
+        print(
+            f"1 partition, {args.profile_model}, {where}: {w['events_per_s']:,.0f} events/s "
+            f"UNDER cProfile (not a result), {w['seconds']:.2f} s from first records to last "
+            f"flush, main thread {w['main_thread_cpu_s']:.2f} CPU s, process "
+            f"{w['io_process_cpu_s']:.2f} CPU s (cProfile sees the main thread only; "
+            f"kafka-python's producer sender and heartbeat threads are the difference)"
+        )
         print()
         print(w.pop("profile_text"))
         print(f"total runtime {time.perf_counter() - started:.0f} s")
@@ -1755,7 +2273,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker 1p: first poll returning records -> producer.flush() after the last of 2n "
         "records; excludes group join, the final checkpoint and the idle exit.",
         "ceiling: same Consumer/Producer and settings, assign (no group), no decode, one "
-        "prediction-sized send per event keyed by the record key; \"send_batch\": each "
+        'prediction-sized send per event keyed by the record key; "send_batch": each '
         "poll's predictions in one Producer.send_batch, as the worker writes them (the "
         "latency runs' ceiling loop writes so too).",
         "latency: CreateTime(prediction, set at the worker's send) - CreateTime(event, its "
@@ -1773,8 +2291,9 @@ def main(argv: list[str] | None = None) -> int:
             "p99_ms": _get(res, "latency", "half of max", "p99_ms"),
             "p99_ms_io_ceiling": _get(res, "latency", "half, I/O ceiling", "p99_ms"),
             "p99_ms_5ms_batches": _get(res, "latency", "half, 5 ms batches", "p99_ms"),
-            "p99_ms_5ms_batches_io_ceiling": _get(res, "latency",
-                                                  "half, 5 ms batches, I/O ceiling", "p99_ms"),
+            "p99_ms_5ms_batches_io_ceiling": _get(
+                res, "latency", "half, 5 ms batches, I/O ceiling", "p99_ms"
+            ),
             "ratio_vs_river": _get(res, "ratios", "lr", "vs_river"),
             "ratio_vs_ceiling": _get(res, "ratios", "lr", "vs_ceiling"),
             "ratio_vs_ceiling_send_batch": _get(res, "ratios", "lr", "vs_ceiling_send_batch"),

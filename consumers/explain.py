@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import orjson
 
-from consumers.reader import read_range, read_topic
-from consumers.replay import ReplayError, ReplayRange, replay, starting_point
-from producers.kafka_client import KafkaSettings, topic_names
-from state.checkpoints import StateStore
+from driftstream.consumers.reader import read_range, read_topic
+from driftstream.consumers.replay import ReplayError, ReplayRange, replay, starting_point
+from driftstream.state.checkpoints import StateStore
+from driftstream.transport.kafka_client import KafkaSettings, topic_names
 
 
 def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: str) -> dict:
@@ -28,16 +28,22 @@ def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: s
     in_partition = {p["id"]: p for p in predictions if p["partition"] == partition}
     event = read_range(settings, topics["events"], partition, offset, offset + 1)
     if not event:
-        raise ReplayError(f"event {event_id!r} is no longer at {topics['events']}/{partition}"
-                          f"@{offset} (retention?)")
+        raise ReplayError(
+            f"event {event_id!r} is no longer at {topics['events']}/{partition}"
+            f"@{offset} (retention?)"
+        )
     # Replay from the newest checkpoint taken at or before this event, up to the event.
     rng = ReplayRange(from_offset=offset, to_offset=offset + 1)
-    learner, offsets, start = starting_point(store, partition, topics["events"],
-                                             topics["labels"], rng)
+    learner, offsets, start = starting_point(
+        store, partition, topics["events"], topics["labels"], rng
+    )
     result = replay(settings, prefix, partition, learner, offsets, start, rng, in_partition)
     row = next((r for r in result.rows if r["id"] == event_id), None)
-    drifts = [d["record"] for d in store.drift_log(partition)
-              if d["record"]["event_ts"] <= served["event_ts"]]
+    drifts = [
+        d["record"]
+        for d in store.drift_log(partition)
+        if d["record"]["event_ts"] <= served["event_ts"]
+    ]
     return {
         "id": event_id,
         "partition": partition,
@@ -47,31 +53,41 @@ def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: s
         "descends_from": start,
         "start_offsets": offsets,
         "drifts_before": drifts,
-        "replayed": None if row is None else {
-            "prediction": row["replayed"], "proba": orjson.loads(row["proba"]) if row["proba"]
-            else None, "model": {"generation": row["generation"], "updates": row["updates"]}},
+        "replayed": None
+        if row is None
+        else {
+            "prediction": row["replayed"],
+            "proba": orjson.loads(row["proba"]) if row["proba"] else None,
+            "model": {"generation": row["generation"], "updates": row["updates"]},
+        },
         "match": bool(row and row["match"]),
     }
 
 
 def format_explanation(e: dict) -> str:
     s = e["served"]
-    lines = [f"event {e['id']} (partition {e['partition']}, offset {e['offset']}, "
-             f"event time {s['event_ts']})",
-             f"  features: {orjson.dumps(e['features']).decode()}",
-             f"  served:   {s['prediction']!r} proba={s.get('proba')} model "
-             f"g{s['model']['generation']}.u{s['model']['updates']}",
-             f"  descends from {e['descends_from']} (offsets {e['start_offsets']})"]
+    lines = [
+        f"event {e['id']} (partition {e['partition']}, offset {e['offset']}, "
+        f"event time {s['event_ts']})",
+        f"  features: {orjson.dumps(e['features']).decode()}",
+        f"  served:   {s['prediction']!r} proba={s.get('proba')} model "
+        f"g{s['model']['generation']}.u{s['model']['updates']}",
+        f"  descends from {e['descends_from']} (offsets {e['start_offsets']})",
+    ]
     drifts = e["drifts_before"]
     lines.append(f"  drift events before it: {len(drifts)}")
     for d in drifts[-5:]:
-        lines.append(f"    {d['kind']} at ts {d['event_ts']}: {d['action']} "
-                     f"(model {d['model_before']} -> {d['model_after']})")
+        lines.append(
+            f"    {d['kind']} at ts {d['event_ts']}: {d['action']} "
+            f"(model {d['model_before']} -> {d['model_after']})"
+        )
     r = e["replayed"]
     if r is None:
         lines.append("  replay did not reach the event")
     else:
-        lines.append(f"  replayed: {r['prediction']!r} proba={r['proba']} model "
-                     f"g{r['model']['generation']}.u{r['model']['updates']}")
+        lines.append(
+            f"  replayed: {r['prediction']!r} proba={r['proba']} model "
+            f"g{r['model']['generation']}.u{r['model']['updates']}"
+        )
     lines.append("  MATCHES EXACTLY" if e["match"] else "  DOES NOT MATCH")
     return "\n".join(lines)

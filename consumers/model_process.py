@@ -53,8 +53,8 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 
-from stream.learner import Learner, LearnerConfig
-from stream.pipeline import PartitionPipeline
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.pipeline import PartitionPipeline
 
 
 class ModelProcessError(RuntimeError):
@@ -123,12 +123,20 @@ class ModelHost:
 
     def _open(self, p, state, config, topics, offsets, idle_ms, now_ms, checkpoint_every):
         learner = Learner(config, partition=p) if state is None else Learner.from_bytes(state)
-        pipe = PartitionPipeline(learner, topics, offsets, idle_ms, now_ms, checkpoint_every,
-                                 lambda learner: self._serialize(p, learner))
+        pipe = PartitionPipeline(
+            learner,
+            topics,
+            offsets,
+            idle_ms,
+            now_ms,
+            checkpoint_every,
+            lambda learner: self._serialize(p, learner),
+        )
         self.pipelines[p] = pipe
         version = learner.version
-        return Opened((version["generation"], version["updates"]), learner.config,
-                      learner.summary())
+        return Opened(
+            (version["generation"], version["updates"]), learner.config, learner.summary()
+        )
 
     def _batch(self, now_ms, pushes, caught_up, snapshot, reason, want_summary):
         for p in list(self.writing):
@@ -148,10 +156,15 @@ class ModelHost:
             outputs = pipe.run(now_ms)
             if p in snapshot:
                 pipe.checkpoint(reason, outputs)
-            answer[p] = Progress(outputs, pipe.n_processed - before, list(pipe.next_offset),
-                                 (pipe.queued(0), pipe.queued(1)), pipe.since_checkpoint,
-                                 pipe.learner.version,
-                                 pipe.learner.summary() if want_summary else None)
+            answer[p] = Progress(
+                outputs,
+                pipe.n_processed - before,
+                list(pipe.next_offset),
+                (pipe.queued(0), pipe.queued(1)),
+                pipe.since_checkpoint,
+                pipe.learner.version,
+                pipe.learner.summary() if want_summary else None,
+            )
         finished, self.finished = self.finished, {}
         return BatchAnswer(answer, finished)
 
@@ -160,8 +173,9 @@ class ModelHost:
             return learner.to_bytes()
         if p in self.writing and not self._reap(p):
             return None  # the previous state is still being written: snapshot a bit later
-        fd, path = tempfile.mkstemp(prefix=f"{STATE_FILE_PREFIX}{os.getpid()}-{p}-",
-                                    suffix=".pickle")
+        fd, path = tempfile.mkstemp(
+            prefix=f"{STATE_FILE_PREFIX}{os.getpid()}-{p}-", suffix=".pickle"
+        )
         pid = os.fork()
         if pid == 0:  # the copy: the learner as it is now, whatever the model process does next
             code = 1
@@ -212,7 +226,7 @@ def remove_orphaned_state_files(directory: str | None = None) -> list[str]:
     removed = []
     pattern = os.path.join(directory or tempfile.gettempdir(), f"{STATE_FILE_PREFIX}*.pickle")
     for path in glob.glob(pattern):
-        pid = os.path.basename(path)[len(STATE_FILE_PREFIX):].split("-", 1)[0]
+        pid = os.path.basename(path)[len(STATE_FILE_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and not _process_exists(int(pid)):
             remove_quietly(path)
             removed.append(path)
@@ -265,8 +279,9 @@ class ModelProcess:
         # starts it before it creates any Kafka client, so no client thread is copied.
         ctx = multiprocessing.get_context("fork")
         self.conn, child_end = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child_end, os.getpid()),
-                                   name="driftstream-model", daemon=True)
+        self.process = ctx.Process(
+            target=_serve, args=(child_end, os.getpid()), name="driftstream-model", daemon=True
+        )
         self.process.start()
         child_end.close()
         self.in_flight = 0

@@ -17,8 +17,9 @@ import http.server
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -62,12 +63,18 @@ class WorkerMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.checkpoint_seconds = Histogram(
             "driftstream_checkpoint_duration_seconds",
-            "Time to flush outputs and save one partition's checkpoint", ["partition"],
-            buckets=CHECKPOINT_BUCKETS, registry=self.registry)
+            "Time to flush outputs and save one partition's checkpoint",
+            ["partition"],
+            buckets=CHECKPOINT_BUCKETS,
+            registry=self.registry,
+        )
         self.latency_seconds = Histogram(
             "driftstream_processing_latency_seconds",
             "Per batch: time from the poll's return to the last output handed to the producer",
-            ["partition"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            ["partition"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
         self.registry.register(_SnapshotCollector(self.snapshot))
@@ -100,32 +107,64 @@ class _SnapshotCollector:
             return kind(name, doc, labels=list(labels))
 
         events = family(CounterMetricFamily, "driftstream_events_scored", "Events scored")
-        labels = family(CounterMetricFamily, "driftstream_labels_joined",
-                        "Labels joined with their event and learned from")
-        dead = family(CounterMetricFamily, "driftstream_dead_letters",
-                      "Records sent to the dead-letter topic, by reason",
-                      ("partition", "reason"))
-        late = family(CounterMetricFamily, "driftstream_late_records",
-                      "Records that arrived after the other input had passed their event "
-                      "time; their order depended on arrival (predictions record it)")
-        expired = family(CounterMetricFamily, "driftstream_expired_joins",
-                         "Events whose label never came in time (also a dead-letter reason)")
-        drifts = family(CounterMetricFamily, "driftstream_drift_detections",
-                        "Drift detections, by kind (concept or data)", ("partition", "kind"))
-        pending = family(GaugeMetricFamily, "driftstream_pending_joins",
-                         "Scored events waiting for their label")
-        generation = family(GaugeMetricFamily, "driftstream_model_generation",
-                            "Model generation (changes when a drift policy replaces the model)")
-        updates = family(GaugeMetricFamily, "driftstream_model_updates",
-                         "Learn steps of the current model version")
-        rolling = family(GaugeMetricFamily, "driftstream_rolling_metric",
-                         "Rolling metric of the served predictions (accuracy or MAE)",
-                         ("partition", "metric"))
-        lag = family(GaugeMetricFamily, "driftstream_consumer_lag",
-                     "Records not yet fetched: high-water mark minus position",
-                     ("partition", "input"))
-        age = family(GaugeMetricFamily, "driftstream_checkpoint_age_seconds",
-                     "Seconds since the checkpoint that the partition's state builds on")
+        labels = family(
+            CounterMetricFamily,
+            "driftstream_labels_joined",
+            "Labels joined with their event and learned from",
+        )
+        dead = family(
+            CounterMetricFamily,
+            "driftstream_dead_letters",
+            "Records sent to the dead-letter topic, by reason",
+            ("partition", "reason"),
+        )
+        late = family(
+            CounterMetricFamily,
+            "driftstream_late_records",
+            "Records that arrived after the other input had passed their event "
+            "time; their order depended on arrival (predictions record it)",
+        )
+        expired = family(
+            CounterMetricFamily,
+            "driftstream_expired_joins",
+            "Events whose label never came in time (also a dead-letter reason)",
+        )
+        drifts = family(
+            CounterMetricFamily,
+            "driftstream_drift_detections",
+            "Drift detections, by kind (concept or data)",
+            ("partition", "kind"),
+        )
+        pending = family(
+            GaugeMetricFamily, "driftstream_pending_joins", "Scored events waiting for their label"
+        )
+        generation = family(
+            GaugeMetricFamily,
+            "driftstream_model_generation",
+            "Model generation (changes when a drift policy replaces the model)",
+        )
+        updates = family(
+            GaugeMetricFamily,
+            "driftstream_model_updates",
+            "Learn steps of the current model version",
+        )
+        rolling = family(
+            GaugeMetricFamily,
+            "driftstream_rolling_metric",
+            "Rolling metric of the served predictions (accuracy or MAE)",
+            ("partition", "metric"),
+        )
+        lag = family(
+            GaugeMetricFamily,
+            "driftstream_consumer_lag",
+            "Records not yet fetched: high-water mark minus position",
+            ("partition", "input"),
+        )
+        age = family(
+            GaugeMetricFamily,
+            "driftstream_checkpoint_age_seconds",
+            "Seconds since the checkpoint that the partition's state builds on",
+        )
         for p, part in sorted(snap.partitions.items()):
             s, key = part.summary, str(p)
             events.add_metric([key], s["n_events"])
@@ -148,18 +187,38 @@ class _SnapshotCollector:
                     lag.add_metric([key, stream], value)
             if part.checkpoint_at is not None:
                 age.add_metric([key], max(0.0, now - part.checkpoint_at))
-        yield from (events, labels, dead, late, expired, drifts, pending, generation, updates,
-                    rolling, lag, age)
-        yield CounterMetricFamily("driftstream_records_processed",
-                                  "Input records processed by this worker process",
-                                  value=snap.records_processed)
-        yield GaugeMetricFamily("driftstream_assigned_partitions",
-                                "Partitions this worker owns", value=len(snap.partitions))
-        yield GaugeMetricFamily("driftstream_kafka_connected",
-                                "1 while the broker (group coordinator) is reachable",
-                                value=int(snap.kafka_connected))
-        yield GaugeMetricFamily("driftstream_healthy", "1 when /healthz answers 200",
-                                value=int(not snap.problems))
+        yield from (
+            events,
+            labels,
+            dead,
+            late,
+            expired,
+            drifts,
+            pending,
+            generation,
+            updates,
+            rolling,
+            lag,
+            age,
+        )
+        yield CounterMetricFamily(
+            "driftstream_records_processed",
+            "Input records processed by this worker process",
+            value=snap.records_processed,
+        )
+        yield GaugeMetricFamily(
+            "driftstream_assigned_partitions",
+            "Partitions this worker owns",
+            value=len(snap.partitions),
+        )
+        yield GaugeMetricFamily(
+            "driftstream_kafka_connected",
+            "1 while the broker (group coordinator) is reachable",
+            value=int(snap.kafka_connected),
+        )
+        yield GaugeMetricFamily(
+            "driftstream_healthy", "1 when /healthz answers 200", value=int(not snap.problems)
+        )
 
 
 class MetricsServer:
@@ -173,8 +232,9 @@ class MetricsServer:
             raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="driftstream-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="driftstream-metrics", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -195,10 +255,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             problems = self.metrics.snapshot().problems
-            body = {"status": "unavailable", "problems": problems} if problems else {
-                "status": "ok"}
-            self._reply(503 if problems else 200, orjson.dumps(body) + b"\n",
-                        "application/json")
+            body = {"status": "unavailable", "problems": problems} if problems else {"status": "ok"}
+            self._reply(503 if problems else 200, orjson.dumps(body) + b"\n", "application/json")
         else:
             self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
 
@@ -221,20 +279,38 @@ class DeadLetterLog:
     were. Nothing is hidden: every dead letter is on the dead-letter topic and in the metrics.
     """
 
-    def __init__(self, logger: logging.Logger, interval: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.log = logger
         self.interval = interval
         self.clock = clock
         # reason -> [time of the last warning, dead letters since, partitions since]
         self._reasons: dict[str, list] = {}
 
-    def record(self, partition: int, topic: str, offset: int, reason: str, detail: str,
-               model: dict) -> None:
-        extra = fields(event="dead_letter", partition=partition, topic=topic, offset=offset,
-                       reason=reason, model=model)
-        self.log.debug("dead letter partition=%d topic=%s offset=%d reason=%s: %s",
-                       partition, topic, offset, reason, detail, extra=extra)
+    def record(
+        self, partition: int, topic: str, offset: int, reason: str, detail: str, model: dict
+    ) -> None:
+        extra = fields(
+            event="dead_letter",
+            partition=partition,
+            topic=topic,
+            offset=offset,
+            reason=reason,
+            model=model,
+        )
+        self.log.debug(
+            "dead letter partition=%d topic=%s offset=%d reason=%s: %s",
+            partition,
+            topic,
+            offset,
+            reason,
+            detail,
+            extra=extra,
+        )
         now = self.clock()
         state = self._reasons.get(reason)
         if state is not None and now - state[0] < self.interval:
@@ -243,10 +319,16 @@ class DeadLetterLog:
             return
         earlier = state[1] if state is not None else 0
         extra["fields"]["suppressed"] = earlier
-        self.log.warning("dead letter partition=%d topic=%s offset=%d reason=%s: %s%s",
-                         partition, topic, offset, reason, detail,
-                         f" (and {earlier} more with this reason before it)" if earlier else "",
-                         extra=extra)
+        self.log.warning(
+            "dead letter partition=%d topic=%s offset=%d reason=%s: %s%s",
+            partition,
+            topic,
+            offset,
+            reason,
+            detail,
+            f" (and {earlier} more with this reason before it)" if earlier else "",
+            extra=extra,
+        )
         self._reasons[reason] = [now, 0, set()]
 
     def flush(self, force: bool = False) -> None:
@@ -257,7 +339,15 @@ class DeadLetterLog:
             if state[1] and (force or now - state[0] >= self.interval):
                 self.log.warning(
                     "%d more dead letters with reason=%s in the last %.0f s (partitions %s)",
-                    state[1], reason, now - state[0], sorted(state[2]),
-                    extra=fields(event="dead_letter_summary", reason=reason, count=state[1],
-                                 partitions=sorted(state[2])))
+                    state[1],
+                    reason,
+                    now - state[0],
+                    sorted(state[2]),
+                    extra=fields(
+                        event="dead_letter_summary",
+                        reason=reason,
+                        count=state[1],
+                        partitions=sorted(state[2]),
+                    ),
+                )
                 self._reasons[reason] = [now, 0, set()]

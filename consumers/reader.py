@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import time
 
-from producers.kafka_client import Consumer, KafkaSettings, Record
+from driftstream.transport.kafka_client import Consumer, KafkaSettings, Record
 
 
 class ReadTimeout(Exception):
     """The broker did not deliver the requested range in time."""
 
 
-def read_range(settings: KafkaSettings, topic: str, partition: int, start: int = 0,
-               end: int | None = None, timeout: float = 60.0) -> list[Record]:
+def read_range(
+    settings: KafkaSettings,
+    topic: str,
+    partition: int,
+    start: int = 0,
+    end: int | None = None,
+    timeout: float = 60.0,
+) -> list[Record]:
     """Records of one partition with ``start <= offset < end`` (end: the current end)."""
     return read_partitions(settings, [(topic, partition)], start, end, timeout)[(topic, partition)]
 
 
-def read_partitions(settings: KafkaSettings, tps: list[tuple[str, int]], start: int = 0,
-                    end: int | None = None, timeout: float = 60.0) -> dict:
+def read_partitions(
+    settings: KafkaSettings,
+    tps: list[tuple[str, int]],
+    start: int = 0,
+    end: int | None = None,
+    timeout: float = 60.0,
+) -> dict:
     """Like `read_range` for several partitions at once: {(topic, partition): [Record]}."""
     out: dict[tuple[str, int], list[Record]] = {tp: [] for tp in tps}
     if not tps:
@@ -45,8 +56,9 @@ def read_partitions(settings: KafkaSettings, tps: list[tuple[str, int]], start: 
             if len(ends) == len(tps) and all(consumer.position(*tp) >= ends[tp] for tp in tps):
                 return out
             if time.monotonic() > deadline:
-                raise ReadTimeout(f"could not read {sorted(tps)} to offset(s) {ends} in "
-                                  f"{timeout:.0f} s")
+                raise ReadTimeout(
+                    f"could not read {sorted(tps)} to offset(s) {ends} in {timeout:.0f} s"
+                )
     finally:
         consumer.close()
 

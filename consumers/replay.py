@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from consumers.reader import read_range
-from producers.kafka_client import KafkaSettings, topic_names
-from state.checkpoints import StateError, StateStore
-from stream.codec import decode_records
-from stream.learner import Learner, LearnerConfig
-from stream.merge import EVENTS, recorded_order
-from stream.policies import error
-from stream.records import DriftReport, Prediction, Rejection
+from driftstream.consumers.reader import read_range
+from driftstream.state.checkpoints import StateError, StateStore
+from driftstream.stream.codec import decode_records
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.merge import EVENTS, recorded_order
+from driftstream.stream.policies import error
+from driftstream.stream.records import DriftReport, Prediction, Rejection
+from driftstream.transport.kafka_client import KafkaSettings, topic_names
 
 
 class ReplayError(Exception):
@@ -43,12 +43,14 @@ class ReplayRange:
     to_time: int | None = None  # exclusive
 
     def starts_after(self, offset: int, ts: int) -> bool:
-        return ((self.from_offset is not None and offset < self.from_offset)
-                or (self.from_time is not None and ts < self.from_time))
+        return (self.from_offset is not None and offset < self.from_offset) or (
+            self.from_time is not None and ts < self.from_time
+        )
 
     def ended(self, offset: int, ts: int) -> bool:
-        return ((self.to_offset is not None and offset >= self.to_offset)
-                or (self.to_time is not None and ts >= self.to_time))
+        return (self.to_offset is not None and offset >= self.to_offset) or (
+            self.to_time is not None and ts >= self.to_time
+        )
 
 
 @dataclass
@@ -81,13 +83,19 @@ def parse_time(text: str | None) -> int | None:
     except ValueError:
         raise ReplayError(f"time {text!r} is neither epoch-ms nor ISO-8601") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
 
 
-def starting_point(store: StateStore | None, partition: int, events_topic: str,
-                   labels_topic: str, rng: ReplayRange, checkpoint: int | None = None,
-                   config: LearnerConfig | None = None) -> tuple[Learner, dict[str, int], str]:
+def starting_point(
+    store: StateStore | None,
+    partition: int,
+    events_topic: str,
+    labels_topic: str,
+    rng: ReplayRange,
+    checkpoint: int | None = None,
+    config: LearnerConfig | None = None,
+) -> tuple[Learner, dict[str, int], str]:
     """The learner to start from and the offsets it reflects.
 
     - ``config`` given: a fresh learner with it, from the beginning (try another model/policy).
@@ -102,18 +110,22 @@ def starting_point(store: StateStore | None, partition: int, events_topic: str,
     if checkpoint is not None:
         cp = store.get(partition, checkpoint)
         return Learner.from_bytes(cp.state), cp.offsets, f"checkpoint {cp.version}"
-    candidates = [c for c in store.checkpoints(partition)
-                  if _before_range(c, events_topic, rng)]
+    candidates = [c for c in store.checkpoints(partition) if _before_range(c, events_topic, rng)]
     if candidates:
         cp = store.get(partition, candidates[-1]["version"])
         return Learner.from_bytes(cp.state), cp.offsets, f"checkpoint {cp.version}"
     any_cp = store.latest(partition)
     if any_cp is None:
-        raise ReplayError(f"partition {partition} has no checkpoint in the state file: pass "
-                          "--model (and --drift-policy) to replay with a fresh model")
+        raise ReplayError(
+            f"partition {partition} has no checkpoint in the state file: pass "
+            "--model (and --drift-policy) to replay with a fresh model"
+        )
     live = Learner.from_bytes(any_cp.state).config
-    return (Learner(live, partition), {events_topic: 0, labels_topic: 0},
-            "fresh (live configuration), from the beginning")
+    return (
+        Learner(live, partition),
+        {events_topic: 0, labels_topic: 0},
+        "fresh (live configuration), from the beginning",
+    )
 
 
 def _before_range(meta: dict, events_topic: str, rng: ReplayRange) -> bool:
@@ -135,7 +147,7 @@ def served_predictions(settings: KafkaSettings, topic: str, partition: int) -> d
 
     After a crash an event may have been served twice; the last one is kept: it is the one
     whose processing the partition's state went on from."""
-    from producers.kafka_client import Consumer
+    from driftstream.transport.kafka_client import Consumer
 
     consumer = Consumer(settings)
     try:
@@ -150,9 +162,17 @@ def served_predictions(settings: KafkaSettings, topic: str, partition: int) -> d
     return served
 
 
-def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learner,
-           offsets: dict[str, int], start: str, rng: ReplayRange,
-           served: dict[str, dict] | None = None, verify: bool = False) -> ReplayResult:
+def replay(
+    settings: KafkaSettings,
+    prefix: str,
+    partition: int,
+    learner: Learner,
+    offsets: dict[str, int],
+    start: str,
+    rng: ReplayRange,
+    served: dict[str, dict] | None = None,
+    verify: bool = False,
+) -> ReplayResult:
     """Re-run the partition's logs from ``offsets`` through ``learner``, in the order the live
     worker processed them (`recorded_order`, from ``served``).
 
@@ -166,11 +186,14 @@ def replay(settings: KafkaSettings, prefix: str, partition: int, learner: Learne
     result = ReplayResult(partition, start, dict(offsets), learner=learner)
     served = served or {}
     order = recorded_order(
-        decode_records([(r.offset, r.timestamp, r.value) for r in events], "event", ev_topic,
-                       partition, 0)[0],
-        decode_records([(r.offset, r.timestamp, r.value) for r in labels], "label", lb_topic,
-                       partition, 0)[0],
-        {p["offset"]: p["labels_offset"] for p in served.values() if "labels_offset" in p})
+        decode_records(
+            [(r.offset, r.timestamp, r.value) for r in events], "event", ev_topic, partition, 0
+        )[0],
+        decode_records(
+            [(r.offset, r.timestamp, r.value) for r in labels], "label", lb_topic, partition, 0
+        )[0],
+        {p["offset"]: p["labels_offset"] for p in served.values() if "labels_offset" in p},
+    )
     rows: dict[str, dict] = {}
     labels_by_id: dict[str, Any] = {}
     started = time.perf_counter()
@@ -216,17 +239,27 @@ def _row(pred: Prediction, served: dict | None, event) -> dict[str, Any]:
     if served is None:
         match = False
     else:
-        match = (served.get("prediction") == pred.prediction and served.get("model") == version
-                 and served.get("proba") == proba)
+        match = (
+            served.get("prediction") == pred.prediction
+            and served.get("model") == version
+            and served.get("proba") == proba
+        )
     return {
-        "id": pred.id, "offset": pred.offset, "event_ts": pred.event_ts,
+        "id": pred.id,
+        "offset": pred.offset,
+        "event_ts": pred.event_ts,
         "features": orjson.dumps(event.features).decode(),
         "served": None if served is None else served.get("prediction"),
-        "replayed": pred.prediction, "proba": orjson.dumps(proba).decode() if proba else None,
-        "label": None, "error": None, "generation": pred.generation, "updates": pred.updates,
+        "replayed": pred.prediction,
+        "proba": orjson.dumps(proba).decode() if proba else None,
+        "label": None,
+        "error": None,
+        "generation": pred.generation,
+        "updates": pred.updates,
         "served_model": None if served is None else served.get("model"),
         "served_proba": None if served is None else served.get("proba"),
-        "match": match, "drift": "",
+        "match": match,
+        "drift": "",
     }
 
 

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-from consumers.replay import ReplayResult
+from driftstream.consumers.replay import ReplayResult
 
 
 def to_frame(result: ReplayResult) -> pd.DataFrame:
     """One row per replayed event."""
-    columns = ["id", "offset", "event_ts", "features", "served", "replayed", "proba", "label",
-               "error", "generation", "updates", "match", "drift"]
+    columns = [
+        "id",
+        "offset",
+        "event_ts",
+        "features",
+        "served",
+        "replayed",
+        "proba",
+        "label",
+        "error",
+        "generation",
+        "updates",
+        "match",
+        "drift",
+    ]
     return pd.DataFrame(result.rows, columns=columns)
 
 
@@ -18,7 +31,8 @@ def write_frame(frame: pd.DataFrame, path: str) -> None:
     """CSV or Parquet, by extension."""
     if path.endswith(".parquet"):
         frame.astype({"served": "string", "replayed": "string", "label": "string"}).to_parquet(
-            path, index=False)
+            path, index=False
+        )
     elif path.endswith(".csv"):
         frame.to_csv(path, index=False)
     else:
@@ -69,7 +83,7 @@ def format_summary(s: dict) -> str:
         f"from {s['start']}, {s['records']} records at {s['events_per_s']:,} records/s",
         f"{'':24}{'live (served)':>15}{'replay':>15}",
         f"{s['metric']:<24}{num(s['live']):>15}{num(s['replay']):>15}",
-        f"{'concept detections':<24}{str(s['live_detections'] if s['live_detections'] is not None else '-'):>15}"
+        f"{'concept detections':<24}{_or_dash(s['live_detections']):>15}"
         f"{s['replay_detections']:>15}",
         f"{'model / policy':<24}{'':>15}{s['model'] + ' / ' + s['policy']:>15}",
         f"predictions that differ from the served ones: {s['mismatches']}",
@@ -96,17 +110,32 @@ def plot(result: ReplayResult, path: str, window: int = 500) -> None:
             values = (rows[column] == rows["label"]).astype(float)
         else:
             values = (rows[column].astype(float) - rows["label"].astype(float)).abs()
-        ax.plot(rows["offset"], values.rolling(window, min_periods=1).mean(), style, lw=1,
-                label=f"{column} ({window}-event rolling "
-                      f"{'accuracy' if classification else 'MAE'})")
+        ax.plot(
+            rows["offset"],
+            values.rolling(window, min_periods=1).mean(),
+            style,
+            lw=1,
+            label=f"{column} ({window}-event rolling {'accuracy' if classification else 'MAE'})",
+        )
     marked = frame[frame["drift"] != ""]
     for i, (_, row) in enumerate(marked.iterrows()):
-        ax.axvline(row["offset"], color="red", lw=0.8, alpha=0.6,
-                   label="drift (replay)" if i == 0 else None)
+        ax.axvline(
+            row["offset"],
+            color="red",
+            lw=0.8,
+            alpha=0.6,
+            label="drift (replay)" if i == 0 else None,
+        )
     ax.set_xlabel("event offset")
-    ax.set_title(f"replay of partition {result.partition}: {result.learner.config.model}, "
-                 f"policy {result.learner.config.drift_policy}")
+    ax.set_title(
+        f"replay of partition {result.partition}: {result.learner.config.model}, "
+        f"policy {result.learner.config.drift_policy}"
+    )
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else str(value)

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import time
 
-from consumers.reader import read_partitions
-from producers.kafka_client import Consumer, KafkaSettings, Producer
+from driftstream.consumers.reader import read_partitions
+from driftstream.transport.kafka_client import Consumer, KafkaSettings, Producer
 
 MAX_RECORD_BYTES = 64 << 20
 
 
-def republish(source: KafkaSettings, topic: str, target: KafkaSettings, to_topic: str,
-              from_offset: int = 0, to_offset: int | None = None, from_time: int | None = None,
-              to_time: int | None = None, rate: float | None = None,
-              partitions: list[int] | None = None) -> dict[int, int]:
+def republish(
+    source: KafkaSettings,
+    topic: str,
+    target: KafkaSettings,
+    to_topic: str,
+    from_offset: int = 0,
+    to_offset: int | None = None,
+    from_time: int | None = None,
+    to_time: int | None = None,
+    rate: float | None = None,
+    partitions: list[int] | None = None,
+) -> dict[int, int]:
     """Copy records; returns how many were copied per partition."""
     consumer = Consumer(source)
     try:
@@ -37,22 +45,26 @@ def republish(source: KafkaSettings, topic: str, target: KafkaSettings, to_topic
     finally:
         target_consumer.close()
     if not target_partitions or max(chosen) >= len(target_partitions):
-        raise ValueError(f"target topic {to_topic!r} must exist with at least {max(chosen) + 1} "
-                         f"partitions (has {len(target_partitions)}): create it first, e.g. "
-                         "with `driftstream topics create`")
+        raise ValueError(
+            f"target topic {to_topic!r} must exist with at least {max(chosen) + 1} "
+            f"partitions (has {len(target_partitions)}): create it first, e.g. "
+            "with `driftstream topics create`"
+        )
     records = read_partitions(source, [(topic, p) for p in chosen], from_offset, to_offset)
     # Any record the source holds is copied; the target broker decides what it takes (a record
     # it refuses fails the copy at the end, with its reason).
-    producer = Producer(target, client_id="driftstream-republish",
-                        max_request_size=MAX_RECORD_BYTES)
+    producer = Producer(
+        target, client_id="driftstream-republish", max_request_size=MAX_RECORD_BYTES
+    )
     copied = {p: 0 for p in chosen}
     started = time.monotonic()
     sent = 0
     try:
         for (_, p), recs in sorted(records.items()):
             for r in recs:
-                if (from_time is not None and r.timestamp < from_time) or \
-                        (to_time is not None and r.timestamp >= to_time):
+                if (from_time is not None and r.timestamp < from_time) or (
+                    to_time is not None and r.timestamp >= to_time
+                ):
                     continue
                 producer.send(to_topic, r.value, r.key, p, r.timestamp)
                 copied[p] += 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from producers.kafka_client import Consumer, KafkaSettings, topic_names
-from state.checkpoints import StateStore
+from driftstream.state.checkpoints import StateStore
+from driftstream.transport.kafka_client import Consumer, KafkaSettings, topic_names
 
 
 def partition_status(settings: KafkaSettings, prefix: str, state_path: str) -> list[dict]:
@@ -26,18 +26,22 @@ def partition_status(settings: KafkaSettings, prefix: str, state_path: str) -> l
             drifts = store.drift_log(p)
             last_drift = drifts[-1]["record"] if drifts else None
             metrics = info.get("metrics", {})
-            rows.append({
-                "partition": p,
-                "events_lag": _lag(highs.get((inputs[0], p)), offsets.get(inputs[0], 0)),
-                "labels_lag": _lag(highs.get((inputs[1], p)), offsets.get(inputs[1], 0)),
-                "model": info.get("model"),
-                "checkpoint": cp.version if cp else None,
-                "checkpoint_age_s": round(time.time() - cp.created_at / 1000, 1) if cp else None,
-                "rolling": {k: v for k, v in metrics.items() if k.startswith("rolling_")},
-                "pending": info.get("pending"),
-                "late": info.get("late"),
-                "last_drift": last_drift,
-            })
+            rows.append(
+                {
+                    "partition": p,
+                    "events_lag": _lag(highs.get((inputs[0], p)), offsets.get(inputs[0], 0)),
+                    "labels_lag": _lag(highs.get((inputs[1], p)), offsets.get(inputs[1], 0)),
+                    "model": info.get("model"),
+                    "checkpoint": cp.version if cp else None,
+                    "checkpoint_age_s": round(time.time() - cp.created_at / 1000, 1)
+                    if cp
+                    else None,
+                    "rolling": {k: v for k, v in metrics.items() if k.startswith("rolling_")},
+                    "pending": info.get("pending"),
+                    "late": info.get("late"),
+                    "last_drift": last_drift,
+                }
+            )
         return rows
     finally:
         consumer.close()
@@ -63,8 +67,10 @@ def _lag(high: int | None, done: int) -> int | None:
 def format_status(rows: list[dict]) -> str:
     if not rows:
         return "no partitions (does the events topic exist?)"
-    lines = [f"{'part':>4} {'events lag':>10} {'labels lag':>10} {'model':>12} {'pending':>8} "
-             f"{'late':>6} {'rolling metric':>16}  last drift"]
+    lines = [
+        f"{'part':>4} {'events lag':>10} {'labels lag':>10} {'model':>12} {'pending':>8} "
+        f"{'late':>6} {'rolling metric':>16}  last drift"
+    ]
     for r in rows:
         model = r["model"]
         ver = f"g{model['generation']}.u{model['updates']}" if model else "-"
@@ -72,8 +78,10 @@ def format_status(rows: list[dict]) -> str:
         metric = f"{rolling[0][8:]}={rolling[1]:.4f}" if rolling else "-"
         d = r["last_drift"]
         drift = f"{d['kind']} at n={d.get('n_seen')} ({d.get('action')})" if d else "-"
-        lines.append(f"{r['partition']:>4} {_s(r['events_lag']):>10} {_s(r['labels_lag']):>10} "
-                     f"{ver:>12} {_s(r['pending']):>8} {_s(r['late']):>6} {metric:>16}  {drift}")
+        lines.append(
+            f"{r['partition']:>4} {_s(r['events_lag']):>10} {_s(r['labels_lag']):>10} "
+            f"{ver:>12} {_s(r['pending']):>8} {_s(r['late']):>6} {metric:>16}  {drift}"
+        )
     return "\n".join(lines)
 
 

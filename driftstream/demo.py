@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from consumers.worker import Worker, WorkerOptions
-from consumers.reader import read_topic
-from producers.kafka_client import Admin, KafkaSettings, topic_names
-from producers.publisher import EventPublisher, publish_samples
-from producers.sources import synthetic
-from stream.learner import LearnerConfig
+from driftstream.consumers.reader import read_topic
+from driftstream.consumers.worker import Worker, WorkerOptions
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import synthetic
+from driftstream.stream.learner import LearnerConfig
+from driftstream.transport.kafka_client import Admin, KafkaSettings, topic_names
 
 START_TS = 1_700_000_000_000  # fixed event time of the first event: the demo is reproducible
 
@@ -56,19 +56,37 @@ def run_demo(opts: DemoOptions, settings: KafkaSettings | None = None, out=sys.s
         admin.close()
         print(f"topics {prefix}{{events,labels,predictions,drift,metrics,deadletter}}", file=out)
 
-        samples = list(synthetic("sea", n=opts.n, seed=opts.seed, drift_at=[opts.drift_at],
-                                 label_delay=opts.label_delay, start_ts=START_TS))
+        samples = list(
+            synthetic(
+                "sea",
+                n=opts.n,
+                seed=opts.seed,
+                drift_at=[opts.drift_at],
+                label_delay=opts.label_delay,
+                start_ts=START_TS,
+            )
+        )
         publisher = EventPublisher(settings, prefix)
-        producer = threading.Thread(target=publish_samples, args=(publisher, samples),
-                                    daemon=True)
+        producer = threading.Thread(target=publish_samples, args=(publisher, samples), daemon=True)
         producer.start()
-        print(f"publishing {opts.n} SEA events (concept changes at {opts.drift_at}), labels "
-              f"delayed by {opts.label_delay}; worker: model={opts.model} "
-              f"policy={opts.drift_policy}", file=out)
+        print(
+            f"publishing {opts.n} SEA events (concept changes at {opts.drift_at}), labels "
+            f"delayed by {opts.label_delay}; worker: model={opts.model} "
+            f"policy={opts.drift_policy}",
+            file=out,
+        )
 
-        worker = Worker(settings, LearnerConfig(model=opts.model, drift_policy=opts.drift_policy),
-                        opts.state, WorkerOptions(group=f"{prefix}workers", topic_prefix=prefix,
-                                                  exit_when_idle=2.0, checkpoint_every=10_000))
+        worker = Worker(
+            settings,
+            LearnerConfig(model=opts.model, drift_policy=opts.drift_policy),
+            opts.state,
+            WorkerOptions(
+                group=f"{prefix}workers",
+                topic_prefix=prefix,
+                exit_when_idle=2.0,
+                checkpoint_every=10_000,
+            ),
+        )
         started = time.monotonic()
         progress = _Progress(out, started)
         worker.run(on_tick=progress)
@@ -104,9 +122,13 @@ class _Progress:
         accs = [s["metrics"].get("rolling_accuracy") for s in summaries]
         acc = next((a for a in accs if a is not None), None)
         rate = events / max(time.monotonic() - self.started, 1e-9)
-        print(f"  {'done' if final else '...'} {events:>7} events scored  {rate:>7,.0f}/s  "
-              f"rolling accuracy {'-' if acc is None else f'{acc:.3f}'}  "
-              f"concept drifts {drifts}", file=self.out, flush=True)
+        print(
+            f"  {'done' if final else '...'} {events:>7} events scored  {rate:>7,.0f}/s  "
+            f"rolling accuracy {'-' if acc is None else f'{acc:.3f}'}  "
+            f"concept drifts {drifts}",
+            file=self.out,
+            flush=True,
+        )
 
 
 def _read_all(settings: KafkaSettings, topic: str) -> list[dict]:
@@ -122,48 +144,70 @@ def _summarise(settings, topics, samples, opts: DemoOptions, elapsed: float) -> 
     acted = [pos for pos, d in zip(positions, drifts) if not d["action"].startswith("none")]
     after = [p for p in acted if p >= opts.drift_at]
     return {
-        "events": len(samples), "predictions": len(predictions), "seconds": round(elapsed, 2),
-        "events_per_s": round(len(samples) / elapsed), "accuracy": sum(correct) / len(correct),
-        "drift_at": opts.drift_at, "detections": positions, "acted_on": acted,
+        "events": len(samples),
+        "predictions": len(predictions),
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(len(samples) / elapsed),
+        "accuracy": sum(correct) / len(correct),
+        "drift_at": opts.drift_at,
+        "detections": positions,
+        "acted_on": acted,
         "detection_delay": (after[0] - opts.drift_at) if after else None,
-        "dead_letters": len(deadletters), "correct": correct,
+        "dead_letters": len(deadletters),
+        "correct": correct,
     }
 
 
 def _replay_check(settings: KafkaSettings, prefix: str, state: str) -> dict:
     """Replay the whole history from scratch, in the order the predictions recorded, and
     compare with what was served (as `driftstream replay --verify` does)."""
-    from consumers.replay import ReplayRange, replay, served_predictions, starting_point
-    from state.checkpoints import StateStore
+    from driftstream.consumers.replay import ReplayRange, replay, served_predictions, starting_point
+    from driftstream.state.checkpoints import StateStore
 
     topics = topic_names(prefix)
     with StateStore(state) as store:
-        learner, offsets, start = starting_point(store, 0, topics["events"], topics["labels"],
-                                                 ReplayRange())
+        learner, offsets, start = starting_point(
+            store, 0, topics["events"], topics["labels"], ReplayRange()
+        )
         late = store.latest(0).info["late"]
     served = served_predictions(settings, topics["predictions"], 0)
-    result = replay(settings, prefix, 0, learner, offsets, start, ReplayRange(), served,
-                    verify=True)
+    result = replay(
+        settings, prefix, 0, learner, offsets, start, ReplayRange(), served, verify=True
+    )
     mismatch = result.first_mismatch
-    return {"late_records": late, "replayed": len(result.rows),
-            "replay_first_mismatch": None if mismatch is None else mismatch["id"]}
+    return {
+        "late_records": late,
+        "replayed": len(result.rows),
+        "replay_first_mismatch": None if mismatch is None else mismatch["id"],
+    }
 
 
 def _print_summary(s: dict, out) -> None:
     print("\nsummary", file=out)
-    print(f"  events {s['events']}, predictions published {s['predictions']}, in {s['seconds']} s "
-          f"({s['events_per_s']:,} events/s end to end)", file=out)
+    print(
+        f"  events {s['events']}, predictions published {s['predictions']}, in {s['seconds']} s "
+        f"({s['events_per_s']:,} events/s end to end)",
+        file=out,
+    )
     print(f"  accuracy of served predictions {s['accuracy']:.4f}", file=out)
     print(f"  concept drift detections (event-time position) {s['detections']}", file=out)
-    print(f"  true change at {s['drift_at']}, first acted-on detection after it: "
-          f"{s['detection_delay']} samples later", file=out)
+    print(
+        f"  true change at {s['drift_at']}, first acted-on detection after it: "
+        f"{s['detection_delay']} samples later",
+        file=out,
+    )
     print(f"  dead letters {s['dead_letters']}", file=out)
     if s["replay_first_mismatch"] is None:
-        print(f"  replay of the whole history: all {s['replayed']} served predictions "
-              f"reproduced exactly ({s['late_records']} records had arrived late)", file=out)
+        print(
+            f"  replay of the whole history: all {s['replayed']} served predictions "
+            f"reproduced exactly ({s['late_records']} records had arrived late)",
+            file=out,
+        )
     else:
-        print(f"  replay of the whole history: MISMATCH at event {s['replay_first_mismatch']}",
-              file=out)
+        print(
+            f"  replay of the whole history: MISMATCH at event {s['replay_first_mismatch']}",
+            file=out,
+        )
 
 
 def _plot(s: dict, path: str, window: int = 500) -> None:

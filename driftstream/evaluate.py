@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from producers.sources import Sample, arrival_order
-from stream.learner import Learner, LearnerConfig
-from stream.offline import run_offline
-from stream.records import DriftReport, Event, Label, Prediction, Rejection
+from driftstream.producers.sources import Sample, arrival_order
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.offline import run_offline
+from driftstream.stream.records import DriftReport, Event, Label, Prediction, Rejection
 
 
 @dataclass
@@ -45,8 +45,12 @@ class Evaluation:
         }
 
 
-def evaluate(samples: list[Sample], config: LearnerConfig, drift_at: list[int] = (),
-             after_window: int = 10_000) -> Evaluation:
+def evaluate(
+    samples: list[Sample],
+    config: LearnerConfig,
+    drift_at: list[int] = (),
+    after_window: int = 10_000,
+) -> Evaluation:
     """Run ``samples`` through a learner; positions are sample indices (event order)."""
     events_s, labels_s = arrival_order(samples)
     position = {s.id: i for i, s in enumerate(samples)}
@@ -60,8 +64,14 @@ def evaluate(samples: list[Sample], config: LearnerConfig, drift_at: list[int] =
             served[out.id] = out.prediction
         elif isinstance(out, DriftReport):
             if out.kind == "concept":
-                result.concept_drifts.append({"labels_seen": out.n_seen, "event_ts": out.event_ts,
-                                              "action": out.action, **out.detector})
+                result.concept_drifts.append(
+                    {
+                        "labels_seen": out.n_seen,
+                        "event_ts": out.event_ts,
+                        "action": out.action,
+                        **out.detector,
+                    }
+                )
             else:
                 result.data_drifts += 1
         elif isinstance(out, Rejection):
@@ -87,7 +97,7 @@ def _drift_figures(result: Evaluation, samples, served, position, window: int) -
     result.false_alarms = sum(1 for p in detections if p < first)
     bounds = list(result.drift_at) + [len(samples)]
     for at, nxt in zip(bounds, bounds[1:]):
-        after = [c for c in correct[at:min(at + window, nxt)] if c is not None]
+        after = [c for c in correct[at : min(at + window, nxt)] if c is not None]
         if after:
             result.accuracy_after[at] = sum(after) / len(after)
         hits = [p for p in detections if at <= p < nxt]
@@ -96,19 +106,26 @@ def _drift_figures(result: Evaluation, samples, served, position, window: int) -
 
 def format_table(ev: Evaluation) -> str:
     """Human-readable report of an evaluation."""
-    lines = [f"model {ev.learner.config.model}, policy {ev.learner.config.drift_policy}, "
-             f"{ev.n_samples} samples, final version {ev.learner.version}"]
+    lines = [
+        f"model {ev.learner.config.model}, policy {ev.learner.config.drift_policy}, "
+        f"{ev.n_samples} samples, final version {ev.learner.version}"
+    ]
     for name, value in ev.learner.metrics.report().items():
-        lines.append(f"  {name:<22} {value:.4f}" if isinstance(value, float)
-                     else f"  {name:<22} {value}")
-    lines.append(f"  {'concept drifts':<22} {len(ev.concept_drifts)} at labels "
-                 f"{[d['labels_seen'] for d in ev.concept_drifts][:20]}")
+        lines.append(
+            f"  {name:<22} {value:.4f}" if isinstance(value, float) else f"  {name:<22} {value}"
+        )
+    lines.append(
+        f"  {'concept drifts':<22} {len(ev.concept_drifts)} at labels "
+        f"{[d['labels_seen'] for d in ev.concept_drifts][:20]}"
+    )
     lines.append(f"  {'data drifts':<22} {ev.data_drifts}")
     for at in ev.drift_at:
         acc = ev.accuracy_after.get(at)
-        lines.append(f"  drift at {at}: accuracy over next samples "
-                     f"{'n/a' if acc is None else f'{acc:.4f}'}, detection delay "
-                     f"{ev.detection_delay.get(at)}")
+        lines.append(
+            f"  drift at {at}: accuracy over next samples "
+            f"{'n/a' if acc is None else f'{acc:.4f}'}, detection delay "
+            f"{ev.detection_delay.get(at)}"
+        )
     if ev.drift_at:
         lines.append(f"  {'false alarms':<22} {ev.false_alarms}")
     if ev.rejected:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
-from typing import IO, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO
 
 import orjson
 
@@ -64,8 +65,7 @@ class JsonFormatter(_Redacting):
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc)
-                          .isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -80,8 +80,12 @@ class JsonFormatter(_Redacting):
         return self.redact(line)
 
 
-def setup(level: str = "INFO", fmt: str = "auto", stream: IO[str] | None = None,
-          secrets: Iterable[str] = ()) -> logging.Handler:
+def setup(
+    level: str = "INFO",
+    fmt: str = "auto",
+    stream: IO[str] | None = None,
+    secrets: Iterable[str] = (),
+) -> logging.Handler:
     """Send all logging to ``stream`` (default stderr) in ``fmt``; returns the handler."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")

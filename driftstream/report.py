@@ -12,11 +12,11 @@ import base64
 import html
 import io
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from state.checkpoints import StateStore
+from driftstream.state.checkpoints import StateStore
 
 __all__ = ["build_report", "write_report"]
 
@@ -51,8 +51,7 @@ def _x_label(values: list[int]) -> tuple[str, bool]:
 def _xs(values: list[int], is_ms: bool) -> list:
     if not is_ms:
         return values
-    return [datetime.fromtimestamp(v / 1000, tz=timezone.utc).replace(tzinfo=None)
-            for v in values]
+    return [datetime.fromtimestamp(v / 1000, tz=UTC).replace(tzinfo=None) for v in values]
 
 
 def _timed(rows: list[dict]) -> list[dict]:
@@ -98,34 +97,60 @@ def load(state_path: str | Path) -> dict[str, Any]:
     by_partition: dict[int, list[dict]] = defaultdict(list)
     for row in checkpoints:
         by_partition[row["partition"]].append(row)
-    return {"checkpoints": dict(by_partition), "drifts": [d["record"] for d in drifts],
-            "versions": versions}
+    return {
+        "checkpoints": dict(by_partition),
+        "drifts": [d["record"] for d in drifts],
+        "versions": versions,
+    }
 
 
 def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
     fig, ax = _figure(f"rolling {metric} per partition, with concept drifts")
     for p, rows in sorted(data["checkpoints"].items()):
-        pts = [(r["info"]["clock"], r["info"]["metrics"].get(f"rolling_{metric}"))
-               for r in _timed(rows) if r["info"].get("metrics")]
+        pts = [
+            (r["info"]["clock"], r["info"]["metrics"].get(f"rolling_{metric}"))
+            for r in _timed(rows)
+            if r["info"].get("metrics")
+        ]
         pts = [(x, y) for x, y in pts if y is not None]
         if pts:
-            ax.plot(_xs([x for x, _ in pts], is_ms), [y for _, y in pts], marker=".",
-                    markersize=3, linewidth=1.4, color=_colour(p), label=f"partition {p}")
+            ax.plot(
+                _xs([x for x, _ in pts], is_ms),
+                [y for _, y in pts],
+                marker=".",
+                markersize=3,
+                linewidth=1.4,
+                color=_colour(p),
+                label=f"partition {p}",
+            )
     acted = False
     for d in data["drifts"]:
         if d.get("kind") != "concept":
             continue
         act = not str(d.get("action", "none")).startswith("none")
         acted |= act
-        ax.axvline(_xs([d["event_ts"]], is_ms)[0], color=_colour(d["partition"]),
-                   linestyle="-" if act else ":", linewidth=1.6, alpha=0.8)
+        ax.axvline(
+            _xs([d["event_ts"]], is_ms)[0],
+            color=_colour(d["partition"]),
+            linestyle="-" if act else ":",
+            linewidth=1.6,
+            alpha=0.8,
+        )
     data_drifts = [d for d in data["drifts"] if d.get("kind") == "data"]
     if data_drifts:
-        ax.plot(_xs([d["event_ts"] for d in data_drifts], is_ms), [0.02] * len(data_drifts),
-                "|", markersize=10, color="#555", transform=ax.get_xaxis_transform(),
-                label="data drift (a feature)")
-    ax.set_xlabel(xlabel + ("; solid line: concept drift acted on, dotted: reported only"
-                            if data["drifts"] else ""))
+        ax.plot(
+            _xs([d["event_ts"] for d in data_drifts], is_ms),
+            [0.02] * len(data_drifts),
+            "|",
+            markersize=10,
+            color="#555",
+            transform=ax.get_xaxis_transform(),
+            label="data drift (a feature)",
+        )
+    ax.set_xlabel(
+        xlabel
+        + ("; solid line: concept drift acted on, dotted: reported only" if data["drifts"] else "")
+    )
     ax.set_ylabel(f"rolling {metric}")
     _legend(ax, fontsize=8, loc="best")
     return _png(fig)
@@ -134,20 +159,35 @@ def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
 def _generation_plot(data: dict, is_ms: bool, xlabel: str) -> str:
     """Generation per partition over event time: the checkpoints, plus each drift record's
     model_after at its own event time (exact change points between checkpoints)."""
-    fig, ax = _figure("model generation per partition (changes when a drift policy replaces "
-                      "the model)", height=2.8)
+    fig, ax = _figure(
+        "model generation per partition (changes when a drift policy replaces the model)",
+        height=2.8,
+    )
     for p, rows in sorted(data["checkpoints"].items()):
         pts = [(r["info"]["clock"], r["generation"]) for r in _timed(rows)]
-        pts += [(d["event_ts"], d["model_after"]["generation"]) for d in data["drifts"]
-                if d["partition"] == p and d.get("kind") == "concept" and d.get("model_after")]
-        pts += [(v["event_ts"], v["generation"]) for v in data["versions"]
-                if v["partition"] == p and v.get("event_ts") is not None]
+        pts += [
+            (d["event_ts"], d["model_after"]["generation"])
+            for d in data["drifts"]
+            if d["partition"] == p and d.get("kind") == "concept" and d.get("model_after")
+        ]
+        pts += [
+            (v["event_ts"], v["generation"])
+            for v in data["versions"]
+            if v["partition"] == p and v.get("event_ts") is not None
+        ]
         pts.sort()
         if pts:
-            ax.step(_xs([x for x, _ in pts], is_ms), [g for _, g in pts], where="post",
-                    color=_colour(p), linewidth=1.6, label=f"partition {p}")
-    top = max([g for rows in data["checkpoints"].values() for g in
-               (r["generation"] for r in rows)] + [1])
+            ax.step(
+                _xs([x for x, _ in pts], is_ms),
+                [g for _, g in pts],
+                where="post",
+                color=_colour(p),
+                linewidth=1.6,
+                label=f"partition {p}",
+            )
+    top = max(
+        [g for rows in data["checkpoints"].values() for g in (r["generation"] for r in rows)] + [1]
+    )
     ax.set_ylim(-0.5, top + 0.5)  # whole generations; a flat line at 0 is not a 0.04 zoom
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel(xlabel)
@@ -157,8 +197,9 @@ def _generation_plot(data: dict, is_ms: bool, xlabel: str) -> str:
 
 
 def _deadletter_plot(rejected: dict[int, dict[str, int]]) -> str:
-    fig, ax = _figure("dead letters by reason (as of each partition's newest checkpoint)",
-                      height=3.0)
+    fig, ax = _figure(
+        "dead letters by reason (as of each partition's newest checkpoint)", height=3.0
+    )
     reasons = sorted({r for counts in rejected.values() for r in counts})
     bottom = [0] * len(reasons)
     for p, counts in sorted(rejected.items()):
@@ -173,8 +214,7 @@ def _deadletter_plot(rejected: dict[int, dict[str, int]]) -> str:
 
 def _delay_plot(delays: dict, is_ms: bool) -> str:
     """Joined labels by event-time delay, in the learner's power-of-two buckets."""
-    fig, ax = _figure("label delay (event time from event to label), all labels joined",
-                      height=2.8)
+    fig, ax = _figure("label delay (event time from event to label), all labels joined", height=2.8)
     bounds = sorted({int(b) for counts in delays.values() for b in counts})
     names = [f"≤{b}" for b in bounds]
     bottom = [0] * len(bounds)
@@ -190,14 +230,23 @@ def _delay_plot(delays: dict, is_ms: bool) -> str:
 
 
 def _pending_plot(data: dict, is_ms: bool, xlabel: str) -> str:
-    fig, ax = _figure("events waiting for their label (pending joins) at each checkpoint",
-                      height=2.8)
+    fig, ax = _figure(
+        "events waiting for their label (pending joins) at each checkpoint", height=2.8
+    )
     for p, rows in sorted(data["checkpoints"].items()):
-        pts = [(r["info"]["clock"], r["info"]["pending"]) for r in _timed(rows)
-               if "pending" in r["info"]]
+        pts = [
+            (r["info"]["clock"], r["info"]["pending"])
+            for r in _timed(rows)
+            if "pending" in r["info"]
+        ]
         if pts:
-            ax.plot(_xs([x for x, _ in pts], is_ms), [y for _, y in pts], color=_colour(p),
-                    linewidth=1.4, label=f"partition {p}")
+            ax.plot(
+                _xs([x for x, _ in pts], is_ms),
+                [y for _, y in pts],
+                color=_colour(p),
+                linewidth=1.4,
+                label=f"partition {p}",
+            )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("pending")
     _legend(ax, fontsize=8)
@@ -216,8 +265,13 @@ def _summary_table(data: dict, metric: str | None, is_ms: bool) -> str:
     cols = ["partition", "checkpoints", "model", "events", "labels", "pending"]
     if metric:
         cols += [metric, f"rolling {metric}", f"baseline {metric}"]
-    cols += ["concept drifts", "data drifts", "dead letters", "last checkpoint (UTC)",
-             "last concept drift"]
+    cols += [
+        "concept drifts",
+        "data drifts",
+        "dead letters",
+        "last checkpoint (UTC)",
+        "last concept drift",
+    ]
     rows = []
     for p, cps in sorted(data["checkpoints"].items()):
         last = cps[-1]
@@ -227,22 +281,37 @@ def _summary_table(data: dict, metric: str | None, is_ms: bool) -> str:
         last_drift = None
         if concept:
             ts = concept[-1]["event_ts"]
-            last_drift = (_xs([ts], True)[0].isoformat(sep=" ", timespec="seconds") if is_ms
-                          else f"t={ts}") + f" ({concept[-1].get('action')})"
-        row = [p, len(cps), f"g{last['generation']}.u{last['updates']}", info.get("n_events"),
-               info.get("n_labels"), info.get("pending")]
+            last_drift = (
+                _xs([ts], True)[0].isoformat(sep=" ", timespec="seconds") if is_ms else f"t={ts}"
+            ) + f" ({concept[-1].get('action')})"
+        row = [
+            p,
+            len(cps),
+            f"g{last['generation']}.u{last['updates']}",
+            info.get("n_events"),
+            info.get("n_labels"),
+            info.get("pending"),
+        ]
         if metric:
             row += [m.get(metric), m.get(f"rolling_{metric}"), m.get(f"baseline_{metric}")]
-        row += [info.get("drifts", {}).get("concept"), info.get("drifts", {}).get("data"),
-                sum(info.get("rejected", {}).values()),
-                datetime.fromtimestamp(last["created_at"] / 1000, tz=timezone.utc)
-                .strftime("%Y-%m-%d %H:%M:%S"), last_drift]
+        row += [
+            info.get("drifts", {}).get("concept"),
+            info.get("drifts", {}).get("data"),
+            sum(info.get("rejected", {}).values()),
+            datetime.fromtimestamp(last["created_at"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            last_drift,
+        ]
         rows.append(row)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=l" if i >= len(cols) - 2 else ""}>'
-                         f"{html.escape(_fmt(v))}</td>" for i, v in enumerate(row)) + "</tr>"
-        for row in rows)
+        "<tr>"
+        + "".join(
+            f"<td{' class=l' if i >= len(cols) - 2 else ''}>{html.escape(_fmt(v))}</td>"
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -254,18 +323,23 @@ def build_report(state_path: str | Path) -> str:
     """The HTML page for a state file (a string; nothing is written)."""
     data = load(state_path)
     title = f"driftstream report: {Path(state_path).name}"
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    parts.append(f"<p class=note>State file {html.escape(str(Path(state_path).resolve()))}, "
-                 f"report generated {generated} UTC. One data point per checkpoint.</p>")
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    parts.append(
+        f"<p class=note>State file {html.escape(str(Path(state_path).resolve()))}, "
+        f"report generated {generated} UTC. One data point per checkpoint.</p>"
+    )
     if not data["checkpoints"]:
-        parts.append("<p>The state file has no checkpoints yet: no worker has saved any "
-                     "partition.</p></body></html>")
+        parts.append(
+            "<p>The state file has no checkpoints yet: no worker has saved any "
+            "partition.</p></body></html>"
+        )
         return "".join(parts)
     infos = [r["info"] for rows in data["checkpoints"].values() for r in rows]
-    metric = next((_primary(i["metrics"]) for i in infos if _primary(i.get("metrics", {}))),
-                  None)
+    metric = next((_primary(i["metrics"]) for i in infos if _primary(i.get("metrics", {}))), None)
     xlabel, is_ms = _x_label([i["clock"] for i in infos if i.get("clock", NO_CLOCK) > NO_CLOCK])
 
     parts.append("<h2>Partitions (newest checkpoint)</h2>")
@@ -281,22 +355,24 @@ def build_report(state_path: str | Path) -> str:
     parts.append(_img(_generation_plot(data, is_ms, xlabel), "model generations"))
 
     parts.append("<h2>Dead letters</h2>")
-    rejected = {p: rows[-1]["info"].get("rejected", {})
-                for p, rows in data["checkpoints"].items()}
+    rejected = {p: rows[-1]["info"].get("rejected", {}) for p, rows in data["checkpoints"].items()}
     if any(rejected.values()):
         parts.append(_img(_deadletter_plot(rejected), "dead letters by reason"))
     else:
         parts.append("<p>No dead letters: every record was decoded, validated and joined.</p>")
 
     parts.append("<h2>Label delay</h2>")
-    delays = {p: rows[-1]["info"].get("label_delays", {})
-              for p, rows in data["checkpoints"].items()}
+    delays = {
+        p: rows[-1]["info"].get("label_delays", {}) for p, rows in data["checkpoints"].items()
+    }
     if any(delays.values()):
         parts.append(_img(_delay_plot(delays, is_ms), "label delay distribution"))
     else:
         parts.append("<p>No label joined yet: no delay to show.</p>")
-    parts.append("<p class=note>Pending joins at each checkpoint: a growing count means labels "
-                 "arrive later than before, or not at all (see <code>--pending-ttl</code>).</p>")
+    parts.append(
+        "<p class=note>Pending joins at each checkpoint: a growing count means labels "
+        "arrive later than before, or not at all (see <code>--pending-ttl</code>).</p>"
+    )
     parts.append(_img(_pending_plot(data, is_ms, xlabel), "pending joins"))
     parts.append("</body></html>")
     return "".join(parts)

@@ -17,28 +17,41 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from producers.kafka_client import KafkaSettings, Producer, topic_names
-from producers.sources import Sample, event_record, label_record
-from stream.codec import InvalidRecord, decode_event, decode_label, encode
+from driftstream.producers.sources import Sample, event_record, label_record
+from driftstream.stream.codec import InvalidRecord, decode_event, decode_label, encode
+from driftstream.transport.kafka_client import KafkaSettings, Producer, topic_names
 
 
 class EventPublisher:
     """Sends validated events and labels; invalid ones raise `InvalidRecord` before sending."""
 
-    def __init__(self, settings: KafkaSettings, topic_prefix: str = "",
-                 producer: Producer | None = None):
+    def __init__(
+        self, settings: KafkaSettings, topic_prefix: str = "", producer: Producer | None = None
+    ):
         self.topics = topic_names(topic_prefix)
         self.producer = producer or Producer(settings, client_id="driftstream-publisher")
 
-    def publish_event(self, id: str, features: dict[str, Any], key: str | None = None,
-                      ts: int | str | None = None, partition: int | None = None):
+    def publish_event(
+        self,
+        id: str,
+        features: dict[str, Any],
+        key: str | None = None,
+        ts: int | str | None = None,
+        partition: int | None = None,
+    ):
         record = {"id": id, "features": features}
         if ts is not None:
             record["ts"] = ts
         return self._send("events", record, decode_event, key or id, partition, ts)
 
-    def publish_label(self, id: str, label: Any, key: str | None = None,
-                      ts: int | str | None = None, partition: int | None = None):
+    def publish_label(
+        self,
+        id: str,
+        label: Any,
+        key: str | None = None,
+        ts: int | str | None = None,
+        partition: int | None = None,
+    ):
         record = {"id": id, "label": label}
         if ts is not None:
             record["ts"] = ts
@@ -58,8 +71,13 @@ class EventPublisher:
         self.producer.close()
 
 
-def publish_samples(publisher: EventPublisher, samples: Iterable[Sample], rate: float | None = None,
-                    partitions: int | None = None, progress: bool = False) -> dict[str, int]:
+def publish_samples(
+    publisher: EventPublisher,
+    samples: Iterable[Sample],
+    rate: float | None = None,
+    partitions: int | None = None,
+    progress: bool = False,
+) -> dict[str, int]:
     """Publish events and labels interleaved in the order they happen (event time).
 
     The order is River's `simulate_qa` order: a label is sent once its reveal time is reached,
@@ -85,8 +103,12 @@ def publish_samples(publisher: EventPublisher, samples: Iterable[Sample], rate: 
             _, p, old = heapq.heappop(pending)
             send_label(old, p)
         rec = event_record(s)
-        publisher.publish_event(rec["id"], rec["features"], ts=rec["ts"],
-                                partition=pos % partitions if partitions else None)
+        publisher.publish_event(
+            rec["id"],
+            rec["features"],
+            ts=rec["ts"],
+            partition=pos % partitions if partitions else None,
+        )
         n_events += 1
         if s.label_ts is not None:
             heapq.heappush(pending, (s.label_ts, pos, s))
@@ -109,8 +131,9 @@ def _progress(done: int, total: int, start: float) -> None:
     width = 30
     filled = int(width * done / total) if total else width
     rate = done / max(time.monotonic() - start, 1e-9)
-    sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} events "
-                     f"({rate:,.0f}/s)")
+    sys.stderr.write(
+        f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} events ({rate:,.0f}/s)"
+    )
     sys.stderr.flush()
 
 

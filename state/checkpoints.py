@@ -17,11 +17,12 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -182,9 +183,7 @@ class StateStore:
                 "info": str,
             },
             pk=("partition", "version"),
-            not_null={
-                "created_at", "state", "sha256", "offsets", "generation", "updates", "info"
-            },
+            not_null={"created_at", "state", "sha256", "offsets", "generation", "updates", "info"},
         )
         db["drift_log"].create(
             {
@@ -212,8 +211,13 @@ class StateStore:
             },
             pk="id",
             not_null={
-                "partition", "generation", "updates", "reason", "checkpoint_version",
-                "created_at", "info",
+                "partition",
+                "generation",
+                "updates",
+                "reason",
+                "checkpoint_version",
+                "created_at",
+                "info",
             },
         )
         db["model_versions"].create_index(["partition", "id"])
@@ -434,7 +438,7 @@ class StateStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "StateStore":
+    def __enter__(self) -> StateStore:
         return self
 
     def __exit__(

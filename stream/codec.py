@@ -17,12 +17,12 @@ not_object
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from stream.records import Event, Label, Rejection
+from driftstream.stream.records import Event, Label, Rejection
 
 # Every reason a record can be rejected for, with what it means.
 REASONS = {
@@ -36,7 +36,7 @@ REASONS = {
     "bad_features": "features is absent or not an object",
     "wrong_type": "a feature value is not a number, string, bool or null",
     "bad_timestamp": "ts is neither epoch-ms (int) nor an ISO-8601 string, or is more than a "
-                     "day after the record's Kafka timestamp",
+    "day after the record's Kafka timestamp",
     "missing_label": "the label is absent or null",
     "wrong_label_type": "the label's type does not fit the task",
     "missing_feature": "a feature the schema requires is absent",
@@ -73,7 +73,9 @@ def decode_event(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_M
     event_id = _get_id(obj)
     features = obj.get("features")
     if not isinstance(features, dict):
-        raise InvalidRecord("bad_features", f"features is {_type_name(features)}, expected an object")
+        raise InvalidRecord(
+            "bad_features", f"features is {_type_name(features)}, expected an object"
+        )
     for name, v in features.items():
         if v is None or v.__class__ in _SCALARS:
             continue
@@ -93,8 +95,9 @@ def decode_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_M
     return Label(label_id, label, _get_ts(obj, timestamp))
 
 
-def decode_records(records, kind: str, topic: str, partition: int, last_ts: int,
-                   start_offset: int = 0) -> tuple[list[tuple[int, Any]], int]:
+def decode_records(
+    records, kind: str, topic: str, partition: int, last_ts: int, start_offset: int = 0
+) -> tuple[list[tuple[int, Any]], int]:
     """Decode one partition's ``(offset, timestamp, value)`` records for the merge.
 
     Returns ``(ts, Event | Label | Rejection)`` pairs for the records at or after
@@ -133,7 +136,7 @@ def encode(obj: dict) -> bytes:
 
 
 _SCALARS = frozenset({int, float, str, bool})
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 
@@ -187,22 +190,31 @@ def _get_ts(obj: dict, kafka_ts: int) -> int:
         except ValueError:
             raise InvalidRecord("bad_timestamp", f"ts {ts[:40]!r} is not ISO-8601") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         # Exact integer arithmetic: int(timestamp() * 1000) is one ms short for ~1 % of
         # millisecond timestamps (float rounding), e.g. 1987-03-12T00:11:34.550Z.
         ts = (parsed - _EPOCH) // _ONE_MS
     elif cls is not int:
         raise InvalidRecord("bad_timestamp", f"ts is {_type_name(ts)}")
     if ts - kafka_ts > MAX_TS_AHEAD_MS and kafka_ts >= 0:
-        raise InvalidRecord("bad_timestamp", f"ts {ts} is {(ts - kafka_ts) / _DAY_MS:,.1f} "
-                            f"days after the record's Kafka timestamp {kafka_ts} (more than "
-                            f"{MAX_TS_AHEAD_MS / _DAY_MS:g} day(s); microseconds instead of "
-                            "milliseconds?)")
+        raise InvalidRecord(
+            "bad_timestamp",
+            f"ts {ts} is {(ts - kafka_ts) / _DAY_MS:,.1f} "
+            f"days after the record's Kafka timestamp {kafka_ts} (more than "
+            f"{MAX_TS_AHEAD_MS / _DAY_MS:g} day(s); microseconds instead of "
+            "milliseconds?)",
+        )
     return ts
 
 
 def _type_name(v: Any) -> str:
     if v is None:
         return "null"
-    return {dict: "an object", list: "an array", str: "a string", bool: "a bool",
-            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a bool",
+        int: "an integer",
+        float: "a number",
+    }.get(type(v), type(v).__name__)

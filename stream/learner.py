@@ -30,13 +30,13 @@ from typing import Any
 
 import orjson
 
-from stream.codec import InvalidRecord, check_label_type
-from stream.drift import DataDriftMonitor, ErrorMonitor
-from stream.metrics import MetricSet
-from stream.models import build_model, task_of
-from stream.policies import ServedModel, error
-from stream.records import DriftReport, Event, Label, Prediction, Rejection
-from stream.schema import FeatureSchema
+from driftstream.stream.codec import InvalidRecord, check_label_type
+from driftstream.stream.drift import DataDriftMonitor, ErrorMonitor
+from driftstream.stream.metrics import MetricSet
+from driftstream.stream.models import build_model, task_of
+from driftstream.stream.policies import ServedModel, error
+from driftstream.stream.records import DriftReport, Event, Label, Prediction, Rejection
+from driftstream.stream.schema import FeatureSchema
 
 
 @dataclasses.dataclass
@@ -83,11 +83,15 @@ class Learner:
         self.partition = partition
         model = build_model(config.model)
         self.task = task_of(model)
-        self.served = ServedModel(model, self.task, config.drift_policy, config.window_buffer,
-                                  config.reweight_horizon)
+        self.served = ServedModel(
+            model, self.task, config.drift_policy, config.window_buffer, config.reweight_horizon
+        )
         self.monitor = ErrorMonitor(config.adwin_delta, config.cooldown)
-        self.data_monitor = (DataDriftMonitor(config.data_drift_delta, config.data_drift_cooldown)
-                             if config.data_drift else None)
+        self.data_monitor = (
+            DataDriftMonitor(config.data_drift_delta, config.data_drift_cooldown)
+            if config.data_drift
+            else None
+        )
         self.metrics = MetricSet(self.task, config.metric_window)
         self.schema = FeatureSchema.from_dict(config.schema) if config.schema else FeatureSchema()
         # Oldest first. OrderedDict, not dict: a dict whose oldest entries keep being removed
@@ -151,14 +155,36 @@ class Learner:
         while self.pending and len(self.pending) >= self.config.max_pending:
             self._expire_oldest_pending(out, "max_pending reached")
         self.pending[event.id] = (x, pred, proba, per_model, served.generation, event.ts)
-        out.append(Prediction(event.id, pred, proba, served.generation, served.updates,
-                              self.partition, event.offset, event.ts, scored_at))
+        out.append(
+            Prediction(
+                event.id,
+                pred,
+                proba,
+                served.generation,
+                served.updates,
+                self.partition,
+                event.offset,
+                event.ts,
+                scored_at,
+            )
+        )
         if self.data_monitor is not None:
             for feature, figures in self.data_monitor.update(x):
                 self.drifts["data"] += 1
-                out.append(DriftReport("data", self.partition, event.ts, self.n_events, figures,
-                                       "reported", served.version, served.version, feature,
-                                       event.id))
+                out.append(
+                    DriftReport(
+                        "data",
+                        self.partition,
+                        event.ts,
+                        self.n_events,
+                        figures,
+                        "reported",
+                        served.version,
+                        served.version,
+                        feature,
+                        event.id,
+                    )
+                )
         early = self.early.pop(event.id, None)
         if early is not None:
             self._join(early, out)
@@ -178,9 +204,12 @@ class Learner:
         if self.task == "classification" and label.label not in self.classes:
             if len(self.classes) >= self.config.max_classes:
                 return self._reject(
-                    out, label, "too_many_classes",
+                    out,
+                    label,
+                    "too_many_classes",
                     f"label {str(label.label)[:40]!r} would be class {len(self.classes) + 1}; "
-                    f"at most {self.config.max_classes} (--max-classes; an id sent as a label?)")
+                    f"at most {self.config.max_classes} (--max-classes; an id sent as a label?)",
+                )
             self.classes.add(label.label)
         if label.id in self.pending:
             self._join(label, out)
@@ -193,8 +222,12 @@ class Learner:
                 if not self.early:  # no room at all: a label must match a pending event
                     return self._reject(out, label, "unknown_id", "no event with this id")
                 oldest = next(iter(self.early))
-                self._reject(out, self.early.pop(oldest), "unknown_id",
-                             "no event with this id; early-label buffer full")
+                self._reject(
+                    out,
+                    self.early.pop(oldest),
+                    "unknown_id",
+                    "no event with this id; early-label buffer full",
+                )
             self.early[label.id] = label
         return out
 
@@ -214,13 +247,28 @@ class Learner:
             figures = self.monitor.update(err)
             if figures is not None:
                 before = served.version
-                rose = (figures["mean_before"] is None
-                        or figures["mean_after"] > figures["mean_before"])
-                action = (served.on_drift(err)
-                          if rose or self.config.act_on_decrease else "none (error fell)")
+                rose = (
+                    figures["mean_before"] is None or figures["mean_after"] > figures["mean_before"]
+                )
+                action = (
+                    served.on_drift(err)
+                    if rose or self.config.act_on_decrease
+                    else "none (error fell)"
+                )
                 self.drifts["concept"] += 1
-                out.append(DriftReport("concept", self.partition, label.ts, self.n_labels,
-                                       figures, action, before, served.version, id=label.id))
+                out.append(
+                    DriftReport(
+                        "concept",
+                        self.partition,
+                        label.ts,
+                        self.n_labels,
+                        figures,
+                        action,
+                        before,
+                        served.version,
+                        id=label.id,
+                    )
+                )
         try:
             served.learn(x, y, per_model if generation == served.generation else None, err)
         except Exception as e:
@@ -245,8 +293,12 @@ class Learner:
             oldest = next(iter(early))
             if ts - early[oldest].ts <= wait:
                 break
-            self._reject(out, early.pop(oldest), "unknown_id",
-                         f"no event with this id within early_label_wait={wait}")
+            self._reject(
+                out,
+                early.pop(oldest),
+                "unknown_id",
+                f"no event with this id within early_label_wait={wait}",
+            )
 
     def _expire_oldest_pending(self, out: list, why: str) -> None:
         self._expire_pending(next(iter(self.pending)), out, why)
@@ -260,8 +312,11 @@ class Learner:
 
     def _reject(self, out: list, record: Event | Label, reason: str, detail: str) -> list:
         self.count_rejection(reason)
-        out.append(Rejection(reason, detail, record.topic, record.partition, record.offset,
-                             record.raw, record.id))
+        out.append(
+            Rejection(
+                reason, detail, record.topic, record.partition, record.offset, record.raw, record.id
+            )
+        )
         return out
 
     def count_rejection(self, reason: str) -> None:
@@ -334,7 +389,7 @@ class RecentIds:
     def __init__(self, limit: int, ids: Iterable[str] = ()):
         self.limit = limit
         unique = list(dict.fromkeys(ids))
-        newest = unique[max(0, len(unique) - limit):]  # oldest first, as many as add() keeps
+        newest = unique[max(0, len(unique) - limit) :]  # oldest first, as many as add() keeps
         self._number = dict(zip(newest, range(len(newest))))  # id -> the how-many-th added
         self._id = dict(enumerate(newest))  # the reverse, to find the oldest without a scan
         self._oldest = 0
@@ -384,6 +439,7 @@ def _interning(code: int):
     def load(self) -> None:
         load_string(self)
         self.stack[-1] = sys.intern(self.stack[-1])
+
     return load
 
 

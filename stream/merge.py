@@ -79,8 +79,9 @@ class EventTimeMerge:
         return self.idle_ms is not None and now - self.last_arrival[stream] >= self.idle_ms
 
 
-def recorded_order(events: list[tuple[int, Any]], labels: list[tuple[int, Any]],
-                   labels_offset: dict[int, int]) -> Iterator[tuple[int, Any]]:
+def recorded_order(
+    events: list[tuple[int, Any]], labels: list[tuple[int, Any]], labels_offset: dict[int, int]
+) -> Iterator[tuple[int, Any]]:
     """Both streams in the order a live worker processed them, as its predictions recorded it.
 
     A live worker releases a record at once when the other stream is caught up, so a record
@@ -114,8 +115,9 @@ def recorded_order(events: list[tuple[int, Any]], labels: list[tuple[int, Any]],
         elif events[i][1].offset in labels_offset:
             take_label = labels[j][1].offset < labels_offset[events[i][1].offset]
         else:  # event time, but never a label past a later event's recorded place
-            take_label = ((bound[i] is None or labels[j][1].offset < bound[i])
-                          and labels[j][0] <= events[i][0])
+            take_label = (bound[i] is None or labels[j][1].offset < bound[i]) and labels[j][
+                0
+            ] <= events[i][0]
         if take_label:
             yield LABELS, labels[j][1]
             j += 1

@@ -11,7 +11,7 @@ an error that says what was wrong.
 >>> build_model("os.system('rm -rf /')")
 Traceback (most recent call last):
 ...
-stream.models.ModelSpecError: module 'os' is not a River module
+driftstream.stream.models.ModelSpecError: module 'os' is not a River module
 """
 
 from __future__ import annotations
@@ -32,11 +32,29 @@ PRESETS = {
 }
 
 # River submodules a spec may name.
-MODULES = frozenset({
-    "anomaly", "cluster", "compose", "ensemble", "feature_extraction", "feature_selection",
-    "forest", "imblearn", "linear_model", "multiclass", "naive_bayes", "neighbors", "neural_net",
-    "optim", "preprocessing", "rules", "stats", "tree", "drift",
-})
+MODULES = frozenset(
+    {
+        "anomaly",
+        "cluster",
+        "compose",
+        "ensemble",
+        "feature_extraction",
+        "feature_selection",
+        "forest",
+        "imblearn",
+        "linear_model",
+        "multiclass",
+        "naive_bayes",
+        "neighbors",
+        "neural_net",
+        "optim",
+        "preprocessing",
+        "rules",
+        "stats",
+        "tree",
+        "drift",
+    }
+)
 
 
 class ModelSpecError(ValueError):
@@ -78,7 +96,8 @@ def _build(node: ast.expr):
         for side in (left, right):  # e.g. an optimizer is a River class but no pipeline step
             if not isinstance(side, base.Estimator):
                 raise ModelSpecError(
-                    f"{type(side).__name__} is not an estimator and cannot be a pipeline step")
+                    f"{type(side).__name__} is not an estimator and cannot be a pipeline step"
+                )
         try:
             return left | right
         except Exception as e:
@@ -94,7 +113,9 @@ def _build(node: ast.expr):
                 raise ModelSpecError("**kwargs are not allowed in a model spec")
             kwargs[kw.arg] = _argument(kw.value)
         return _instantiate(cls, args, kwargs)
-    raise ModelSpecError(f"unexpected {ast.unparse(node)!r}: expected module.Class(...) joined by |")
+    raise ModelSpecError(
+        f"unexpected {ast.unparse(node)!r}: expected module.Class(...) joined by |"
+    )
 
 
 def _instantiate(cls: type, args: list, kwargs: dict):
@@ -115,13 +136,15 @@ def _argument(node: ast.expr):
 
 def _is_number(node: ast.expr) -> bool:
     return isinstance(node, ast.BinOp) and all(
-        isinstance(n, (ast.Constant, ast.UnaryOp)) for n in (node.left, node.right))
+        isinstance(n, (ast.Constant, ast.UnaryOp)) for n in (node.left, node.right)
+    )
 
 
 def _river_class(node: ast.expr) -> type:
     if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
         raise ModelSpecError(
-            f"only River classes written as module.Class are allowed, not {ast.unparse(node)!r}")
+            f"only River classes written as module.Class are allowed, not {ast.unparse(node)!r}"
+        )
     module, name = node.value.id, node.attr
     if module not in MODULES:
         raise ModelSpecError(f"module {module!r} is not a River module")

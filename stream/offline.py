@@ -15,14 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from stream.learner import Learner, LearnerConfig
-from stream.merge import EVENTS, LABELS, EventTimeMerge
-from stream.records import Event, Label
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.merge import EVENTS, LABELS, EventTimeMerge
+from driftstream.stream.records import Event, Label
 
 
-def run_offline(events: Iterable[Event], labels: Iterable[Label],
-                config: LearnerConfig | None = None, learner: Learner | None = None,
-                on_output: Callable[[object], None] | None = None):
+def run_offline(
+    events: Iterable[Event],
+    labels: Iterable[Label],
+    config: LearnerConfig | None = None,
+    learner: Learner | None = None,
+    on_output: Callable[[object], None] | None = None,
+):
     """Merge both streams by event time and process them; return (learner, outputs).
 
     With ``on_output`` the outputs are handed over one by one instead of being collected.
@@ -36,8 +40,7 @@ def run_offline(events: Iterable[Event], labels: Iterable[Label],
     collected: list = []
     emit = on_output or collected.append
     for stream, record in merge.pop_ready():
-        outs = (learner.process_event(record) if stream == EVENTS
-                else learner.process_label(record))
+        outs = learner.process_event(record) if stream == EVENTS else learner.process_label(record)
         for out in outs:
             emit(out)
     return learner, collected

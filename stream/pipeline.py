@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.codec import decode_records, encode
-from stream.learner import Learner
-from stream.merge import EVENTS, LABELS, EventTimeMerge
-from stream.records import DriftReport, Prediction, Rejection
+from driftstream.stream.codec import decode_records, encode
+from driftstream.stream.learner import Learner
+from driftstream.stream.merge import EVENTS, LABELS, EventTimeMerge
+from driftstream.stream.records import DriftReport, Prediction, Rejection
 
 __all__ = ["EVENTS", "LABELS", "PartitionPipeline", "StateSnapshot"]
 
@@ -61,9 +61,16 @@ class PartitionPipeline:
     record (a large state is still being written).
     """
 
-    def __init__(self, learner: Learner, topics: tuple[str, str], offsets: list[int],
-                 idle_ms: int | None = None, now_ms: int = 0, checkpoint_every: int = 10_000,
-                 serialize=Learner.to_bytes):
+    def __init__(
+        self,
+        learner: Learner,
+        topics: tuple[str, str],
+        offsets: list[int],
+        idle_ms: int | None = None,
+        now_ms: int = 0,
+        checkpoint_every: int = 10_000,
+        serialize=Learner.to_bytes,
+    ):
         self.learner = learner
         self.partition = learner.partition
         self.topics = topics
@@ -78,12 +85,18 @@ class PartitionPipeline:
         self.drift_records: list[dict] = []
         self.model_events: list[dict] = []
 
-    def push(self, stream: int, records: list[tuple[int, int, bytes | None]],
-             now_ms: int = 0) -> None:
+    def push(
+        self, stream: int, records: list[tuple[int, int, bytes | None]], now_ms: int = 0
+    ) -> None:
         kind = "event" if stream == EVENTS else "label"
         batch, self.last_ts[stream] = decode_records(
-            records, kind, self.topics[stream], self.partition, self.last_ts[stream],
-            self.next_offset[stream])
+            records,
+            kind,
+            self.topics[stream],
+            self.partition,
+            self.last_ts[stream],
+            self.next_offset[stream],
+        )
         self.merge.push(stream, batch, now_ms)
 
     def set_caught_up(self, stream: int, caught_up: bool) -> None:
@@ -125,8 +138,12 @@ class PartitionPipeline:
         # stays in the CPU's caches (~2 µs an event less in the model process).
         for i, (role, prediction, labels_offset, _) in enumerate(out):
             if role == "predictions":
-                out[i] = (role, prediction.id.encode(), encode(prediction.to_wire(labels_offset)),
-                          None)
+                out[i] = (
+                    role,
+                    prediction.id.encode(),
+                    encode(prediction.to_wire(labels_offset)),
+                    None,
+                )
         return out
 
     def _count_late(self) -> None:
@@ -152,23 +169,36 @@ class PartitionPipeline:
         if state is None:
             state = learner.to_bytes()
         in_file = isinstance(state, str)
-        snap = StateSnapshot(reason, None if in_file else state, list(self.next_offset),
-                             (version["generation"], version["updates"]), learner.summary(),
-                             self.drift_records, self.model_events,
-                             state if in_file else None)
+        snap = StateSnapshot(
+            reason,
+            None if in_file else state,
+            list(self.next_offset),
+            (version["generation"], version["updates"]),
+            learner.summary(),
+            self.drift_records,
+            self.model_events,
+            state if in_file else None,
+        )
         self.drift_records, self.model_events = [], []
         self.since_checkpoint = 0
         return snap
 
     def _rejection(self, item: Rejection, out: list) -> None:
         info = (item.topic, item.offset, item.reason, item.detail, self.learner.version)
-        out.append(("deadletter", item.id.encode() if item.id is not None else None,
-                    encode(item.to_wire()), info))
+        out.append(
+            (
+                "deadletter",
+                item.id.encode() if item.id is not None else None,
+                encode(item.to_wire()),
+                info,
+            )
+        )
 
     def _drift(self, report: DriftReport, out: list) -> None:
         wire: dict[str, Any] = report.to_wire()
         self.drift_records.append(wire)
         if report.model_after["generation"] != report.model_before["generation"]:
-            self.model_events.append({**report.model_after, "reason": report.action,
-                                      "event_ts": report.event_ts})
+            self.model_events.append(
+                {**report.model_after, "reason": report.action, "event_ts": report.event_ts}
+            )
         out.append(("drift", None, encode(wire), wire))

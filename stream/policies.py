@@ -36,8 +36,15 @@ class ServedModel:
     learn step, so every prediction can say exactly which model state made it.
     """
 
-    def __init__(self, model: base.Estimator, task: str, policy: str = "reset",
-                 buffer_size: int = 5000, horizon: int = 1000, ewma: float = 0.02):
+    def __init__(
+        self,
+        model: base.Estimator,
+        task: str,
+        policy: str = "reset",
+        buffer_size: int = 5000,
+        horizon: int = 1000,
+        ewma: float = 0.02,
+    ):
         if policy not in POLICIES:
             raise ValueError(f"drift policy {policy!r} is not one of {POLICIES}")
         self.prototype = model.clone()
@@ -121,7 +128,7 @@ class ServedModel:
         if self.buffer.maxlen:
             errors = [e for _, _, e in self.buffer] + [served_error]
             n = len(self.buffer) - change_point(errors)
-            for x, y, _ in list(self.buffer)[len(self.buffer) - n:] if n > 0 else ():
+            for x, y, _ in list(self.buffer)[len(self.buffer) - n :] if n > 0 else ():
                 fresh.learn_one(x, y)
         self.generation += 1
         self.updates = n

@@ -143,7 +143,7 @@ class Rejection:
 
     def __post_init__(self) -> None:
         if len(self.detail) > MAX_DETAIL_CHARS:
-            self.detail = self.detail[:MAX_DETAIL_CHARS - 1] + "…"
+            self.detail = self.detail[: MAX_DETAIL_CHARS - 1] + "…"
 
     def to_wire(self) -> dict:
         out = {

@@ -11,12 +11,12 @@ first such record instead of silently feeding garbage to the model.
 >>> s.check({"x": "1"})
 Traceback (most recent call last):
 ...
-stream.codec.InvalidRecord: wrong_type: feature 'x' is str, schema says number
+driftstream.stream.codec.InvalidRecord: wrong_type: feature 'x' is str, schema says number
 >>> strict = FeatureSchema({"x": "number"}, required=["x"], extra="reject")
 >>> strict.check({})
 Traceback (most recent call last):
 ...
-stream.codec.InvalidRecord: missing_feature: feature 'x' is required
+driftstream.stream.codec.InvalidRecord: missing_feature: feature 'x' is required
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from stream.codec import InvalidRecord
+from driftstream.stream.codec import InvalidRecord
 
 TYPES = ("number", "str", "bool")
 EXTRA_POLICIES = ("keep", "drop", "reject")
@@ -47,13 +47,18 @@ class FeatureSchema:
     >>> s.check({"x": 1, "user_8812": 1})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    stream.codec.InvalidRecord: too_many_features: feature 'user_8812' would be name 3; ...
+    driftstream.stream.codec.InvalidRecord: too_many_features: feature 'user_8812' would be ...
     """
 
     max_features = DEFAULT_MAX_FEATURES  # also for schemas pickled before it existed
 
-    def __init__(self, types: dict[str, str] | None = None, required: list[str] = (),
-                 extra: str = "keep", max_features: int = DEFAULT_MAX_FEATURES):
+    def __init__(
+        self,
+        types: dict[str, str] | None = None,
+        required: list[str] = (),
+        extra: str = "keep",
+        max_features: int = DEFAULT_MAX_FEATURES,
+    ):
         types = dict(types or {})
         for name, t in types.items():
             if t not in TYPES:
@@ -66,8 +71,10 @@ class FeatureSchema:
         if missing and (types or extra != "keep"):
             raise ValueError(f"required features without a declared type: {sorted(missing)}")
         if not isinstance(max_features, int) or max_features < max(1, len(types)):
-            raise ValueError(f"max_features={max_features!r} must be an integer of at least "
-                             f"{max(1, len(types))} (the declared features)")
+            raise ValueError(
+                f"max_features={max_features!r} must be an integer of at least "
+                f"{max(1, len(types))} (the declared features)"
+            )
         self.types = types
         self.required = tuple(required)
         self.extra = extra
@@ -80,8 +87,12 @@ class FeatureSchema:
         unknown = set(spec) - {"features", "required", "extra", "max_features"}
         if unknown:
             raise ValueError(f"unknown schema keys: {sorted(unknown)}")
-        return cls(spec.get("features"), spec.get("required", ()), spec.get("extra", "keep"),
-                   spec.get("max_features", DEFAULT_MAX_FEATURES))
+        return cls(
+            spec.get("features"),
+            spec.get("required", ()),
+            spec.get("extra", "keep"),
+            spec.get("max_features", DEFAULT_MAX_FEATURES),
+        )
 
     def check(self, features: dict[str, Any]) -> dict[str, Any]:
         """Return the features the model should see, or raise `InvalidRecord`."""
@@ -103,7 +114,8 @@ class FeatureSchema:
                         "too_many_features",
                         f"feature {name!r} would be name {len(types) + len(learned) + 1}; the "
                         f"schema keeps at most {self.max_features} (an id sent as a feature "
-                        'name? raise "max_features" in --schema for wide inputs)')
+                        'name? raise "max_features" in --schema for wide inputs)',
+                    )
                 learned[name] = got
             elif want != got:
                 raise InvalidRecord("wrong_type", f"feature {name!r} is {got}, schema says {want}")

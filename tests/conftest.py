@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from driftstream.broker import EmbeddedBroker
-from producers.kafka_client import KafkaSettings
+from driftstream.transport.kafka_client import KafkaSettings
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +43,10 @@ def unique_prefix(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def ended_pid() -> int:
     """The pid of a process that has exited and been reaped: no process has it now."""
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(child.stdout)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.codec import (
+from driftstream.stream.codec import (
     MAX_ID_LENGTH,
     MAX_TS_AHEAD_MS,
     REASONS,
@@ -21,7 +21,7 @@ from stream.codec import (
     decode_label,
     encode,
 )
-from stream.records import Event, Label, Prediction, Rejection
+from driftstream.stream.records import Event, Label, Prediction, Rejection
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DECODERS = [decode_event, decode_label]
@@ -49,37 +49,58 @@ def decode_or_reject(decoder, value: bytes | None, max_bytes: int = 1 << 20):
 # -- strategies -----------------------------------------------------------------------------
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
 json_values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=20)
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 timestamps = st.one_of(
-    st.none(), st.integers(min_value=-(2**62), max_value=2**62),
-    st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
-                                            timezone(timedelta(hours=-8))]))
-    .map(lambda d: d.isoformat()),
-    st.text(max_size=30), st.booleans(), st.floats(allow_nan=False, allow_infinity=False))
+    st.none(),
+    st.integers(min_value=-(2**62), max_value=2**62),
+    st.datetimes(
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+        )
+    ).map(lambda d: d.isoformat()),
+    st.text(max_size=30),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 record_like = st.fixed_dictionaries(
     {},
     optional={
         "id": st.one_of(st.text(max_size=300), json_values),
-        "features": st.one_of(st.dictionaries(st.text(max_size=8), json_values, max_size=5),
-                              json_values),
+        "features": st.one_of(
+            st.dictionaries(st.text(max_size=8), json_values, max_size=5), json_values
+        ),
         "label": json_values,
         "ts": timestamps,
-    })
+    },
+)
 valid_features = st.dictionaries(
     st.text(max_size=10),
-    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-              st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)),
-    max_size=6)
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=10),
+    ),
+    max_size=6,
+)
 valid_ids = st.text(min_size=1, max_size=MAX_ID_LENGTH)
 
 
 # -- properties -----------------------------------------------------------------------------
+
 
 @FAST
 @given(st.binary(max_size=200))
@@ -111,9 +132,17 @@ def test_record_shaped_objects_only_raise_invalid_record(obj):
 @given(valid_ids, valid_features, st.booleans(), st.data())
 def test_mutated_valid_records_only_raise_invalid_record(rid, features, label, data):
     value = bytearray(orjson.dumps({"id": rid, "features": features, "label": label, "ts": 5}))
-    ops = data.draw(st.lists(st.tuples(st.sampled_from(["flip", "drop", "insert", "cut"]),
-                                       st.integers(0, 10_000), st.integers(0, 255)),
-                             min_size=1, max_size=5))
+    ops = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["flip", "drop", "insert", "cut"]),
+                st.integers(0, 10_000),
+                st.integers(0, 255),
+            ),
+            min_size=1,
+            max_size=5,
+        )
+    )
     for op, pos, byte in ops:
         if not value:
             break
@@ -142,9 +171,16 @@ def test_valid_event_round_trips(rid, features, ts):
 
 
 @FAST
-@given(valid_ids, st.one_of(st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-                            st.floats(allow_nan=False, allow_infinity=False), st.text()),
-       st.integers(min_value=0, max_value=2**62))
+@given(
+    valid_ids,
+    st.one_of(
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(),
+    ),
+    st.integers(min_value=0, max_value=2**62),
+)
 def test_valid_label_round_trips(rid, label, ts):
     lb = decode_label(orjson.dumps({"id": rid, "label": label, "ts": ts}), timestamp=-1)
     assert (lb.id, lb.label, lb.ts) == (rid, label, ts)
@@ -152,13 +188,15 @@ def test_valid_label_round_trips(rid, label, ts):
 
 
 @FAST
-@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
-       st.integers(-14 * 60 + 1, 14 * 60 - 1))
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(-14 * 60 + 1, 14 * 60 - 1),
+)
 def test_iso_timestamp_is_exact_epoch_ms(moment, offset_minutes):
     moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     tz = timezone(timedelta(minutes=offset_minutes))
     aware = moment.replace(tzinfo=tz)
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     expected = (aware - epoch) // timedelta(milliseconds=1)
     value = orjson.dumps({"id": "a", "features": {}, "ts": aware.isoformat()})
     assert decode_event(value, timestamp=-1).ts == expected
@@ -171,6 +209,7 @@ def test_iso_millisecond_rounding_regression():
 
 
 # -- each reason ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("value", [None, b""])
@@ -186,8 +225,17 @@ def test_oversize(decoder):
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("value", [b"{", b"not json", b"\xff\xfe{}", b'{"id": "a",}',
-                                   b'{"id": "NaN", "features": {', b'"\\ud800"'])
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"{",
+        b"not json",
+        b"\xff\xfe{}",
+        b'{"id": "a",}',
+        b'{"id": "NaN", "features": {',
+        b'"\\ud800"',
+    ],
+)
 def test_not_json(decoder, value):
     assert reason_of(decoder, value) == "not_json"
 
@@ -247,17 +295,20 @@ def test_bad_timestamp(decoder, ts):
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("ts, expected", [
-    ("2021-01-01T00:00:00Z", 1609459200000),
-    ("2021-01-01T00:00:00.250Z", 1609459200250),
-    ("2021-01-01T01:00:00+01:00", 1609459200000),
-    ("2020-12-31T19:00:00-05:00", 1609459200000),
-    ("2021-01-01T00:00:00", 1609459200000),  # naive: UTC
-    ("1969-12-31T23:59:59.999Z", -1),
-    (1609459200123, 1609459200123),  # epoch ms
-    (0, 0),
-    (1609459200123.9, 1609459200123),
-])
+@pytest.mark.parametrize(
+    "ts, expected",
+    [
+        ("2021-01-01T00:00:00Z", 1609459200000),
+        ("2021-01-01T00:00:00.250Z", 1609459200250),
+        ("2021-01-01T01:00:00+01:00", 1609459200000),
+        ("2020-12-31T19:00:00-05:00", 1609459200000),
+        ("2021-01-01T00:00:00", 1609459200000),  # naive: UTC
+        ("1969-12-31T23:59:59.999Z", -1),
+        (1609459200123, 1609459200123),  # epoch ms
+        (0, 0),
+        (1609459200123.9, 1609459200123),
+    ],
+)
 def test_timestamps(decoder, ts, expected):
     obj = {"id": "a", "features": {}, "label": 1, "ts": ts}
     assert decoder(orjson.dumps(obj), timestamp=1609459200000).ts == expected
@@ -319,6 +370,7 @@ def test_every_reason_is_documented():
 
 # -- outputs --------------------------------------------------------------------------------
 
+
 @FAST
 @given(st.binary(max_size=300))
 def test_rejection_raw_base64_round_trip(raw):
@@ -334,11 +386,14 @@ def test_rejection_without_raw_or_id():
     assert wire["raw"] is None and "id" not in wire
 
 
-@pytest.mark.parametrize("proba, keys", [
-    ({False: 0.25, True: 0.75}, {"false": 0.25, "true": 0.75}),
-    ({0: 0.1, 1: 0.2, 2: 0.7}, {"0": 0.1, "1": 0.2, "2": 0.7}),
-    ({"cat": 1.0}, {"cat": 1.0}),
-])
+@pytest.mark.parametrize(
+    "proba, keys",
+    [
+        ({False: 0.25, True: 0.75}, {"false": 0.25, "true": 0.75}),
+        ({0: 0.1, 1: 0.2, 2: 0.7}, {"0": 0.1, "1": 0.2, "2": 0.7}),
+        ({"cat": 1.0}, {"cat": 1.0}),
+    ],
+)
 def test_prediction_wire_class_keys(proba, keys):
     p = Prediction("a", max(proba, key=proba.get), proba, 1, 9, 0, 5, 10, 11)
     wire = orjson.loads(encode(p.to_wire()))

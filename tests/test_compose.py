@@ -24,17 +24,18 @@ import yaml
 from driftstream.broker import free_port
 from driftstream.cli import build_parser, main
 from driftstream.config import command_options, parse_args, subcommands
-from producers.kafka_client import Consumer, KafkaSettings, topic_names
-from producers.publisher import EventPublisher, publish_samples
-from producers.sources import synthetic
-from state.checkpoints import StateStore
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import synthetic
+from driftstream.state.checkpoints import StateStore
+from driftstream.transport.kafka_client import Consumer, KafkaSettings, topic_names
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 START_TS = 1_700_000_000_000
-APP_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith(
-    "driftstream")}
+APP_SERVICES = {
+    name: s for name, s in SERVICES.items() if s.get("image", "").startswith("driftstream")
+}
 
 
 def kafka_env() -> dict[str, str]:
@@ -70,8 +71,9 @@ def test_kafka_is_a_single_kraft_node_reachable_in_the_network() -> None:
     controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node}@kafka:{own[controller].split(':')[1]}"
     assert controller not in advertised  # controllers are not for clients
-    protocols = dict(item.split(":") for item in
-                     env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
     assert set(own) == set(protocols)
     # In-network listener: advertised under the service's own name, on the port it listens on.
     inner = env["KAFKA_INTER_BROKER_LISTENER_NAME"]
@@ -123,29 +125,33 @@ def test_services_agree_on_broker_topics_partitions_and_state() -> None:
 def test_dockerfile_installs_every_package() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     ignore = (REPO / ".dockerignore").read_text().split()
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"]
+    folders = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ].values()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
     assert re.search(r"^RUN pip install \.", dockerfile, re.M)
     assert 'ENTRYPOINT ["driftstream"]' in dockerfile
-    for pkg in packages:
-        assert re.search(rf"^COPY {pkg} \./{pkg}$", dockerfile, re.M), pkg
-        assert f"!{pkg}/" in ignore, pkg
+    for folder in folders:
+        assert re.search(rf"^COPY {folder} \./{folder}$", dockerfile, re.M), folder
+        assert f"!{folder}/" in ignore, folder
     for name in ("pyproject.toml", "README.md"):  # pyproject's readme must be in the image
         assert name in dockerfile and f"!{name}" in ignore
 
 
 @pytest.mark.broker
 @pytest.mark.e2e
-def test_compose_worker_command_processes_a_stream(broker, unique_prefix: str,
-                                                   tmp_path: Path, monkeypatch) -> None:
+def test_compose_worker_command_processes_a_stream(
+    broker, unique_prefix: str, tmp_path: Path, monkeypatch
+) -> None:
     """The compose `topics` and `worker` commands verbatim, against the embedded broker; the
     environment's broker, prefix, group and state path, and the metrics port, are swapped."""
     n, partitions = 200, effective_args("topics").partitions
-    swaps = {"DRIFTSTREAM_BOOTSTRAP_SERVERS": broker.bootstrap,
-             "DRIFTSTREAM_TOPIC_PREFIX": unique_prefix,
-             "DRIFTSTREAM_GROUP": unique_prefix + "group",
-             "DRIFTSTREAM_STATE": str(tmp_path / "state.sqlite")}
+    swaps = {
+        "DRIFTSTREAM_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "DRIFTSTREAM_TOPIC_PREFIX": unique_prefix,
+        "DRIFTSTREAM_GROUP": unique_prefix + "group",
+        "DRIFTSTREAM_STATE": str(tmp_path / "state.sqlite"),
+    }
     assert set(swaps) <= set(service_env("worker"))  # swapped, not added
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM_")}
 
@@ -160,8 +166,11 @@ def test_compose_worker_command_processes_a_stream(broker, unique_prefix: str,
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
     publisher = EventPublisher(settings, unique_prefix)
     try:
-        publish_samples(publisher, synthetic("sea", n, label_delay="5", start_ts=START_TS),
-                        partitions=partitions)
+        publish_samples(
+            publisher,
+            synthetic("sea", n, label_delay="5", start_ts=START_TS),
+            partitions=partitions,
+        )
     finally:
         publisher.close()
 
@@ -172,13 +181,22 @@ def test_compose_worker_command_processes_a_stream(broker, unique_prefix: str,
         argv[i + 1] = str(metrics_port)  # 9100 may be taken on this machine
     else:
         metrics_port = None
-        del argv[i:i + 2]  # not in the CLI yet (another change adds it)
-    env = {**clean, **service_env("worker"), **swaps,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), clean.get("PYTHONPATH")]))}
+        del argv[i : i + 2]  # not in the CLI yet (another change adds it)
+    env = {
+        **clean,
+        **service_env("worker"),
+        **swaps,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), clean.get("PYTHONPATH")])),
+    }
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "driftstream.cli", *argv], cwd=tmp_path,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftstream.cli", *argv],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     consumer = Consumer(settings)
     try:
         topic = topic_names(unique_prefix)["predictions"]
@@ -192,6 +210,7 @@ def test_compose_worker_command_processes_a_stream(broker, unique_prefix: str,
                 seen.add(record.key.decode())
         if metrics_port is not None:
             from urllib.request import urlopen
+
             with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
                 assert response.status == 200
     finally:

@@ -34,7 +34,9 @@ def test_keys_are_the_long_options_of_each_command() -> None:
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
-    config = write(tmp_path, """
+    config = write(
+        tmp_path,
+        """
         model = "hat"                 # top level: shared
         checkpoint_every = 111
         adwin_delta = 0.01
@@ -42,11 +44,16 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
         state = "/data/s.sqlite"
         checkpoint_every = 222        # the command's table wins over the top level
         cooldown = 5
-    """)
-    env = {"DRIFTSTREAM_COOLDOWN": "7", "DRIFTSTREAM_MAX_PENDING": "99",
-           "DRIFTSTREAM_NO_DATA_DRIFT": "yes"}
-    s = sources(resolve(build_parser(), "run", ["--cooldown", "9", "--adwin-delta", "0.5"],
-                        env, config))
+    """,
+    )
+    env = {
+        "DRIFTSTREAM_COOLDOWN": "7",
+        "DRIFTSTREAM_MAX_PENDING": "99",
+        "DRIFTSTREAM_NO_DATA_DRIFT": "yes",
+    }
+    s = sources(
+        resolve(build_parser(), "run", ["--cooldown", "9", "--adwin-delta", "0.5"], env, config)
+    )
     assert s["cooldown"] == (9, "flag")  # flag > env > file
     assert s["adwin_delta"] == (0.5, "flag")  # flag > file
     assert s["max_pending"] == (99, "env DRIFTSTREAM_MAX_PENDING")
@@ -57,15 +64,24 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     assert s["group"] == ("driftstream", "default")
 
     args = parse_args(build_parser(), ["run", "--cooldown", "9", "--config", config], env)
-    assert (args.cooldown, args.max_pending, args.checkpoint_every, args.model, args.state,
-            args.no_data_drift, args.adwin_delta) == (9, 99, 222, "hat", "/data/s.sqlite",
-                                                       True, 0.01)
+    assert (
+        args.cooldown,
+        args.max_pending,
+        args.checkpoint_every,
+        args.model,
+        args.state,
+        args.no_data_drift,
+        args.adwin_delta,
+    ) == (9, 99, 222, "hat", "/data/s.sqlite", True, 0.01)
 
 
 def test_config_path_before_or_after_the_command_or_from_the_environment(tmp_path) -> None:
     config = write(tmp_path, '[run]\nstate = "s.sqlite"\n')
-    for argv, env in ((["--config", config, "run"], {}), (["run", "--config", config], {}),
-                      (["run"], {"DRIFTSTREAM_CONFIG": config})):
+    for argv, env in (
+        (["--config", config, "run"], {}),
+        (["run", "--config", config], {}),
+        (["run"], {"DRIFTSTREAM_CONFIG": config}),
+    ):
         assert parse_args(build_parser(), argv, env).state == "s.sqlite"  # required: satisfied
     with pytest.raises(SystemExit):  # still required when nothing supplies it
         parse_args(build_parser(), ["run"], {})
@@ -75,27 +91,32 @@ def test_values_are_converted_and_checked_like_flags(tmp_path: Path) -> None:
     config = write(tmp_path, '[evaluate]\nsynthetic = "sea"\ndrift_at = [100, 200]\nn = "300"\n')
     args = parse_args(build_parser(), ["evaluate", "--config", config], {})
     assert (args.synthetic, args.drift_at, args.n) == ("sea", [100, 200], 300)
-    args = parse_args(build_parser(), ["evaluate"], {"DRIFTSTREAM_SYNTHETIC": "sea",
-                                                     "DRIFTSTREAM_DRIFT_AT": "5,6"})
+    args = parse_args(
+        build_parser(),
+        ["evaluate"],
+        {"DRIFTSTREAM_SYNTHETIC": "sea", "DRIFTSTREAM_DRIFT_AT": "5,6"},
+    )
     assert args.drift_at == [5, 6]
     # A flag of a mutually exclusive group overrides configuration of the other member.
     args = parse_args(build_parser(), ["evaluate", "--file", "x.csv", "--config", config], {})
     assert (args.file, args.synthetic) == ("x.csv", None)
 
-    bad = [({"DRIFTSTREAM_CHECKPOINT_EVERY": "ten"}, "DRIFTSTREAM_CHECKPOINT_EVERY"),
-           ({"DRIFTSTREAM_DRIFT_POLICY": "panic"}, "not one of reset"),
-           ({"DRIFTSTREAM_NO_DATA_DRIFT": "maybe"}, "expected true or false"),
-           ({"DRIFTSTREAM_SYNTHETIC": "sea", "DRIFTSTREAM_FILE": "x"}, "exclude each other")]
+    bad = [
+        ({"DRIFTSTREAM_CHECKPOINT_EVERY": "ten"}, "DRIFTSTREAM_CHECKPOINT_EVERY"),
+        ({"DRIFTSTREAM_DRIFT_POLICY": "panic"}, "not one of reset"),
+        ({"DRIFTSTREAM_NO_DATA_DRIFT": "maybe"}, "expected true or false"),
+        ({"DRIFTSTREAM_SYNTHETIC": "sea", "DRIFTSTREAM_FILE": "x"}, "exclude each other"),
+    ]
     for env, message in bad:
         argv = ["evaluate"] if "DRIFTSTREAM_FILE" in env else ["run", "--state", "s"]
         with pytest.raises(ConfigError, match=message):
             parse_args(build_parser(), argv, env)
     with pytest.raises(ConfigError, match="checkpoint_every: invalid value 'many'"):
-        parse_args(build_parser(), ["run", "--config", write(
-            tmp_path, "checkpoint_every = 'many'")], {})
+        parse_args(
+            build_parser(), ["run", "--config", write(tmp_path, "checkpoint_every = 'many'")], {}
+        )
     with pytest.raises(ConfigError, match="expected true or false"):
-        parse_args(build_parser(), ["tail", "drift", "--config", write(tmp_path, "json = 1")],
-                   {})
+        parse_args(build_parser(), ["tail", "drift", "--config", write(tmp_path, "json = 1")], {})
 
 
 def test_unknown_keys_tables_and_variables_are_named(tmp_path: Path) -> None:
@@ -119,12 +140,18 @@ def test_kafka_bootstrap_servers_stays_supported_below_ours(tmp_path: Path) -> N
     parser = build_parser()
     env = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
     assert sources(resolve(parser, "tail", [], env, config))["bootstrap_servers"] == (
-        "kafka:9092", "env KAFKA_BOOTSTRAP_SERVERS")
+        "kafka:9092",
+        "env KAFKA_BOOTSTRAP_SERVERS",
+    )
     env["DRIFTSTREAM_BOOTSTRAP_SERVERS"] = "ours:9092"
-    assert parse_args(parser, ["tail", "drift", "--config", config], env).bootstrap_servers == \
-        "ours:9092"
-    assert parse_args(build_parser(), ["tail", "drift", "--config", config],
-                      {}).bootstrap_servers == "file:9092"
+    assert (
+        parse_args(parser, ["tail", "drift", "--config", config], env).bootstrap_servers
+        == "ours:9092"
+    )
+    assert (
+        parse_args(build_parser(), ["tail", "drift", "--config", config], {}).bootstrap_servers
+        == "file:9092"
+    )
 
 
 def test_demo_and_replay_model_take_only_their_own_table(tmp_path: Path) -> None:
@@ -151,8 +178,7 @@ def test_config_show_sources_and_secrets(tmp_path: Path, capsys, monkeypatch) ->
         monkeypatch.delenv(key)
     monkeypatch.setenv("DRIFTSTREAM_GROUP", "g-env")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "hunter2-secret-value")
-    assert main(["config", "show", "--command", "run", "--config", config,
-                 "--model", "hat"]) == 0
+    assert main(["config", "show", "--command", "run", "--config", config, "--model", "hat"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert lines["model"].split()[-1] == "flag" and "'hat'" in lines["model"]
@@ -172,8 +198,7 @@ def test_config_show_sources_and_secrets(tmp_path: Path, capsys, monkeypatch) ->
 
 
 def test_evaluate_end_to_end_from_a_config_file(tmp_path: Path, capsys) -> None:
-    config = write(tmp_path, '[evaluate]\nsynthetic = "sea"\nn = 300\njson = true\n'
-                             'model = "gnb"\n')
+    config = write(tmp_path, '[evaluate]\nsynthetic = "sea"\nn = 300\njson = true\nmodel = "gnb"\n')
     assert main(["--config", config, "evaluate"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["n_samples"], result["model"]) == (300, "gnb")

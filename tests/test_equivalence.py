@@ -9,10 +9,10 @@ import pytest
 from river import drift, evaluate, metrics, stream
 from river.datasets import synth
 
-from stream.learner import Learner, LearnerConfig
-from stream.models import build_model
-from stream.offline import run_offline
-from stream.records import Event, Label, Prediction
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.models import build_model
+from driftstream.stream.offline import run_offline
+from driftstream.stream.records import Event, Label, Prediction
 
 N = 3000
 
@@ -49,7 +49,8 @@ def river_predictions(dataset, model, delays: list[int]) -> list:
 def river_score(dataset, spec: str, metric, delays: list[int]) -> float:
     it = iter(delays)
     result = evaluate.progressive_val_score(
-        dataset, build_model(spec), metric, delay=lambda x, y: next(it))
+        dataset, build_model(spec), metric, delay=lambda x, y: next(it)
+    )
     return result.get()
 
 
@@ -104,14 +105,21 @@ def test_reset_policy_equals_drift_retraining_classifier(spec):
     # Labels flip at 3000: the strongest sudden drift, so ADWIN must fire.
     dataset = [(x, y if i < 3000 else not y) for i, (x, y) in enumerate(sea_with_drift(6000))]
     reference = drift.DriftRetrainingClassifier(
-        build_model(spec), drift.ADWIN(), train_in_background=False)
+        build_model(spec), drift.ADWIN(), train_in_background=False
+    )
     expected = [None] * len(dataset)
     for i, (x, y) in enumerate(dataset):
         expected[i] = reference.predict_one(x)
         reference.learn_one(x, y)
 
-    learner, preds = learner_run(dataset, [0] * len(dataset), model=spec,
-                                 drift_policy="reset", cooldown=0, act_on_decrease=True)
+    learner, preds = learner_run(
+        dataset,
+        [0] * len(dataset),
+        model=spec,
+        drift_policy="reset",
+        cooldown=0,
+        act_on_decrease=True,
+    )
     assert learner.drifts["concept"] >= 1, "the stream must make ADWIN fire for this to test much"
     assert learner.version["generation"] == learner.drifts["concept"]
     assert preds == expected
@@ -131,11 +139,17 @@ def test_checkpoint_restore_continues_exactly(policy):
     learner, outputs = run_offline(first_e, first_l, config)
     restored = Learner.from_bytes(learner.to_bytes())
     assert restored.canonical_bytes() == learner.canonical_bytes()
-    _, rest = run_offline([e for e in events if e.ts >= cut_ts],
-                          [lb for lb in labels if lb.ts >= cut_ts], learner=restored)
+    _, rest = run_offline(
+        [e for e in events if e.ts >= cut_ts],
+        [lb for lb in labels if lb.ts >= cut_ts],
+        learner=restored,
+    )
 
     def key(outs):
-        return [(o.id, o.prediction, o.proba, o.generation, o.updates)
-                for o in outs if isinstance(o, Prediction)]
+        return [
+            (o.id, o.prediction, o.proba, o.generation, o.updates)
+            for o in outs
+            if isinstance(o, Prediction)
+        ]
 
     assert key(outputs + rest) == key(uninterrupted)

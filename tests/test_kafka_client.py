@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from driftstream.broker import BrokerError, EmbeddedBroker, free_port
-from producers.kafka_client import (
+from driftstream.transport.kafka_client import (
     Admin,
     Consumer,
     DeliveryFailed,
@@ -140,8 +140,13 @@ def test_produce_and_consume_exactly(
     topic = unique_prefix + "events"
     admin.create_topics([topic], partitions=3)
     futures = [
-        producer.send(topic, b"value-%d" % i, key=b"key-%d" % i, partition=i % 3,
-                      timestamp_ms=1_700_000_000_000 + i)
+        producer.send(
+            topic,
+            b"value-%d" % i,
+            key=b"key-%d" % i,
+            partition=i % 3,
+            timestamp_ms=1_700_000_000_000 + i,
+        )
         for i in range(30)
     ]
     producer.flush(timeout=10)
@@ -164,8 +169,7 @@ def test_produce_and_consume_exactly(
             got = [r for r in records if r.partition == p]
             assert [r.offset for r in got] == list(range(10))  # offset order in a partition
             assert [(r.key, r.value, r.timestamp) for r in got] == [
-                (b"key-%d" % i, b"value-%d" % i, 1_700_000_000_000 + i)
-                for i in range(p, 30, 3)
+                (b"key-%d" % i, b"value-%d" % i, 1_700_000_000_000 + i) for i in range(p, 30, 3)
             ]
             assert consumer.highwater(topic, p) == 10
             assert consumer.position(topic, p) == 10
@@ -237,8 +241,9 @@ def test_poll_by_partition_and_buffered(
         consumer.assign([(topic, 0)])
         assert not consumer.buffered()
         got: dict = {}
-        wait_for(lambda: bool(got.update(consumer.poll_by_partition(200)) or got),
-                 "the first records")
+        wait_for(
+            lambda: bool(got.update(consumer.poll_by_partition(200)) or got), "the first records"
+        )
         assert list(got) == [(topic, 0)] and len(got[(topic, 0)]) == 10
         assert consumer.buffered()  # one fetch brought all 50; 40 wait
         offsets = [r.offset for r in got[(topic, 0)]]
@@ -284,8 +289,11 @@ def test_polls_take_fetched_partitions_in_turn(
 
 @pytest.mark.broker
 def test_poll_returns_a_response_that_lands_between_drain_and_wait(
-    admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str,
-    monkeypatch: pytest.MonkeyPatch
+    admin: Admin,
+    producer: Producer,
+    kafka_settings: KafkaSettings,
+    unique_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """kafka-python 3.0.12 drops the future of a fetch response that lands after its poll
     looked at the buffer, then finds nothing in flight and sleeps up to 100 ms with the
@@ -387,8 +395,14 @@ class GroupMember(threading.Thread):
     about half the runs: the members keep re-joining generation 1.)
     """
 
-    def __init__(self, settings: KafkaSettings, group: str, topics: list[str], name: str,
-                 changed: threading.Condition):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group: str,
+        topics: list[str],
+        name: str,
+        changed: threading.Condition,
+    ):
         super().__init__(name=name, daemon=True)
         self.consumer = Consumer(settings, group_id=group, client_id=name)
         self.topics = topics
@@ -411,8 +425,9 @@ class GroupMember(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.consumer.subscribe(self.topics, on_assign=self._on_assign,
-                                    on_revoke=self._on_revoke)
+            self.consumer.subscribe(
+                self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
             while not self._stop_requested.is_set():
                 self.consumer.poll(timeout_ms=100)
         except BaseException as exc:  # reported by the test, not lost in the thread
@@ -451,8 +466,10 @@ def test_range_assignor_keeps_topics_co_partitioned(
         with changed:
             assert changed.wait_for(split, timeout=DEADLINE_S), f"timed out waiting for {what}"
             for member in members:
-                numbers = {t: sorted(p for topic, p in member.assigned if topic == t)
-                           for t in (events, labels)}
+                numbers = {
+                    t: sorted(p for topic, p in member.assigned if topic == t)
+                    for t in (events, labels)
+                }
                 assert numbers[events] == numbers[labels], member.name  # co-partitioned
 
     def join(name: str) -> GroupMember:
@@ -544,9 +561,14 @@ def test_serve_runs_until_signalled(sig: signal.Signals) -> None:
     """`driftstream broker`: prints the bootstrap address, serves, stops cleanly on a signal."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c",
-         f"from driftstream.broker import serve; raise SystemExit(serve({port}))"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from driftstream.broker import serve; raise SystemExit(serve({port}))",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline()  # serve() prints it once ready, or exits (EOF)
@@ -563,4 +585,3 @@ def test_serve_runs_until_signalled(sig: signal.Signals) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-

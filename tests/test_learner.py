@@ -14,12 +14,12 @@ import pytest
 from river import metrics
 from river.datasets import synth
 
-from stream.codec import REASONS
-from stream.drift import ErrorMonitor
-from stream.learner import Learner, LearnerConfig
-from stream.metrics import HELD_UPDATES, MetricSet
-from stream.offline import run_offline
-from stream.records import DriftReport, Event, Label, Prediction, Rejection
+from driftstream.stream.codec import REASONS
+from driftstream.stream.drift import ErrorMonitor
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.metrics import HELD_UPDATES, MetricSet
+from driftstream.stream.offline import run_offline
+from driftstream.stream.records import DriftReport, Event, Label, Prediction, Rejection
 
 
 def config(**kw) -> LearnerConfig:
@@ -56,6 +56,7 @@ def run(dataset, **kw):
 
 # -- joins and their bounds -------------------------------------------------------------------
 
+
 def test_pending_ttl_expiry_then_late_label():
     learner = Learner(config(pending_ttl=10))
     assert of(learner.process_event(Event("a", {"x": 1.0, "gone": None}, ts=0)), Prediction)
@@ -75,7 +76,9 @@ def test_pending_ttl_expiry_then_late_label():
     # a label whose own arrival moves the clock past its event's TTL expires it, then is late
     outs = learner.process_label(Label("c", False, ts=22))
     assert [(r.reason, r.id) for r in of(outs, Rejection)] == [
-        ("join_expired", "c"), ("label_past_ttl", "c")]
+        ("join_expired", "c"),
+        ("label_past_ttl", "c"),
+    ]
     assert learner.rejected == {"join_expired": 2, "label_past_ttl": 2}
 
 
@@ -85,7 +88,9 @@ def test_max_pending_evicts_oldest():
     for i in range(4):
         outs += learner.process_event(Event(f"e{i}", {"x": float(i)}, ts=i))
     assert [(r.reason, r.id) for r in of(outs, Rejection)] == [
-        ("join_expired", "e0"), ("join_expired", "e1")]
+        ("join_expired", "e0"),
+        ("join_expired", "e1"),
+    ]
     assert "max_pending" in of(outs, Rejection)[0].detail
     assert len(of(outs, Prediction)) == 4
     assert list(learner.pending) == ["e2", "e3"]
@@ -109,14 +114,19 @@ def fifo_learner() -> tuple[Learner, list]:
 
 
 def containers(learner: Learner) -> dict[str, list]:
-    return {name: list(getattr(learner, name)) for name in ("pending", "early", "joined",
-                                                             "expired")}
+    return {
+        name: list(getattr(learner, name)) for name in ("pending", "early", "joined", "expired")
+    }
 
 
 def test_remembered_ids_are_bounded_oldest_first_and_survive_a_checkpoint():
     learner, _ = fifo_learner()
-    assert containers(learner) == {"pending": ["new"], "early": ["early"],
-                                   "joined": ["e6", "e7", "\ud800"], "expired": ["old"]}
+    assert containers(learner) == {
+        "pending": ["new"],
+        "early": ["early"],
+        "joined": ["e6", "e7", "\ud800"],
+        "expired": ["old"],
+    }
     assert reasons(learner.process_label(Label("e7", True, ts=71))) == ["duplicate_label"]
     assert learner.process_label(Label("e1", True, ts=71)) == []  # forgotten: waits as early
     assert reasons(learner.process_label(Label("old", True, ts=71))) == ["label_past_ttl"]
@@ -136,8 +146,12 @@ def test_remembered_ids_are_bounded_oldest_first_and_survive_a_checkpoint():
     from_object = Learner.__new__(Learner)
     from_object.__setstate__(as_object)
     assert containers(from_object) == containers(fresh)
-    after = [Label("e7", True, ts=71), Label("e1", True, ts=71), Label("old", True, ts=71),
-             Label("new", False, ts=72)]
+    after = [
+        Label("e7", True, ts=71),
+        Label("e1", True, ts=71),
+        Label("old", True, ts=71),
+        Label("new", False, ts=72),
+    ]
     assert learner.process_label(after[-1]) == []
     for twin in (restored, from_old):
         got = [reasons(twin.process_label(lb)) for lb in after]
@@ -171,7 +185,9 @@ def test_early_labels_equal_in_order():
     b, outs_b = run_offline(events, in_order, cfg)
 
     def key(outs):
-        return [(o.id, o.prediction, o.proba, o.generation, o.updates) for o in of(outs, Prediction)]
+        return [
+            (o.id, o.prediction, o.proba, o.generation, o.updates) for o in of(outs, Prediction)
+        ]
 
     assert key(outs_a) == key(outs_b)
     assert a.metrics.report() == b.metrics.report()
@@ -280,9 +296,16 @@ def test_string_feature_into_linear_model_is_model_error_and_stream_continues():
 
 def test_summary_is_json_and_counters_add_up():
     rng = random.Random(5)
-    learner = Learner(LearnerConfig(model="lr", pending_ttl=50, max_early_labels=5,
-                                    early_label_wait=20, data_drift=True,
-                                    data_drift_cooldown=100))
+    learner = Learner(
+        LearnerConfig(
+            model="lr",
+            pending_ttl=50,
+            max_early_labels=5,
+            early_label_wait=20,
+            data_drift=True,
+            data_drift_cooldown=100,
+        )
+    )
     counts = Counter()
     assert orjson.loads(orjson.dumps(learner.summary()))["n_events"] == 0
     for i in range(3000):
@@ -300,8 +323,9 @@ def test_summary_is_json_and_counters_add_up():
         if rng.random() < 0.05:
             records.append(Event(f"e{i}", {"x": 1.0}, ts=i))  # duplicate event
         for rec in records:
-            outs = (learner.process_event(rec) if isinstance(rec, Event)
-                    else learner.process_label(rec))
+            outs = (
+                learner.process_event(rec) if isinstance(rec, Event) else learner.process_label(rec)
+            )
             for o in outs:
                 counts[type(o).__name__] += 1
                 if isinstance(o, Rejection):
@@ -313,8 +337,13 @@ def test_summary_is_json_and_counters_add_up():
     assert sum(summary["rejected"].values()) == counts["Rejection"]
     assert summary["rejected"] == {k[2:]: v for k, v in counts.items() if k.startswith("r:")}
     assert set(summary["rejected"]) <= set(REASONS)
-    assert {"wrong_label_type", "unknown_id", "duplicate_label", "duplicate_event",
-            "join_expired"} <= set(summary["rejected"])
+    assert {
+        "wrong_label_type",
+        "unknown_id",
+        "duplicate_label",
+        "duplicate_event",
+        "join_expired",
+    } <= set(summary["rejected"])
     assert summary["drifts"] == {"concept": counts["d:concept"], "data": counts["d:data"]}
     assert summary["drifts"]["data"] >= 1
     assert summary["n_labels"] == summary["metrics"]["n_labels"] == learner.metrics.n_labels
@@ -324,13 +353,18 @@ def test_summary_is_json_and_counters_add_up():
 
 # -- drift ------------------------------------------------------------------------------------
 
+
 def test_data_drift_report_names_the_feature():
     rng = random.Random(1)
     learner = Learner(LearnerConfig(model="gnb", data_drift=True))
     reports = []
     for i in range(3000):
-        x = {"jumps": rng.random() + (5.0 if i >= 1500 else 0.0), "steady": rng.random(),
-             "colour": "red", "flag": True}
+        x = {
+            "jumps": rng.random() + (5.0 if i >= 1500 else 0.0),
+            "steady": rng.random(),
+            "colour": "red",
+            "flag": True,
+        }
         reports += of(learner.process_event(Event(f"e{i}", x, ts=i)), DriftReport)
     assert reports, "a mean jump of 5 standard widths must be detected"
     assert {r.feature for r in reports} == {"jumps"}
@@ -384,11 +418,15 @@ def test_window_policy_retrains_on_the_samples_after_the_change():
     assert abs(r.model_after["updates"] - post_change) <= 10
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "window does not beat reset after a sudden label flip (SEA noise 0.1, flip at 3000, lr, "
-    "accuracy on labels 3000-4999, seeds 1/7/42/3/5): reset .8485/.8625/.8565/.861/.867, "
-    "window .8465/.863/.8575/.855/.863. ADWIN fires ~40 labels after the change with a "
-    "post-cut window of 64-80, so about half of what window retrains on is the old concept."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "window does not beat reset after a sudden label flip (SEA noise 0.1, flip at 3000, lr, "
+        "accuracy on labels 3000-4999, seeds 1/7/42/3/5): reset .8485/.8625/.8565/.861/.867, "
+        "window .8465/.863/.8575/.855/.863. ADWIN fires ~40 labels after the change with a "
+        "post-cut window of 64-80, so about half of what window retrains on is the old concept."
+    ),
+)
 def test_window_recovers_better_than_reset_after_flip():
     totals = {"reset": 0.0, "window": 0.0}
     for seed in (1, 7, 42):
@@ -413,7 +451,7 @@ def test_reweight_keeps_two_models_then_drops_one():
         n_models.append(len(learner.served.models))
     assert drift_at is not None and drift_at >= 3000
     assert set(n_models[:drift_at]) == {1}
-    assert set(n_models[drift_at:drift_at + 299]) == {2}  # horizon counts learn steps
+    assert set(n_models[drift_at : drift_at + 299]) == {2}  # horizon counts learn steps
     assert n_models[drift_at + 300] == 1
     assert learner.version["generation"] == 1
 
@@ -446,6 +484,7 @@ def test_learner_cooldown_suppresses_concept_reports():
 
 # -- bugs for the lead ------------------------------------------------------------------------
 
+
 def test_multiclass_metrics_do_not_depend_on_the_first_label():
     m = MetricSet("classification")
     f1, ce = metrics.MacroF1(), metrics.CrossEntropy()
@@ -459,10 +498,14 @@ def test_multiclass_metrics_do_not_depend_on_the_first_label():
     assert report["log_loss"] == pytest.approx(ce.get())
 
 
-@pytest.mark.parametrize("labels, preds", [
-    ([True, False, 1, 0, 2, True, 2, False], [True, True, 0, 2, 1, False, 2, True]),
-    (["a", "b", "c", "a", "b"], ["a", "c", "c", "b", "b"]),
-], ids=["binary-with-odd-labels", "multiclass"])
+@pytest.mark.parametrize(
+    "labels, preds",
+    [
+        ([True, False, 1, 0, 2, True, 2, False], [True, True, 0, 2, 1, False, 2, True]),
+        (["a", "b", "c", "a", "b"], ["a", "c", "c", "b", "b"]),
+    ],
+    ids=["binary-with-odd-labels", "multiclass"],
+)
 def test_shared_confusion_matrix_equals_river_metrics_of_their_own(labels, preds):
     m = MetricSet("classification")
     binary = isinstance(labels[0], bool)
@@ -495,18 +538,25 @@ def test_held_metric_updates_are_applied_in_order_when_read_or_saved():
             assert m.report()["n_labels"] == i + 1
     report = m.report()
     assert (report["n_labels"], report["accuracy"], report["log_loss"]) == (
-        len(stream), accuracy.get(), log_loss.get())
+        len(stream),
+        accuracy.get(),
+        log_loss.get(),
+    )
 
 
 def test_metrics_restored_from_before_the_shared_matrix_go_on_counting():
     m = MetricSet("classification")
     m.update(True, True, {True: 0.9, False: 0.1})
     state = copy.deepcopy(m.__getstate__())  # as a checkpoint holds it: nothing shared with m
-    state["_metrics"] = {"accuracy": metrics.Accuracy(), "f1": metrics.F1(),
-                         "log_loss": metrics.LogLoss()}  # each with its own matrix, as then
+    state["_metrics"] = {
+        "accuracy": metrics.Accuracy(),
+        "f1": metrics.F1(),
+        "log_loss": metrics.LogLoss(),
+    }  # each with its own matrix, as then
     for metric in state["_metrics"].values():
-        metric.update(True, {True: 0.9, False: 0.1} if metric.__class__ is metrics.LogLoss
-                      else True)
+        metric.update(
+            True, {True: 0.9, False: 0.1} if metric.__class__ is metrics.LogLoss else True
+        )
     del state["_cm"]
     old = MetricSet.__new__(MetricSet)
     old.__setstate__(state)
@@ -539,11 +589,14 @@ def test_labels_of_new_classes_stop_at_max_classes():
         learner.process_event(Event(f"e{i}", {"x": float(i)}, ts=i))
         out += learner.process_label(Label(f"e{i}", y, ts=i))
     rejected = [o for o in out if isinstance(o, Rejection)]
-    assert [(r.reason, r.id) for r in rejected] == [("too_many_classes", "e2"),
-                                                    ("too_many_classes", "e4")]
+    assert [(r.reason, r.id) for r in rejected] == [
+        ("too_many_classes", "e2"),
+        ("too_many_classes", "e4"),
+    ]
     assert learner.n_labels == 4 and learner.classes == {"a", "b"}
-    assert Learner(config(model="linear_model.LinearRegression", max_classes=1)).task == \
-        "regression"  # regression labels are numbers: no classes to bound
+    assert (
+        Learner(config(model="linear_model.LinearRegression", max_classes=1)).task == "regression"
+    )  # regression labels are numbers: no classes to bound
 
 
 def test_a_checkpoint_from_before_max_classes_restores():
@@ -560,7 +613,7 @@ def test_a_checkpoint_from_before_max_classes_restores():
 def test_late_records_are_counted_and_kept_by_checkpoints():
     """A label older than an event already scored (labels were caught up) is merged late: the
     learner counts it, so status and /metrics show that the order depended on arrival."""
-    from stream.pipeline import EVENTS, LABELS, PartitionPipeline
+    from driftstream.stream.pipeline import EVENTS, LABELS, PartitionPipeline
 
     pipe = PartitionPipeline(Learner(config(model="lr")), ("ev", "lb"), [0, 0])
     pipe.push(EVENTS, [(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1.0}}')])

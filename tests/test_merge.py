@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.merge import EVENTS, LABELS, EventTimeMerge, recorded_order
+from driftstream.stream.merge import EVENTS, LABELS, EventTimeMerge, recorded_order
 
 
 def drain(m: EventTimeMerge, now: int = 0) -> list:
@@ -122,8 +122,10 @@ def reference(events: list[int], labels: list[int]) -> tuple[list, int]:
 def test_same_output_for_any_chunking(events, labels, data):
     expected, expected_late = reference(events, labels)
     m = EventTimeMerge()
-    queues = {EVENTS: [(ts, ("e", i)) for i, ts in enumerate(events)],
-              LABELS: [(ts, ("l", i)) for i, ts in enumerate(labels)]}
+    queues = {
+        EVENTS: [(ts, ("e", i)) for i, ts in enumerate(events)],
+        LABELS: [(ts, ("l", i)) for i, ts in enumerate(labels)],
+    }
     out = []
     while queues[EVENTS] or queues[LABELS]:
         stream = data.draw(st.sampled_from([s for s in queues if queues[s]]))
@@ -183,14 +185,18 @@ def test_recorded_order_reproduces_any_live_order(events, labels, data):
         live.append((s, counters[s]))
         counters[s] += 1
     recorded = _recorded(live)
-    replayed = [r.key for _, r in recorded_order(_as_records("e", events),
-                                                 _as_records("l", labels), recorded)]
+    replayed = [
+        r.key
+        for _, r in recorded_order(_as_records("e", events), _as_records("l", labels), recorded)
+    ]
     assert replayed == live
 
     unrecorded = data.draw(st.sets(st.sampled_from(sorted(recorded)))) if recorded else set()
     partial = {k: v for k, v in recorded.items() if k not in unrecorded}
-    replayed = [r.key for _, r in recorded_order(_as_records("e", events),
-                                                 _as_records("l", labels), partial)]
+    replayed = [
+        r.key
+        for _, r in recorded_order(_as_records("e", events), _as_records("l", labels), partial)
+    ]
     assert sorted(replayed) == sorted(live)
     assert [k for k in replayed if k[0] == "e"] == [k for k in live if k[0] == "e"]
     assert [k for k in replayed if k[0] == "l"] == [k for k in live if k[0] == "l"]
@@ -201,6 +207,7 @@ def test_recorded_order_reproduces_any_live_order(events, labels, data):
 @given(streams, streams)
 def test_with_nothing_recorded_the_order_is_the_event_time_merge(events, labels):
     expected, _ = reference(events, labels)
-    replayed = [r.key for _, r in recorded_order(_as_records("e", events),
-                                                 _as_records("l", labels), {})]
+    replayed = [
+        r.key for _, r in recorded_order(_as_records("e", events), _as_records("l", labels), {})
+    ]
     assert replayed == expected

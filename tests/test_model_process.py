@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from consumers.model_process import (
+from driftstream.consumers.model_process import (
     BatchAnswer,
     LocalModel,
     ModelHost,
@@ -21,26 +21,28 @@ from consumers.model_process import (
     ModelProcessError,
     remove_orphaned_state_files,
 )
-from producers.sources import event_record, label_record, synthetic
-from stream.learner import Learner, LearnerConfig
-from stream.pipeline import EVENTS, LABELS
+from driftstream.producers.sources import event_record, label_record, synthetic
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.pipeline import EVENTS, LABELS
 
 DEADLINE_S = 20.0
 
 
 def requests(n: int = 1500, every: int = 400) -> list[tuple]:
     """Open two partitions, feed them in three batches each, snapshot one at the end."""
-    samples = list(synthetic("sea", n=n, seed=2, drift_at=[n // 2], label_delay="50",
-                             start_ts=0))
+    samples = list(synthetic("sea", n=n, seed=2, drift_at=[n // 2], label_delay="50", start_ts=0))
     events = [(i, 0, orjson.dumps(event_record(s))) for i, s in enumerate(samples)]
     labels = [(i, 0, orjson.dumps(label_record(s))) for i, s in enumerate(samples)]
-    out = [("open", p, None, LearnerConfig(model="lr"), ("ev", "lb"), [0, 0], None, 0, every)
-           for p in (0, 1)]
+    out = [
+        ("open", p, None, LearnerConfig(model="lr"), ("ev", "lb"), [0, 0], None, 0, every)
+        for p in (0, 1)
+    ]
     third = n // 3
     for k in range(3):
         part = slice(k * third, n if k == 2 else (k + 1) * third)
-        pushes = [(p, EVENTS, events[part]) for p in (0, 1)] + \
-                 [(p, LABELS, labels[part]) for p in (0, 1)]
+        pushes = [(p, EVENTS, events[part]) for p in (0, 1)] + [
+            (p, LABELS, labels[part]) for p in (0, 1)
+        ]
         caught_up = {p: (k == 2, k == 2) for p in (0, 1)}
         out.append(("batch", 0, pushes, caught_up, [1] if k == 2 else [], "shutdown", k == 2))
     return out
@@ -64,12 +66,26 @@ def comparable(answer):
         return (answer.model, answer.config)
     out = {}
     for p, prog in answer.progress.items():
-        outputs = [(role, key, value) if role != "checkpoint" else
-                   (role, info.offsets, info.generation_updates,
-                    Learner.from_bytes(info.state).canonical_bytes())
-                   for role, key, value, info in prog.outputs]
-        out[p] = (outputs, prog.processed, prog.next_offset, prog.queued,
-                  prog.since_checkpoint, prog.model, prog.summary)
+        outputs = [
+            (role, key, value)
+            if role != "checkpoint"
+            else (
+                role,
+                info.offsets,
+                info.generation_updates,
+                Learner.from_bytes(info.state).canonical_bytes(),
+            )
+            for role, key, value, info in prog.outputs
+        ]
+        out[p] = (
+            outputs,
+            prog.processed,
+            prog.next_offset,
+            prog.queued,
+            prog.since_checkpoint,
+            prog.model,
+            prog.summary,
+        )
     return out
 
 
@@ -95,8 +111,9 @@ def test_model_process_answers_as_the_local_model():
 def test_a_failure_in_the_model_process_is_reported_with_its_traceback():
     model = ModelProcess()
     try:
-        model.submit(("open", 0, b"not a pickle", LearnerConfig(), ("ev", "lb"), [0, 0],
-                      None, 0, 10))
+        model.submit(
+            ("open", 0, b"not a pickle", LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 10)
+        )
         with pytest.raises(ModelProcessError, match="UnpicklingError|unpickling"):
             model.collect()
         model.submit(("close", [0]))  # it goes on answering
@@ -119,13 +136,18 @@ def test_a_dead_model_process_is_reported():
 def test_the_model_process_dies_with_a_killed_worker():
     script = textwrap.dedent("""
         import os, signal, sys
-        from consumers.model_process import ModelProcess
+        from driftstream.consumers.model_process import ModelProcess
         model = ModelProcess()
         print(model.process.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     child = int(proc.stdout.split()[0])
     deadline = time.monotonic() + DEADLINE_S
@@ -154,8 +176,14 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
         for a in forked:
             if isinstance(a, BatchAnswer):
                 files.update(a.state_files)
-        snaps = [o[3] for a in forked if isinstance(a, BatchAnswer)
-                 for prog in a.progress.values() for o in prog.outputs if o[0] == "checkpoint"]
+        snaps = [
+            o[3]
+            for a in forked
+            if isinstance(a, BatchAnswer)
+            for prog in a.progress.values()
+            for o in prog.outputs
+            if o[0] == "checkpoint"
+        ]
         if all(s.state_file in files for s in snaps if s.state_file):
             break
         assert time.monotonic() < deadline, "state writers not reported"
@@ -163,13 +191,24 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
         time.sleep(0.01)  # polling interval of the condition, not a synchronisation
     assert all(problem is None for problem in files.values())
     # Named after the process that forked them (here: this one), for remove_orphaned_state_files.
-    assert files and all(os.path.basename(path).startswith(f"driftstream-state-pid{os.getpid()}-")
-                         for path in files)
-    reference = {(p, tuple(o[3].offsets)): Learner.from_bytes(o[3].state).canonical_bytes()
-                 for a in inline for p, prog in a.progress.items() for o in prog.outputs
-                 if o[0] == "checkpoint"}
-    written = [(p, o[3]) for a in forked if isinstance(a, BatchAnswer)
-               for p, prog in a.progress.items() for o in prog.outputs if o[0] == "checkpoint"]
+    assert files and all(
+        os.path.basename(path).startswith(f"driftstream-state-pid{os.getpid()}-") for path in files
+    )
+    reference = {
+        (p, tuple(o[3].offsets)): Learner.from_bytes(o[3].state).canonical_bytes()
+        for a in inline
+        for p, prog in a.progress.items()
+        for o in prog.outputs
+        if o[0] == "checkpoint"
+    }
+    written = [
+        (p, o[3])
+        for a in forked
+        if isinstance(a, BatchAnswer)
+        for p, prog in a.progress.items()
+        for o in prog.outputs
+        if o[0] == "checkpoint"
+    ]
     periodic = [(p, s) for p, s in written if s.reason == "periodic"]
     big = [(p, s) for p, s in periodic if s.summary["pending"] >= 10]
     assert big and all(s.state is None and s.state_file for _, s in big)
@@ -187,8 +226,9 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
     assert matched >= 1
     # A last snapshot whose writer has not been reported: close waits and removes its file;
     # the reported ones are the worker's (it removes each once read).
-    extra = [(10_000 + i, 0, orjson.dumps({"id": f"x{i}", "features": {"a": 1.0}}))
-             for i in range(20)]
+    extra = [
+        (10_000 + i, 0, orjson.dumps({"id": f"x{i}", "features": {"a": 1.0}})) for i in range(20)
+    ]
     last = host.handle(("batch", 0, [(0, EVENTS, extra)], {}, [0], "periodic", False))
     # 20 pending joins: forked. Usually that is the snapshot asked for; but when earlier
     # periodic snapshots were postponed (writers busy), these records can bring a periodic one

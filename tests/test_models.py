@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 from river import base, compose, linear_model, optim, preprocessing, tree
 
-from stream.models import PRESETS, ModelSpecError, build_model, task_of
+from driftstream.stream.models import PRESETS, ModelSpecError, build_model, task_of
 
-TASKS = {"lr": "classification", "ht": "classification", "hat": "classification",
-         "arf": "classification", "gnb": "classification", "linreg": "regression",
-         "htr": "regression"}
+TASKS = {
+    "lr": "classification",
+    "ht": "classification",
+    "hat": "classification",
+    "arf": "classification",
+    "gnb": "classification",
+    "linreg": "regression",
+    "htr": "regression",
+}
 
 
 def test_every_preset_has_a_task_here():
@@ -48,13 +54,19 @@ def test_nested_model_argument():
     assert model.classifier.l2 == 0.01
 
 
-@pytest.mark.parametrize("spec, attr, value", [
-    ("linear_model.LinearRegression(intercept_init=-0.1)", "intercept_init", -0.1),
-    ("linear_model.LinearRegression(l2=-1)", "l2", -1),
-    ("linear_model.LinearRegression(l2=1e-3)", "l2", 1e-3),
-    ("tree.HoeffdingTreeClassifier(grace_period=50, nominal_attributes=['c'])",
-     "nominal_attributes", ["c"]),
-])
+@pytest.mark.parametrize(
+    "spec, attr, value",
+    [
+        ("linear_model.LinearRegression(intercept_init=-0.1)", "intercept_init", -0.1),
+        ("linear_model.LinearRegression(l2=-1)", "l2", -1),
+        ("linear_model.LinearRegression(l2=1e-3)", "l2", 1e-3),
+        (
+            "tree.HoeffdingTreeClassifier(grace_period=50, nominal_attributes=['c'])",
+            "nominal_attributes",
+            ["c"],
+        ),
+    ],
+)
 def test_literal_arguments(spec, attr, value):
     assert getattr(build_model(spec), attr) == value
 
@@ -67,8 +79,10 @@ def test_class_without_parentheses():
 
 
 def test_positional_arguments_and_three_step_pipeline():
-    model = build_model("compose.Select('a', 'b') | preprocessing.StandardScaler() | "
-                        "linear_model.LogisticRegression()")
+    model = build_model(
+        "compose.Select('a', 'b') | preprocessing.StandardScaler() | "
+        "linear_model.LogisticRegression()"
+    )
     assert len(model.steps) == 3 and task_of(model) == "classification"
 
 
@@ -86,40 +100,43 @@ def refusal(spec: str) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("os.system('rm -rf /')", "module 'os' is not a River module"),
-    ("subprocess.Popen('ls')", "module 'subprocess' is not a River module"),
-    ("linear_model._base()", "linear_model._base is private"),
-    ("linear_model.__class__", "is private"),
-    ("__import__('os')", "only River classes written as module.Class are allowed"),
-    ("eval('1')", "only River classes written as module.Class are allowed"),
-    ("river.linear_model.LogisticRegression()", "only River classes written as module.Class"),
-    ("linear_model.LogisticRegression.clone()", "only River classes written as module.Class"),
-    ("lambda: linear_model.LogisticRegression()", "unexpected 'lambda"),
-    ("linear_model.LogisticRegression(**{'l2': 1.0})", "**kwargs are not allowed"),
-    ("linear_model.LogisticRegression(**kw)", "**kwargs are not allowed"),
-    ("linear_model.LogisticRegression(l2=x)", "argument 'x' is not a literal"),
-    ("linear_model.LogisticRegression(l2=2 * 3)", "argument '2 * 3' is not a literal"),
-    ("linear_model.LogisticRegression(l2=(lambda: 1)())", "only River classes"),
-    ("linear_model.LogisticRegression(l2=lambda: 1)", "is not a literal"),
-    ("linear_model.Nope()", "river.linear_model has no class 'Nope'"),
-    ("linear_model.base()", "has no class 'base'"),  # a submodule, not a class
-    ("linear_model.LogisticRegression(foo=1)", "unexpected keyword argument 'foo'"),
-    ("preprocessing.StandardScaler()", "neither a classifier nor a regressor"),
-    ("preprocessing.StandardScaler() | preprocessing.MinMaxScaler()", "neither a classifier"),
-    ("anomaly.HalfSpaceTrees()", "neither a classifier nor a regressor"),
-    ("compose.Pipeline()", "neither a classifier nor a regressor"),
-    ("optim.SGD()", "is a SGD, not a model"),
-    ("drift.ADWIN()", "is a ADWIN, not a model"),
-    ("optim.SGD() | linear_model.LogisticRegression()", "SGD is not an estimator"),
-    ("ensemble.BaggingClassifier", "BaggingClassifier: TypeError: "),
-    ("ensemble.BaggingClassifier(model=1)", "BaggingClassifier: AttributeError"),
-    ("preprocessing.StandardScaler() | 3", "unexpected '3'"),
-    ("1", "unexpected '1'"),
-    ("", "is not valid"),
-    ("linear_model.LogisticRegression(", "is not valid"),
-    ("no-such-preset", "unexpected"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("os.system('rm -rf /')", "module 'os' is not a River module"),
+        ("subprocess.Popen('ls')", "module 'subprocess' is not a River module"),
+        ("linear_model._base()", "linear_model._base is private"),
+        ("linear_model.__class__", "is private"),
+        ("__import__('os')", "only River classes written as module.Class are allowed"),
+        ("eval('1')", "only River classes written as module.Class are allowed"),
+        ("river.linear_model.LogisticRegression()", "only River classes written as module.Class"),
+        ("linear_model.LogisticRegression.clone()", "only River classes written as module.Class"),
+        ("lambda: linear_model.LogisticRegression()", "unexpected 'lambda"),
+        ("linear_model.LogisticRegression(**{'l2': 1.0})", "**kwargs are not allowed"),
+        ("linear_model.LogisticRegression(**kw)", "**kwargs are not allowed"),
+        ("linear_model.LogisticRegression(l2=x)", "argument 'x' is not a literal"),
+        ("linear_model.LogisticRegression(l2=2 * 3)", "argument '2 * 3' is not a literal"),
+        ("linear_model.LogisticRegression(l2=(lambda: 1)())", "only River classes"),
+        ("linear_model.LogisticRegression(l2=lambda: 1)", "is not a literal"),
+        ("linear_model.Nope()", "river.linear_model has no class 'Nope'"),
+        ("linear_model.base()", "has no class 'base'"),  # a submodule, not a class
+        ("linear_model.LogisticRegression(foo=1)", "unexpected keyword argument 'foo'"),
+        ("preprocessing.StandardScaler()", "neither a classifier nor a regressor"),
+        ("preprocessing.StandardScaler() | preprocessing.MinMaxScaler()", "neither a classifier"),
+        ("anomaly.HalfSpaceTrees()", "neither a classifier nor a regressor"),
+        ("compose.Pipeline()", "neither a classifier nor a regressor"),
+        ("optim.SGD()", "is a SGD, not a model"),
+        ("drift.ADWIN()", "is a ADWIN, not a model"),
+        ("optim.SGD() | linear_model.LogisticRegression()", "SGD is not an estimator"),
+        ("ensemble.BaggingClassifier", "BaggingClassifier: TypeError: "),
+        ("ensemble.BaggingClassifier(model=1)", "BaggingClassifier: AttributeError"),
+        ("preprocessing.StandardScaler() | 3", "unexpected '3'"),
+        ("1", "unexpected '1'"),
+        ("", "is not valid"),
+        ("linear_model.LogisticRegression(", "is not valid"),
+        ("no-such-preset", "unexpected"),
+    ],
+)
 def test_refusals(spec, message):
     assert message in refusal(spec)
 

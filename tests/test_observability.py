@@ -14,7 +14,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.observability import (
+from driftstream.consumers.observability import (
     DeadLetterLog,
     MetricsServer,
     PartitionSnapshot,
@@ -35,10 +35,19 @@ def record(msg: str, *args, level: int = logging.INFO, **extra) -> logging.LogRe
 
 
 def test_json_lines_carry_the_fields_and_keep_their_core_keys():
-    line = JsonFormatter().format(record(
-        "checkpoint partition=%d", 3,
-        **fields(event="checkpoint", partition=3, offsets={"events": 7}, msg="not this",
-                 partitions={1: {"model": {"generation": 0}}})))
+    line = JsonFormatter().format(
+        record(
+            "checkpoint partition=%d",
+            3,
+            **fields(
+                event="checkpoint",
+                partition=3,
+                offsets={"events": 7},
+                msg="not this",
+                partitions={1: {"model": {"generation": 0}}},
+            ),
+        )
+    )
     out = orjson.loads(line)
     assert out["msg"] == "checkpoint partition=3" and out["level"] == "INFO"
     assert out["event"] == "checkpoint" and out["offsets"] == {"events": 7}
@@ -51,8 +60,9 @@ def test_secrets_are_masked_in_text_json_and_exceptions():
     try:
         raise RuntimeError(f"login failed for {secret}")
     except RuntimeError:
-        rec = record("connecting with %s", secret, exc_info=sys.exc_info(),
-                     fields={"password": secret})
+        rec = record(
+            "connecting with %s", secret, exc_info=sys.exc_info(), fields={"password": secret}
+        )
     for formatter in (JsonFormatter([secret]), TextFormatter([secret])):
         text = formatter.format(rec)
         assert secret not in text and orjson.dumps(secret).decode()[1:-1] not in text
@@ -133,9 +143,19 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 def summary(n_events: int, rejected: dict, metrics: dict) -> dict:
-    return {"partition": 0, "model": {"generation": 2, "updates": 40}, "n_events": n_events,
-            "n_labels": 40, "late": 6, "pending": 3, "early_labels": 0, "clock": 0,
-            "rejected": rejected, "drifts": {"concept": 2, "data": 1}, "metrics": metrics}
+    return {
+        "partition": 0,
+        "model": {"generation": 2, "updates": 40},
+        "n_events": n_events,
+        "n_labels": 40,
+        "late": 6,
+        "pending": 3,
+        "early_labels": 0,
+        "clock": 0,
+        "rejected": rejected,
+        "drifts": {"concept": 2, "data": 1},
+        "metrics": metrics,
+    }
 
 
 def test_metrics_and_healthz_serve_the_published_snapshot():
@@ -145,32 +165,55 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
         status, body = get(server.url + "/healthz")
         assert status == 503 and orjson.loads(body)["problems"] == ["starting"]
         metrics.latency_seconds.labels("0").observe(0.02)
-        metrics.publish(Snapshot(
-            {0: PartitionSnapshot(summary(43, {"not_json": 2, "join_expired": 1},
-                                          {"rolling_accuracy": 0.75}), (5, None), None),
-             1: PartitionSnapshot(summary(7, {}, {"rolling_mae": 1.5}), (0, 0), 1.0)},
-            records_processed=99, problems=[], kafka_connected=True))
+        metrics.publish(
+            Snapshot(
+                {
+                    0: PartitionSnapshot(
+                        summary(43, {"not_json": 2, "join_expired": 1}, {"rolling_accuracy": 0.75}),
+                        (5, None),
+                        None,
+                    ),
+                    1: PartitionSnapshot(summary(7, {}, {"rolling_mae": 1.5}), (0, 0), 1.0),
+                },
+                records_processed=99,
+                problems=[],
+                kafka_connected=True,
+            )
+        )
         status, body = get(server.url + "/healthz")
         assert status == 200 and orjson.loads(body) == {"status": "ok"}
         status, body = get(server.url + "/metrics")
         assert status == 200
-        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                   for family in text_string_to_metric_families(body.decode())
-                   for s in family.samples}
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+        }
         assert samples[("driftstream_events_scored_total", (("partition", "0"),))] == 43
         assert samples[("driftstream_labels_joined_total", (("partition", "1"),))] == 40
-        assert samples[("driftstream_dead_letters_total",
-                        (("partition", "0"), ("reason", "not_json")))] == 2
+        assert (
+            samples[
+                ("driftstream_dead_letters_total", (("partition", "0"), ("reason", "not_json")))
+            ]
+            == 2
+        )
         assert samples[("driftstream_expired_joins_total", (("partition", "0"),))] == 1
         assert samples[("driftstream_late_records_total", (("partition", "1"),))] == 6
-        assert samples[("driftstream_drift_detections_total",
-                        (("kind", "concept"), ("partition", "0")))] == 2
+        assert (
+            samples[
+                ("driftstream_drift_detections_total", (("kind", "concept"), ("partition", "0")))
+            ]
+            == 2
+        )
         assert samples[("driftstream_pending_joins", (("partition", "0"),))] == 3
         assert samples[("driftstream_model_generation", (("partition", "1"),))] == 2
-        assert samples[("driftstream_rolling_metric",
-                        (("metric", "accuracy"), ("partition", "0")))] == 0.75
-        assert samples[("driftstream_rolling_metric",
-                        (("metric", "mae"), ("partition", "1")))] == 1.5
+        assert (
+            samples[("driftstream_rolling_metric", (("metric", "accuracy"), ("partition", "0")))]
+            == 0.75
+        )
+        assert (
+            samples[("driftstream_rolling_metric", (("metric", "mae"), ("partition", "1")))] == 1.5
+        )
         lag = "driftstream_consumer_lag"
         assert samples[(lag, (("input", "events"), ("partition", "0")))] == 5
         assert (lag, (("input", "labels"), ("partition", "0"))) not in samples  # not known yet
@@ -178,8 +221,7 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
         assert ("driftstream_checkpoint_age_seconds", (("partition", "0"),)) not in samples
         assert samples[("driftstream_records_processed_total", ())] == 99
         assert samples[("driftstream_healthy", ())] == 1
-        assert samples[("driftstream_processing_latency_seconds_count",
-                        (("partition", "0"),))] == 1
+        assert samples[("driftstream_processing_latency_seconds_count", (("partition", "0"),))] == 1
         metrics.publish(Snapshot({}, 99, ["Kafka unavailable for 3 s: x"], False))
         status, body = get(server.url + "/healthz")
         assert status == 503 and "Kafka unavailable" in orjson.loads(body)["problems"][0]

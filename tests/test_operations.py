@@ -24,11 +24,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftstream.broker import EmbeddedBroker, free_port
-from producers.kafka_client import Admin, Consumer, KafkaSettings, Producer, topic_names
-from producers.publisher import EventPublisher, publish_samples
-from producers.sources import Sample, synthetic
-from state.checkpoints import StateStore
-from stream.learner import Learner
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import Sample, synthetic
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.learner import Learner
+from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings, Producer, topic_names
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -43,22 +43,48 @@ DEADLINE_S = 60.0
 class Worker:
     """A `driftstream run` process with its metrics port and its log (JSON lines)."""
 
-    def __init__(self, settings: KafkaSettings, prefix: str, state: Path, log: Path,
-                 *extra: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        prefix: str,
+        state: Path,
+        log: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.log = log
-        argv = ["run", "--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix",
-                prefix, "--group", prefix + "group", "--state", str(state),
-                "--fast-group-timeouts", "--model", "lr", "--drift-policy", "reset",
-                "--metrics-port", str(self.port), *extra]
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("DRIFTSTREAM_", "KAFKA_"))}
-        clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO),
-                                                            clean.get("PYTHONPATH")]))
+        argv = [
+            "run",
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+            "--topic-prefix",
+            prefix,
+            "--group",
+            prefix + "group",
+            "--state",
+            str(state),
+            "--fast-group-timeouts",
+            "--model",
+            "lr",
+            "--drift-policy",
+            "reset",
+            "--metrics-port",
+            str(self.port),
+            *extra,
+        ]
+        clean = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DRIFTSTREAM_", "KAFKA_"))
+        }
+        clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), clean.get("PYTHONPATH")]))
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "driftstream.cli", *argv],
-                                         cwd=REPO, env={**clean, **(env or {})},
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "driftstream.cli", *argv],
+                cwd=REPO,
+                env={**clean, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -78,8 +104,9 @@ class Worker:
 
     def get(self, path: str) -> tuple[int | None, bytes]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}",
-                                        timeout=10) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{path}", timeout=10
+            ) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -93,14 +120,19 @@ class Worker:
         status, body = self.get("/metrics")
         if status != 200:
             return {}
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(body.decode())
-                for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+        }
 
     def total(self, name: str, **labels: str) -> float:
         """Sum of a metric over the series whose labels include ``labels``."""
-        return sum(v for (n, ls), v in self.metrics().items()
-                   if n == name and set(labels.items()) <= set(ls))
+        return sum(
+            v
+            for (n, ls), v in self.metrics().items()
+            if n == name and set(labels.items()) <= set(ls)
+        )
 
     def wait(self, cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
         wait_until(cond, what, timeout, [self])
@@ -120,15 +152,17 @@ class Worker:
             self.proc.wait()
 
 
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S,
-               workers: list[Worker] = ()) -> None:
+def wait_until(
+    cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S, workers: list[Worker] = ()
+) -> None:
     """Check ``cond`` until true; fail at the deadline, or at once if a worker died."""
     deadline = time.monotonic() + timeout
     while not cond():
         for w in workers:
             if w.proc.poll() is not None:
-                raise AssertionError(f"worker exited ({w.proc.returncode}) while waiting for "
-                                     f"{what}\n{w.tail()}")
+                raise AssertionError(
+                    f"worker exited ({w.proc.returncode}) while waiting for {what}\n{w.tail()}"
+                )
         if time.monotonic() > deadline:
             logs = "\n".join(w.tail() for w in workers)
             raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
@@ -164,8 +198,10 @@ def read_all(settings: KafkaSettings, topic: str) -> list[dict]:
 
         def done() -> bool:
             out.extend(orjson.loads(r.value) for r in consumer.poll(200))
-            return all((h := consumer.highwater(t, p)) is not None
-                       and consumer.position(t, p) >= h for t, p in tps)
+            return all(
+                (h := consumer.highwater(t, p)) is not None and consumer.position(t, p) >= h
+                for t, p in tps
+            )
 
         wait_until(done, f"all of {topic}")
         return out
@@ -180,8 +216,10 @@ def checkpoints(state: Path, partition: int = 0) -> list[dict]:
     try:
         conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
         try:
-            rows = conn.execute("SELECT version, offsets FROM checkpoints WHERE [partition] = ? "
-                                "ORDER BY version", [partition]).fetchall()
+            rows = conn.execute(
+                "SELECT version, offsets FROM checkpoints WHERE [partition] = ? ORDER BY version",
+                [partition],
+            ).fetchall()
         finally:
             conn.close()
     except sqlite3.OperationalError:  # schema not created yet
@@ -212,13 +250,23 @@ def test_metrics_count_what_was_produced(kafka_settings, unique_prefix, tmp_path
     raw.close()
     publish(kafka_settings, unique_prefix, samples[1000:], partitions)
 
-    worker = Worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
-                    tmp_path / "worker.log", "--checkpoint-every", "500")
+    worker = Worker(
+        kafka_settings,
+        unique_prefix,
+        tmp_path / "s.sqlite",
+        tmp_path / "worker.log",
+        "--checkpoint-every",
+        "500",
+    )
     try:
-        worker.wait(lambda: worker.total("driftstream_events_scored_total") == n
-                    and worker.total("driftstream_labels_joined_total") == n
-                    and worker.total("driftstream_dead_letters_total") == 5,
-                    "every record to be counted")
+        worker.wait(
+            lambda: (
+                worker.total("driftstream_events_scored_total") == n
+                and worker.total("driftstream_labels_joined_total") == n
+                and worker.total("driftstream_dead_letters_total") == 5
+            ),
+            "every record to be counted",
+        )
         m = worker.metrics()
         for p in range(partitions):
             part = str(p)
@@ -227,18 +275,26 @@ def test_metrics_count_what_was_produced(kafka_settings, unique_prefix, tmp_path
             assert m[("driftstream_labels_joined_total", (("partition", part),))] == expected
             assert m[("driftstream_pending_joins", (("partition", part),))] == 0
             for stream in ("events", "labels"):
-                assert m[("driftstream_consumer_lag",
-                          (("input", stream), ("partition", part)))] == 0
-            assert m[("driftstream_rolling_metric",
-                      (("metric", "accuracy"), ("partition", part)))] > 0.5
-            assert m[("driftstream_processing_latency_seconds_count",
-                      (("partition", part),))] > 0
-            assert m[("driftstream_checkpoint_duration_seconds_count",
-                      (("partition", part),))] >= 1
-        dead = {(dict(ls)["partition"], dict(ls)["reason"]): v for (name, ls), v in m.items()
-                if name == "driftstream_dead_letters_total"}
-        assert dead == {("0", "not_json"): 2, ("0", "missing_id"): 1, ("0", "not_object"): 1,
-                        ("1", "not_json"): 1}
+                assert (
+                    m[("driftstream_consumer_lag", (("input", stream), ("partition", part)))] == 0
+                )
+            assert (
+                m[("driftstream_rolling_metric", (("metric", "accuracy"), ("partition", part)))]
+                > 0.5
+            )
+            assert m[("driftstream_processing_latency_seconds_count", (("partition", part),))] > 0
+            assert m[("driftstream_checkpoint_duration_seconds_count", (("partition", part),))] >= 1
+        dead = {
+            (dict(ls)["partition"], dict(ls)["reason"]): v
+            for (name, ls), v in m.items()
+            if name == "driftstream_dead_letters_total"
+        }
+        assert dead == {
+            ("0", "not_json"): 2,
+            ("0", "missing_id"): 1,
+            ("0", "not_object"): 1,
+            ("1", "not_json"): 1,
+        }
         assert m[("driftstream_expired_joins_total", (("partition", "0"),))] == 0
         assert m[("driftstream_records_processed_total", ())] == 2 * n + 5
         assert m[("driftstream_assigned_partitions", ())] == partitions
@@ -254,7 +310,8 @@ def test_metrics_count_what_was_produced(kafka_settings, unique_prefix, tmp_path
 
 
 def test_sigterm_saves_a_checkpoint_that_the_next_start_resumes_from(
-        kafka_settings, unique_prefix, tmp_path):
+    kafka_settings, unique_prefix, tmp_path
+):
     n = 6000
     topics = create_topics(kafka_settings, unique_prefix, 1)
     samples = list(synthetic("sea", n, seed=4, label_delay="50", start_ts=START_TS))
@@ -265,13 +322,16 @@ def test_sigterm_saves_a_checkpoint_that_the_next_start_resumes_from(
     first = Worker(kafka_settings, unique_prefix, state, tmp_path / "first.log", *args)
     publisher = EventPublisher(kafka_settings, unique_prefix)
     # Events keep coming (paced, 3 s in all) while the first run is stopped.
-    feeding = threading.Thread(target=publish_samples, args=(publisher, samples),
-                               kwargs={"rate": 2000})
+    feeding = threading.Thread(
+        target=publish_samples, args=(publisher, samples), kwargs={"rate": 2000}
+    )
     try:
         first.wait(lambda: first.health() == 200, "the first run to join")
         feeding.start()
-        first.wait(lambda: first.total("driftstream_events_scored_total") >= 500,
-                   "the first run to be under way")
+        first.wait(
+            lambda: first.total("driftstream_events_scored_total") >= 500,
+            "the first run to be under way",
+        )
         first.proc.send_signal(signal.SIGTERM)
         assert first.exit_code() == 0, first.tail()
     finally:
@@ -286,8 +346,15 @@ def test_sigterm_saves_a_checkpoint_that_the_next_start_resumes_from(
     [final] = [x for x in first.events("checkpoint") if x["reason"] == "shutdown"]
     assert final["offsets"] == reached and final["partition"] == 0 and "model" in final
 
-    second = Worker(kafka_settings, unique_prefix, state, tmp_path / "second.log", *args,
-                    "--exit-when-idle", "1.5")
+    second = Worker(
+        kafka_settings,
+        unique_prefix,
+        state,
+        tmp_path / "second.log",
+        *args,
+        "--exit-when-idle",
+        "1.5",
+    )
     try:
         assert second.exit_code() == 0, second.tail()
     finally:
@@ -305,8 +372,13 @@ def test_sigterm_saves_a_checkpoint_that_the_next_start_resumes_from(
 
 def test_a_second_sigterm_exits_at_once(kafka_settings, unique_prefix, tmp_path):
     create_topics(kafka_settings, unique_prefix, 1)
-    worker = Worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
-                    tmp_path / "worker.log", env={"DRIFTSTREAM_KILL_AT": "shutdown:hang"})
+    worker = Worker(
+        kafka_settings,
+        unique_prefix,
+        tmp_path / "s.sqlite",
+        tmp_path / "worker.log",
+        env={"DRIFTSTREAM_KILL_AT": "shutdown:hang"},
+    )
     try:
         worker.wait(lambda: worker.health() == 200, "the worker to be healthy")
         worker.proc.send_signal(signal.SIGTERM)
@@ -327,15 +399,34 @@ def test_no_secret_in_logs_or_errors(broker, unique_prefix, tmp_path):
     secret = "s3cr3t-Pa55word"
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
     create_topics(settings, unique_prefix, 1)
-    sasl = ("--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN",
-            "--sasl-username", "worker", "--log-level", "DEBUG")
-    workers = [Worker(settings, unique_prefix, tmp_path / "s.sqlite", tmp_path / f"{fmt}.log",
-                      *sasl, "--log-format", fmt, env={"KAFKA_SASL_PASSWORD": secret})
-               for fmt in ("json", "text")]
+    sasl = (
+        "--security-protocol",
+        "SASL_PLAINTEXT",
+        "--sasl-mechanism",
+        "PLAIN",
+        "--sasl-username",
+        "worker",
+        "--log-level",
+        "DEBUG",
+    )
+    workers = [
+        Worker(
+            settings,
+            unique_prefix,
+            tmp_path / "s.sqlite",
+            tmp_path / f"{fmt}.log",
+            *sasl,
+            "--log-format",
+            fmt,
+            env={"KAFKA_SASL_PASSWORD": secret},
+        )
+        for fmt in ("json", "text")
+    ]
     try:
         for w in workers:
-            wait_until(lambda: w.health() is not None or w.proc.poll() is not None,
-                       "the metrics server")
+            wait_until(
+                lambda: w.health() is not None or w.proc.poll() is not None, "the metrics server"
+            )
             assert w.health() in (503, None)  # 503 while not connected (or already gone)
         for w in workers:
             assert w.exit_code() == 2, w.tail()
@@ -362,8 +453,16 @@ def test_worker_survives_a_broker_that_loses_everything(unique_prefix, tmp_path)
     try:
         topics = create_topics(settings, unique_prefix, 1)
         publish(settings, unique_prefix, samples[:first_part], 1)
-        worker = Worker(settings, unique_prefix, state, tmp_path / "worker.log",
-                        "--checkpoint-every", "300", "--exit-when-idle", "3")
+        worker = Worker(
+            settings,
+            unique_prefix,
+            state,
+            tmp_path / "worker.log",
+            "--checkpoint-every",
+            "300",
+            "--exit-when-idle",
+            "3",
+        )
         worker.wait(lambda: progress(state) == 2 * first_part, "the first part checkpointed")
         worker.wait(lambda: worker.health() == 200, "a healthy worker")
 
@@ -379,8 +478,10 @@ def test_worker_survives_a_broker_that_loses_everything(unique_prefix, tmp_path)
         behind = worker.events("log_behind_checkpoint")[0]
         assert behind["level"] == "ERROR" and behind["partition"] == 0
         assert behind["log_end"] == 300 and behind["offsets"][behind["topic"]] == first_part
-        worker.wait(lambda: b"before the checkpoint" in worker.get("/healthz")[1],
-                    "/healthz to name the log that is behind")
+        worker.wait(
+            lambda: b"before the checkpoint" in worker.get("/healthz")[1],
+            "/healthz to name the log that is behind",
+        )
         assert worker.health() == 503
 
         publish(settings, unique_prefix, samples[300:], 1)  # the same records, then the rest

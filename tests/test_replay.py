@@ -11,14 +11,14 @@ import orjson
 import pytest
 from kafka.errors import KafkaTimeoutError
 
-from consumers.reader import read_range
-from consumers.worker import Worker, WorkerOptions
 from driftstream.cli import main
-from producers.kafka_client import Admin, Producer, topic_names
-from producers.publisher import EventPublisher, publish_samples
-from producers.sources import synthetic
-from state.checkpoints import StateStore
-from stream.learner import LearnerConfig
+from driftstream.consumers.reader import read_range
+from driftstream.consumers.worker import Worker, WorkerOptions
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import synthetic
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.learner import LearnerConfig
+from driftstream.transport.kafka_client import Admin, Producer, topic_names
 
 pytestmark = pytest.mark.broker
 
@@ -29,20 +29,32 @@ def live_run(kafka_settings, unique_prefix, tmp_path):
     topics = topic_names(unique_prefix)
     Admin(kafka_settings).create_topics(list(topics.values()), 2)
     publisher = EventPublisher(kafka_settings, unique_prefix)
-    publish_samples(publisher, synthetic("sea", n=8000, seed=3, drift_at=[4000],
-                                         label_delay="100", start_ts=0), partitions=2)
+    publish_samples(
+        publisher,
+        synthetic("sea", n=8000, seed=3, drift_at=[4000], label_delay="100", start_ts=0),
+        partitions=2,
+    )
     publisher.close()
     state = str(tmp_path / "state.sqlite")
-    worker = Worker(kafka_settings, LearnerConfig(model="lr", drift_policy="window"), state,
-                    WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix,
-                                  exit_when_idle=1.5, checkpoint_every=1000))
+    worker = Worker(
+        kafka_settings,
+        LearnerConfig(model="lr", drift_policy="window"),
+        state,
+        WorkerOptions(
+            group=f"{unique_prefix}g",
+            topic_prefix=unique_prefix,
+            exit_when_idle=1.5,
+            checkpoint_every=1000,
+        ),
+    )
     assert worker.run() == 0
     return kafka_settings, unique_prefix, state, tmp_path
 
 
 def cli(settings, prefix, *args) -> int:
-    return main([*args, "--bootstrap-servers", settings.bootstrap_servers,
-                 "--topic-prefix", prefix])
+    return main(
+        [*args, "--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix", prefix]
+    )
 
 
 def test_replay_verify_reproduces_every_prediction(live_run, capsys):
@@ -51,8 +63,23 @@ def test_replay_verify_reproduces_every_prediction(live_run, capsys):
         assert any(d["record"]["kind"] == "concept" for d in store.drift_log())
     for p in (0, 1):
         out = str(tmp / f"p{p}.csv")
-        assert cli(settings, prefix, "replay", "--partition", str(p), "--state", state,
-                   "--verify", "--out", out, "--plot", str(tmp / f"p{p}.png")) == 0
+        assert (
+            cli(
+                settings,
+                prefix,
+                "replay",
+                "--partition",
+                str(p),
+                "--state",
+                state,
+                "--verify",
+                "--out",
+                out,
+                "--plot",
+                str(tmp / f"p{p}.png"),
+            )
+            == 0
+        )
         assert "verified: all 4000 replayed predictions" in capsys.readouterr().out
         assert (tmp / f"p{p}.png").stat().st_size > 10_000
         import pandas as pd
@@ -62,9 +89,27 @@ def test_replay_verify_reproduces_every_prediction(live_run, capsys):
         assert (frame["drift"].fillna("") != "").any()
 
     # A middle range starts from an intermediate checkpoint and still matches exactly.
-    assert cli(settings, prefix, "replay", "--partition", "0", "--state", state, "--verify",
-               "--from-offset", "2500", "--to-offset", "3200", "--out",
-               str(tmp / "mid.parquet"), "--plot", "") == 0
+    assert (
+        cli(
+            settings,
+            prefix,
+            "replay",
+            "--partition",
+            "0",
+            "--state",
+            state,
+            "--verify",
+            "--from-offset",
+            "2500",
+            "--to-offset",
+            "3200",
+            "--out",
+            str(tmp / "mid.parquet"),
+            "--plot",
+            "",
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "from checkpoint" in text and "verified: all 700 replayed predictions" in text
 
@@ -77,8 +122,18 @@ def test_verify_fails_on_a_tampered_prediction(live_run, capsys):
     tampered = prefix + "t."
     Admin(settings).create_topics(list(topic_names(tampered).values()), 2)
     for role in ("events", "labels"):
-        assert cli(settings, prefix, "republish", "--from-topic", topics[role],
-                   "--to-topic", topic_names(tampered)[role]) == 0
+        assert (
+            cli(
+                settings,
+                prefix,
+                "republish",
+                "--from-topic",
+                topics[role],
+                "--to-topic",
+                topic_names(tampered)[role],
+            )
+            == 0
+        )
     producer = Producer(settings)
     for i, p in enumerate(served):
         if i == 123:
@@ -87,8 +142,23 @@ def test_verify_fails_on_a_tampered_prediction(live_run, capsys):
     producer.flush()
     producer.close()
     capsys.readouterr()
-    assert cli(settings, tampered, "replay", "--partition", "1", "--state", state, "--verify",
-               "--plot", "", "--out", "") == 1
+    assert (
+        cli(
+            settings,
+            tampered,
+            "replay",
+            "--partition",
+            "1",
+            "--state",
+            state,
+            "--verify",
+            "--plot",
+            "",
+            "--out",
+            "",
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert f"MISMATCH at event {served[123]['id']}" in err
 
@@ -98,17 +168,31 @@ def test_republish_keeps_keys_timestamps_and_partitions(live_run):
     topics = topic_names(prefix)
     copy = prefix + "copy."
     Admin(settings).create_topics([copy + "events"], 2)
-    assert cli(settings, prefix, "republish", "--from-topic", topics["events"], "--to-topic",
-               copy + "events", "--from-offset", "10", "--to-offset", "50") == 0
+    assert (
+        cli(
+            settings,
+            prefix,
+            "republish",
+            "--from-topic",
+            topics["events"],
+            "--to-topic",
+            copy + "events",
+            "--from-offset",
+            "10",
+            "--to-offset",
+            "50",
+        )
+        == 0
+    )
     for p in (0, 1):
         original = read_range(settings, topics["events"], p, 10, 50)
         copied = read_range(settings, copy + "events", p)
-        assert [(r.key, r.value, r.timestamp) for r in copied] == \
-               [(r.key, r.value, r.timestamp) for r in original]
+        assert [(r.key, r.value, r.timestamp) for r in copied] == [
+            (r.key, r.value, r.timestamp) for r in original
+        ]
 
 
-def test_republish_copies_a_record_larger_than_the_producer_default(kafka_settings,
-                                                                   unique_prefix):
+def test_republish_copies_a_record_larger_than_the_producer_default(kafka_settings, unique_prefix):
     """The source broker took it, so the copy must not stop at kafka-python's 1 MB default."""
     source, target = unique_prefix + "big", unique_prefix + "big.copy"
     Admin(kafka_settings).create_topics([source, target], 1)
@@ -118,23 +202,36 @@ def test_republish_copies_a_record_larger_than_the_producer_default(kafka_settin
         producer.send(source, value, partition=0)
     producer.flush()
     producer.close()
-    assert cli(kafka_settings, "", "republish", "--from-topic", source, "--to-topic",
-               target) == 0
+    assert cli(kafka_settings, "", "republish", "--from-topic", source, "--to-topic", target) == 0
     assert [r.value for r in read_range(kafka_settings, target, 0)] == values
 
 
 def test_a_kafka_error_mid_command_is_one_line(monkeypatch, capsys):
-    import consumers.republish
+    from driftstream.consumers import republish
 
     def broker_gone(*args, **kwargs):
         raise KafkaTimeoutError("Failed to update metadata after 60.0 secs.")
 
-    monkeypatch.setattr(consumers.republish, "republish", broker_gone)
-    assert main(["republish", "--from-topic", "a", "--to-topic", "b",
-                 "--bootstrap-servers", "127.0.0.1:9"]) == 2
+    monkeypatch.setattr(republish, "republish", broker_gone)
+    assert (
+        main(
+            [
+                "republish",
+                "--from-topic",
+                "a",
+                "--to-topic",
+                "b",
+                "--bootstrap-servers",
+                "127.0.0.1:9",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["driftstream republish: error: KafkaTimeoutError: Failed to update metadata "
-                   "after 60.0 secs."]
+    assert err == [
+        "driftstream republish: error: KafkaTimeoutError: Failed to update metadata "
+        "after 60.0 secs."
+    ]
 
 
 def test_replay_with_another_policy_compares(live_run, capsys):
@@ -142,10 +239,27 @@ def test_replay_with_another_policy_compares(live_run, capsys):
     with StateStore(state) as store:
         acted = [p for p in (0, 1) if store.latest(p).generation > 0]
     assert acted, "the live window policy must have replaced a model in some partition"
-    assert cli(settings, prefix, "replay", "--partition", str(acted[0]), "--state", state,
-               "--model", "lr",
-               "--drift-policy", "none", "--json", "--plot", "", "--out",
-               str(tmp / "none.csv")) == 0
+    assert (
+        cli(
+            settings,
+            prefix,
+            "replay",
+            "--partition",
+            str(acted[0]),
+            "--state",
+            state,
+            "--model",
+            "lr",
+            "--drift-policy",
+            "none",
+            "--json",
+            "--plot",
+            "",
+            "--out",
+            str(tmp / "none.csv"),
+        )
+        == 0
+    )
     s = orjson.loads(capsys.readouterr().out)
     assert s["policy"] == "none" and s["events"] == 4000
     assert s["live"] is not None and s["replay"] is not None
@@ -157,22 +271,43 @@ def test_explain_before_and_after_a_crash(kafka_settings, unique_prefix, tmp_pat
     topics = topic_names(unique_prefix)
     Admin(kafka_settings).create_topics(list(topics.values()), 1)
     publisher = EventPublisher(kafka_settings, unique_prefix)
-    publish_samples(publisher, synthetic("sea", n=3000, seed=9, drift_at=[1500],
-                                         label_delay="50", start_ts=0))
+    publish_samples(
+        publisher, synthetic("sea", n=3000, seed=9, drift_at=[1500], label_delay="50", start_ts=0)
+    )
     publisher.close()
     state = str(tmp_path / "s.sqlite")
-    command = [sys.executable, "-m", "driftstream.cli", "run", "--bootstrap-servers",
-               kafka_settings.bootstrap_servers, "--topic-prefix", unique_prefix, "--group",
-               f"{unique_prefix}g", "--state", state, "--checkpoint-every", "500",
-               "--fast-group-timeouts", "--log-level", "WARNING"]
-    crashed = subprocess.run(command, env={**os.environ, "DRIFTSTREAM_KILL_AT": "checkpoint:4"},
-                             timeout=120, capture_output=True)
+    command = [
+        sys.executable,
+        "-m",
+        "driftstream.cli",
+        "run",
+        "--bootstrap-servers",
+        kafka_settings.bootstrap_servers,
+        "--topic-prefix",
+        unique_prefix,
+        "--group",
+        f"{unique_prefix}g",
+        "--state",
+        state,
+        "--checkpoint-every",
+        "500",
+        "--fast-group-timeouts",
+        "--log-level",
+        "WARNING",
+    ]
+    crashed = subprocess.run(
+        command,
+        env={**os.environ, "DRIFTSTREAM_KILL_AT": "checkpoint:4"},
+        timeout=120,
+        capture_output=True,
+    )
     assert crashed.returncode == -9
     with StateStore(state) as store:
         before_crash = store.latest(0).offsets[topics["events"]]
     assert 0 < before_crash < 3000
-    resumed = subprocess.run(command + ["--exit-when-idle", "1.5"], timeout=120,
-                             capture_output=True)
+    resumed = subprocess.run(
+        command + ["--exit-when-idle", "1.5"], timeout=120, capture_output=True
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     capsys.readouterr()
     for event_id in ("e10", f"e{before_crash - 3}", f"e{before_crash + 300}", "e2990"):
@@ -181,8 +316,9 @@ def test_explain_before_and_after_a_crash(kafka_settings, unique_prefix, tmp_pat
         assert "MATCHES EXACTLY" in text and f"event {event_id} " in text
 
 
-def test_replay_follows_the_live_order_when_labels_came_late(kafka_settings, unique_prefix,
-                                                             tmp_path, capsys):
+def test_replay_follows_the_live_order_when_labels_came_late(
+    kafka_settings, unique_prefix, tmp_path, capsys
+):
     """A caught-up worker scores events at once; labels that reach it afterwards with earlier
     times are processed late. Replay must follow that order, not event time, to reproduce
     what was served."""
@@ -195,10 +331,27 @@ def test_replay_follows_the_live_order_when_labels_came_late(kafka_settings, uni
     publisher.flush()
     state = str(tmp_path / "s.sqlite")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "driftstream.cli", "run", "--bootstrap-servers",
-         kafka_settings.bootstrap_servers, "--topic-prefix", unique_prefix, "--group",
-         f"{unique_prefix}g", "--state", state, "--fast-group-timeouts", "--log-level",
-         "WARNING", "--exit-when-idle", "5"], stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "driftstream.cli",
+            "run",
+            "--bootstrap-servers",
+            kafka_settings.bootstrap_servers,
+            "--topic-prefix",
+            unique_prefix,
+            "--group",
+            f"{unique_prefix}g",
+            "--state",
+            state,
+            "--fast-group-timeouts",
+            "--log-level",
+            "WARNING",
+            "--exit-when-idle",
+            "5",
+        ],
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 90
         while len(read_range(kafka_settings, topics["predictions"], 0)) < 300:
@@ -225,8 +378,23 @@ def test_replay_follows_the_live_order_when_labels_came_late(kafka_settings, uni
     header, line = capsys.readouterr().out.splitlines()
     assert line.split()[header.split().index("late") - 2] == str(row["late"])
     capsys.readouterr()
-    assert cli(kafka_settings, unique_prefix, "replay", "--partition", "0", "--state", state,
-               "--verify", "--plot", "", "--out", "") == 0
+    assert (
+        cli(
+            kafka_settings,
+            unique_prefix,
+            "replay",
+            "--partition",
+            "0",
+            "--state",
+            state,
+            "--verify",
+            "--plot",
+            "",
+            "--out",
+            "",
+        )
+        == 0
+    )
     assert "verified: all 600 replayed predictions" in capsys.readouterr().out
     for event_id in ("e1", "e299", "e450"):
         assert cli(kafka_settings, unique_prefix, "explain", event_id, "--state", state) == 0

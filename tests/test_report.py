@@ -19,12 +19,12 @@ import pytest
 from matplotlib import image as mpimg
 
 from driftstream.cli import main
+from driftstream.producers.sources import arrival_order, synthetic
 from driftstream.report import build_report
-from producers.sources import arrival_order, synthetic
-from state.checkpoints import StateStore
-from stream.learner import Learner, LearnerConfig
-from stream.offline import run_offline
-from stream.records import DriftReport, Event, Label
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.offline import run_offline
+from driftstream.stream.records import DriftReport, Event, Label
 
 START_TS = 1_700_000_000_000
 N = 3000
@@ -35,9 +35,18 @@ N_PLOTS = 5  # metric, generations, dead letters, label delay, pending joins
 
 def save_partition(store: StateStore, partition: int, seed: int) -> None:
     """Run one partition offline in event-time chunks, checkpointing after each chunk."""
-    samples = list(synthetic("sea", N, seed=seed, drift_at=[N // 3, 2 * N // 3],
-                             label_delay="uniform:5:40", missing_labels=0.01,
-                             start_ts=START_TS, step=STEP_MS))
+    samples = list(
+        synthetic(
+            "sea",
+            N,
+            seed=seed,
+            drift_at=[N // 3, 2 * N // 3],
+            label_delay="uniform:5:40",
+            missing_labels=0.01,
+            start_ts=START_TS,
+            step=STEP_MS,
+        )
+    )
     events_s, labels_s = arrival_order(samples)
     events = [Event(s.id, s.x, s.ts, offset=i) for i, s in enumerate(events_s)]
     labels = [Label(s.id, s.y, s.label_ts) for s in labels_s]
@@ -45,8 +54,9 @@ def save_partition(store: StateStore, partition: int, seed: int) -> None:
     labels.append(Label(labels_s[10].id, labels_s[10].y, labels_s[10].label_ts + 1))
     labels.append(Label("never-sent", True, START_TS + 50 * STEP_MS))
     labels.sort(key=lambda lb: lb.ts)
-    learner = Learner(LearnerConfig(model="lr", drift_policy="reset", pending_ttl=2000),
-                      partition=partition)
+    learner = Learner(
+        LearnerConfig(model="lr", drift_policy="reset", pending_ttl=2000), partition=partition
+    )
     # What the worker counts for records it cannot decode, before they reach the learner.
     for _ in range(3 + partition):
         learner.count_rejection("not_json")
@@ -54,16 +64,27 @@ def save_partition(store: StateStore, partition: int, seed: int) -> None:
     while e < len(events):
         end_ts = events[min(e + CHECKPOINT_EVERY, len(events) - 1)].ts
         last = e + CHECKPOINT_EVERY >= len(events)
-        e2 = len(events) if last else next(i for i in range(e, len(events))
-                                          if events[i].ts >= end_ts)
-        l2 = len(labels) if last else next((i for i in range(lb, len(labels))
-                                            if labels[i].ts >= end_ts), len(labels))
+        e2 = (
+            len(events)
+            if last
+            else next(i for i in range(e, len(events)) if events[i].ts >= end_ts)
+        )
+        l2 = (
+            len(labels)
+            if last
+            else next((i for i in range(lb, len(labels)) if labels[i].ts >= end_ts), len(labels))
+        )
         _, outputs = run_offline(events[e:e2], labels[lb:l2], learner=learner)
         drifts = [o.to_wire() for o in outputs if isinstance(o, DriftReport)]
         e, lb = e2, l2
-        store.save_checkpoint(partition, learner.to_bytes(), {"events": e, "labels": lb},
-                              (learner.version["generation"], learner.version["updates"]),
-                              info=learner.summary(), drift_records=drifts)
+        store.save_checkpoint(
+            partition,
+            learner.to_bytes(),
+            {"events": e, "labels": lb},
+            (learner.version["generation"], learner.version["updates"]),
+            info=learner.summary(),
+            drift_records=drifts,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +98,10 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def images(page: str) -> list[np.ndarray]:
     """The inline PNGs of a page, decoded (RGB(A) floats in 0..1)."""
-    return [mpimg.imread(io.BytesIO(base64.b64decode(b64)), format="png")
-            for b64 in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+    return [
+        mpimg.imread(io.BytesIO(base64.b64decode(b64)), format="png")
+        for b64 in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    ]
 
 
 def coloured(rgb: np.ndarray) -> np.ndarray:
@@ -117,8 +140,9 @@ def test_page_is_self_contained_with_all_sections(state: Path) -> None:
     assert sum(newest[0]["label_delays"].values()) == newest[0]["n_labels"]
 
 
-def test_cli_writes_report_and_handles_empty_state(state: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_cli_writes_report_and_handles_empty_state(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "r.html"
     assert main(["report", "--state", str(state), "--out", str(out)]) == 0
     assert len(images(out.read_text())) == N_PLOTS
@@ -142,17 +166,34 @@ def test_report_renders_in_headless_chromium(state: Path, tmp_path: Path) -> Non
     tall block of plot area with coloured lines or bars in it."""
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("chromium is not installed (bash .ci/setup installs it as root: "
-                    "apt-get install -y chromium)")
+        pytest.skip(
+            "chromium is not installed (bash .ci/setup installs it as root: "
+            "apt-get install -y chromium)"
+        )
     page = tmp_path / "report.html"
     page.write_text(build_report(state))
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", "--window-size=1200,2600", page.as_uri()],
-        check=True, capture_output=True, timeout=60)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2600",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     rgb = mpimg.imread(shot)[..., :3]
     # Rows where most of the width is non-white: the plots' shaded axes areas. Text lines
     # are short runs of such rows; a plot is a run of at least 120 rows.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.codec import REASONS, InvalidRecord
-from stream.schema import DEFAULT_MAX_FEATURES, FeatureSchema
+from driftstream.stream.codec import REASONS, InvalidRecord
+from driftstream.stream.schema import DEFAULT_MAX_FEATURES, FeatureSchema
 
 
 def reason(schema: FeatureSchema, features: dict) -> str:
@@ -19,13 +19,19 @@ def reason(schema: FeatureSchema, features: dict) -> str:
 def test_inference_from_first_values():
     s = FeatureSchema()
     assert s.check({"x": 1, "y": 2.5, "c": "red", "b": True}) == {
-        "x": 1, "y": 2.5, "c": "red", "b": True}
+        "x": 1,
+        "y": 2.5,
+        "c": "red",
+        "b": True,
+    }
     assert s.types == {"x": "number", "y": "number", "c": "str", "b": "bool"}
     # int and float are both numbers
     assert s.check({"x": 1.5, "y": 3}) == {"x": 1.5, "y": 3}
 
 
-@pytest.mark.parametrize("feature, value", [("x", "1"), ("x", True), ("c", 3), ("b", 1), ("b", "y")])
+@pytest.mark.parametrize(
+    "feature, value", [("x", "1"), ("x", True), ("c", 3), ("b", 1), ("b", "y")]
+)
 def test_inferred_type_is_enforced(feature, value):
     s = FeatureSchema()
     s.check({"x": 1.0, "c": "red", "b": False})
@@ -99,16 +105,22 @@ def test_non_scalar_value_is_wrong_type_not_a_crash(value):
     assert reason(FeatureSchema(), {"x": value}) == "wrong_type"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"types": {"x": "float"}}, "type 'float'"),
-    ({"extra": "ignore"}, "extra='ignore'"),
-    ({"types": {"x": "number"}, "required": ["y"]}, "required features without a declared type"),
-    ({"required": ["y"], "extra": "reject"}, "required features without a declared type"),
-    ({"required": ["y"], "extra": "drop"}, "required features without a declared type"),
-    ({"max_features": 0}, "max_features=0"),
-    ({"types": {"x": "number", "y": "str"}, "max_features": 1}, "at least 2"),
-    ({"max_features": "many"}, "must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"types": {"x": "float"}}, "type 'float'"),
+        ({"extra": "ignore"}, "extra='ignore'"),
+        (
+            {"types": {"x": "number"}, "required": ["y"]},
+            "required features without a declared type",
+        ),
+        ({"required": ["y"], "extra": "reject"}, "required features without a declared type"),
+        ({"required": ["y"], "extra": "drop"}, "required features without a declared type"),
+        ({"max_features": 0}, "max_features=0"),
+        ({"types": {"x": "number", "y": "str"}, "max_features": 1}, "at least 2"),
+        ({"max_features": "many"}, "must be an integer"),
+    ],
+)
 def test_invalid_schema_definitions(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FeatureSchema(**kwargs)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from river import evaluate, linear_model, metrics, preprocessing, stream, tree
 from river.datasets import synth
 
-from producers.sources import (
+from driftstream.producers.sources import (
     STREAMS,
     ConstantDelay,
     ExpDelay,
@@ -285,8 +285,10 @@ def _river_answer_order(samples, constant_delay=None):
     """Indices in the order simulate_qa reveals their answers, timing given by index keys."""
     dataset = [({"i": k}, s.y) for k, s in enumerate(samples)]
     moment = lambda x: samples[x["i"]].ts  # noqa: E731
-    delay = constant_delay if constant_delay is not None else (
-        lambda x, y: samples[x["i"]].label_ts - samples[x["i"]].ts
+    delay = (
+        constant_delay
+        if constant_delay is not None
+        else (lambda x, y: samples[x["i"]].label_ts - samples[x["i"]].ts)
     )
     return [i for i, x, y in stream.simulate_qa(dataset, moment, delay) if y is not None]
 

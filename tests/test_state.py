@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from state.checkpoints import SCHEMA_VERSION, Checkpoint, StateError, StateStore
+from driftstream.state.checkpoints import SCHEMA_VERSION, Checkpoint, StateError, StateStore
 
 
 @pytest.fixture
@@ -25,8 +25,15 @@ def test_round_trip(store: StateStore) -> None:
         (2, 41),
         info={"n_events": 10, "n_labels": 7, "rolling": 0.25, "pending": 3},
         drift_records=[{"kind": "concept", "position": 5}, {"kind": "data", "feature": "x"}],
-        model_events=[{"generation": 2, "updates": 0, "reason": "drift:reset", "event_ts": 99,
-                       "detector": "ADWIN"}],
+        model_events=[
+            {
+                "generation": 2,
+                "updates": 0,
+                "reason": "drift:reset",
+                "event_ts": 99,
+                "detector": "ADWIN",
+            }
+        ],
     )
     assert version == 1
     cp = store.latest(3)
@@ -43,12 +50,19 @@ def test_round_trip(store: StateStore) -> None:
     assert "state" not in meta and meta["size"] == len(cp.state) and meta["version"] == 1
     drift = store.drift_log(3)
     assert [d["record"] for d in drift] == [
-        {"kind": "concept", "position": 5}, {"kind": "data", "feature": "x"}
+        {"kind": "concept", "position": 5},
+        {"kind": "data", "feature": "x"},
     ]
     assert all(d["checkpoint_version"] == 1 for d in drift)
     (event,) = store.model_versions()
-    assert (event["partition"], event["generation"], event["updates"], event["reason"],
-            event["event_ts"], event["info"]) == (3, 2, 0, "drift:reset", 99, {"detector": "ADWIN"})
+    assert (
+        event["partition"],
+        event["generation"],
+        event["updates"],
+        event["reason"],
+        event["event_ts"],
+        event["info"],
+    ) == (3, 2, 0, "drift:reset", 99, {"detector": "ADWIN"})
 
 
 def test_versions_are_monotonic_per_partition(store: StateStore) -> None:
@@ -136,8 +150,9 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     StateStore(path).close()
     conn = sqlite3.connect(path)
     with conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                     [str(SCHEMA_VERSION + 1)])
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)]
+        )
     conn.close()
     with pytest.raises(StateError, match="newer"):
         StateStore(path)
@@ -172,8 +187,12 @@ def _writer(path: str, partition: int, barrier) -> None:
     with StateStore(path) as s:
         for i in range(N_SAVES):
             s.save_checkpoint(
-                partition, bytes([partition]) * 4096, {"events": i + 1}, (0, i),
-                info={"i": i}, drift_records=[{"i": i}] if i % 10 == 0 else [],
+                partition,
+                bytes([partition]) * 4096,
+                {"events": i + 1},
+                (0, i),
+                info={"i": i},
+                drift_records=[{"i": i}] if i % 10 == 0 else [],
             )
             if i % 25 == 0:
                 s.prune(partition, keep_last=5)

@@ -10,16 +10,16 @@ import orjson
 import pytest
 from river import stream as river_stream
 
-from consumers import reader
-from consumers.worker import Worker, WorkerOptions
+from driftstream.consumers import reader
+from driftstream.consumers.worker import Worker, WorkerOptions
 from driftstream.demo import DemoOptions, run_demo
-from producers.kafka_client import Admin, Producer, TopicError, topic_names
-from producers.publisher import EventPublisher, publish_samples
-from producers.sources import river_delay, synthetic
-from state.checkpoints import StateStore
-from stream.learner import Learner, LearnerConfig
-from stream.models import build_model
-from stream.records import MAX_RAW_BYTES
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import river_delay, synthetic
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.models import build_model
+from driftstream.stream.records import MAX_RAW_BYTES
+from driftstream.transport.kafka_client import Admin, Producer, TopicError, topic_names
 
 pytestmark = pytest.mark.broker
 
@@ -37,11 +37,21 @@ def read_topic(settings, topic: str) -> list[dict]:
     return [orjson.loads(r.value) for r in reader.read_topic(settings, topic)]
 
 
-def run_worker(settings, prefix: str, state, config: LearnerConfig,
-               model_process: bool = True) -> Worker:
-    worker = Worker(settings, config, str(state), WorkerOptions(
-        group=f"{prefix}g", topic_prefix=prefix, exit_when_idle=1.5, checkpoint_every=1000,
-        model_process=model_process))
+def run_worker(
+    settings, prefix: str, state, config: LearnerConfig, model_process: bool = True
+) -> Worker:
+    worker = Worker(
+        settings,
+        config,
+        str(state),
+        WorkerOptions(
+            group=f"{prefix}g",
+            topic_prefix=prefix,
+            exit_when_idle=1.5,
+            checkpoint_every=1000,
+            model_process=model_process,
+        ),
+    )
     assert worker.run() == 0
     return worker
 
@@ -61,15 +71,21 @@ def river_predictions(samples) -> dict:
 
 @pytest.mark.parametrize("model_process", [True, False], ids=["model-process", "in-process"])
 def test_predictions_equal_simulate_qa(kafka_settings, unique_prefix, tmp_path, model_process):
-    samples = list(synthetic("sea", n=4000, seed=5, drift_at=[2000], label_delay="100",
-                             start_ts=1_000_000))
+    samples = list(
+        synthetic("sea", n=4000, seed=5, drift_at=[2000], label_delay="100", start_ts=1_000_000)
+    )
     topics = create_topics(kafka_settings, unique_prefix)
     publisher = EventPublisher(kafka_settings, unique_prefix)
     publish_samples(publisher, samples)
     publisher.close()
 
-    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
-               LearnerConfig(model="lr", drift_policy="none"), model_process)
+    run_worker(
+        kafka_settings,
+        unique_prefix,
+        tmp_path / "s.sqlite",
+        LearnerConfig(model="lr", drift_policy="none"),
+        model_process,
+    )
 
     served = {p["id"]: p["prediction"] for p in read_topic(kafka_settings, topics["predictions"])}
     expected = river_predictions(samples)
@@ -80,17 +96,40 @@ def test_predictions_equal_simulate_qa(kafka_settings, unique_prefix, tmp_path, 
 def test_bad_input_goes_to_deadletter_once(kafka_settings, unique_prefix, tmp_path):
     topics = create_topics(kafka_settings, unique_prefix)
     good = list(synthetic("sea", n=600, seed=1, label_delay="10", start_ts=0))
-    bad_events = [b"\xff\xfe garbage", b"[1, 2, 3]", b'{"features": {"a": 1}}',
-                  b'{"id": "b1", "features": {"a": [1]}}', b'{"id": "b2", "features": {"a": NaN}}',
-                  b'{"id": 7, "features": {}}', b"",
-                  b'{"id": "b3", "features": {"a": 1}, "ts": 150000000}']  # 1.7 days ahead
-    bad_labels = [b"not json", b'{"id": "nobody", "label": true, "ts": -5000}',
-                  b'{"id": "e5", "label": true, "ts": 200}',  # duplicate: e5 is labelled at 15
-                  b'{"id": "e6", "label": {"x": 1}, "ts": 200}', b'{"label": false}']
-    expected_reasons = sorted(["not_json", "not_object", "missing_id", "wrong_type",
-                               "non_finite", "bad_id", "empty", "bad_timestamp", "not_json",
-                               "unknown_id",
-                               "duplicate_label", "wrong_label_type", "missing_id"])
+    bad_events = [
+        b"\xff\xfe garbage",
+        b"[1, 2, 3]",
+        b'{"features": {"a": 1}}',
+        b'{"id": "b1", "features": {"a": [1]}}',
+        b'{"id": "b2", "features": {"a": NaN}}',
+        b'{"id": 7, "features": {}}',
+        b"",
+        b'{"id": "b3", "features": {"a": 1}, "ts": 150000000}',
+    ]  # 1.7 days ahead
+    bad_labels = [
+        b"not json",
+        b'{"id": "nobody", "label": true, "ts": -5000}',
+        b'{"id": "e5", "label": true, "ts": 200}',  # duplicate: e5 is labelled at 15
+        b'{"id": "e6", "label": {"x": 1}, "ts": 200}',
+        b'{"label": false}',
+    ]
+    expected_reasons = sorted(
+        [
+            "not_json",
+            "not_object",
+            "missing_id",
+            "wrong_type",
+            "non_finite",
+            "bad_id",
+            "empty",
+            "bad_timestamp",
+            "not_json",
+            "unknown_id",
+            "duplicate_label",
+            "wrong_label_type",
+            "missing_id",
+        ]
+    )
     publisher = EventPublisher(kafka_settings, unique_prefix)
     publish_samples(publisher, good[:300])
     raw = Producer(kafka_settings)
@@ -103,8 +142,12 @@ def test_bad_input_goes_to_deadletter_once(kafka_settings, unique_prefix, tmp_pa
     publisher.close()
     raw.close()
 
-    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
-               LearnerConfig(model="lr", drift_policy="none", data_drift=False))
+    run_worker(
+        kafka_settings,
+        unique_prefix,
+        tmp_path / "s.sqlite",
+        LearnerConfig(model="lr", drift_policy="none", data_drift=False),
+    )
 
     dead = read_topic(kafka_settings, topics["deadletter"])
     assert sorted(d["reason"] for d in dead) == expected_reasons
@@ -120,7 +163,8 @@ def test_bad_input_goes_to_deadletter_once(kafka_settings, unique_prefix, tmp_pa
 
 
 def test_a_bad_record_near_the_size_limit_is_dead_lettered_and_the_stream_goes_on(
-        kafka_settings, unique_prefix, tmp_path):
+    kafka_settings, unique_prefix, tmp_path
+):
     """Its dead letter (raw bytes in base64) would exceed Kafka's 1 MB message limit whole;
     it used to fail every send, the partition going back to its checkpoint for good."""
     topics = create_topics(kafka_settings, unique_prefix)
@@ -134,8 +178,12 @@ def test_a_bad_record_near_the_size_limit_is_dead_lettered_and_the_stream_goes_o
     publish_samples(publisher, good[150:])
     publisher.close()
 
-    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
-               LearnerConfig(model="lr", drift_policy="none", data_drift=False))
+    run_worker(
+        kafka_settings,
+        unique_prefix,
+        tmp_path / "s.sqlite",
+        LearnerConfig(model="lr", drift_policy="none", data_drift=False),
+    )
 
     [dead] = read_topic(kafka_settings, topics["deadletter"])
     assert dead["reason"] == "not_json" and dead["raw_bytes"] == 900_000
@@ -145,27 +193,40 @@ def test_a_bad_record_near_the_size_limit_is_dead_lettered_and_the_stream_goes_o
 
 
 def test_missing_output_topics_stop_the_worker_at_start_with_their_names(
-        kafka_settings, unique_prefix, tmp_path):
+    kafka_settings, unique_prefix, tmp_path
+):
     """Not a wait on metadata, nor (Tansu, or Kafka's auto-create) topics of another layout."""
     topics = topic_names(unique_prefix)
-    Admin(kafka_settings).create_topics([topics["events"], topics["labels"],
-                                         topics["predictions"], topics["metrics"]], 1)
+    Admin(kafka_settings).create_topics(
+        [topics["events"], topics["labels"], topics["predictions"], topics["metrics"]], 1
+    )
     publisher = EventPublisher(kafka_settings, unique_prefix)
     publish_samples(publisher, list(synthetic("sea", n=50, seed=1, label_delay="5")))
     publisher.close()
-    worker = Worker(kafka_settings, LearnerConfig(model="lr"), str(tmp_path / "s.sqlite"),
-                    WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix,
-                                  exit_when_idle=1.5))
-    with pytest.raises(TopicError, match=r"output topics \[.*deadletter.*drift.*\] do not "
-                                         "exist; create them first"):
+    worker = Worker(
+        kafka_settings,
+        LearnerConfig(model="lr"),
+        str(tmp_path / "s.sqlite"),
+        WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix, exit_when_idle=1.5),
+    )
+    with pytest.raises(
+        TopicError,
+        match=r"output topics \[.*deadletter.*drift.*\] do not "
+        "exist; create them first",
+    ):
         worker.run()
     assert reader.read_topic(kafka_settings, topics["predictions"]) == []
 
 
 def test_demo_detects_the_drift(kafka_settings, tmp_path):
     out = io.StringIO()
-    summary = run_demo(DemoOptions(n=8000, drift_at=4000, state=str(tmp_path / "d.sqlite"),
-                                   plot=str(tmp_path / "demo.png")), kafka_settings, out)
+    summary = run_demo(
+        DemoOptions(
+            n=8000, drift_at=4000, state=str(tmp_path / "d.sqlite"), plot=str(tmp_path / "demo.png")
+        ),
+        kafka_settings,
+        out,
+    )
     assert summary["predictions"] == 8000
     assert summary["detection_delay"] is not None and summary["detection_delay"] < 3000
     assert summary["replay_first_mismatch"] is None and summary["replayed"] == 8000
@@ -177,15 +238,23 @@ def test_checkpoint_retention_and_model_versions(kafka_settings, unique_prefix, 
     create_topics(kafka_settings, unique_prefix)
     samples = list(synthetic("sea", n=6000, seed=2, label_delay="20", start_ts=0))
     # Labels flip at 3000: the window policy must replace the model at least once.
-    samples = [s if i < 3000 else dataclasses.replace(s, y=not s.y)
-               for i, s in enumerate(samples)]
+    samples = [s if i < 3000 else dataclasses.replace(s, y=not s.y) for i, s in enumerate(samples)]
     publisher = EventPublisher(kafka_settings, unique_prefix)
     publish_samples(publisher, samples)
     publisher.close()
     state = tmp_path / "s.sqlite"
-    worker = Worker(kafka_settings, LearnerConfig(model="lr", drift_policy="window"), str(state),
-                    WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix,
-                                  exit_when_idle=1.5, checkpoint_every=400, keep_checkpoints=2))
+    worker = Worker(
+        kafka_settings,
+        LearnerConfig(model="lr", drift_policy="window"),
+        str(state),
+        WorkerOptions(
+            group=f"{unique_prefix}g",
+            topic_prefix=unique_prefix,
+            exit_when_idle=1.5,
+            checkpoint_every=400,
+            keep_checkpoints=2,
+        ),
+    )
     assert worker.run() == 0
     store = StateStore(str(state))
     kept = store.checkpoints(0)
@@ -200,8 +269,7 @@ def test_checkpoint_retention_and_model_versions(kafka_settings, unique_prefix, 
     assert all(v["reason"].startswith("retrained") for v in versions)
 
 
-def test_restored_state_keeps_its_configuration(kafka_settings, unique_prefix, tmp_path,
-                                                 caplog):
+def test_restored_state_keeps_its_configuration(kafka_settings, unique_prefix, tmp_path, caplog):
     create_topics(kafka_settings, unique_prefix)
     publisher = EventPublisher(kafka_settings, unique_prefix)
     publish_samples(publisher, synthetic("sea", n=500, seed=1, label_delay="10", start_ts=0))
@@ -220,7 +288,7 @@ def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path
     With kafka-python 3.0.12 alone this stalled for good at the first resume (records fetched
     while paused were parked and never handed back); `Consumer.poll` works around it.
     """
-    import consumers.worker as worker_module
+    import driftstream.consumers.worker as worker_module
 
     monkeypatch.setattr(worker_module, "PAUSE_ABOVE", 2000)
     monkeypatch.setattr(worker_module, "RESUME_BELOW", 500)
@@ -229,18 +297,23 @@ def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path
     publisher = EventPublisher(kafka_settings, unique_prefix)
     publish_samples(publisher, samples)
     publisher.close()
-    run_worker(kafka_settings, unique_prefix, tmp_path / "s.sqlite",
-               LearnerConfig(model="lr", drift_policy="none", data_drift=False))
+    run_worker(
+        kafka_settings,
+        unique_prefix,
+        tmp_path / "s.sqlite",
+        LearnerConfig(model="lr", drift_policy="none", data_drift=False),
+    )
     served = {p["id"] for p in read_topic(kafka_settings, topics["predictions"])}
     assert served == {s.id for s in samples}
 
 
-def test_checkpoints_written_by_a_fork_are_saved_whole(kafka_settings, unique_prefix, tmp_path,
-                                                       monkeypatch, ended_pid):
+def test_checkpoints_written_by_a_fork_are_saved_whole(
+    kafka_settings, unique_prefix, tmp_path, monkeypatch, ended_pid
+):
     """Every periodic state forked off (limit 1 pending join): same predictions as River,
     each saved state reflects exactly its offsets, and no state file is left behind, not even
     one that a killed worker's model process left before this worker started."""
-    monkeypatch.setattr("consumers.model_process.FORK_STATE_ABOVE", 1)
+    monkeypatch.setattr("driftstream.consumers.model_process.FORK_STATE_ABOVE", 1)
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spool))
@@ -278,23 +351,25 @@ def test_checkpoints_written_by_a_fork_are_saved_whole(kafka_settings, unique_pr
     assert not list(spool.iterdir())
 
 
-def test_a_state_file_that_cannot_be_read_fails_that_checkpoint_only(tmp_path, monkeypatch,
-                                                                    caplog):
+def test_a_state_file_that_cannot_be_read_fails_that_checkpoint_only(tmp_path, monkeypatch, caplog):
     """A forked state file removed before the worker read it (a temporary-file cleaner, say)
     is logged as a failed checkpoint (the next one will be saved), not raised."""
-    from consumers.worker import PartitionTask
-    from producers.kafka_client import KafkaSettings
-    from stream.pipeline import StateSnapshot
+    from driftstream.consumers.worker import PartitionTask
+    from driftstream.stream.pipeline import StateSnapshot
+    from driftstream.transport.kafka_client import KafkaSettings
 
-    worker = Worker(KafkaSettings(bootstrap_servers="127.0.0.1:9"), LearnerConfig(),
-                    str(tmp_path / "s.sqlite"))
+    worker = Worker(
+        KafkaSettings(bootstrap_servers="127.0.0.1:9"), LearnerConfig(), str(tmp_path / "s.sqlite")
+    )
     saved = []
     monkeypatch.setattr(worker, "_checkpoint", lambda task, snap: saved.append(snap))
     worker.tasks[0] = PartitionTask(0, [10, 5], {}, {})
     for name in ("gone", "written"):
         path = str(tmp_path / f"driftstream-state-pid1-0-{name}.pickle")
-        worker._awaiting[path] = (0, StateSnapshot("periodic", None, [10, 5], (0, 10), {},
-                                                   state_file=path))
+        worker._awaiting[path] = (
+            0,
+            StateSnapshot("periodic", None, [10, 5], (0, 10), {}, state_file=path),
+        )
     (tmp_path / "driftstream-state-pid1-0-written.pickle").write_bytes(b"state")
     worker._state_written(str(tmp_path / "driftstream-state-pid1-0-gone.pickle"), None)
     assert saved == [] and "its file could not be read" in caplog.text

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import time
 
-from consumers.model_process import LocalModel
-from consumers.worker import REBALANCE_GRACE_S, Worker, WorkerOptions
-from stream.learner import LearnerConfig
+from driftstream.consumers.model_process import LocalModel
+from driftstream.consumers.worker import REBALANCE_GRACE_S, Worker, WorkerOptions
+from driftstream.stream.learner import LearnerConfig
 
 
 def idle_worker(tmp_path) -> Worker:
     """A worker as `run()` leaves it between polls: Kafka fine, nothing in the model."""
-    worker = Worker(None, LearnerConfig(), str(tmp_path / "s.sqlite"),
-                    WorkerOptions(exit_when_idle=1.0, model_process=False))
+    worker = Worker(
+        None,
+        LearnerConfig(),
+        str(tmp_path / "s.sqlite"),
+        WorkerOptions(exit_when_idle=1.0, model_process=False),
+    )
     worker.model = LocalModel()
     worker.assigned_once = True
     return worker

@@ -24,14 +24,14 @@ import orjson
 import pytest
 
 from driftstream.cli import build_parser, learner_config
-from producers.kafka_client import Admin, Consumer, KafkaSettings, topic_names
-from producers.publisher import EventPublisher, publish_samples
-from producers.sources import Sample, arrival_order, synthetic
-from state.checkpoints import StateStore
-from stream.codec import encode
-from stream.learner import Learner, LearnerConfig
-from stream.offline import run_offline
-from stream.records import Event, Label, Prediction
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import Sample, arrival_order, synthetic
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.codec import encode
+from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.offline import run_offline
+from driftstream.stream.records import Event, Label, Prediction
+from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings, topic_names
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -43,15 +43,21 @@ DEADLINE_S = 60.0
 # -- helpers ---------------------------------------------------------------------------
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, what: str,
-               alive: list[tuple[subprocess.Popen, Path]] = (), step: float = 0.02) -> None:
+def wait_until(
+    cond: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: list[tuple[subprocess.Popen, Path]] = (),
+    step: float = 0.02,
+) -> None:
     """Check ``cond`` until true; fail at the deadline, or at once if a watched process died."""
     deadline = time.monotonic() + timeout
     while not cond():
         for proc, log in alive:
             if proc.poll() is not None:
-                raise AssertionError(f"worker exited ({proc.returncode}) while waiting for "
-                                     f"{what}:\n{tail(log)}")
+                raise AssertionError(
+                    f"worker exited ({proc.returncode}) while waiting for {what}:\n{tail(log)}"
+                )
         if time.monotonic() > deadline:
             logs = "\n".join(tail(log) for _, log in alive)
             raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
@@ -63,12 +69,34 @@ def tail(log: Path, lines: int = 30) -> str:
     return f"--- {log.name} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
-def worker_argv(settings: KafkaSettings, prefix: str, group: str, state: Path,
-                checkpoint_every: int, exit_when_idle: float | None = None) -> list[str]:
-    argv = ["run", "--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix", prefix,
-            "--group", group, "--state", str(state), "--checkpoint-every", str(checkpoint_every),
-            "--fast-group-timeouts", "--model", "lr", "--drift-policy", "reset",
-            "--log-level", "INFO"]
+def worker_argv(
+    settings: KafkaSettings,
+    prefix: str,
+    group: str,
+    state: Path,
+    checkpoint_every: int,
+    exit_when_idle: float | None = None,
+) -> list[str]:
+    argv = [
+        "run",
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--topic-prefix",
+        prefix,
+        "--group",
+        group,
+        "--state",
+        str(state),
+        "--checkpoint-every",
+        str(checkpoint_every),
+        "--fast-group-timeouts",
+        "--model",
+        "lr",
+        "--drift-policy",
+        "reset",
+        "--log-level",
+        "INFO",
+    ]
     if exit_when_idle is not None:
         argv += ["--exit-when-idle", str(exit_when_idle)]
     return argv
@@ -85,8 +113,13 @@ def start_worker(argv: list[str], log: Path, kill_at: str | None = None) -> subp
     if kill_at is not None:
         env["DRIFTSTREAM_KILL_AT"] = kill_at
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "driftstream.cli", *argv], cwd=REPO,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "driftstream.cli", *argv],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def kill9(proc: subprocess.Popen) -> None:
@@ -101,8 +134,11 @@ def progress(state: Path, partition: int) -> int:
     try:
         conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
         try:
-            row = conn.execute("SELECT offsets FROM checkpoints WHERE [partition] = ? "
-                               "ORDER BY version DESC LIMIT 1", [partition]).fetchone()
+            row = conn.execute(
+                "SELECT offsets FROM checkpoints WHERE [partition] = ? "
+                "ORDER BY version DESC LIMIT 1",
+                [partition],
+            ).fetchone()
         finally:
             conn.close()
     except sqlite3.OperationalError:  # schema not created yet
@@ -156,15 +192,18 @@ def comparable(wire: dict) -> dict:
 def reference(samples: list[Sample], config: LearnerConfig, partition: int = 0):
     """Uninterrupted in-process run over one partition's samples: (learner, {id: wire})."""
     events_s, labels_s = arrival_order(samples)
-    events = [Event(s.id, s.x, s.ts, partition=partition, offset=i)
-              for i, s in enumerate(events_s)]
+    events = [Event(s.id, s.x, s.ts, partition=partition, offset=i) for i, s in enumerate(events_s)]
     labels = [Label(s.id, s.y, s.label_ts, partition=partition) for s in labels_s]
     learner, outputs = run_offline(events, labels, learner=Learner(config, partition=partition))
     # labels are in event-time order, and go first at equal times: those before the event
     label_times = [lb.ts for lb in labels]
-    predictions = {o.id: comparable(orjson.loads(encode(o.to_wire(
-                       bisect.bisect_right(label_times, o.event_ts)))))
-                   for o in outputs if isinstance(o, Prediction)}
+    predictions = {
+        o.id: comparable(
+            orjson.loads(encode(o.to_wire(bisect.bisect_right(label_times, o.event_ts))))
+        )
+        for o in outputs
+        if isinstance(o, Prediction)
+    }
     return learner, predictions
 
 
@@ -187,9 +226,8 @@ ASSIGNED = re.compile(r"assigned partitions \[([\d, ]*)\]")
 def assignment(log: Path) -> tuple[set[int] | None, int]:
     """The worker's newest logged assignment and the log position just after it."""
     text = log.read_text(errors="replace") if log.exists() else ""
-    last = None
-    for last in ASSIGNED.finditer(text):
-        pass
+    matches = list(ASSIGNED.finditer(text))
+    last = matches[-1] if matches else None
     if last is None:
         return None, 0
     return {int(p) for p in last.group(1).split(",") if p.strip()}, last.end()
@@ -199,10 +237,12 @@ def assignment(log: Path) -> tuple[set[int] | None, int]:
 
 
 def test_kill9_at_random_moments_gives_the_uninterrupted_result(
-        kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path):
+    kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path
+):
     n = 6000
-    samples = list(synthetic("sea", n, seed=1, drift_at=[3000], label_delay="100",
-                             start_ts=START_TS))
+    samples = list(
+        synthetic("sea", n, seed=1, drift_at=[3000], label_delay="100", start_ts=START_TS)
+    )
     publish(kafka_settings, unique_prefix, samples, partitions=1)
     state = tmp_path / "state.sqlite"
     group = unique_prefix + "group"
@@ -229,8 +269,13 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
                 # random moment later (between checkpoints: mid-batch, mid-flush, ...).
                 target = min(before + rng.randint(1200, 2400), total - 3000)
                 procs.append(proc := start_worker(argv, log))
-                wait_until(lambda: progress(state, 0) >= target, DEADLINE_S,
-                           f"progress {target}", alive=[(proc, log)], step=0.005)
+                wait_until(
+                    lambda: progress(state, 0) >= target,
+                    DEADLINE_S,
+                    f"progress {target}",
+                    alive=[(proc, log)],
+                    step=0.005,
+                )
                 time.sleep(rng.uniform(0.0, 0.03))  # a random kill moment, not a synchronisation
                 kill9(proc)
             assert progress(state, 0) >= before
@@ -259,8 +304,10 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
     with StateStore(state) as store:
         checkpoint = store.latest(0)
     final = Learner.from_bytes(checkpoint.state)
-    assert checkpoint.offsets == {topic_names(unique_prefix)["events"]: n,
-                                  topic_names(unique_prefix)["labels"]: n}
+    assert checkpoint.offsets == {
+        topic_names(unique_prefix)["events"]: n,
+        topic_names(unique_prefix)["labels"]: n,
+    }
     assert Learner.canonical_bytes(final) == Learner.canonical_bytes(ref_learner)
 
     # (c) no label lost, none learned twice.
@@ -269,10 +316,12 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
 
 
 def test_survivor_takes_over_the_partitions_of_a_killed_worker(
-        kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path):
+    kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path
+):
     n, partitions = 32000, 4
-    samples = list(synthetic("sea", n, seed=1, drift_at=[8000], label_delay="100",
-                             start_ts=START_TS))
+    samples = list(
+        synthetic("sea", n, seed=1, drift_at=[8000], label_delay="100", start_ts=START_TS)
+    )
     publish(kafka_settings, unique_prefix, samples, partitions=partitions)
     state = tmp_path / "state.sqlite"
     group = unique_prefix + "group"
@@ -285,12 +334,12 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
     procs = [start_worker(argv, log) for log in logs]
     watched = list(zip(procs, logs))
     try:
+
         def both_own_partitions() -> bool:
             mine = [assignment(log)[0] for log in logs]
             return all(mine) and not (mine[0] & mine[1])
 
-        wait_until(both_own_partitions, DEADLINE_S, "both workers to own partitions",
-                   alive=watched)
+        wait_until(both_own_partitions, DEADLINE_S, "both workers to own partitions", alive=watched)
         # The victim: the worker with more work left (the first to join may have worked
         # through much of the other's partitions before the rebalance).
         checkpointed = [sum(progress(state, p) for p in assignment(log)[0]) for log in logs]
@@ -299,17 +348,26 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
         victim_parts, _ = assignment(logs[victim])
         # Kill early, while the victim still has work: once its partitions have a checkpoint
         # (the survivor's may come later, if it joined later).
-        wait_until(lambda: all(progress(state, p) for p in victim_parts), DEADLINE_S,
-                   "checkpoints of the victim's partitions", alive=watched, step=0.005)
+        wait_until(
+            lambda: all(progress(state, p) for p in victim_parts),
+            DEADLINE_S,
+            "checkpoints of the victim's partitions",
+            alive=watched,
+            step=0.005,
+        )
         time.sleep(rng.uniform(0.0, 0.02))  # a random kill moment, not a synchronisation
         kill9(procs[victim])
         left = {p: progress(state, p) for p in victim_parts}
         per_partition = 2 * n // partitions  # events + labels, a multiple of checkpoint_every
-        assert any(done < per_partition for done in left.values()), \
+        assert any(done < per_partition for done in left.values()), (
             f"the victim should have died with work left: {left}"
-        wait_until(lambda: all(progress(state, p) == per_partition for p in range(partitions)),
-                   DEADLINE_S, "every partition checkpointed to its end",
-                   alive=[watched[survivor]])
+        )
+        wait_until(
+            lambda: all(progress(state, p) == per_partition for p in range(partitions)),
+            DEADLINE_S,
+            "every partition checkpointed to its end",
+            alive=[watched[survivor]],
+        )
         procs[survivor].send_signal(signal.SIGTERM)
         assert procs[survivor].wait(timeout=DEADLINE_S) == 0, tail(logs[survivor])
     finally:
@@ -333,8 +391,12 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
             got, _ = dedupe([w for w in wires if w["partition"] == p])
             assert got == ref_predictions, f"partition {p}"
             checkpoint = store.latest(p)
-            assert checkpoint.offsets == {topics["events"]: len(part_samples),
-                                          topics["labels"]: len(part_samples)}
+            assert checkpoint.offsets == {
+                topics["events"]: len(part_samples),
+                topics["labels"]: len(part_samples),
+            }
             final = Learner.from_bytes(checkpoint.state)
             assert final.n_labels == ref_learner.n_labels == len(part_samples), f"partition {p}"
-            assert Learner.canonical_bytes(final) == Learner.canonical_bytes(ref_learner), f"partition {p}"
+            assert Learner.canonical_bytes(final) == Learner.canonical_bytes(ref_learner), (
+                f"partition {p}"
+            )

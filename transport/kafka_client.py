@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Callable, Iterable
 
 from kafka import (
     ConsumerRebalanceListener,
@@ -331,8 +331,9 @@ class Consumer:
             records.extend(batch)
         return records
 
-    def poll_by_partition(self, timeout_ms: int,
-                          max_records: int | None = None) -> dict[Partition, list[Record]]:
+    def poll_by_partition(
+        self, timeout_ms: int, max_records: int | None = None
+    ) -> dict[Partition, list[Record]]:
         """`poll`, with the records grouped by (topic, partition)."""
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return {(tp.topic, tp.partition): records for tp, records in batches.items()}
@@ -341,8 +342,11 @@ class Consumer:
         """Whether fetched records are waiting, so that the next poll returns at once."""
         fetcher = self._consumer._fetcher  # kafka-python 3.0.12 internals, read only
         subscriptions = self._consumer._subscription
-        return (bool(fetcher._completed_fetches) or bool(fetcher._next_partition_records)
-                or any(not subscriptions.is_paused(tp) for tp in fetcher._paused_partition_records))
+        return (
+            bool(fetcher._completed_fetches)
+            or bool(fetcher._next_partition_records)
+            or any(not subscriptions.is_paused(tp) for tp in fetcher._paused_partition_records)
+        )
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Make the next poll read this partition from `offset`."""
@@ -474,8 +478,9 @@ class Producer:
         )
         return future.add_errback(self._count_failure)
 
-    def send_batch(self, topic: str, partition: int,
-                   records: list[tuple[bytes | None, bytes]]) -> None:
+    def send_batch(
+        self, topic: str, partition: int, records: list[tuple[bytes | None, bytes]]
+    ) -> None:
         """Queue (key, value) records for one partition, in order, as `send` would.
 
         kafka-python's send() costs ~11 µs of CPU a record (checks, a lock and a future for
@@ -516,9 +521,14 @@ class Producer:
                     if len(value) > too_big:
                         break
                     if batch is None or batch.records.append(None, key, value) is None:
-                        batch = ProducerBatch(tp, MemoryRecordsBuilder(
-                            config["message_version"], config["compression_attrs"],
-                            config["batch_size"]))
+                        batch = ProducerBatch(
+                            tp,
+                            MemoryRecordsBuilder(
+                                config["message_version"],
+                                config["compression_attrs"],
+                                config["batch_size"],
+                            ),
+                        )
                         self._count_failures_of(batch)
                         batch.records.append(None, key, value)
                         queue.append(batch)
@@ -650,4 +660,3 @@ class Admin:
 
     def close(self) -> None:
         self._admin.close()
-
