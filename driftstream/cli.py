@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-run a partition's events and labels through a learner "
         "restored from a checkpoint (or a fresh model with --model, to try "
         "another policy on real history), offline: no group is joined and no "
-        "offset moves. Prints live-vs-replay figures and writes a per-event "
-        "report and a plot.",
+        "offset moves. Prints live-vs-replay figures; writes a per-event "
+        "report (--out) and a plot (--plot) when asked.",
     )
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--state", help="the workers' state file (checkpoints)")
@@ -227,13 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out",
-        default="replay.csv",
-        help="per-event report, .csv or .parquet (default replay.csv)",
+        default=None,
+        metavar="PATH",
+        help="write the per-event report here, .csv or .parquet (default: none)",
     )
     p.add_argument(
         "--plot",
-        default="replay.png",
-        help="PNG of the rolling metric (default replay.png; '' for none)",
+        default=None,
+        metavar="PATH",
+        help="write a PNG of the rolling metric here (default: none)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _kafka_args(p)
