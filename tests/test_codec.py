@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import base64
+import importlib
 import random
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +25,7 @@ from driftstream.stream.codec import (
     encode,
 )
 from driftstream.stream.records import Event, Label, Prediction, Rejection
+from tests.support import PACKAGES, REPO
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DECODERS = [decode_event, decode_label]
@@ -341,31 +345,101 @@ def test_label_not_scalar(label):
     assert reason_of(decode_label, orjson.dumps({"id": "a", "label": label})) == "wrong_label_type"
 
 
-@pytest.mark.parametrize("label", [True, 0, 3, "cat"])
-def test_classification_labels(label):
-    check_label_type(label, "classification")
+@pytest.mark.parametrize(
+    "task, label, fits",
+    [
+        ("classification", True, True),
+        ("classification", 0, True),
+        ("classification", 3, True),
+        ("classification", "cat", True),
+        ("classification", 0.5, False),
+        ("regression", 1, True),
+        ("regression", 2.5, True),
+        ("regression", -3, True),
+        ("regression", True, False),
+        ("regression", False, False),
+        ("regression", "2.5", False),
+    ],
+)
+def test_label_type_fits_the_task(task, label, fits):
+    try:
+        check_label_type(label, task)
+    except InvalidRecord as e:
+        assert e.reason == "wrong_label_type" and e.detail
+        assert not fits, f"{label!r} refused for {task}: {e.detail}"
+    else:
+        assert fits, f"{label!r} taken for {task}"
 
 
-def test_classification_rejects_float():
-    with pytest.raises(InvalidRecord) as info:
-        check_label_type(0.5, "classification")
-    assert info.value.reason == "wrong_label_type" and info.value.detail
+# Where a dead-letter reason enters the code: raised with InvalidRecord, or given to a
+# Rejection, to the learner's _reject or to count_rejection (its ``reason`` parameter).
+REASON_TAKERS = ("InvalidRecord", "Rejection", "_reject", "count_rejection")
 
 
-@pytest.mark.parametrize("label", [1, 2.5, -3])
-def test_regression_labels(label):
-    check_label_type(label, "regression")
+def _sources() -> dict[str, ast.Module]:
+    """Every module of the installed package, parsed: {"package:file": tree}."""
+    trees = {}
+    for package in PACKAGES:
+        for path in sorted(Path(importlib.import_module(package).__path__[0]).glob("*.py")):
+            trees[f"{package}:{path.name}"] = ast.parse(path.read_text(), str(path))
+    return trees
 
 
-@pytest.mark.parametrize("label", [True, False, "2.5"])
-def test_regression_rejects_bool_and_str(label):
-    with pytest.raises(InvalidRecord) as info:
-        check_label_type(label, "regression")
-    assert info.value.reason == "wrong_label_type" and info.value.detail
+def _reason_position(node: ast.FunctionDef | ast.ClassDef) -> int:
+    """Position of ``reason`` among a function's arguments (self excluded), a class's
+    __init__ arguments or its fields (a dataclass)."""
+    if isinstance(node, ast.ClassDef):
+        init = [n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+        if init:
+            node = init[0]
+        else:
+            fields = [n.target.id for n in node.body if isinstance(n, ast.AnnAssign)]
+            return fields.index("reason")
+    names = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg != "self"]
+    return names.index("reason")
 
 
-def test_every_reason_is_documented():
-    assert all(isinstance(v, str) and v for v in REASONS.values())
+def emitted_reasons() -> dict[str, list[str]]:
+    """Every literal reason the code can reject a record with: {reason: [where]}."""
+    trees = _sources()
+    positions: dict[str, set[int]] = {}
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in REASON_TAKERS:
+                positions.setdefault(node.name, set()).add(_reason_position(node))
+    assert set(positions) == set(REASON_TAKERS), "a reason taker was renamed: update the test"
+    assert all(len(p) == 1 for p in positions.values()), positions
+    position = {name: p.pop() for name, p in positions.items()}
+    found: dict[str, list[str]] = {}
+    for name, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if callee not in position:
+                continue
+            given = [k.value for k in node.keywords if k.arg == "reason"]
+            if not given and len(node.args) > position[callee]:
+                given = [node.args[position[callee]]]
+            for arg in given:  # a name or attribute passes on a reason made elsewhere
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.setdefault(arg.value, []).append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_every_reason_the_code_can_emit_is_documented():
+    emitted = emitted_reasons()
+    undocumented = {r: where for r, where in emitted.items() if r not in REASONS}
+    assert not undocumented, f"reasons emitted but missing from REASONS: {undocumented}"
+    never = set(REASONS) - set(emitted)
+    assert not never, f"REASONS lists reasons no code emits: {sorted(never)}"
+    blank = [r for r, text in REASONS.items() if not (isinstance(text, str) and text.strip())]
+    assert not blank, f"REASONS without a description: {blank}"
+    # Users find them: the README (or docs/) lists each one, or points to REASONS.
+    docs = "\n".join(p.read_text() for p in [REPO / "README.md", *REPO.glob("docs/**/*.md")])
+    assert "REASONS" in docs or all(f"`{r}`" in docs for r in REASONS), (
+        "README.md and docs/ neither list the dead-letter reasons nor point to REASONS"
+    )
 
 
 # -- outputs --------------------------------------------------------------------------------

@@ -7,12 +7,9 @@ import io
 import logging
 import socket
 import sys
-import urllib.error
-import urllib.request
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftstream.consumers.observability import (
     DeadLetterLog,
@@ -23,6 +20,7 @@ from driftstream.consumers.observability import (
     fields,
 )
 from driftstream.logs import JsonFormatter, TextFormatter, setup
+from tests.support import http_get, metric_samples
 
 
 def record(msg: str, *args, level: int = logging.INFO, **extra) -> logging.LogRecord:
@@ -75,21 +73,25 @@ def test_auto_format_is_text_on_a_terminal_and_json_elsewhere():
             return True
 
     root = logging.getLogger()
-    before = list(root.handlers), root.level
+    level = root.level
+    other = logging.NullHandler()  # not driftstream's: setup() keeps it
+    root.addHandler(other)
+    handlers = []
     try:
         for stream, is_json in ((io.StringIO(), True), (Tty(), False)):
-            handler = setup("INFO", "auto", stream=stream)
+            handlers.append(handler := setup("INFO", "auto", stream=stream))
             logging.getLogger("driftstream.test").info("hello %s", "there")
             handler.flush()
             line = stream.getvalue().strip().splitlines()[-1]
             assert line.startswith("{") is is_json, line
             assert "hello there" in line
-        assert sum(getattr(h, "_driftstream", False) for h in root.handlers) == 1
+        # The second setup replaced the first one's handler, and kept the others.
+        assert handlers[0] not in root.handlers and handlers[1] in root.handlers
+        assert other in root.handlers
     finally:
-        for h in root.handlers[:]:
-            if getattr(h, "_driftstream", False):
-                root.removeHandler(h)
-        root.setLevel(before[1])
+        for h in [*handlers, other]:
+            root.removeHandler(h)
+        root.setLevel(level)
     with pytest.raises(ValueError, match="log format"):
         setup("INFO", "yaml")
 
@@ -134,14 +136,6 @@ def test_dead_letters_warn_at_most_once_per_reason_and_interval():
 # -- metrics and health ----------------------------------------------------------------
 
 
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def summary(n_events: int, rejected: dict, metrics: dict) -> dict:
     return {
         "partition": 0,
@@ -162,7 +156,7 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
     metrics = WorkerMetrics()
     server = MetricsServer(metrics, "127.0.0.1", 0)
     try:
-        status, body = get(server.url + "/healthz")
+        status, body = http_get(server.url + "/healthz")
         assert status == 503 and orjson.loads(body)["problems"] == ["starting"]
         metrics.latency_seconds.labels("0").observe(0.02)
         metrics.publish(
@@ -180,15 +174,11 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
                 kafka_connected=True,
             )
         )
-        status, body = get(server.url + "/healthz")
+        status, body = http_get(server.url + "/healthz")
         assert status == 200 and orjson.loads(body) == {"status": "ok"}
-        status, body = get(server.url + "/metrics")
+        status, body = http_get(server.url + "/metrics")
         assert status == 200
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples
-        }
+        samples = metric_samples(body.decode())
         assert samples[("driftstream_events_scored_total", (("partition", "0"),))] == 43
         assert samples[("driftstream_labels_joined_total", (("partition", "1"),))] == 40
         assert (
@@ -223,9 +213,9 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
         assert samples[("driftstream_healthy", ())] == 1
         assert samples[("driftstream_processing_latency_seconds_count", (("partition", "0"),))] == 1
         metrics.publish(Snapshot({}, 99, ["Kafka unavailable for 3 s: x"], False))
-        status, body = get(server.url + "/healthz")
+        status, body = http_get(server.url + "/healthz")
         assert status == 503 and "Kafka unavailable" in orjson.loads(body)["problems"][0]
-        assert get(server.url + "/nothing")[0] == 404
+        assert http_get(server.url + "/nothing")[0] == 404
     finally:
         server.close()
 
