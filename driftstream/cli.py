@@ -26,7 +26,7 @@ class CliError(Exception):
 def _known_errors() -> tuple:
     errors = [CliError, ValueError, OSError]
     for module, name in (
-        ("driftstream.transport.kafka_client", "KafkaClientError"),
+        ("driftstream.transport.errors", "KafkaClientError"),
         ("kafka.errors", "KafkaError"),  # e.g. a timeout mid-command
         ("driftstream.state.checkpoints", "StateError"),
         ("driftstream.consumers.replay", "ReplayError"),
@@ -413,7 +413,7 @@ def _kafka_args(p: argparse.ArgumentParser) -> None:
 
 
 def kafka_settings(args: argparse.Namespace):
-    from driftstream.transport.kafka_client import KafkaSettings
+    from driftstream.transport import KafkaSettings
 
     if not args.bootstrap_servers:
         raise CliError(
@@ -676,7 +676,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from driftstream.transport.kafka_client import Admin, topic_names
+    from driftstream.transport import Admin, topic_names
 
     admin = Admin(kafka_settings(args))
     try:
@@ -788,7 +788,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         to_frame,
         write_frame,
     )
-    from driftstream.transport.kafka_client import topic_names
+    from driftstream.transport import topic_names
 
     settings = kafka_settings(args)
     topics = topic_names(args.topic_prefix)
@@ -904,7 +904,7 @@ def cmd_republish(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from driftstream.demo import DemoOptions, run_demo
     from driftstream.stream.models import build_model
-    from driftstream.transport.kafka_client import KafkaSettings
+    from driftstream.transport import KafkaSettings
 
     build_model(args.model)
     for suffix in ("", "-wal", "-shm"):

@@ -9,12 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from driftstream.broker import BrokerError, EmbeddedBroker, free_port
-from driftstream.transport.kafka_client import (
+from driftstream.transport import (
     Admin,
     Consumer,
     DeliveryFailed,
@@ -25,6 +27,7 @@ from driftstream.transport.kafka_client import (
     TopicError,
     topic_names,
 )
+from driftstream.transport._kafka_python import SUPPORTED_VERSION
 
 DEADLINE_S = 20.0
 
@@ -112,6 +115,50 @@ def test_unreachable_broker_gives_clear_error() -> None:
         Admin(settings)
     assert settings.bootstrap_servers in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def _import_with_kafka_python(version: str, code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter whose kafka-python says it is ``version``."""
+    patch = f"import kafka; kafka.__version__ = {version!r}\n"
+    return subprocess.run(
+        [sys.executable, "-c", patch + code], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_supported_kafka_python_is_the_pinned_one() -> None:
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert f"kafka-python=={SUPPORTED_VERSION}" in dependencies
+
+
+@pytest.mark.parametrize("other", ["2.0.2", "3.0.13"])
+def test_another_kafka_python_is_refused_at_import(other: str) -> None:
+    """The adapter relies on kafka-python internals of one version: any other one fails at
+    import, with a message naming the supported version, instead of misbehaving later."""
+    code = "import driftstream.transport"
+    assert _import_with_kafka_python(SUPPORTED_VERSION, code).returncode == 0
+    refused = _import_with_kafka_python(other, code)
+    assert refused.returncode == 1
+    assert "UnsupportedKafkaPython" in refused.stderr
+    assert (
+        f"needs kafka-python {SUPPORTED_VERSION}, but kafka-python {other} is installed"
+        in refused.stderr
+    )
+
+
+def test_the_cli_reports_another_kafka_python_in_one_line() -> None:
+    code = (
+        "from driftstream.cli import main\n"
+        "raise SystemExit(main(['topics', 'list', '--bootstrap-servers', '127.0.0.1:9']))"
+    )
+    refused = _import_with_kafka_python("2.0.2", code)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"driftstream topics: error: driftstream needs kafka-python {SUPPORTED_VERSION}, but "
+        "kafka-python 2.0.2 is installed (the Kafka adapter relies on that version's "
+        "internals, see driftstream/transport/_kafka_python.py): "
+        f"pip install kafka-python=={SUPPORTED_VERSION}"
+    ]
 
 
 # -- against the session broker ----------------------------------------------------------
