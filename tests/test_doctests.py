@@ -6,14 +6,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = (
-    "driftstream",
-    "driftstream.stream",
-    "driftstream.state",
-    "driftstream.transport",
-    "driftstream.producers",
-    "driftstream.consumers",
-)
+from tests.support import PACKAGES
 
 
 def _modules() -> list[str]:
