@@ -13,7 +13,7 @@ import orjson
 from driftstream.consumers.reader import read_range, read_topic
 from driftstream.consumers.replay import ReplayError, ReplayRange, replay, starting_point
 from driftstream.state.checkpoints import StateStore
-from driftstream.transport.kafka_client import KafkaSettings, topic_names
+from driftstream.transport import KafkaSettings, topic_names
 
 
 def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: str) -> dict:

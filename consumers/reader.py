@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from driftstream.transport.kafka_client import Consumer, KafkaSettings, Record
+from driftstream.transport import Consumer, KafkaSettings, Record
 
 
 class ReadTimeout(Exception):

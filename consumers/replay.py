@@ -26,7 +26,7 @@ from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.merge import EVENTS, recorded_order
 from driftstream.stream.policies import error
 from driftstream.stream.records import DriftReport, Prediction, Rejection
-from driftstream.transport.kafka_client import KafkaSettings, topic_names
+from driftstream.transport import KafkaSettings, topic_names
 
 
 class ReplayError(Exception):
@@ -147,7 +147,7 @@ def served_predictions(settings: KafkaSettings, topic: str, partition: int) -> d
 
     After a crash an event may have been served twice; the last one is kept: it is the one
     whose processing the partition's state went on from."""
-    from driftstream.transport.kafka_client import Consumer
+    from driftstream.transport import Consumer
 
     consumer = Consumer(settings)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from driftstream.consumers.reader import read_partitions
-from driftstream.transport.kafka_client import Consumer, KafkaSettings, Producer
+from driftstream.transport import Consumer, KafkaSettings, Producer
 
 MAX_RECORD_BYTES = 64 << 20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from driftstream.state.checkpoints import StateStore
-from driftstream.transport.kafka_client import Consumer, KafkaSettings, topic_names
+from driftstream.transport import Consumer, KafkaSettings, topic_names
 
 
 def partition_status(settings: KafkaSettings, prefix: str, state_path: str) -> list[dict]:

@@ -7,7 +7,7 @@ import time
 
 import orjson
 
-from driftstream.transport.kafka_client import Consumer, KafkaSettings, topic_names
+from driftstream.transport import Consumer, KafkaSettings, topic_names
 
 
 def tail(

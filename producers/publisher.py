@@ -19,7 +19,7 @@ from typing import Any
 
 from driftstream.producers.sources import Sample, event_record, label_record
 from driftstream.stream.codec import InvalidRecord, decode_event, decode_label, encode
-from driftstream.transport.kafka_client import KafkaSettings, Producer, topic_names
+from driftstream.transport import KafkaSettings, Producer, topic_names
 
 
 class EventPublisher:

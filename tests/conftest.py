@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from driftstream.broker import EmbeddedBroker
-from driftstream.transport.kafka_client import KafkaSettings
+from driftstream.transport import KafkaSettings
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.models import build_model
 from driftstream.stream.records import MAX_RAW_BYTES
-from driftstream.transport.kafka_client import Admin, Producer, TopicError, topic_names
+from driftstream.transport import Admin, Producer, TopicError, topic_names
 
 pytestmark = pytest.mark.broker
 
@@ -356,7 +356,7 @@ def test_a_state_file_that_cannot_be_read_fails_that_checkpoint_only(tmp_path, m
     is logged as a failed checkpoint (the next one will be saved), not raised."""
     from driftstream.consumers.worker import PartitionTask
     from driftstream.stream.pipeline import StateSnapshot
-    from driftstream.transport.kafka_client import KafkaSettings
+    from driftstream.transport import KafkaSettings
 
     worker = Worker(
         KafkaSettings(bootstrap_servers="127.0.0.1:9"), LearnerConfig(), str(tmp_path / "s.sqlite")
