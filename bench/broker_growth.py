@@ -1,6 +1,6 @@
 """How the embedded broker's CPU grows while a consumer tails a partition that keeps growing.
 
-    .venv/bin/python bench/broker_growth.py [--rate 13500] [--seconds 30] [--ticks 5,10,20]
+    .venv/bin/python -m bench.broker_growth [--rate 13500] [--seconds 30] [--ticks 5,10,20]
 
 For each tick: a fresh embedded broker, the latency bench's load generator (`LoadPublisher`)
 sending what is due every tick ms to an events and a labels topic (1 partition each), and one
@@ -10,7 +10,7 @@ events/s in 5 ms batches, 30 s); a consumer reading the batches back makes it cl
 its cost per batch returned grows with the batches stored in the partition (its fetch asks
 the storage for batches from the fetch offset in a loop until none is left). So the rate of
 stored batches, the load generator's tick, decides how fast the broker slows down: this is
-why latency at 5 ms batches rises second by second in `throughput.py`, for the I/O ceiling's
+why latency at 5 ms batches rises second by second in `bench.throughput`, for the I/O ceiling's
 loop as for the worker. Fewer fetches do not help much (most of the cost is per batch), and
 a fetch wait of 0 is no way out: Tansu answers such a fetch with no records at all.
 """
@@ -18,26 +18,16 @@ a fetch wait of 0 is no way out: Tansu answers such a fetch with no records at a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from throughput import FETCH_MAX_WAIT_MS, MAX_POLL_RECORDS, LoadPublisher  # noqa: E402
-
-from driftstream.broker import EmbeddedBroker  # noqa: E402
-from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings  # noqa: E402
+from bench.load import FETCH_MAX_WAIT_MS, MAX_POLL_RECORDS, LoadPublisher
+from bench.procs import proc_cpu_s
+from driftstream.broker import EmbeddedBroker
+from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings
 
 STEP_S = 2
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def broker_cpu_by_step(rate: float, seconds: float, tick_s: float) -> list[int]:
@@ -84,10 +74,10 @@ def broker_cpu_by_step(rate: float, seconds: float, tick_s: float) -> list[int]:
         for t in threads:
             t.start()
         pid = broker._proc.pid  # its CPU time only
-        out, last = [], cpu_s(pid)
+        out, last = [], proc_cpu_s(pid)
         for _ in range(int(seconds // STEP_S)):
             time.sleep(STEP_S)
-            now = cpu_s(pid)
+            now = proc_cpu_s(pid)
             out.append(round((now - last) / STEP_S * 100))
             last = now
         stop.set()
@@ -97,7 +87,9 @@ def broker_cpu_by_step(rate: float, seconds: float, tick_s: float) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.broker_growth", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rate", type=float, default=13_500, help="events/s (and labels/s)")
     parser.add_argument("--seconds", type=float, default=30, help="per tick setting")
     parser.add_argument(

@@ -1,9 +1,9 @@
 """Where an event's latency goes at a steady rate: the worker traced from fetch to send.
 
-    .venv/bin/python bench/latency_trace.py [--rate 19500] [--tick-ms 10] [--warmup 10]
+    .venv/bin/python -m bench.latency_trace [--rate 19500] [--tick-ms 10] [--warmup 10]
                                             [--steady 20]
 
-Runs `throughput.measure_latency` (a fresh broker, the load generator on the same 2 cores,
+Runs `bench.latency.measure_latency` (a fresh broker, the load generator on the same 2 cores,
 1 partition, lr) twice: with a traced `driftstream run`, then with the Kafka I/O ceiling's
 loop traced alike. The traced processes record, from inside, when each fetch request was
 sent and when its response came (kafka-python's fetcher callback), when each poll returned
@@ -43,10 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import throughput  # noqa: E402
+from bench.latency import measure_latency
+from bench.load import LOAD_TICK_S, broker_env, make_samples, read_keys_and_times
+from bench.runs import log
+from driftstream.transport.kafka_client import topic_names
 
 PARTS = (
     "event → fetch sent",
@@ -153,7 +153,9 @@ def install_tracer(trace: dict, worker: bool) -> None:
 
 
 def _child(path: str, worker: bool, argv: list[str]) -> None:
-    """Run ``python ARGV`` (``-m module ...`` or ``script ...``) traced; dump at exit."""
+    """Run ``python -m MODULE ...`` (ARGV) traced, in this process; dump the trace at exit."""
+    if argv[:1] != ["-m"] or len(argv) < 2:
+        raise SystemExit(f"latency_trace --_child runs a module (-m MODULE ...), not {argv[:2]}")
     trace: dict = {"fetches": [], "polls": [], "answers": []}
     install_tracer(trace, worker)
     pid = os.getpid()
@@ -163,12 +165,8 @@ def _child(path: str, worker: bool, argv: list[str]) -> None:
         if os.getpid() == pid:  # not in a forked model process
             Path(path).write_text(json.dumps(trace))
 
-    if argv[0] == "-m":
-        sys.argv = argv[1:]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = argv
-        runpy.run_path(argv[0], run_name="__main__")
+    sys.argv = argv[1:]
+    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
 
 
 def decompose(
@@ -231,22 +229,17 @@ def rtt_by_second(trace: dict, lo: float, seconds: int) -> list[float | None]:
 
 
 def traced_run(rate: float, warmup: float, steady: float, subject: str, tick_s: float) -> dict:
-    samples = throughput.make_samples(100_000)
+    samples = make_samples(100_000)
     with tempfile.TemporaryDirectory() as tmp:
         trace_path = Path(tmp) / "trace.json"
-        launcher = (__file__, "--_child", str(trace_path), subject, "--")
-        with throughput.broker_env(Path(tmp), samples) as env:
-            res = throughput.measure_latency(
+        launcher = ("-m", "bench.latency_trace", "--_child", str(trace_path), subject, "--")
+        with broker_env(Path(tmp), samples) as env:
+            res = measure_latency(
                 env, rate, warmup, steady, subject=subject, launcher=launcher, tick_s=tick_s
             )
-            topics = throughput.topic_names(res["topic_prefix"])
-            events = {
-                k: ts for k, ts, _ in throughput.read_keys_and_times(env.settings, topics["events"])
-            }
-            preds = {
-                k: ts
-                for k, ts, _ in throughput.read_keys_and_times(env.settings, topics["predictions"])
-            }
+            topics = topic_names(res["topic_prefix"])
+            events = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["events"])}
+            preds = {k: ts for k, ts, _ in read_keys_and_times(env.settings, topics["predictions"])}
         trace = json.loads(trace_path.read_text())
     start = min(events.values())
     lo, hi = start + warmup * 1000, start + (warmup + steady) * 1000
@@ -311,20 +304,22 @@ def main(argv: list[str] | None = None) -> int:
         path, subject, sep, *rest = argv[1:]
         _child(path, subject == "worker", rest)
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.latency_trace", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument(
         "--rate",
         type=float,
         default=19_500,
         help="offered events/s (default 19500: about half the 1-partition lr "
-        "maximum that throughput.py measured here, 39-40k at 9634f09, 2026-12-05)",
+        "maximum that bench.throughput measured here, 39-40k at 9634f09, 2026-12-05)",
     )
     p.add_argument(
         "--tick-ms",
         type=float,
-        default=throughput.LOAD_TICK_S * 1000,
+        default=LOAD_TICK_S * 1000,
         help="the load generator sends what is due this often (default "
-        f"{throughput.LOAD_TICK_S * 1000:.0f}, as throughput.py's headline)",
+        f"{LOAD_TICK_S * 1000:.0f}, as bench.throughput's headline)",
     )
     p.add_argument("--warmup", type=float, default=10, help="seconds before the window")
     p.add_argument("--steady", type=float, default=20, help="seconds measured")
@@ -332,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     runs = []
     for subject in ("worker", "ceiling"):
-        throughput.log(
-            f"{subject}: {args.rate:,.0f} events/s in {args.tick_ms:g} ms batches, traced"
-        )
+        log(f"{subject}: {args.rate:,.0f} events/s in {args.tick_ms:g} ms batches, traced")
         runs.append(traced_run(args.rate, args.warmup, args.steady, subject, args.tick_ms / 1000))
     print(report(runs))
     if args.json:

@@ -12,7 +12,7 @@ labels, served-error ADWIN), on:
 
 Usage::
 
-    .venv/bin/python bench/policies.py [--n 50000] [--markdown bench/results/policies.md]
+    .venv/bin/python -m bench.policies [--n 50000] [--markdown bench/results/policies.md]
 
 Prints an aligned table and, for SEA and Agrawal, how much ``window`` beats ``reset`` on the
 accuracy right after the drift. Data drift monitoring is off (only concept drift is measured).
@@ -39,13 +39,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+import river
 
-import river  # noqa: E402
-
-from driftstream.evaluate import evaluate  # noqa: E402
-from driftstream.producers.sources import synthetic  # noqa: E402
-from driftstream.stream.learner import LearnerConfig  # noqa: E402
+from driftstream.evaluate import evaluate
+from driftstream.producers.sources import synthetic
+from driftstream.stream.learner import LearnerConfig
 
 STREAMS = ("sea", "agrawal", "hyperplane")
 SUDDEN = ("sea", "agrawal")  # streams with one drift point
@@ -218,7 +216,9 @@ def detail(rows: list[Row]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.policies", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument(
         "--n",
         type=int,
@@ -340,9 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.markdown:
         command = shlex.join(
-            [".venv/bin/python", "bench/policies.py", *sys.argv[1:]]
-            if argv is None
-            else ["bench/policies.py", *argv]
+            [".venv/bin/python", "-m", "bench.policies", *(sys.argv[1:] if argv is None else argv)]
         )
         today = datetime.date.today().isoformat()
         try:

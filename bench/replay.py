@@ -1,6 +1,6 @@
 """Replay speed: how fast `driftstream replay` re-runs a partition's recorded history.
 
-    .venv/bin/python bench/replay.py [--n N] [--json]
+    .venv/bin/python -m bench.replay [--n N] [--json]
 
 Starts its own embedded broker, publishes n SEA events with a sudden drift and labels delayed
 by 100 to one partition, runs a worker over them (checkpoint every 10,000 records), then times
@@ -10,7 +10,7 @@ three replays of that history with the same code as the CLI:
 - a middle range from an intermediate checkpoint (the last fifth of the history).
 River's own `simulate_qa` loop on the same data is the reference, measured in the same run.
 
-Then, for each of ``--live-rates``, a worker tails a live load (throughput.py's load generator,
+Then, for each of ``--live-rates``, a worker tails a live load (the bench's load generator,
 a fresh broker) for 10 s; the whole history is replayed with --verify, once in the order the
 predictions recorded and once by event time alone: how many records came late, and whether
 replay still reproduces every served prediction.
@@ -25,19 +25,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the River loop of throughput.py
-
-from throughput import broker_env, measure_latency, measure_river_inprocess  # noqa: E402
-
-from driftstream.broker import EmbeddedBroker  # noqa: E402
-from driftstream.consumers.replay import ReplayRange, replay, served_predictions, starting_point  # noqa: E402
-from driftstream.consumers.worker import Worker, WorkerOptions  # noqa: E402
-from driftstream.producers.publisher import EventPublisher, publish_samples  # noqa: E402
-from driftstream.producers.sources import synthetic  # noqa: E402
-from driftstream.state.checkpoints import StateStore  # noqa: E402
-from driftstream.stream.learner import LearnerConfig  # noqa: E402
-from driftstream.transport.kafka_client import Admin, KafkaSettings, topic_names  # noqa: E402
+from bench.latency import measure_latency
+from bench.load import broker_env
+from bench.offline import measure_river_inprocess
+from driftstream.broker import EmbeddedBroker
+from driftstream.consumers.replay import ReplayRange, replay, served_predictions, starting_point
+from driftstream.consumers.worker import Worker, WorkerOptions
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import synthetic
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.learner import LearnerConfig
+from driftstream.transport.kafka_client import Admin, KafkaSettings, topic_names
 
 
 def timed_replay(settings, prefix, store, rng, verify: bool) -> dict:
@@ -95,7 +93,9 @@ def live_replay(tmp: Path, samples: list, rate: float) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.replay", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     parser.add_argument(
