@@ -27,11 +27,11 @@ two seconds) is written by a forked copy of the model process, so that scoring g
 holds the model process's pid, so that a file left by a worker killed meanwhile is found and
 removed when a worker next starts (`remove_orphaned_state_files`).
 
->>> from stream.learner import LearnerConfig
+>>> from driftstream.stream.learner import LearnerConfig
 >>> model = LocalModel()
 >>> model.submit(("open", 0, None, LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 100))
 >>> model.collect().model
-(0, 0)
+ModelVersion(generation=0, updates=0)
 >>> model.submit(("batch", 0, [(0, 0, [(0, 5, b'{"id": "a", "features": {"x": 1}}')])],
 ...               {0: (True, True)}, [0], "shutdown", False))
 >>> [role for role, *_ in model.collect().progress[0].outputs]
@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.pipeline import PartitionPipeline
+from driftstream.stream.records import ModelVersion
 
 
 class ModelProcessError(RuntimeError):
@@ -65,7 +66,7 @@ class ModelProcessError(RuntimeError):
 class Opened:
     """What the worker learns of a pipeline it opened."""
 
-    model: tuple[int, int]  # (generation, updates)
+    model: ModelVersion
     config: LearnerConfig
     summary: dict
 
@@ -79,7 +80,7 @@ class Progress:
     next_offset: list[int]
     queued: tuple[int, int]  # records waiting in the merge, per input stream
     since_checkpoint: int
-    model: dict  # the learner's version
+    model: ModelVersion
     summary: dict | None  # if asked for
 
 
@@ -133,10 +134,7 @@ class ModelHost:
             lambda learner: self._serialize(p, learner),
         )
         self.pipelines[p] = pipe
-        version = learner.version
-        return Opened(
-            (version["generation"], version["updates"]), learner.config, learner.summary()
-        )
+        return Opened(learner.version, learner.config, learner.summary())
 
     def _batch(self, now_ms, pushes, caught_up, snapshot, reason, want_summary):
         for p in list(self.writing):

@@ -234,7 +234,7 @@ def replay(
 
 
 def _row(pred: Prediction, served: dict | None, event) -> dict[str, Any]:
-    version = {"generation": pred.generation, "updates": pred.updates}
+    version = pred.model.to_wire()
     proba = pred.to_wire().get("proba")
     if served is None:
         match = False

@@ -63,6 +63,7 @@ from driftstream.state.checkpoints import StateStore
 from driftstream.stream.codec import encode
 from driftstream.stream.learner import LearnerConfig
 from driftstream.stream.pipeline import EVENTS, LABELS, StateSnapshot
+from driftstream.stream.records import ModelVersion
 from driftstream.transport.kafka_client import (
     Consumer,
     DeliveryFailed,
@@ -122,7 +123,7 @@ class PartitionTask:
     partition: int
     next_offset: list[int]  # next offset to process, per input stream
     summary: dict  # the learner's, as of the newest answer that had one
-    model: dict  # the learner's version
+    model: ModelVersion  # the learner's
     since_checkpoint: int = 0
     last_checkpoint: float = field(default_factory=time.monotonic)
     caught_up: list = field(default_factory=lambda: [False, False])
@@ -383,7 +384,7 @@ class Worker:
                                 topic=topic,
                                 log_end=high,
                                 offsets=self._offsets(task),
-                                model=task.model,
+                                model=task.model.to_wire(),
                             ),
                         )
                     task.behind[stream] = high
@@ -501,7 +502,8 @@ class Worker:
             else:
                 self._send(role, value, key, p)
                 if role == "deadletter":
-                    self.dead_letters.record(p, *info)
+                    topic, offset, reason, detail, model = info
+                    self.dead_letters.record(p, topic, offset, reason, detail, model.to_wire())
                 else:
                     log.info(
                         "drift kind=%s partition=%d action=%s model=%s->%s",
@@ -568,7 +570,7 @@ class Worker:
             p,
             snap.state,
             offsets,
-            snap.generation_updates,
+            snap.model,
             info=snap.summary,
             drift_records=snap.drift_records,
             model_events=snap.model_events,
@@ -679,7 +681,7 @@ class Worker:
                 event="rebalance",
                 assigned=numbers,
                 partitions={
-                    p: {"offsets": self._offsets(t), "model": t.model}
+                    p: {"offsets": self._offsets(t), "model": t.model.to_wire()}
                     for p, t in self.tasks.items()
                     if p in numbers
                 },
@@ -699,7 +701,8 @@ class Worker:
                 extra=fields(event="revoke_unsaved", partitions=[t.partition for t in unsaved]),
             )
         states = {
-            p: {"offsets": self._offsets(self.tasks[p]), "model": self.tasks[p].model} for p in lost
+            p: {"offsets": self._offsets(self.tasks[p]), "model": self.tasks[p].model.to_wire()}
+            for p in lost
         }
         self._call(("close", lost))
         for p in lost:
@@ -738,7 +741,7 @@ class Worker:
                 self.options.checkpoint_every,
             )
         )
-        model = opened.summary["model"]
+        model = opened.model.to_wire()
         if checkpoint is None:
             log.info(
                 "partition %d: no checkpoint, starting fresh from offset 0",
@@ -781,7 +784,7 @@ class Worker:
                     self.config.drift_policy,
                     extra=fields(event="config_differs", partition=p),
                 )
-        task = PartitionTask(p, offsets, opened.summary, model)
+        task = PartitionTask(p, offsets, opened.summary, opened.model)
         task.checkpoint_at = checkpoint.created_at / 1000 if checkpoint is not None else None
         task.latency = self.metrics.latency_seconds.labels(str(p))
         task.checkpoint_seconds = self.metrics.checkpoint_seconds.labels(str(p))

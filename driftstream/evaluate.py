@@ -34,7 +34,7 @@ class Evaluation:
             "model": self.learner.config.model,
             "drift_policy": self.learner.config.drift_policy,
             "metrics": self.learner.metrics.report(),
-            "model_version": self.learner.version,
+            "model_version": self.learner.version.to_wire(),
             "concept_drifts": self.concept_drifts,
             "data_drifts": self.data_drifts,
             "rejected": self.rejected,
@@ -108,7 +108,7 @@ def format_table(ev: Evaluation) -> str:
     """Human-readable report of an evaluation."""
     lines = [
         f"model {ev.learner.config.model}, policy {ev.learner.config.drift_policy}, "
-        f"{ev.n_samples} samples, final version {ev.learner.version}"
+        f"{ev.n_samples} samples, final version {ev.learner.version.to_wire()}"
     ]
     for name, value in ev.learner.metrics.report().items():
         lines.append(

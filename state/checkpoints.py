@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from driftstream.stream.records import ModelVersion
+
 __all__ = ["APP", "SCHEMA_VERSION", "Checkpoint", "StateError", "StateStore"]
 
 APP = "driftstream"
@@ -55,8 +57,8 @@ class Checkpoint:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def model_version(self) -> tuple[int, int]:
-        return (self.generation, self.updates)
+    def model_version(self) -> ModelVersion:
+        return ModelVersion(self.generation, self.updates)
 
 
 def _now_ms() -> int:
@@ -241,7 +243,7 @@ class StateStore:
         partition: int,
         state: bytes,
         offsets: dict[str, int],
-        model_version: tuple[int, int],
+        model_version: ModelVersion,
         info: dict[str, Any] | None = None,
         drift_records: Iterable[dict[str, Any]] = (),
         model_events: Iterable[dict[str, Any]] = (),

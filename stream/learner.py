@@ -6,14 +6,14 @@ prediction that was served, feed the served error to ADWIN, apply the drift poli
 detection, then learn. Its whole state pickles deterministically, so a checkpoint restored
 mid-stream continues with exactly the predictions of an uninterrupted run.
 
->>> from stream.records import Event, Label
+>>> from driftstream.stream.records import Event, Label
 >>> learner = Learner(LearnerConfig(model="lr"))
 >>> [type(o).__name__ for o in learner.process_event(Event("a", {"x": 1.0}, ts=0))]
 ['Prediction']
 >>> learner.process_label(Label("a", True, ts=5))
 []
 >>> learner.version, learner.metrics.report()["n_labels"]
-({'generation': 0, 'updates': 1}, 1)
+(ModelVersion(generation=0, updates=1), 1)
 >>> [o.reason for o in learner.process_label(Label("a", True, ts=6))]
 ['duplicate_label']
 """
@@ -21,12 +21,13 @@ mid-stream continues with exactly the predictions of an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import pickle
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -35,8 +36,17 @@ from driftstream.stream.drift import DataDriftMonitor, ErrorMonitor
 from driftstream.stream.metrics import MetricSet
 from driftstream.stream.models import build_model, task_of
 from driftstream.stream.policies import ServedModel, error
-from driftstream.stream.records import DriftReport, Event, Label, Prediction, Rejection
+from driftstream.stream.records import (
+    DriftReport,
+    Event,
+    Label,
+    ModelVersion,
+    Prediction,
+    Rejection,
+)
 from driftstream.stream.schema import FeatureSchema
+
+__all__ = ["Learner", "LearnerConfig", "PendingJoin", "RecentIds"]
 
 
 @dataclasses.dataclass
@@ -75,6 +85,20 @@ class LearnerConfig:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
 
 
+class PendingJoin(NamedTuple):
+    """A scored event waiting for its label: what was served, to learn and measure with."""
+
+    x: dict  # the features, as checked by the schema
+    prediction: Any
+    proba: dict | None
+    per_model: list | None  # each model's prediction (reweight), to weigh them by error
+    generation: int  # of the model that served it
+    event_ts: int
+
+
+_pending_join = functools.partial(tuple.__new__, PendingJoin)  # from a plain tuple, in C
+
+
 class Learner:
     """Model, detectors, metrics, pending joins and model version of one partition."""
 
@@ -97,8 +121,7 @@ class Learner:
         # Oldest first. OrderedDict, not dict: a dict whose oldest entries keep being removed
         # finds its first entry by skipping every removed one since its last resize (~50 µs
         # per label once 100,000 ids are remembered).
-        # id -> (x, prediction, proba, per-model predictions, generation, event ts)
-        self.pending: OrderedDict[str, tuple] = OrderedDict()
+        self.pending: OrderedDict[str, PendingJoin] = OrderedDict()
         self.early: OrderedDict[str, Label] = OrderedDict()  # labels before their event
         self.joined = RecentIds(config.remember_ids)  # recent joins, to name duplicates
         self.expired = RecentIds(config.remember_ids)  # recently expired, for late labels
@@ -117,21 +140,28 @@ class Learner:
         state = self.__dict__.copy()
         for name in _REMEMBERED:
             state[name] = state[name].packed()
+        # Pending joins as plain tuples: pickle takes those in C, a NamedTuple each by a call.
+        state["pending"] = (list(self.pending), list(map(tuple, self.pending.values())))
         return state
 
     def __setstate__(self, state: dict) -> None:
         limit = state["config"].remember_ids
         for name in _REMEMBERED:
             state[name] = RecentIds.unpacked(state[name], limit)
-        for name in ("pending", "early"):  # checkpoints from before these were OrderedDicts
-            if type(state[name]) is dict:
-                state[name] = OrderedDict(state[name])
+        pending = state["pending"]
+        if type(pending) is tuple:
+            ids, joins = pending
+        else:  # checkpoints from before pending joins were packed: a dict of tuples
+            ids, joins = list(pending), list(pending.values())
+        state["pending"] = OrderedDict(zip(ids, map(_pending_join, joins)))
+        if type(state["early"]) is dict:  # checkpoints from before it was an OrderedDict
+            state["early"] = OrderedDict(state["early"])
         state.setdefault("classes", set())  # checkpoints from before these: counted from here
         state.setdefault("n_late", 0)
         self.__dict__.update(state)
 
     @property
-    def version(self) -> dict:
+    def version(self) -> ModelVersion:
         return self.served.version
 
     # -- events ---------------------------------------------------------------------------
@@ -154,7 +184,7 @@ class Learner:
         served = self.served
         while self.pending and len(self.pending) >= self.config.max_pending:
             self._expire_oldest_pending(out, "max_pending reached")
-        self.pending[event.id] = (x, pred, proba, per_model, served.generation, event.ts)
+        self.pending[event.id] = PendingJoin(x, pred, proba, per_model, served.generation, event.ts)
         out.append(
             Prediction(
                 event.id,
@@ -284,7 +314,7 @@ class Learner:
             pending = self.pending
             while pending:
                 oldest = next(iter(pending))
-                if ts - pending[oldest][5] <= ttl:
+                if ts - pending[oldest].event_ts <= ttl:
                     break
                 self._expire_pending(oldest, out, f"no label within pending_ttl={ttl}")
         early = self.early
@@ -304,9 +334,9 @@ class Learner:
         self._expire_pending(next(iter(self.pending)), out, why)
 
     def _expire_pending(self, event_id: str, out: list, why: str) -> None:
-        x, _, _, _, _, ts = self.pending.pop(event_id)
+        join = self.pending.pop(event_id)
         self.expired.add(event_id)
-        raw = orjson.dumps({"id": event_id, "features": x, "ts": ts})
+        raw = orjson.dumps({"id": event_id, "features": join.x, "ts": join.event_ts})
         self.count_rejection("join_expired")
         out.append(Rejection("join_expired", why, "", self.partition, -1, raw, event_id))
 
@@ -351,7 +381,7 @@ class Learner:
         """Counters and metrics for status, checkpoints and the metrics topic."""
         return {
             "partition": self.partition,
-            "model": self.version,
+            "model": self.version.to_wire(),
             "n_events": self.n_events,
             "n_labels": self.n_labels,
             "late": self.n_late,

@@ -8,7 +8,7 @@ Outputs are ``(role, key, value, info)`` tuples in the order they were made; rol
 ``"checkpoint"`` carries a `StateSnapshot` (key and value None), taken at the record boundary
 where it stands: every output before it is reflected in its state, none after it.
 
->>> from stream.learner import LearnerConfig
+>>> from driftstream.stream.learner import LearnerConfig
 >>> pipe = PartitionPipeline(Learner(LearnerConfig(model="lr")), ("ev", "lb"), [0, 0])
 >>> pipe.push(EVENTS, [(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1.0}}')])
 >>> pipe.push(LABELS, [(0, 1000, b'{"id": "a", "ts": 9, "label": true}')])
@@ -18,8 +18,8 @@ where it stands: every output before it is reflected in its state, none after it
 >>> pipe.next_offset, pipe.since_checkpoint, pipe.learner.n_labels
 ([1, 1], 2, 1)
 >>> snap = pipe.snapshot("shutdown")
->>> snap.offsets, snap.generation_updates, pipe.since_checkpoint
-([1, 1], (0, 1), 0)
+>>> snap.offsets, snap.model, pipe.since_checkpoint
+([1, 1], ModelVersion(generation=0, updates=1), 0)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from driftstream.stream.codec import decode_records, encode
 from driftstream.stream.learner import Learner
 from driftstream.stream.merge import EVENTS, LABELS, EventTimeMerge
-from driftstream.stream.records import DriftReport, Prediction, Rejection
+from driftstream.stream.records import DriftReport, ModelVersion, Prediction, Rejection
 
 __all__ = ["EVENTS", "LABELS", "PartitionPipeline", "StateSnapshot"]
 
@@ -42,7 +42,7 @@ class StateSnapshot:
     reason: str  # periodic, revoke, shutdown
     state: bytes | None  # the pickled learner, or None when it is written to state_file
     offsets: list[int]  # next offset to process, per input stream
-    generation_updates: tuple[int, int]  # the model version
+    model: ModelVersion
     summary: dict
     drift_records: list[dict] = field(default_factory=list)  # since the previous snapshot
     model_events: list[dict] = field(default_factory=list)  # generation changes since then
@@ -165,7 +165,6 @@ class PartitionPipeline:
         ``state`` is given: bytes, or the file another process writes them to)."""
         self._count_late()
         learner = self.learner
-        version = learner.version
         if state is None:
             state = learner.to_bytes()
         in_file = isinstance(state, str)
@@ -173,7 +172,7 @@ class PartitionPipeline:
             reason,
             None if in_file else state,
             list(self.next_offset),
-            (version["generation"], version["updates"]),
+            learner.version,
             learner.summary(),
             self.drift_records,
             self.model_events,
@@ -197,8 +196,12 @@ class PartitionPipeline:
     def _drift(self, report: DriftReport, out: list) -> None:
         wire: dict[str, Any] = report.to_wire()
         self.drift_records.append(wire)
-        if report.model_after["generation"] != report.model_before["generation"]:
+        if report.model_after.generation != report.model_before.generation:
             self.model_events.append(
-                {**report.model_after, "reason": report.action, "event_ts": report.event_ts}
+                {
+                    **report.model_after.to_wire(),
+                    "reason": report.action,
+                    "event_ts": report.event_ts,
+                }
             )
         out.append(("drift", None, encode(wire), wire))

@@ -26,6 +26,8 @@ from typing import Any
 
 from river import base
 
+from driftstream.stream.records import ModelVersion
+
 POLICIES = ("reset", "window", "reweight", "none")
 
 
@@ -62,8 +64,8 @@ class ServedModel:
         self._fast_argmax = task == "classification" and _predict_is_argmax(model)
 
     @property
-    def version(self) -> dict:
-        return {"generation": self.generation, "updates": self.updates}
+    def version(self) -> ModelVersion:
+        return ModelVersion(self.generation, self.updates)
 
     def predict(self, x: dict) -> tuple[Any, dict | None, list | None]:
         """(prediction, class probabilities or None, per-model predictions or None)."""

@@ -5,16 +5,42 @@ that anything rejected later, even deep in the learner, can still be dead-letter
 exact bytes that were received.
 
 >>> e = Event(id="a1", features={"x": 1.0}, ts=1000, partition=0, offset=7)
->>> Prediction(id=e.id, prediction=True, proba={False: 0.2, True: 0.8}, generation=0,
-...            updates=3, partition=0, offset=7, event_ts=1000, scored_at=5).to_wire()["model"]
-{'generation': 0, 'updates': 3}
+>>> p = Prediction(id=e.id, prediction=True, proba={False: 0.2, True: 0.8}, generation=0,
+...                updates=3, partition=0, offset=7, event_ts=1000, scored_at=5)
+>>> p.model, p.to_wire()["model"]
+(ModelVersion(generation=0, updates=3), {'generation': 0, 'updates': 3})
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+__all__ = ["DriftReport", "Event", "Label", "ModelVersion", "Prediction", "Rejection"]
+
+
+class ModelVersion(NamedTuple):
+    """Which model state served or changed: ``generation`` changes when a drift policy
+    replaces the model, ``updates`` counts the learn steps of that generation.
+
+    On the wire (predictions, drift reports, summaries) it is a JSON object:
+
+    >>> ModelVersion(1, 9).to_wire()
+    {'generation': 1, 'updates': 9}
+    >>> ModelVersion.from_wire({"generation": 1, "updates": 9})
+    ModelVersion(generation=1, updates=9)
+    """
+
+    generation: int
+    updates: int
+
+    def to_wire(self) -> dict[str, int]:
+        return {"generation": self.generation, "updates": self.updates}
+
+    @classmethod
+    def from_wire(cls, wire: dict) -> ModelVersion:
+        return cls(wire["generation"], wire["updates"])
 
 
 @dataclass(slots=True)
@@ -57,6 +83,10 @@ class Prediction:
     event_ts: int
     scored_at: int
 
+    @property
+    def model(self) -> ModelVersion:
+        return ModelVersion(self.generation, self.updates)
+
     def to_wire(self, labels_offset: int | None = None) -> dict:
         """``labels_offset``: the partition's next unprocessed label offset when the event was
         scored; it records the event's place among the labels, for replay."""
@@ -93,8 +123,8 @@ class DriftReport:
     n_seen: int
     detector: dict
     action: str
-    model_before: dict
-    model_after: dict
+    model_before: ModelVersion
+    model_after: ModelVersion
     feature: str | None = None
     id: str | None = None  # the label (concept) or event (data) that triggered the detection
 
@@ -106,8 +136,8 @@ class DriftReport:
             "n_seen": self.n_seen,
             "detector": self.detector,
             "action": self.action,
-            "model_before": self.model_before,
-            "model_after": self.model_after,
+            "model_before": self.model_before.to_wire(),
+            "model_after": self.model_after.to_wire(),
         }
         if self.feature is not None:
             out["feature"] = self.feature

@@ -121,7 +121,7 @@ def test_reset_policy_equals_drift_retraining_classifier(spec):
         act_on_decrease=True,
     )
     assert learner.drifts["concept"] >= 1, "the stream must make ADWIN fire for this to test much"
-    assert learner.version["generation"] == learner.drifts["concept"]
+    assert learner.version.generation == learner.drifts["concept"]
     assert preds == expected
 
 

@@ -19,7 +19,14 @@ from driftstream.stream.drift import ErrorMonitor
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.metrics import HELD_UPDATES, MetricSet
 from driftstream.stream.offline import run_offline
-from driftstream.stream.records import DriftReport, Event, Label, Prediction, Rejection
+from driftstream.stream.records import (
+    DriftReport,
+    Event,
+    Label,
+    ModelVersion,
+    Prediction,
+    Rejection,
+)
 
 
 def config(**kw) -> LearnerConfig:
@@ -202,7 +209,7 @@ def test_early_label_is_applied_right_after_its_event():
     outs = learner.process_event(Event("a", {"x": 1.0}, ts=3))
     assert [type(o) for o in outs] == [Prediction]
     assert outs[0].updates == 0  # scored before it learned from its own label
-    assert learner.version["updates"] == 1 and not learner.early and not learner.pending
+    assert learner.version.updates == 1 and not learner.early and not learner.pending
 
 
 def test_early_label_without_event_expires_after_wait():
@@ -239,7 +246,7 @@ def test_duplicate_labels():
     # a second label while the first still waits for its event
     learner.process_label(Label("b", True, ts=3))
     assert reasons(learner.process_label(Label("b", True, ts=3))) == ["duplicate_label"]
-    assert learner.n_labels == 1 and learner.version["updates"] == 1
+    assert learner.n_labels == 1 and learner.version.updates == 1
 
 
 def test_duplicate_event():
@@ -248,7 +255,7 @@ def test_duplicate_event():
     outs = learner.process_event(Event("a", {"x": 5.0}, ts=1, offset=3, raw=b"again"))
     assert reasons(outs) == ["duplicate_event"] and not of(outs, Prediction)
     assert outs[0].raw == b"again" and outs[0].offset == 3
-    assert learner.pending["a"][0] == {"x": 1.0}  # the first one stays
+    assert learner.pending["a"].x == {"x": 1.0}  # the first one stays
     assert learner.n_events == 1
 
 
@@ -286,11 +293,11 @@ def test_string_feature_into_linear_model_is_model_error_and_stream_continues():
     outs += learner.process_label(Label("s", True, ts=10, raw=b"ls"))
     errors = [r for r in of(outs, Rejection) if r.reason == "model_error"]
     assert len(errors) == 1 and "TypeError" in errors[0].detail and errors[0].id == "s"
-    before = learner.version["updates"]
+    before = learner.version.updates
     outs = learner.process_event(Event("n9", {"x": 2.0}, ts=11))
     outs += learner.process_label(Label("n9", True, ts=11))
     assert of(outs, Prediction) and not of(outs, Rejection)
-    assert learner.version["updates"] == before + 1
+    assert learner.version.updates == before + 1
     assert learner.rejected == {"model_error": 1}
 
 
@@ -348,7 +355,7 @@ def test_summary_is_json_and_counters_add_up():
     assert summary["drifts"]["data"] >= 1
     assert summary["n_labels"] == summary["metrics"]["n_labels"] == learner.metrics.n_labels
     assert summary["pending"] == len(learner.pending) and summary["clock"] == 2999
-    assert summary["model"] == learner.version
+    assert summary["model"] == learner.version.to_wire()
 
 
 # -- drift ------------------------------------------------------------------------------------
@@ -389,13 +396,13 @@ def test_concept_drift_report_carries_detector_figures():
     assert d["name"] == "ADWIN" and d["delta"] == 0.002
     assert d["width_before"] > d["width_after"] > 0
     assert d["mean_after"] > d["mean_before"]  # the error rose
-    assert r.model_before["generation"] == 0 and r.model_before["updates"] > 2900
-    assert r.model_after == {"generation": 1, "updates": 0}
+    assert r.model_before.generation == 0 and r.model_before.updates > 2900
+    assert r.model_after == ModelVersion(generation=1, updates=0)
     for other in reports:
         if other.action.startswith("none"):  # detected, not acted on: same model
             assert other.model_before == other.model_after
     assert learner.drifts["concept"] == len(reports)
-    assert learner.version["generation"] == len(acted)
+    assert learner.version.generation == len(acted)
     assert "feature" not in r.to_wire()
 
 
@@ -404,8 +411,8 @@ def test_window_policy_retrains_on_buffered_samples():
     acted = [r for r in of(outs, DriftReport) if r.action.startswith("retrained")]
     assert acted
     r = acted[0]
-    n = r.model_after["updates"]
-    assert r.model_after["generation"] == 1 and 0 < n <= 50
+    n = r.model_after.updates
+    assert r.model_after.generation == 1 and 0 < n <= 50
     assert r.action == f"retrained on {n} samples since the change"
 
 
@@ -415,7 +422,7 @@ def test_window_policy_retrains_on_the_samples_after_the_change():
     r = next(r for r in of(outs, DriftReport) if r.action.startswith("retrained"))
     post_change = (r.n_seen - 1) - 3000  # labels after the flip, before the current one
     assert r.detector["width_after"] - 1 > post_change + 20  # ADWIN's window is wider
-    assert abs(r.model_after["updates"] - post_change) <= 10
+    assert abs(r.model_after.updates - post_change) <= 10
 
 
 @pytest.mark.xfail(
@@ -453,7 +460,7 @@ def test_reweight_keeps_two_models_then_drops_one():
     assert set(n_models[:drift_at]) == {1}
     assert set(n_models[drift_at : drift_at + 299]) == {2}  # horizon counts learn steps
     assert n_models[drift_at + 300] == 1
-    assert learner.version["generation"] == 1
+    assert learner.version.generation == 1
 
 
 def test_error_monitor_cooldown_suppresses_alarms():

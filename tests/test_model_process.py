@@ -72,7 +72,7 @@ def comparable(answer):
             else (
                 role,
                 info.offsets,
-                info.generation_updates,
+                info.model,
                 Learner.from_bytes(info.state).canonical_bytes(),
             )
             for role, key, value, info in prog.outputs

@@ -25,8 +25,8 @@ from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.offline import run_offline
 from driftstream.stream.records import DriftReport, Event, Label
+from tests.support import START_TS
 
-START_TS = 1_700_000_000_000
 N = 3000
 STEP_MS = 10
 CHECKPOINT_EVERY = 100  # events per checkpoint: 30 points per partition
@@ -81,7 +81,7 @@ def save_partition(store: StateStore, partition: int, seed: int) -> None:
             partition,
             learner.to_bytes(),
             {"events": e, "labels": lb},
-            (learner.version["generation"], learner.version["updates"]),
+            learner.version,
             info=learner.summary(),
             drift_records=drifts,
         )

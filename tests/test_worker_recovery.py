@@ -291,7 +291,7 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
 
     config = cli_config(argv)
     ref_learner, ref_predictions = reference(samples, config)
-    assert ref_learner.version["generation"] >= 1, "the reference should reset on the drift"
+    assert ref_learner.version.generation >= 1, "the reference should reset on the drift"
 
     # (a) every event has exactly one distinct prediction, that of the uninterrupted run.
     wires = read_all(kafka_settings, topic_names(unique_prefix)["predictions"], 1)
