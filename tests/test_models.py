@@ -28,8 +28,13 @@ def test_presets_build_and_learn(name):
     assert task_of(model) == TASKS[name]
     y = True if TASKS[name] == "classification" else 1.5
     x = {"a": 1.0, "b": 2.0}
+    before = model.predict_one(x)
     model.learn_one(x, y)
-    model.predict_one(x)
+    after = model.predict_one(x)
+    if TASKS[name] == "classification":
+        assert after is True  # the only class seen
+    else:  # one step towards the target
+        assert isinstance(after, float) and abs(after - y) < abs(before - y)
     assert build_model(f"  {name} ") is not model  # fresh each time, whitespace tolerated
 
 
@@ -142,7 +147,9 @@ def test_refusals(spec, message):
 
 
 def test_refusals_are_value_errors():
-    assert issubclass(ModelSpecError, ValueError)
+    """Callers that validate input catch ValueError (the CLI: a one-line error)."""
+    with pytest.raises(ValueError, match="not a River module"):
+        build_model("os.system('true')")
 
 
 def test_built_models_are_river_estimators():

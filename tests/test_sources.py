@@ -27,6 +27,7 @@ from driftstream.producers.sources import (
     river_delay,
     synthetic,
 )
+from driftstream.stream.codec import decode_event, decode_label
 
 PLAIN = (float, int, str, bool, type(None))
 
@@ -60,8 +61,11 @@ def test_every_stream_yields_plain_string_keyed_samples(name):
     for s in samples:
         assert all(isinstance(k, str) for k in s.x)
         assert all(isinstance(v, PLAIN) for v in s.x.values())
-        orjson.dumps(event_record(s))  # wire-ready
-        orjson.dumps(label_record(s))
+        # wire-ready: the worker's decoder takes both records as they are
+        event = decode_event(orjson.dumps(event_record(s)), timestamp=-1)
+        assert (event.id, event.features, event.ts) == (s.id, s.x, s.ts)
+        label = decode_label(orjson.dumps(label_record(s)), timestamp=-1)
+        assert (label.id, label.label, label.ts) == (s.id, s.y, s.label_ts)
     if STREAMS[name].task == "regression":
         assert all(isinstance(s.y, float) for s in samples)
     else:
