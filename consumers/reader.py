@@ -1,8 +1,8 @@
 """Reading recorded history from topics, outside any consumer group (replay, explain, tools).
 
 Reads stop at the high-water mark seen when reading started, so a live topic still gives a
-finite, well-defined range. Tansu's end offsets are unreliable (DESIGN.md), so the high-water
-mark comes from a fetch.
+finite, well-defined range. Tansu's end offsets are unreliable (docs/design.md), so the
+high-water mark comes from a fetch.
 """
 
 from __future__ import annotations
