@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,16 +28,9 @@ from driftstream.transport import (
     topic_names,
 )
 from driftstream.transport._kafka_python import SUPPORTED_VERSION
+from tests.support import wait_until
 
 DEADLINE_S = 20.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    """Call `condition` (which itself blocks briefly, e.g. in poll) until true or deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def consume(consumer: Consumer, count: int) -> list[Record]:
@@ -48,7 +41,7 @@ def consume(consumer: Consumer, count: int) -> list[Record]:
         records.extend(consumer.poll(timeout_ms=200))
         return len(records) >= count
 
-    wait_for(enough, f"{count} records")
+    wait_until(enough, f"{count} records", DEADLINE_S, step=0)  # enough() waits in poll
     return records
 
 
@@ -288,8 +281,11 @@ def test_poll_by_partition_and_buffered(
         consumer.assign([(topic, 0)])
         assert not consumer.buffered()
         got: dict = {}
-        wait_for(
-            lambda: bool(got.update(consumer.poll_by_partition(200)) or got), "the first records"
+        wait_until(
+            lambda: bool(got.update(consumer.poll_by_partition(200)) or got),
+            "the first records",
+            DEADLINE_S,
+            step=0,
         )
         assert list(got) == [(topic, 0)] and len(got[(topic, 0)]) == 10
         assert consumer.buffered()  # one fetch brought all 50; 40 wait
