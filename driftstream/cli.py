@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from driftstream.config import CommandParser, FieldDefault
+
 DESCRIPTION = """\
 Streaming online learning on Kafka with River: score every event, learn from delayed labels,
 detect concept drift with ADWIN and react to it, replay any past prediction exactly.
@@ -63,14 +65,55 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command's parser. Options that fill a configuration dataclass take their defaults
+    from its fields, read when their command is used (`driftstream.config.FieldDefault`)."""
     parser = argparse.ArgumentParser(
         prog="driftstream",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
+    for add_command in (
+        _evaluate_parser,
+        _demo_parser,
+        _broker_parser,
+        _topics_parser,
+        _run_parser,
+        _produce_parser,
+        _tail_parser,
+        _status_parser,
+        _replay_parser,
+        _explain_parser,
+        _republish_parser,
+        _report_parser,
+        _config_parser,
+    ):
+        add_command(sub)
+    # Last: every command takes --config.
+    for p in sub.choices.values():
+        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    return parser
 
+
+CONFIG_HELP = (
+    "TOML file of option values (default: $DRIFTSTREAM_CONFIG); keys are the long "
+    "options with _ for -, top level or in a [COMMAND] table; DRIFTSTREAM_<KEY> "
+    "variables override it and flags override both (see `driftstream config show`)"
+)
+
+
+# The configuration dataclasses whose fields give options their defaults.
+_LEARNER = "driftstream.stream.learner.LearnerConfig"
+_WORKER = "driftstream.consumers.worker.WorkerOptions"
+_DEMO = "driftstream.demo.DemoOptions"
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def _evaluate_parser(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="run the learner over a stream offline, print metrics",
@@ -89,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="run everything locally: broker, producer, worker, plot",
@@ -98,17 +143,36 @@ def build_parser() -> argparse.ArgumentParser:
         "and a summary, and write a PNG plot of rolling accuracy with drift "
         "markers. Takes well under a minute.",
     )
-    p.add_argument("--n", type=int, default=20_000, help="events (default 20000)")
-    p.add_argument("--drift-at", type=int, default=10_000, help="true change (default 10000)")
-    p.add_argument("--label-delay", default="100", help="label delay spec (default 100)")
-    p.add_argument("--model", default="lr", help="model spec (default lr)")
-    p.add_argument("--drift-policy", default="window", help="drift policy (default window)")
+    p.add_argument(
+        "--n", type=int, default=FieldDefault(_DEMO, "n"), help="events (default %(default)s)"
+    )
+    p.add_argument(
+        "--drift-at",
+        type=int,
+        default=FieldDefault(_DEMO, "drift_at"),
+        help="true change (default %(default)s)",
+    )
+    p.add_argument(
+        "--label-delay",
+        default=FieldDefault(_DEMO, "label_delay"),
+        help="label delay spec (default %(default)s)",
+    )
+    p.add_argument(
+        "--model", default=FieldDefault(_DEMO, "model"), help="model spec (default %(default)s)"
+    )
+    p.add_argument(
+        "--drift-policy",
+        default=FieldDefault(_DEMO, "drift_policy"),
+        help="drift policy (default %(default)s)",
+    )
     p.add_argument(
         "--state",
-        default="demo-state.sqlite",
-        help="state file (default demo-state.sqlite; removed first)",
+        default=FieldDefault(_DEMO, "state"),
+        help="state file (default %(default)s; removed first)",
     )
-    p.add_argument("--plot", default="demo.png", help="PNG to write (default demo.png)")
+    p.add_argument(
+        "--plot", default=FieldDefault(_DEMO, "plot"), help="PNG to write (default %(default)s)"
+    )
     p.add_argument(
         "--bootstrap-servers",
         default=None,
@@ -117,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
+
+def _broker_parser(sub) -> None:
     p = sub.add_parser(
         "broker",
         help="run the embedded Tansu broker on loopback",
@@ -127,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     p.set_defaults(func=cmd_broker)
 
+
+def _topics_parser(sub) -> None:
     p = sub.add_parser(
         "topics",
         help="create the driftstream topics",
@@ -139,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_topics)
 
+
+def _run_parser(sub) -> None:
     p = sub.add_parser(
         "run",
         help="run a worker (a member of the consumer group)",
@@ -146,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         "for every assigned partition, publish predictions, drift, metrics and "
         "dead letters, and checkpoint state to --state.",
     )
-    _kafka_args(p)
+    _kafka_args(p, topic_prefix=FieldDefault(_WORKER, "topic_prefix"))
     _learner_args(p)
     _worker_args(p)
     p.set_defaults(func=cmd_run)
 
+
+def _produce_parser(sub) -> None:
     p = sub.add_parser(
         "produce",
         help="publish a synthetic or file stream to events and labels",
@@ -165,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_produce)
 
+
+def _tail_parser(sub) -> None:
     p = sub.add_parser(
         "tail",
         help="print drift, predictions, dead letters or metrics",
@@ -184,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_tail)
 
+
+def _status_parser(sub) -> None:
     p = sub.add_parser(
         "status",
         help="per-partition lag, model version, metric, last drift",
@@ -197,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_status)
 
+
+def _replay_parser(sub) -> None:
     p = sub.add_parser(
         "replay",
         help="re-run a partition's history offline and compare",
@@ -219,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-time", metavar="T", help="first event time to report (ms or ISO)")
     p.add_argument("--to-time", metavar="T", help="stop before this event time (ms or ISO)")
     p.add_argument("--model", help="replay a fresh model with this spec from the beginning")
-    p.add_argument("--drift-policy", help="with --model: its drift policy (default reset)")
+    p.add_argument("--drift-policy", help="with --model: its drift policy (default: as for `run`)")
     p.add_argument(
         "--verify",
         action="store_true",
@@ -241,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_replay)
 
+
+def _explain_parser(sub) -> None:
     p = sub.add_parser(
         "explain",
         help="show and reproduce one served prediction",
@@ -255,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_explain)
 
+
+def _republish_parser(sub) -> None:
     p = sub.add_parser(
         "republish",
         help="copy a range of a topic to another topic or cluster",
@@ -282,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_republish)
 
+
+def _report_parser(sub) -> None:
     p = sub.add_parser(
         "report",
         help="write an HTML report of a state file",
@@ -294,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.html", help="HTML file to write (report.html)")
     p.set_defaults(func=cmd_report)
 
+
+def _config_parser(sub) -> None:
     p = sub.add_parser(
         "config",
         help="show the effective configuration and its sources",
@@ -311,18 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("flags", nargs=argparse.REMAINDER, help="that command's flags")
     p.set_defaults(func=cmd_config)
-
-    # Last: every command, including ones added above this line, takes --config.
-    for p in sub.choices.values():
-        p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
-    return parser
-
-
-CONFIG_HELP = (
-    "TOML file of option values (default: $DRIFTSTREAM_CONFIG); keys are the long "
-    "options with _ for -, top level or in a [COMMAND] table; DRIFTSTREAM_<KEY> "
-    "variables override it and flags override both (see `driftstream config show`)"
-)
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
@@ -380,7 +454,10 @@ def _stream_options(g) -> None:
     g.add_argument("--timestamp-column", help="file: column with the event time")
 
 
-def _kafka_args(p: argparse.ArgumentParser) -> None:
+def _kafka_args(p: argparse.ArgumentParser, topic_prefix: object = "") -> None:
+    """Connection options; they fill `KafkaSettings`, whose defaults are argparse's own (None,
+    False). ``topic_prefix``: `run` gives its `WorkerOptions` field; the other commands read
+    the workers' topics, so their default, no prefix, is the same (tests/test_config.py)."""
     g = p.add_argument_group("Kafka")
     a = g.add_argument(
         "--bootstrap-servers",
@@ -389,7 +466,11 @@ def _kafka_args(p: argparse.ArgumentParser) -> None:
         "$KAFKA_BOOTSTRAP_SERVERS)",
     )
     a.env_aliases = ("KAFKA_BOOTSTRAP_SERVERS",)  # read by driftstream.config, after ours
-    g.add_argument("--topic-prefix", default="", help="prefix of every topic name (default none)")
+    g.add_argument(
+        "--topic-prefix",
+        default=topic_prefix,
+        help="prefix of every topic name (default: none)",
+    )
     g.add_argument(
         "--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
     )
@@ -442,11 +523,15 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="SQLite state file (checkpoints, drift log); workers may share one",
     )
-    g.add_argument("--group", default="driftstream", help="consumer group (default driftstream)")
+    g.add_argument(
+        "--group",
+        default=FieldDefault(_WORKER, "group"),
+        help="consumer group (default %(default)s)",
+    )
     g.add_argument(
         "--exit-when-idle",
         type=float,
-        default=None,
+        default=FieldDefault(_WORKER, "exit_when_idle"),
         metavar="SECONDS",
         help="exit 0 once every input is caught up and idle this long (a "
         "group join or rebalance under way is not idle, for up to 30 s more)",
@@ -454,41 +539,41 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--checkpoint-every",
         type=int,
-        default=100_000,
+        default=FieldDefault(_WORKER, "checkpoint_every"),
         metavar="N",
-        help="checkpoint a partition after N records (default 100000; a restart "
+        help="checkpoint a partition after N records (default %(default)s; a restart "
         "re-reads at most this many)",
     )
     g.add_argument(
         "--keep-checkpoints",
         type=int,
-        default=10,
+        default=FieldDefault(_WORKER, "keep_checkpoints"),
         metavar="N",
         help="checkpoints kept per partition, plus the newest of each model "
-        "generation (default 10); older ones are pruned",
+        "generation (default %(default)s); older ones are pruned",
     )
     g.add_argument(
         "--checkpoint-interval",
         type=float,
-        default=10.0,
+        default=FieldDefault(_WORKER, "checkpoint_interval"),
         metavar="S",
-        help="checkpoint a busy partition at least every S seconds (default 10)",
+        help="checkpoint a busy partition at least every S seconds (default %(default)s)",
     )
     g.add_argument(
         "--max-idle-ms",
         type=int,
-        default=None,
+        default=FieldDefault(_WORKER, "max_idle_ms"),
         metavar="MS",
         help="process one input without waiting for the other once the other has "
         "been silent this long (default: wait until it is caught up)",
     )
     g.add_argument(
         "--model-process",
-        default="on",
+        default=FieldDefault(_WORKER, "model_process", _on_off),
         choices=["on", "off"],
-        help="on (default): decode, learn and encode in a child process while this "
-        "one does the Kafka and SQLite I/O (uses two cores); off: all in one "
-        "process (one core, about two thirds of the throughput)",
+        help="on: decode, learn and encode in a child process while this one does "
+        "the Kafka and SQLite I/O (uses two cores); off: all in one process (one "
+        "core, about two thirds of the throughput); default %(default)s",
     )
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     g.add_argument(
@@ -507,16 +592,16 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--metrics-port",
         type=port,
-        default=None,
+        default=FieldDefault(_WORKER, "metrics_port"),
         metavar="PORT",
         help="serve Prometheus /metrics and /healthz on this port (0: any free "
         "one, logged); default: off",
     )
     g.add_argument(
         "--metrics-host",
-        default="127.0.0.1",
+        default=FieldDefault(_WORKER, "metrics_host"),
         metavar="HOST",
-        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all)",
+        help="address for --metrics-port (default %(default)s; 0.0.0.0 for all)",
     )
 
 
@@ -541,62 +626,67 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("learner")
     g.add_argument(
         "--model",
-        default="lr",
+        default=FieldDefault(_LEARNER, "model"),
         metavar="SPEC",
         help="preset ("
         + ", ".join(f"{k} = {v}" for k, v in PRESETS.items())
         + ") or a River spec such as 'preprocessing.StandardScaler | "
-        "linear_model.LogisticRegression(l2=0.001)' (default lr)",
+        "linear_model.LogisticRegression(l2=0.001)' (default %(default)s)",
     )
     g.add_argument(
         "--drift-policy",
-        default="reset",
+        default=FieldDefault(_LEARNER, "drift_policy"),
         choices=POLICIES,
-        help="what to do on a concept drift (default reset)",
+        help="what to do on a concept drift (default %(default)s)",
     )
-    g.add_argument("--adwin-delta", type=float, default=0.002, help="ADWIN confidence (0.002)")
+    g.add_argument(
+        "--adwin-delta",
+        type=float,
+        default=FieldDefault(_LEARNER, "adwin_delta"),
+        help="ADWIN confidence (%(default)s)",
+    )
     g.add_argument(
         "--cooldown",
         type=int,
-        default=0,
+        default=FieldDefault(_LEARNER, "cooldown"),
         metavar="LABELS",
-        help="labels after a detection during which ADWIN alarms are ignored (0)",
+        help="labels after a detection during which ADWIN alarms are ignored (%(default)s)",
     )
     g.add_argument(
         "--window-buffer",
         type=int,
-        default=5000,
+        default=FieldDefault(_LEARNER, "window_buffer"),
         metavar="N",
-        help="labelled samples kept for the window/reweight policies (5000)",
+        help="labelled samples kept for the window/reweight policies (%(default)s)",
     )
     g.add_argument(
         "--pending-ttl",
         type=int,
-        default=None,
+        default=FieldDefault(_LEARNER, "pending_ttl"),
         metavar="T",
         help="event-time after which an unlabelled event expires (default: never)",
     )
     g.add_argument(
         "--max-pending",
         type=int,
-        default=1_000_000,
+        default=FieldDefault(_LEARNER, "max_pending"),
         metavar="N",
-        help="pending joins kept per partition; the oldest expire beyond (1000000)",
+        help="pending joins kept per partition; the oldest expire beyond (%(default)s)",
     )
     g.add_argument(
         "--max-classes",
         type=int,
-        default=100,
+        default=FieldDefault(_LEARNER, "max_classes"),
         metavar="N",
         help="classification: distinct labels per partition; a label of a new "
-        "class beyond is dead-lettered (100)",
+        "class beyond is dead-lettered (%(default)s)",
     )
     g.add_argument(
         "--early-label-wait",
         type=int,
-        default=1000,
+        default=FieldDefault(_LEARNER, "early_label_wait"),
         metavar="T",
-        help="event-time a label may wait for its event before it is unknown (1000)",
+        help="event-time a label may wait for its event before it is unknown (%(default)s)",
     )
     g.add_argument(
         "--no-data-drift", action="store_true", help="do not watch numeric features for data drift"
@@ -693,8 +783,25 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_options(args: argparse.Namespace):
+    from driftstream.consumers.worker import WorkerOptions
+
+    return WorkerOptions(
+        group=args.group,
+        topic_prefix=args.topic_prefix,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_interval=args.checkpoint_interval,
+        keep_checkpoints=args.keep_checkpoints,
+        exit_when_idle=args.exit_when_idle,
+        max_idle_ms=args.max_idle_ms,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        model_process=args.model_process == "on",
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from driftstream.consumers.worker import Worker, WorkerOptions, handle_signals
+    from driftstream.consumers.worker import Worker, handle_signals
     from driftstream.logs import setup as setup_logging
 
     # The password is masked in every log line, whoever writes it.
@@ -702,23 +809,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.log_level, args.log_format, secrets=[os.environ.get(args.sasl_password_env) or ""]
     )
     config = learner_config(args)
-    worker = Worker(
-        kafka_settings(args),
-        config,
-        args.state,
-        WorkerOptions(
-            group=args.group,
-            topic_prefix=args.topic_prefix,
-            checkpoint_every=args.checkpoint_every,
-            checkpoint_interval=args.checkpoint_interval,
-            keep_checkpoints=args.keep_checkpoints,
-            exit_when_idle=args.exit_when_idle,
-            max_idle_ms=args.max_idle_ms,
-            metrics_port=args.metrics_port,
-            metrics_host=args.metrics_host,
-            model_process=args.model_process == "on",
-        ),
-    )
+    worker = Worker(kafka_settings(args), config, args.state, worker_options(args))
     handle_signals(worker)  # SIGTERM/SIGINT: checkpoint and leave; a second one: exit 1 now
     return worker.run()
 
@@ -801,7 +892,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from driftstream.stream.models import build_model
 
         build_model(args.model)
-        config = LearnerConfig(model=args.model, drift_policy=args.drift_policy or "reset")
+        policy = {"drift_policy": args.drift_policy} if args.drift_policy else {}
+        config = LearnerConfig(model=args.model, **policy)
     elif args.drift_policy:
         raise CliError(
             "--drift-policy goes with --model (a fresh model); to change only the "
@@ -901,8 +993,22 @@ def cmd_republish(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_options(args: argparse.Namespace):
+    from driftstream.demo import DemoOptions
+
+    return DemoOptions(
+        n=args.n,
+        drift_at=args.drift_at,
+        label_delay=args.label_delay,
+        model=args.model,
+        drift_policy=args.drift_policy,
+        state=args.state,
+        plot=args.plot,
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from driftstream.demo import DemoOptions, run_demo
+    from driftstream.demo import run_demo
     from driftstream.stream.models import build_model
     from driftstream.transport import KafkaSettings
 
@@ -913,18 +1019,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = (
         KafkaSettings(bootstrap_servers=args.bootstrap_servers) if args.bootstrap_servers else None
     )
-    run_demo(
-        DemoOptions(
-            n=args.n,
-            drift_at=args.drift_at,
-            label_delay=args.label_delay,
-            model=args.model,
-            drift_policy=args.drift_policy,
-            state=args.state,
-            plot=args.plot,
-        ),
-        settings,
-    )
+    run_demo(demo_options(args), settings)
     return 0
 
 

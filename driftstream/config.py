@@ -29,15 +29,19 @@ different model", not the workers' model).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "ConfigError",
+    "CommandParser",
+    "FieldDefault",
     "Setting",
     "CONFIG_ENV",
     "command_options",
@@ -87,6 +91,60 @@ class Setting:
         if self.value is None:
             return "(required, not set)" if self.required else "(not set)"
         return repr(self.value) if isinstance(self.value, str) else str(self.value)
+
+
+# -- defaults from the configuration dataclasses -------------------------------------------
+
+
+class FieldDefault:
+    """An option's default: the default of the configuration dataclass field it fills.
+
+    Each default is written once, in the dataclass (``LearnerConfig``, ``WorkerOptions``, ...),
+    and read from there when the option's command parses, prints its help or is shown by
+    `driftstream config show`, not when the parser is built: importing every command's
+    dataclasses (River, kafka-python, SQLite) would slow each command's start by all the
+    others' imports. ``owner`` is the dataclass's dotted path; ``convert`` turns the field's
+    value into the option's (e.g. True into "on").
+
+    >>> FieldDefault("driftstream.transport.settings.KafkaSettings", "connect_timeout_ms").value()
+    10000
+    """
+
+    def __init__(self, owner: str, field: str, convert: Callable[[Any], Any] | None = None):
+        self.owner = owner
+        self.field = field
+        self.convert = convert
+
+    def value(self) -> Any:
+        """The field's default (its factory's value for a ``default_factory`` field)."""
+        module, _, name = self.owner.rpartition(".")
+        field = getattr(importlib.import_module(module), name).__dataclass_fields__[self.field]
+        if field.default is not dataclasses.MISSING:
+            value = field.default
+        else:
+            value = field.default_factory()
+        return value if self.convert is None else self.convert(value)
+
+    def __repr__(self) -> str:
+        return f"FieldDefault({self.owner!r}, {self.field!r})"
+
+
+def load_defaults(sub: argparse.ArgumentParser) -> None:
+    """Give each option of ``sub`` whose default is a `FieldDefault` its value (once; the
+    `FieldDefault` stays on the option as ``fills``)."""
+    for action in sub._actions:
+        if isinstance(action.default, FieldDefault):
+            action.fills = action.default
+            action.default = action.default.value()
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser (``parser_class`` of the sub-parsers): it reads its options'
+    `FieldDefault`s before it parses, so before its help too."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        load_defaults(self)
+        return super().parse_known_args(args, namespace)
 
 
 # -- the parser's commands and their keys -------------------------------------------------
@@ -265,6 +323,7 @@ def resolve(
     """The effective setting of every key of ``command``; ``argv`` holds its flags."""
     environ = os.environ if environ is None else environ
     sub = subcommands(parser)[command]
+    load_defaults(sub)
     options = command_options(sub)
     if given is None:
         given, sub_config = _given_flags(sub, list(argv))

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from driftstream.cli import build_parser, main
+from driftstream.cli import (
+    build_parser,
+    demo_options,
+    kafka_settings,
+    learner_config,
+    main,
+    worker_options,
+)
 from driftstream.config import ConfigError, command_options, parse_args, resolve, subcommands
+from driftstream.consumers.worker import WorkerOptions
+from driftstream.demo import DemoOptions
+from driftstream.stream.learner import LearnerConfig
+from driftstream.transport import KafkaSettings
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -204,3 +217,83 @@ def test_evaluate_end_to_end_from_a_config_file(tmp_path: Path, capsys) -> None:
     assert (result["n_samples"], result["model"]) == (300, "gnb")
     assert main(["run", "--state", "s", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read config file" in capsys.readouterr().err
+
+
+# -- defaults: written once, in the configuration dataclasses -------------------------------
+
+# The dataclasses whose fields each command's options fill; every command with Kafka options
+# fills KafkaSettings too.
+FILLS = {
+    "run": (LearnerConfig, WorkerOptions),
+    "evaluate": (LearnerConfig,),
+    "demo": (DemoOptions,),
+}
+# Options named unlike their field, or whose value is the field's converted.
+RENAMED = {
+    "sasl_username": ("sasl_plain_username", None),
+    "no_data_drift": ("data_drift", lambda data_drift: not data_drift),
+    "model_process": ("model_process", lambda in_child: "on" if in_child else "off"),
+}
+# Same name, other meaning: the CLI requires a broker (the field falls back to the
+# environment, then localhost), and --schema is a file (the field, its parsed content).
+NOT_THE_FIELD = {"bootstrap_servers", "schema"}
+
+
+def test_every_option_that_fills_a_dataclass_field_has_its_default() -> None:
+    """Walk every command's options (as `config show` resolves them, with nothing set) and
+    compare each one that fills a configuration dataclass field with that field's default."""
+    parser = build_parser()
+    checked = set()
+    for command, sub in subcommands(parser).items():
+        if command == "config":
+            continue
+        options = command_options(sub)
+        owners = FILLS.get(command, ()) + ((KafkaSettings,) if "sasl_username" in options else ())
+        settings = resolve(parser, command, [], {})
+        for key in options:
+            name, convert = RENAMED.get(key, (key, None))
+            owner = next((o for o in owners if name in o.__dataclass_fields__), None)
+            if owner is None or key in NOT_THE_FIELD:
+                continue
+            field = owner.__dataclass_fields__[name]
+            expected = field.default if convert is None else convert(field.default)
+            assert settings[key].source == "default", (command, key)
+            assert settings[key].value == expected, f"{command} --{key}: {owner.__name__}.{name}"
+            checked.add((command, key))
+        if "topic_prefix" in options:  # every command reads the topics the workers write
+            assert settings["topic_prefix"].value == WorkerOptions.topic_prefix, command
+    assert {
+        ("run", "adwin_delta"),
+        ("run", "checkpoint_every"),
+        ("run", "model_process"),
+        ("run", "no_data_drift"),
+        ("run", "sasl_username"),
+        ("evaluate", "max_pending"),
+        ("demo", "drift_policy"),
+    } <= checked
+
+
+def test_no_flags_build_the_default_configuration() -> None:
+    run = parse_args(build_parser(), ["run", "--state", "s", "--bootstrap-servers", "k:9092"], {})
+    assert learner_config(run) == LearnerConfig()
+    assert worker_options(run) == WorkerOptions()
+    assert kafka_settings(run) == KafkaSettings(bootstrap_servers="k:9092")
+    assert demo_options(parse_args(build_parser(), ["demo"], {})) == DemoOptions()
+    replay = parse_args(build_parser(), ["replay", "--partition", "0", "--model", "hat"], {})
+    assert replay.drift_policy is None  # cmd_replay leaves it to LearnerConfig
+
+
+def test_defaults_are_read_only_for_the_command_that_runs() -> None:
+    """Reading a default imports its dataclass's module (River, kafka-python, SQLite): a
+    command must not pay for the others' (the parser has every command's options)."""
+    heavy = ("driftstream.stream.learner", "driftstream.consumers.worker", "driftstream.demo")
+    code = (
+        "import sys\n"
+        "from driftstream.cli import build_parser\n"
+        "from driftstream.config import parse_args\n"
+        "parse_args(build_parser(), ['tail', 'drift', '--bootstrap-servers', 'k:9092'], {})\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
