@@ -10,16 +10,8 @@ one pipe, pickled; the answers hold encoded outputs and checkpoint snapshots, ne
 `LocalModel` answers the same requests in the worker's own process (``--model-process off``):
 one core, no pipe, same outputs.
 
-Requests are tuples:
-
-- ``("open", partition, state | None, config, topics, offsets, idle_ms, now_ms,
-  checkpoint_every)`` → `Opened`: a pipeline from a checkpoint's state or a fresh learner.
-- ``("close", partitions)`` → None.
-- ``("batch", now_ms, pushes, caught_up, snapshot, reason, want_summary)`` →
-  `BatchAnswer`: push ``[(partition, stream, [(offset, timestamp, value), ...]),
-  ...]``, set each partition's caught-up flags, process what is ready, and snapshot the
-  partitions listed in ``snapshot``.
-  Summaries (metrics computed over the rolling window: not free) only if ``want_summary``.
+The requests and answers are in `consumers.model_messages`: `OpenPartition` → `Opened`,
+`ClosePartitions` → None, `ProcessBatch` → `BatchAnswer`.
 
 A periodic snapshot of a learner holding many pending joins (pickling a million takes about
 two seconds) is written by a forked copy of the model process, so that scoring goes on: its
@@ -29,13 +21,13 @@ removed when a worker next starts (`remove_orphaned_state_files`).
 
 >>> from driftstream.stream.learner import LearnerConfig
 >>> model = LocalModel()
->>> model.submit(("open", 0, None, LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 100))
+>>> model.submit(OpenPartition(0, None, LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 100))
 >>> model.collect().model
 ModelVersion(generation=0, updates=0)
->>> model.submit(("batch", 0, [(0, 0, [(0, 5, b'{"id": "a", "features": {"x": 1}}')])],
-...               {0: (True, True)}, [0], "shutdown", False))
->>> [role for role, *_ in model.collect().progress[0].outputs]
-['predictions', 'checkpoint']
+>>> record = (0, 5, b'{"id": "a", "features": {"x": 1}}')  # offset, timestamp, value
+>>> model.submit(ProcessBatch(0, [Push(0, EVENTS, [record])], {0: (True, True)}, [0], "shutdown"))
+>>> [type(output).__name__ for output in model.collect().progress[0].outputs]
+['Predictions', 'StateSnapshot']
 """
 
 from __future__ import annotations
@@ -51,46 +43,37 @@ import signal
 import tempfile
 import threading
 import traceback
-from dataclasses import dataclass, field
 
-from driftstream.stream.learner import Learner, LearnerConfig
-from driftstream.stream.pipeline import PartitionPipeline
-from driftstream.stream.records import ModelVersion
+from driftstream.consumers.model_messages import (
+    BatchAnswer,
+    ClosePartitions,
+    Opened,
+    OpenPartition,
+    ProcessBatch,
+    Progress,
+    Push,
+    Request,
+)
+from driftstream.stream.learner import Learner
+from driftstream.stream.pipeline import EVENTS, LABELS, PartitionPipeline
+
+__all__ = [
+    "BatchAnswer",
+    "ClosePartitions",
+    "LocalModel",
+    "ModelHost",
+    "ModelProcess",
+    "ModelProcessError",
+    "OpenPartition",
+    "ProcessBatch",
+    "Push",
+    "remove_orphaned_state_files",
+    "remove_quietly",
+]
 
 
 class ModelProcessError(RuntimeError):
     """The model process failed (the message has its traceback) or died."""
-
-
-@dataclass
-class Opened:
-    """What the worker learns of a pipeline it opened."""
-
-    model: ModelVersion
-    config: LearnerConfig
-    summary: dict
-
-
-@dataclass
-class Progress:
-    """One partition's outputs from a batch, and where it stands after it."""
-
-    outputs: list[tuple]  # (role, key, value, info), see stream.pipeline
-    processed: int  # records taken from the merge in this batch
-    next_offset: list[int]
-    queued: tuple[int, int]  # records waiting in the merge, per input stream
-    since_checkpoint: int
-    model: ModelVersion
-    summary: dict | None  # if asked for
-
-
-@dataclass
-class BatchAnswer:
-    """A batch's progress per partition, and the state files finished since the last answer
-    (file name -> None when complete, else what went wrong)."""
-
-    progress: dict[int, Progress]
-    state_files: dict[str, str | None] = field(default_factory=dict)
 
 
 FORK_STATE_ABOVE = 100_000  # pending joins from which a periodic state is written by a fork
@@ -110,55 +93,62 @@ class ModelHost:
         self.writing: dict[int, tuple[int, str]] = {}  # partition -> (pid, file)
         self.finished: dict[str, str | None] = {}
 
-    def handle(self, request: tuple):
-        kind = request[0]
-        if kind == "batch":
-            return self._batch(*request[1:])
-        if kind == "open":
-            return self._open(*request[1:])
-        if kind == "close":
-            for p in request[1]:
+    def handle(self, request: Request) -> Opened | BatchAnswer | None:
+        cls = request.__class__
+        if cls is ProcessBatch:
+            return self._batch(request)
+        if cls is OpenPartition:
+            return self._open(request)
+        if cls is ClosePartitions:
+            for p in request.partitions:
                 self.pipelines.pop(p, None)
             return None
-        raise ValueError(f"unknown request {kind!r}")
+        raise TypeError(f"not a model request: {request!r}")
 
-    def _open(self, p, state, config, topics, offsets, idle_ms, now_ms, checkpoint_every):
-        learner = Learner(config, partition=p) if state is None else Learner.from_bytes(state)
+    def _open(self, request: OpenPartition) -> Opened:
+        p = request.partition
+        if request.state is None:
+            learner = Learner(request.config, partition=p)
+        else:
+            learner = Learner.from_bytes(request.state)
         pipe = PartitionPipeline(
             learner,
-            topics,
-            offsets,
-            idle_ms,
-            now_ms,
-            checkpoint_every,
+            request.topics,
+            request.offsets,
+            request.idle_ms,
+            request.now_ms,
+            request.checkpoint_every,
             lambda learner: self._serialize(p, learner),
         )
         self.pipelines[p] = pipe
         return Opened(learner.version, learner.config, learner.summary())
 
-    def _batch(self, now_ms, pushes, caught_up, snapshot, reason, want_summary):
+    def _batch(self, batch: ProcessBatch) -> BatchAnswer:
+        now_ms = batch.now_ms
         for p in list(self.writing):
             self._reap(p)
-        for p, stream, records in pushes:
+        for push in batch.pushes:
+            pipe = self.pipelines.get(push.partition)
+            if pipe is not None:
+                pipe.push(push.stream, push.records, now_ms)
+        for p, (events_caught_up, labels_caught_up) in batch.caught_up.items():
             pipe = self.pipelines.get(p)
             if pipe is not None:
-                pipe.push(stream, records, now_ms)
-        for p, flags in caught_up.items():
-            pipe = self.pipelines.get(p)
-            if pipe is not None:
-                pipe.set_caught_up(0, flags[0])
-                pipe.set_caught_up(1, flags[1])
+                pipe.set_caught_up(EVENTS, events_caught_up)
+                pipe.set_caught_up(LABELS, labels_caught_up)
+        snapshot = batch.snapshot
+        want_summary = batch.want_summary
         answer = {}
         for p, pipe in self.pipelines.items():
             before = pipe.n_processed
             outputs = pipe.run(now_ms)
             if p in snapshot:
-                pipe.checkpoint(reason, outputs)
+                pipe.checkpoint(batch.reason, outputs)
             answer[p] = Progress(
                 outputs,
                 pipe.n_processed - before,
                 list(pipe.next_offset),
-                (pipe.queued(0), pipe.queued(1)),
+                (pipe.queued(EVENTS), pipe.queued(LABELS)),
                 pipe.since_checkpoint,
                 pipe.learner.version,
                 pipe.learner.summary() if want_summary else None,
@@ -252,7 +242,7 @@ class LocalModel:
     def in_flight(self) -> int:
         return len(self.answers)
 
-    def submit(self, request: tuple) -> None:
+    def submit(self, request: Request) -> None:
         self.answers.append(self.host.handle(request))
 
     def collect(self):
@@ -284,7 +274,7 @@ class ModelProcess:
         child_end.close()
         self.in_flight = 0
 
-    def submit(self, request: tuple) -> None:
+    def submit(self, request: Request) -> None:
         try:
             self.conn.send_bytes(pickle.dumps(request, protocol=5))
         except OSError:

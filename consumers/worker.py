@@ -44,8 +44,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftstream.consumers.model_process import (
+from driftstream.consumers.model_messages import (
     BatchAnswer,
+    ClosePartitions,
+    OpenPartition,
+    ProcessBatch,
+    Push,
+    Request,
+)
+from driftstream.consumers.model_process import (
     LocalModel,
     ModelProcess,
     remove_orphaned_state_files,
@@ -62,7 +69,8 @@ from driftstream.consumers.observability import (
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.codec import encode
 from driftstream.stream.learner import LearnerConfig
-from driftstream.stream.pipeline import EVENTS, LABELS, StateSnapshot
+from driftstream.stream.outputs import DeadLetter, DriftNotice, Output, Predictions, StateSnapshot
+from driftstream.stream.pipeline import EVENTS, LABELS
 from driftstream.stream.records import ModelVersion
 from driftstream.transport.kafka_client import (
     Consumer,
@@ -327,7 +335,7 @@ class Worker:
         """Send the model a batch: new records, caught-up flags, checkpoints wanted."""
         events_topic = self.inputs[0]
         pushes = [
-            (
+            Push(
                 p,
                 EVENTS if topic == events_topic else LABELS,
                 [(r.offset, r.timestamp, r.value) for r in recs],
@@ -355,7 +363,9 @@ class Worker:
         if pushes or caught_up or snapshot or waiting or want_summary or self._awaiting:
             if want_summary:
                 self._summary_due = now + SUMMARY_EVERY_S
-            self.model.submit(("batch", now_ms, pushes, caught_up, snapshot, reason, want_summary))
+            self.model.submit(
+                ProcessBatch(now_ms, pushes, caught_up, snapshot, reason, want_summary)
+            )
             self._polled.append(polled_at)
 
     def _update_caught_up(self) -> None:
@@ -481,51 +491,52 @@ class Worker:
         finally:
             remove_quietly(path)
 
-    def _send_outputs(self, task: PartitionTask, outputs: list[tuple]) -> bool:
+    def _send_outputs(self, task: PartitionTask, outputs: list[Output]) -> bool:
         """Publish outputs in order, saving the checkpoints among them; False if one failed."""
         p = task.partition
         predictions = self.topics["predictions"]
         to_partition = p % (self._out_partitions.get("predictions") or 1)
-        batch: list[tuple] = []  # predictions, sent together (Producer.send_batch)
-        for role, key, value, info in outputs:
-            if role == "predictions":
-                batch.append((key, value))
-                continue
-            if batch:  # sent before any other output (a checkpoint flushes what was sent)
-                self.producer.send_batch(predictions, to_partition, batch)
-                batch = []
-            if role == "checkpoint":
-                if info.state_file is not None:  # saved once written (_state_written)
-                    self._awaiting[info.state_file] = (p, info)
-                elif not self._checkpoint(task, info):
+        for output in outputs:
+            cls = output.__class__
+            if cls is Predictions:
+                self.producer.send_batch(predictions, to_partition, output.records)
+            elif cls is StateSnapshot:
+                if output.state_file is not None:  # saved once written (_state_written)
+                    self._awaiting[output.state_file] = (p, output)
+                elif not self._checkpoint(task, output):
                     return False
-            else:
-                self._send(role, value, key, p)
-                if role == "deadletter":
-                    topic, offset, reason, detail, model = info
-                    self.dead_letters.record(p, topic, offset, reason, detail, model.to_wire())
-                else:
-                    log.info(
-                        "drift kind=%s partition=%d action=%s model=%s->%s",
-                        info["kind"],
-                        p,
-                        info["action"],
-                        info["model_before"],
-                        info["model_after"],
-                        extra=fields(
-                            event="drift",
-                            kind=info["kind"],
-                            partition=p,
-                            action=info["action"],
-                            feature=info.get("feature"),
-                            event_ts=info.get("event_ts"),
-                            offsets=self._offsets(task),
-                            model_before=info["model_before"],
-                            model=info["model_after"],
-                        ),
-                    )
-        if batch:
-            self.producer.send_batch(predictions, to_partition, batch)
+            elif cls is DeadLetter:
+                self._send("deadletter", output.value, output.key, p)
+                self.dead_letters.record(
+                    p,
+                    output.topic,
+                    output.offset,
+                    output.reason,
+                    output.detail,
+                    output.model.to_wire(),
+                )
+            elif cls is DriftNotice:
+                self._send("drift", output.value, None, p)
+                report = output.report
+                log.info(
+                    "drift kind=%s partition=%d action=%s model=%s->%s",
+                    report.kind,
+                    p,
+                    report.action,
+                    report.model_before.to_wire(),
+                    report.model_after.to_wire(),
+                    extra=fields(
+                        event="drift",
+                        kind=report.kind,
+                        partition=p,
+                        action=report.action,
+                        feature=report.feature,
+                        event_ts=report.event_ts,
+                        offsets=self._offsets(task),
+                        model_before=report.model_before.to_wire(),
+                        model=report.model_after.to_wire(),
+                    ),
+                )
         return True
 
     def _send(self, role: str, value: bytes, key: bytes | None, partition: int) -> None:
@@ -669,7 +680,7 @@ class Worker:
                 for stream, topic in enumerate(self.inputs):
                     self.consumer.seek(topic, p, task.next_offset[stream])
             except KafkaError:  # revoked again meanwhile; a later assignment restores it
-                self._call(("close", [p]))
+                self._call(ClosePartitions([p]))
                 continue
             self.tasks[p] = task
             added.add(p)
@@ -704,7 +715,7 @@ class Worker:
             p: {"offsets": self._offsets(self.tasks[p]), "model": self.tasks[p].model.to_wire()}
             for p in lost
         }
-        self._call(("close", lost))
+        self._call(ClosePartitions(lost))
         for p in lost:
             del self.tasks[p]
         self.ready = False
@@ -715,7 +726,7 @@ class Worker:
         )
         return set(lost)
 
-    def _call(self, request: tuple):
+    def _call(self, request: Request):
         """Ask the model something and wait for the answer (after the batches before it)."""
         self._drain(discard=self._needs_rewind)
         self.model.submit(request)
@@ -729,8 +740,7 @@ class Worker:
         else:
             offsets = [checkpoint.offsets.get(t, 0) for t in self.inputs]
         opened = self._call(
-            (
-                "open",
+            OpenPartition(
                 p,
                 None if checkpoint is None else checkpoint.state,
                 self.config,
@@ -879,7 +889,7 @@ class Worker:
                     self.consumer.seek(topic, p, task.next_offset[stream])
                 self.consumer.resume(sorted(old.paused))
             except KafkaError:  # no longer assigned; a later assignment restores it
-                self._call(("close", [p]))
+                self._call(ClosePartitions([p]))
                 del self.tasks[p]
                 continue
             self.tasks[p] = task

@@ -626,11 +626,12 @@ def test_late_records_are_counted_and_kept_by_checkpoints():
     pipe.push(EVENTS, [(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1.0}}')])
     pipe.set_caught_up(EVENTS, True)
     pipe.set_caught_up(LABELS, True)
-    assert [role for role, *_ in pipe.run(now_ms=0)] == ["predictions"]
+    assert [type(output).__name__ for output in pipe.run(now_ms=0)] == ["Predictions"]
     pipe.push(LABELS, [(0, 1000, b'{"id": "a", "ts": 4, "label": true}')])
     pipe.push(EVENTS, [(1, 1000, b'{"id": "b", "ts": 6, "features": {"x": 1.0}}')])
     outputs = pipe.run(now_ms=0)
     assert pipe.learner.n_labels == 1 and pipe.learner.summary()["late"] == 1
-    assert orjson.loads(outputs[-1][2])["labels_offset"] == 1  # b came after the label
+    _, value = outputs[-1].records[-1]
+    assert orjson.loads(value)["labels_offset"] == 1  # b came after the label
     snap = pipe.snapshot("shutdown")
     assert snap.summary["late"] == 1 and Learner.from_bytes(snap.state).n_late == 1

@@ -13,8 +13,14 @@ import time
 import orjson
 import pytest
 
-from driftstream.consumers.model_process import (
+from driftstream.consumers.model_messages import (
     BatchAnswer,
+    ClosePartitions,
+    OpenPartition,
+    ProcessBatch,
+    Push,
+)
+from driftstream.consumers.model_process import (
     LocalModel,
     ModelHost,
     ModelProcess,
@@ -23,36 +29,37 @@ from driftstream.consumers.model_process import (
 )
 from driftstream.producers.sources import event_record, label_record, synthetic
 from driftstream.stream.learner import Learner, LearnerConfig
+from driftstream.stream.outputs import Predictions, StateSnapshot
 from driftstream.stream.pipeline import EVENTS, LABELS
 
 DEADLINE_S = 20.0
 
 
-def requests(n: int = 1500, every: int = 400) -> list[tuple]:
+def requests(n: int = 1500, every: int = 400) -> list:
     """Open two partitions, feed them in three batches each, snapshot one at the end."""
     samples = list(synthetic("sea", n=n, seed=2, drift_at=[n // 2], label_delay="50", start_ts=0))
     events = [(i, 0, orjson.dumps(event_record(s))) for i, s in enumerate(samples)]
     labels = [(i, 0, orjson.dumps(label_record(s))) for i, s in enumerate(samples)]
     out = [
-        ("open", p, None, LearnerConfig(model="lr"), ("ev", "lb"), [0, 0], None, 0, every)
+        OpenPartition(p, None, LearnerConfig(model="lr"), ("ev", "lb"), [0, 0], None, 0, every)
         for p in (0, 1)
     ]
     third = n // 3
     for k in range(3):
         part = slice(k * third, n if k == 2 else (k + 1) * third)
-        pushes = [(p, EVENTS, events[part]) for p in (0, 1)] + [
-            (p, LABELS, labels[part]) for p in (0, 1)
+        pushes = [Push(p, EVENTS, events[part]) for p in (0, 1)] + [
+            Push(p, LABELS, labels[part]) for p in (0, 1)
         ]
         caught_up = {p: (k == 2, k == 2) for p in (0, 1)}
-        out.append(("batch", 0, pushes, caught_up, [1] if k == 2 else [], "shutdown", k == 2))
+        out.append(ProcessBatch(0, pushes, caught_up, [1] if k == 2 else [], "shutdown", k == 2))
     return out
 
 
-def answers(model, reqs: list[tuple]) -> list:
+def answers(model, reqs: list) -> list:
     got = []
     for r in reqs:
         model.submit(r)
-        if r[0] == "batch":  # two in flight, like the worker
+        if isinstance(r, ProcessBatch):  # two in flight, like the worker
             continue
         got.append(model.collect())
     while model.in_flight:
@@ -67,15 +74,14 @@ def comparable(answer):
     out = {}
     for p, prog in answer.progress.items():
         outputs = [
-            (role, key, value)
-            if role != "checkpoint"
+            output
+            if not isinstance(output, StateSnapshot)
             else (
-                role,
-                info.offsets,
-                info.model,
-                Learner.from_bytes(info.state).canonical_bytes(),
+                output.offsets,
+                output.model,
+                Learner.from_bytes(output.state).canonical_bytes(),
             )
-            for role, key, value, info in prog.outputs
+            for output in prog.outputs
         ]
         out[p] = (
             outputs,
@@ -99,12 +105,12 @@ def test_model_process_answers_as_the_local_model():
         model.close()
     assert [comparable(a) for a in remote] == [comparable(a) for a in local]
     final = local[-1].progress
-    roles = [o[0] for o in final[1].outputs]
-    assert roles.count("predictions") > 0 and roles[-1] == "checkpoint"
+    kinds = [type(o) for o in final[1].outputs]
+    assert kinds.count(Predictions) > 0 and kinds[-1] == StateSnapshot
     # Every record of both inputs was processed, with a snapshot each `every` records.
     batches = [a.progress for a in local if isinstance(a, BatchAnswer)]
     assert sum(a[0].processed for a in batches) == 3000
-    n_snapshots = sum(o[0] == "checkpoint" for a in batches for o in a[0].outputs)
+    n_snapshots = sum(isinstance(o, StateSnapshot) for a in batches for o in a[0].outputs)
     assert n_snapshots == 3000 // 400
 
 
@@ -112,11 +118,11 @@ def test_a_failure_in_the_model_process_is_reported_with_its_traceback():
     model = ModelProcess()
     try:
         model.submit(
-            ("open", 0, b"not a pickle", LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 10)
+            OpenPartition(0, b"not a pickle", LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 10)
         )
         with pytest.raises(ModelProcessError, match="UnpicklingError|unpickling"):
             model.collect()
-        model.submit(("close", [0]))  # it goes on answering
+        model.submit(ClosePartitions([0]))  # it goes on answering
         assert model.collect() is None
     finally:
         model.close()
@@ -127,7 +133,7 @@ def test_a_dead_model_process_is_reported():
     try:
         os.kill(model.process.pid, signal.SIGKILL)
         with pytest.raises(ModelProcessError, match="exited"):
-            model.submit(("close", []))
+            model.submit(ClosePartitions([]))
             model.collect()
     finally:
         model.close()
@@ -177,17 +183,17 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
             if isinstance(a, BatchAnswer):
                 files.update(a.state_files)
         snaps = [
-            o[3]
+            o
             for a in forked
             if isinstance(a, BatchAnswer)
             for prog in a.progress.values()
             for o in prog.outputs
-            if o[0] == "checkpoint"
+            if isinstance(o, StateSnapshot)
         ]
         if all(s.state_file in files for s in snaps if s.state_file):
             break
         assert time.monotonic() < deadline, "state writers not reported"
-        forked.append(host.handle(("batch", 0, [], {}, [], "periodic", False)))
+        forked.append(host.handle(ProcessBatch(0)))
         time.sleep(0.01)  # polling interval of the condition, not a synchronisation
     assert all(problem is None for problem in files.values())
     # Named after the process that forked them (here: this one), for remove_orphaned_state_files.
@@ -195,19 +201,19 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
         os.path.basename(path).startswith(f"driftstream-state-pid{os.getpid()}-") for path in files
     )
     reference = {
-        (p, tuple(o[3].offsets)): Learner.from_bytes(o[3].state).canonical_bytes()
+        (p, tuple(o.offsets)): Learner.from_bytes(o.state).canonical_bytes()
         for a in inline
         for p, prog in a.progress.items()
         for o in prog.outputs
-        if o[0] == "checkpoint"
+        if isinstance(o, StateSnapshot)
     }
     written = [
-        (p, o[3])
+        (p, o)
         for a in forked
         if isinstance(a, BatchAnswer)
         for p, prog in a.progress.items()
         for o in prog.outputs
-        if o[0] == "checkpoint"
+        if isinstance(o, StateSnapshot)
     ]
     periodic = [(p, s) for p, s in written if s.reason == "periodic"]
     big = [(p, s) for p, s in periodic if s.summary["pending"] >= 10]
@@ -229,12 +235,12 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
     extra = [
         (10_000 + i, 0, orjson.dumps({"id": f"x{i}", "features": {"a": 1.0}})) for i in range(20)
     ]
-    last = host.handle(("batch", 0, [(0, EVENTS, extra)], {}, [0], "periodic", False))
+    last = host.handle(ProcessBatch(0, [Push(0, EVENTS, extra)], snapshot=[0]))
     # 20 pending joins: forked. Usually that is the snapshot asked for; but when earlier
     # periodic snapshots were postponed (writers busy), these records can bring a periodic one
     # first (pickled here below 10 pending joins, else forked, and then the one asked for
     # waits while its writer is busy). In every case a writer not yet reported is left.
-    snaps = [o[3] for o in last.progress[0].outputs if o[0] == "checkpoint"]
+    snaps = [o for o in last.progress[0].outputs if isinstance(o, StateSnapshot)]
     assert any(snap.state_file for snap in snaps)
     host.close()
     assert {str(f) for f in tmp_path.glob("driftstream-state-*")} == set(files)

@@ -1,0 +1,67 @@
+"""What a partition's pipeline hands the worker: encoded outputs and checkpoint snapshots.
+
+A pipeline run returns a list of these in the order they were made, and the worker sends them
+in that order. A `StateSnapshot` stands at a record boundary: every output before it is
+reflected in its state and none after it, so the worker has everything before it
+acknowledged by Kafka before it saves the snapshot.
+
+Predictions come in runs (`Predictions`), each holding the (key, value) pairs that go to the
+predictions topic together: one object per run of consecutive predictions, not one per event.
+
+>>> from driftstream.stream.records import ModelVersion
+>>> outputs = [Predictions([(b"a", b"{}"), (b"b", b"{}")]),
+...            DeadLetter(None, b"{}", "events", 7, "not_json", "", ModelVersion(0, 1))]
+>>> [type(o).__name__ for o in outputs], len(outputs[0].records), outputs[1].reason
+(['Predictions', 'DeadLetter'], 2, 'not_json')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from driftstream.stream.records import DriftReport, ModelVersion
+
+__all__ = ["DeadLetter", "DriftNotice", "Output", "Predictions", "StateSnapshot"]
+
+
+class Predictions(NamedTuple):
+    """Consecutive predictions for the predictions topic, as encoded (key, value) pairs."""
+
+    records: list[tuple[bytes, bytes]]
+
+
+class DriftNotice(NamedTuple):
+    """A drift report for the drift topic: its encoded record and the report itself."""
+
+    value: bytes
+    report: DriftReport
+
+
+class DeadLetter(NamedTuple):
+    """A rejected record for the dead-letter topic, with what the worker logs of it."""
+
+    key: bytes | None  # the record's id, when it had one
+    value: bytes  # the encoded dead letter (its reason, source and original bytes)
+    topic: str  # where the record came from ("" for an expired pending join)
+    offset: int
+    reason: str
+    detail: str
+    model: ModelVersion  # the version serving when the record was rejected
+
+
+@dataclass
+class StateSnapshot:
+    """A learner's state with the input offsets it reflects: one checkpoint to save."""
+
+    reason: str  # periodic, revoke, shutdown
+    state: bytes | None  # the pickled learner, or None when it is written to state_file
+    offsets: list[int]  # next offset to process, per input stream
+    model: ModelVersion
+    summary: dict
+    drift_records: list[dict] = field(default_factory=list)  # since the previous snapshot
+    model_events: list[dict] = field(default_factory=list)  # generation changes since then
+    state_file: str | None = None  # where another process writes the state (see the pipeline)
+
+
+Output = Predictions | DriftNotice | DeadLetter | StateSnapshot
