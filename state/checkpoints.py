@@ -55,6 +55,10 @@ class Checkpoint:
     generation: int
     updates: int
     info: dict[str, Any] = field(default_factory=dict)
+    # Written by the stores of state/store.py: driftstream, River and Python versions and the
+    # learner configuration; the backend's unique id of this checkpoint (a str).
+    provenance: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
 
     @property
     def model_version(self) -> ModelVersion:

@@ -50,3 +50,17 @@ def ended_pid() -> int:
         check=True,
     )
     return int(child.stdout)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory):
+    """One real S3 server (SeaweedFS) with one bucket for the session; tests keep apart by
+    key prefix (unique_prefix). Its boto3 options: ``seaweedfs.client_options()``."""
+    from tests.seaweedfs import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

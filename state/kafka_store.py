@@ -1,0 +1,593 @@
+"""The ``kafka:`` store: checkpoints in the ``<prefix>checkpoints`` topic of the same cluster.
+
+Partition p of the input topics checkpoints to partition p of ``<prefix>checkpoints``
+(created with the input partition count), so any host that reaches Kafka can restore it.
+A checkpoint (`state.envelope`: signed manifest, then the state) is cut into records of at
+most ``CHUNK_BYTES``, under Kafka's default 1 MB message limit, written with acks=all and
+confirmed (flush, then every send's result) before `save_checkpoint` returns. Each record
+starts with a small header (the project's Kafka adapter carries no record headers): the
+checkpoint's id and version, the partition, the chunk's index and the chunk count, the whole's
+length and sha256, and the HMAC of the manifest. Its key is ``p/version/id/chunk``.
+
+Restore reads the partition from its end backwards, in windows that double in size: Tansu has
+no usable ``offsets_for_times`` and never compacts, and its ``end_offsets()`` is wrong for
+topics with data, so the end is the consumer's high-water mark after a fetch. A checkpoint is
+decided on reaching its first chunk (chunks are written in order): all chunks there, whole
+sha256, signature and state hash correct, or it is skipped with a WARNING naming partition
+and checkpoint, and the next older one is tried.
+
+The drift log and model-version history go to ``<prefix>checkpoints-log`` (same partitions),
+one signed batch per checkpoint written before it (`state.history`), so reading them never
+means reading checkpoint states.
+
+Topic configuration on Apache Kafka (`TOPIC_CONFIGS`; Tansu ignores it and never compacts):
+``cleanup.policy=compact`` and nothing time- or size-based, because retention would delete an
+idle partition's only checkpoint. Every record has a unique key, so compaction by itself removes
+nothing; what goes is what `prune` marks with tombstones (null values under a checkpoint's
+keys), and it marks only checkpoints older than one this process saved and confirmed (and,
+once one is confirmed, older cut-short or refused ones). Keying records by partition (one
+value per key) does not work for chunked values: compaction would keep only the last chunk,
+and keyed by (partition, chunk index) a newer checkpoint cut short would replace parts of the
+older complete one. ``cleanup.policy=compact,delete`` was rejected for the reason above.
+``segment.ms``/``segment.bytes`` are lowered because compaction only cleans closed segments;
+``delete.retention.ms`` keeps tombstones a day, far longer than a restore reads;
+``max.message.bytes`` is Kafka's default, which a chunk fits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from driftstream.state.checkpoints import Checkpoint, StateError
+from driftstream.state.envelope import (
+    CheckpointRejected,
+    check_manifest,
+    check_state,
+    dumps,
+    provenance,
+    seal,
+    split_prefix,
+    warn_if_other_river,
+)
+from driftstream.state.history import decode_batch, encode_batch, history_rows
+from driftstream.state.signing import sign, verify
+from driftstream.state.store import CheckpointStore, StoreUnavailable, prune_choice
+from driftstream.stream.records import ModelVersion
+from driftstream.transport import (
+    Admin,
+    Consumer,
+    KafkaClientError,
+    KafkaError,
+    KafkaSettings,
+    Producer,
+)
+
+__all__ = [
+    "CHUNK_BYTES",
+    "TOPIC_CONFIGS",
+    "KafkaCheckpointStore",
+    "checkpoint_topics",
+    "create_checkpoint_topics",
+]
+
+CHUNK_BYTES = 900 * 1000
+TOPIC_CONFIGS = {
+    "cleanup.policy": "compact",
+    "min.compaction.lag.ms": "0",
+    "delete.retention.ms": str(24 * 3600 * 1000),
+    "segment.ms": str(3600 * 1000),
+    "segment.bytes": str(128 * 1024 * 1024),
+    "max.message.bytes": str(1024 * 1024 + 12),
+}
+SEND_TIMEOUT_S = 60.0  # flush: every record acknowledged or failed by then
+READ_TIMEOUT_S = 60.0  # a window not read by then: the store is unavailable
+_FRAME = b"DSK1"
+_LENGTH = struct.Struct(">I")
+_FIRST_WINDOW = 8  # records read at the end first; doubled each step back
+_LARGEST_WINDOW = 128
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_topics(prefix: str = "") -> dict[str, str]:
+    """{"checkpoints": ..., "history": ...}: the topics of the kafka: store."""
+    return {"checkpoints": f"{prefix}checkpoints", "history": f"{prefix}checkpoints-log"}
+
+
+def create_checkpoint_topics(settings: KafkaSettings, prefix: str, partitions: int) -> list[str]:
+    """Create both topics with the input partition count; returns those created.
+
+    The adapter's `Admin.create_topics` takes no topic configs: on Apache Kafka set
+    `TOPIC_CONFIGS` on them (kafka-configs.sh --alter) until it does.
+    """
+    admin = Admin(settings)
+    try:
+        return admin.create_topics(list(checkpoint_topics(prefix).values()), partitions)
+    finally:
+        admin.close()
+
+
+def _frame(header: dict[str, Any], data: bytes | memoryview) -> bytes:
+    head = dumps(header)
+    return b"".join((_FRAME, _LENGTH.pack(len(head)), head, data))
+
+
+def _unframe(value: bytes) -> tuple[dict[str, Any], memoryview] | None:
+    """(header, data) of a record this store wrote, or None for anything else."""
+    if value is None or value[:4] != _FRAME or len(value) < 8:
+        return None
+    (length,) = _LENGTH.unpack(value[4:8])
+    try:
+        header = orjson.loads(value[8 : 8 + length])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(header, dict):
+        return None
+    return header, memoryview(value)[8 + length :]
+
+
+def _chunk_key(partition: int, version: int, cid: str, index: int) -> bytes:
+    return f"{partition}/{version}/{cid}/{index}".encode()
+
+
+def _parse_key(key: bytes | None) -> tuple[int, str] | None:
+    """(version, checkpoint id) from a chunk's key or tombstone."""
+    try:
+        _, version, cid, _ = key.decode().split("/")
+        return int(version), cid
+    except (AttributeError, UnicodeDecodeError, ValueError):
+        return None
+
+
+@dataclass
+class _Found:
+    """A checkpoint met reading backwards, decided at its first chunk."""
+
+    cid: str
+    version: int
+    header: dict[str, Any]
+    offset: int  # of its first chunk
+    chunks: dict[int, memoryview] = field(default_factory=dict)
+
+
+@dataclass
+class _Known:
+    """A checkpoint this process saved or met; `generation` None: incomplete or refused."""
+
+    cid: str
+    version: int
+    generation: int | None
+    chunks: int
+
+
+class KafkaCheckpointStore(CheckpointStore):
+    """Checkpoints, drift log and model versions in two topics (see the module docstring)."""
+
+    def __init__(self, settings: KafkaSettings, prefix: str, key: bytes):
+        if not key:
+            raise StateError("the kafka: state store needs a signing key")
+        self._settings = settings
+        self._key = key
+        self.topics = checkpoint_topics(prefix)
+        self.name = f"kafka:{self.topics['checkpoints']}@{settings.bootstrap_servers}"
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._last_version: dict[int, int] = {}
+        self._known: dict[int, list[_Known]] = {}  # oldest first
+        self._confirmed: dict[int, str] = {}
+        self._end_hint: dict[int, int] = {}
+        self.partition_count = self._check_topics()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _check_topics(self) -> int:
+        try:
+            admin = Admin(self._settings)
+            try:
+                counts = admin.partition_counts(list(self.topics.values()))
+            finally:
+                admin.close()
+        except (KafkaClientError, KafkaError) as exc:
+            raise StoreUnavailable(f"{self.name}: {exc}") from None
+        for name in self.topics.values():
+            if name not in counts:
+                raise StateError(
+                    f"topic {name!r} does not exist: create the kafka: store's topics with "
+                    f"the input partition count (driftstream topics create)"
+                )
+        if counts[self.topics["checkpoints"]] != counts[self.topics["history"]]:
+            raise StateError(f"{self.topics} have different partition counts: {counts}")
+        return counts[self.topics["checkpoints"]]
+
+    def _check_partition(self, partition: int) -> None:
+        if not 0 <= partition < self.partition_count:
+            raise StateError(
+                f"partition {partition} has no checkpoints partition: "
+                f"{self.topics['checkpoints']} has {self.partition_count}"
+            )
+
+    def _get_producer(self) -> Producer:
+        if self._producer is None:
+            try:
+                self._producer = Producer(
+                    self._settings, client_id="driftstream-state", linger_ms=0
+                )
+            except (KafkaClientError, KafkaError) as exc:
+                raise StoreUnavailable(f"{self.name}: {exc}") from None
+        return self._producer
+
+    def _get_consumer(self) -> Consumer:
+        if self._consumer is None:
+            try:
+                self._consumer = Consumer(self._settings, client_id="driftstream-state")
+            except (KafkaClientError, KafkaError) as exc:
+                raise StoreUnavailable(f"{self.name}: {exc}") from None
+        return self._consumer
+
+    def _send_all(self, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]):
+        """Send and confirm: every record acknowledged by all in-sync replicas, or
+        StoreUnavailable. Returns the offsets."""
+        producer = self._get_producer()
+        try:
+            futures = [
+                producer.send(topic, value, key=key, partition=partition) for key, value in records
+            ]
+            producer.flush(timeout=SEND_TIMEOUT_S)
+            return [future.get(timeout=0).offset for future in futures]
+        except (KafkaClientError, KafkaError) as exc:
+            raise StoreUnavailable(f"{self.name}: not confirmed: {exc}") from None
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read(self, topic: str, partition: int, start: int, end: int | None) -> tuple[list, int]:
+        """(records with start <= offset < end, the high-water mark); end None: to the end."""
+        consumer = self._get_consumer()
+        out = []
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        try:
+            consumer.assign([(topic, partition)])
+            consumer.seek(topic, partition, start)
+            high = None
+            while True:
+                for record in consumer.poll(200):
+                    if record.offset >= start and (end is None or record.offset < end):
+                        out.append(record)
+                if high is None:
+                    high = consumer.highwater(topic, partition)
+                stop = high if end is None else end if high is None else min(end, high)
+                if stop is not None and consumer.position(topic, partition) >= stop:
+                    return out, high
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"{self.name}: could not read {topic}/{partition} "
+                        f"[{start}, {stop}) in {READ_TIMEOUT_S:.0f} s"
+                    )
+        except (KafkaClientError, KafkaError) as exc:
+            raise StoreUnavailable(f"{self.name}: {exc}") from None
+
+    def _highwater(self, partition: int) -> int:
+        """The checkpoints partition's end, from a fetch (never end_offsets(); see above)."""
+        topic = self.topics["checkpoints"]
+        hint = self._end_hint.get(partition, 0)
+        _, high = self._read(topic, partition, hint, hint + 1)
+        if high is None or high < hint:  # the hint is past the end (topic recreated)
+            _, high = self._read(topic, partition, 0, 1)
+        return high
+
+    def _backwards(self, partition: int) -> Iterator[_Found]:
+        """Every checkpoint of a partition that was not tombstoned, newest first (by its first
+        chunk), with the chunks found; incomplete ones have fewer than their count."""
+        topic = self.topics["checkpoints"]
+        end = self._highwater(partition)
+        window = _FIRST_WINDOW
+        gone: set[str] = set()
+        decided: set[str] = set()
+        open_: dict[str, _Found] = {}
+        while end > 0:
+            start = max(0, end - window)
+            records, _ = self._read(topic, partition, start, end)
+            for record in reversed(records):
+                parsed = _parse_key(record.key)
+                if parsed is None:
+                    continue
+                version, cid = parsed
+                self._last_version[partition] = max(self._last_version.get(partition, 0), version)
+                if record.value is None:
+                    gone.add(cid)
+                    continue
+                framed = _unframe(record.value)
+                if cid in gone or cid in decided or framed is None:
+                    continue
+                header, data = framed
+                index = header.get("chunk")
+                if not isinstance(index, int):
+                    continue
+                found = open_.setdefault(cid, _Found(cid, version, header, record.offset))
+                found.chunks.setdefault(index, data)  # a retry's copy: the same bytes
+                if index == 0:
+                    found.header, found.offset = header, record.offset
+                    decided.add(cid)
+                    yield open_.pop(cid)
+            end = start
+            window = min(window * 2, _LARGEST_WINDOW)
+        for found in open_.values():  # their first chunk is gone: incomplete
+            yield found
+
+    def _verified(self, partition: int, found: _Found) -> Checkpoint:
+        """The checkpoint, if complete and genuine; CheckpointRejected says why not."""
+        where = f"partition {partition}: checkpoint {found.version} (id {found.cid})"
+        header = found.header
+        count = header.get("chunks")
+        if not isinstance(count, int) or sorted(found.chunks) != list(range(count)):
+            raise CheckpointRejected(
+                f"{where} is incomplete ({len(found.chunks)} of {count} chunks)"
+            )
+        if header.get("partition") != partition:
+            raise CheckpointRejected(f"{where} names partition {header.get('partition')}")
+        digest = hashlib.sha256()
+        for index in range(count):
+            digest.update(found.chunks[index])
+        if digest.hexdigest() != header.get("sha256"):
+            raise CheckpointRejected(f"{where}: sha256 of the whole does not match")
+        first = found.chunks[0]
+        try:
+            manifest_bytes, start = split_prefix(first)
+        except IndexError:  # a manifest longer than one chunk
+            head = b"".join(found.chunks[i] for i in range(count))
+            manifest_bytes, start = split_prefix(head)
+        manifest = check_manifest(manifest_bytes, header.get("hmac"), self._key, where)
+        if (manifest.get("partition"), manifest.get("id")) != (partition, found.cid):
+            raise CheckpointRejected(f"{where}: its manifest names another checkpoint")
+        state = _join_from(start, [found.chunks[i] for i in range(count)])
+        return check_state(manifest, state, where)
+
+    def _note(self, partition: int, known: _Known, older: bool = True) -> None:
+        entries = self._known.setdefault(partition, [])
+        if any(k.cid == known.cid for k in entries):
+            return
+        if older:
+            entries.insert(0, known)
+        else:
+            entries.append(known)
+
+    def _newest(self, partition: int, version: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint that verifies (with this version, if given)."""
+        self._check_partition(partition)
+        met: list[_Known] = []
+        result = None
+        for found in self._backwards(partition):
+            if version is not None and found.version != version:
+                continue
+            try:
+                result = self._verified(partition, found)
+            except CheckpointRejected as exc:
+                log.warning("skipping a checkpoint: %s", exc)
+                met.append(_Known(found.cid, found.version, None, found.header.get("chunks", 0)))
+                continue
+            met.append(_Known(found.cid, found.version, result.generation, len(found.chunks)))
+            break
+        if result is not None and version is None:
+            # what a later prune may delete: the ones met, oldest first
+            for known in met:
+                self._note(partition, known)
+            self._confirmed.setdefault(partition, result.id)
+        return result
+
+    def latest(self, partition: int) -> Checkpoint | None:
+        checkpoint = self._newest(partition)
+        if checkpoint is not None:
+            warn_if_other_river(checkpoint)
+        return checkpoint
+
+    def get(self, partition: int, version: int) -> Checkpoint:
+        checkpoint = self._newest(partition, version)
+        if checkpoint is None:
+            raise StateError(
+                f"no complete, genuine checkpoint {version} of partition {partition} in {self.name}"
+            )
+        warn_if_other_river(checkpoint)
+        return checkpoint
+
+    def checkpoints(self, partition: int | None = None) -> list[dict[str, Any]]:
+        rows = []
+        for p in self._partitions(partition):
+            newest_first = []
+            for found in self._backwards(p):
+                try:
+                    newest_first.append(_metadata(self._verified(p, found)))
+                except CheckpointRejected as exc:
+                    log.warning("skipping a checkpoint: %s", exc)
+            rows.extend(reversed(newest_first))
+        return rows
+
+    def partitions(self) -> list[int]:
+        return [p for p in range(self.partition_count) if self._newest(p) is not None]
+
+    def _partitions(self, partition: int | None) -> list[int]:
+        if partition is None:
+            return list(range(self.partition_count))
+        self._check_partition(partition)
+        return [partition]
+
+    # -- history -----------------------------------------------------------------------
+
+    def _batches(self, partition: int | None) -> Iterator[dict[str, Any]]:
+        topic = self.topics["history"]
+        for p in self._partitions(partition):
+            records, _ = self._read(topic, p, 0, None)
+            for record in records:
+                framed = _unframe(record.value)
+                if framed is None:
+                    continue
+                header, data = framed
+                if header.get("partition") != p or not verify(
+                    self._key, bytes(data), header.get("hmac")
+                ):
+                    log.warning(
+                        "partition %d: skipping a history batch at %s/%d@%d: not genuine",
+                        p,
+                        topic,
+                        p,
+                        record.offset,
+                    )
+                    continue
+                yield decode_batch(bytes(data))
+
+    def drift_log(self, partition: int | None = None) -> list[dict[str, Any]]:
+        return history_rows(self._batches(partition))[0]
+
+    def model_versions(self, partition: int | None = None) -> list[dict[str, Any]]:
+        return history_rows(self._batches(partition))[1]
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _next_version(self, partition: int) -> int:
+        if partition not in self._last_version:
+            for _ in self._backwards(partition):
+                break  # reading the newest window sets _last_version
+        return self._last_version.get(partition, 0) + 1
+
+    def save_checkpoint(
+        self,
+        partition: int,
+        state: bytes,
+        offsets: dict[str, int],
+        model_version: ModelVersion | tuple[int, int],
+        info: dict[str, Any] | None = None,
+        drift_records: Iterable[dict[str, Any]] = (),
+        model_events: Iterable[dict[str, Any]] = (),
+        config: dict[str, Any] | None = None,
+    ) -> int:
+        if not isinstance(state, (bytes, bytearray)):
+            raise TypeError(f"state must be bytes, not {type(state).__name__}")
+        self._check_partition(partition)
+        generation, updates = model_version
+        version = self._next_version(partition)
+        cid = uuid.uuid4().hex[:16]
+        created_at = time.time_ns() // 1_000_000
+        batch = encode_batch(partition, version, cid, created_at, drift_records, model_events)
+        if batch is not None:  # first: a checkpoint never exists without its history
+            header = {"partition": partition, "id": cid, "hmac": sign(self._key, batch)}
+            key = f"{partition}/{version}/{cid}/history".encode()
+            self._send_all(self.topics["history"], partition, [(key, _frame(header, batch))])
+        sealed = seal(
+            {
+                "partition": partition,
+                "version": version,
+                "id": cid,
+                "created_at": created_at,
+                "offsets": dict(offsets),
+                "generation": generation,
+                "updates": updates,
+                "info": info or {},
+                "provenance": provenance(config),
+            },
+            bytes(state),
+            self._key,
+        )
+        chunks = _split(sealed.prefix, sealed.state, CHUNK_BYTES)
+        common = {
+            "id": cid,
+            "version": version,
+            "partition": partition,
+            "chunks": len(chunks),
+            "size": sealed.size,
+            "sha256": sealed.sha256,
+            "hmac": sealed.signature,
+        }
+        offsets_written = self._send_all(
+            self.topics["checkpoints"],
+            partition,
+            (
+                (_chunk_key(partition, version, cid, i), _frame({**common, "chunk": i}, chunk))
+                for i, chunk in enumerate(chunks)
+            ),
+        )
+        self._last_version[partition] = version
+        self._end_hint[partition] = offsets_written[-1]
+        self._note(partition, _Known(cid, version, generation, len(chunks)), older=False)
+        self._confirmed[partition] = cid
+        return version
+
+    def prune(self, partition: int, keep_last: int = 5, keep_per_generation: bool = True) -> int:
+        known = self._known.get(partition, [])
+        confirmed = self._confirmed.get(partition)
+        ids = [k.cid for k in known]
+        if confirmed not in ids:
+            return 0
+        genuine = [(k.cid, k.generation) for k in reversed(known) if k.generation is not None]
+        doomed = set(prune_choice(genuine, confirmed, keep_last, keep_per_generation))
+        doomed |= {k.cid for k in known[: ids.index(confirmed)] if k.generation is None}
+        if not doomed:
+            return 0
+        tombstones = [
+            (_chunk_key(partition, k.version, k.cid, i), None)
+            for k in known
+            if k.cid in doomed
+            for i in range(k.chunks)
+        ]
+        self._send_all(self.topics["checkpoints"], partition, tombstones)
+        self._known[partition] = [k for k in known if k.cid not in doomed]
+        return sum(1 for k in known if k.cid in doomed and k.generation is not None)
+
+    def close(self) -> None:
+        producer, consumer = self._producer, self._consumer
+        self._producer = self._consumer = None
+        for client in (producer, consumer):
+            if client is not None:
+                try:
+                    client.close()
+                except (KafkaClientError, KafkaError) as exc:
+                    log.debug("closing %s: %s", self.name, exc)
+
+
+def _split(prefix: bytes, state: bytes, size: int) -> list[bytes | memoryview]:
+    """prefix + state cut into pieces of ``size`` bytes, copying only the first piece."""
+    head = prefix + bytes(memoryview(state)[: max(0, size - len(prefix))])
+    pieces: list[bytes | memoryview] = []
+    while len(head) > size:  # a manifest longer than a chunk
+        pieces.append(head[:size])
+        head = head[size:]
+    pieces.append(head)
+    view = memoryview(state)
+    taken = max(0, size - len(prefix))
+    for start in range(taken, len(state), size):
+        pieces.append(view[start : start + size])
+    return pieces
+
+
+def _join_from(start: int, chunks: list[memoryview]) -> bytes:
+    """The bytes of the chunks joined, from ``start`` on."""
+    parts = []
+    for chunk in chunks:
+        if start >= len(chunk):
+            start -= len(chunk)
+            continue
+        parts.append(chunk[start:] if start else chunk)
+        start = 0
+    return b"".join(parts)
+
+
+def _metadata(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "partition": checkpoint.partition,
+        "version": checkpoint.version,
+        "created_at": checkpoint.created_at,
+        "size": len(checkpoint.state),
+        "sha256": checkpoint.sha256,
+        "offsets": checkpoint.offsets,
+        "generation": checkpoint.generation,
+        "updates": checkpoint.updates,
+        "info": checkpoint.info,
+        "provenance": checkpoint.provenance,
+        "id": checkpoint.id,
+    }
