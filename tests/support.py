@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftstream.consumers import reader
 from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import Sample
-from driftstream.transport.kafka_client import Admin, KafkaSettings, topic_names
+from driftstream.transport import Admin, KafkaSettings, topic_names
 
 __all__ = [
     "DEADLINE_S",
@@ -32,7 +32,6 @@ __all__ = [
     "REPO",
     "START_TS",
     "checkpoints",
-    "cli_env",
     "create_topics",
     "http_get",
     "metric_samples",
@@ -176,24 +175,24 @@ def run_argv(
     ]
 
 
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def _cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without DRIFTSTREAM_* and KAFKA_* variables (a developer's
-    settings must not change a test), the repository on PYTHONPATH, then ``extra``."""
+    settings must not change a test), then ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTSTREAM_", "KAFKA_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return {**env, **(extra or {})}
 
 
 def start_cli(
-    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = REPO
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen:
-    """Start ``python -m driftstream.cli ARGV`` (environment: `cli_env` with ``env``),
-    its stdout and stderr appended to ``log``."""
+    """Start ``python -m driftstream.cli ARGV`` as a user would, the package imported as
+    installed (environment: `_cli_env` with ``env``; working directory: the log's, not the
+    repository), its stdout and stderr appended to ``log``."""
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "driftstream.cli", *argv],
-            cwd=cwd,
-            env=cli_env(env),
+            cwd=log.parent if cwd is None else cwd,
+            env=_cli_env(env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -12,9 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -23,16 +20,14 @@ import yaml
 
 from driftstream.broker import free_port
 from driftstream.cli import build_parser, main
-from driftstream.config import command_options, parse_args, subcommands
-from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.config import parse_args
 from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
-from driftstream.transport.kafka_client import Consumer, KafkaSettings, topic_names
+from driftstream.transport import Consumer, KafkaSettings, topic_names
+from tests.support import REPO, START_TS, http_get, publish, start_cli, tail, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-START_TS = 1_700_000_000_000
 APP_SERVICES = {
     name: s for name, s in SERVICES.items() if s.get("image", "").startswith("driftstream")
 }
@@ -49,10 +44,6 @@ def listeners(text: str) -> dict[str, str]:
 
 def service_env(name: str) -> dict[str, str]:
     return {k: str(v) for k, v in (SERVICES[name].get("environment") or {}).items()}
-
-
-def has_option(command: str, key: str) -> bool:
-    return key in command_options(subcommands(build_parser())[command])
 
 
 def effective_args(name: str):
@@ -88,15 +79,11 @@ def test_every_service_command_is_a_valid_driftstream_command_line() -> None:
         command = SERVICES[name]["command"]
         if command == ["--help"]:
             continue
-        if not has_option("run", "metrics_port") and name == "worker":
-            pytest.skip("--metrics-port is not in the CLI yet; the compose worker uses it")
         args = effective_args(name)
         assert args.func is not None, name
 
 
 def test_services_agree_on_broker_topics_partitions_and_state() -> None:
-    if not has_option("run", "metrics_port"):
-        pytest.skip("--metrics-port is not in the CLI yet; the compose worker uses it")
     env = kafka_env()
     inner = listeners(env["KAFKA_ADVERTISED_LISTENERS"])[env["KAFKA_INTER_BROKER_LISTENER_NAME"]]
     args = {name: effective_args(name) for name in ("topics", "worker", "producer")}
@@ -112,8 +99,7 @@ def test_services_agree_on_broker_topics_partitions_and_state() -> None:
     mounts = {m.split(":")[1]: m.split(":")[0] for m in worker["volumes"]}
     assert state_dir in mounts and mounts[state_dir] in COMPOSE["volumes"]
     assert str(args["worker"].metrics_port) in [str(p).split(":")[-1] for p in worker["ports"]]
-    if has_option("run", "metrics_host"):  # published ports need a non-loopback bind
-        assert args["worker"].metrics_host in ("0.0.0.0", "", "::")
+    assert args["worker"].metrics_host in ("0.0.0.0", "", "::")  # published: not loopback
     assert not args["worker"].fast_group_timeouts  # Apache Kafka rejects 2 s sessions
     # Order: Kafka healthy -> topics created -> workers and producer.
     assert SERVICES["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
@@ -153,7 +139,6 @@ def test_compose_worker_command_processes_a_stream(
         "DRIFTSTREAM_STATE": str(tmp_path / "state.sqlite"),
     }
     assert set(swaps) <= set(service_env("worker"))  # swapped, not added
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM_")}
 
     topics_env = {**service_env("topics"), **swaps}
     for key in list(os.environ):
@@ -164,59 +149,35 @@ def test_compose_worker_command_processes_a_stream(
     assert main(SERVICES["topics"]["command"]) == 0
 
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
-    publisher = EventPublisher(settings, unique_prefix)
-    try:
-        publish_samples(
-            publisher,
-            synthetic("sea", n, label_delay="5", start_ts=START_TS),
-            partitions=partitions,
-        )
-    finally:
-        publisher.close()
+    publish(
+        settings,
+        unique_prefix,
+        synthetic("sea", n, label_delay="5", start_ts=START_TS),
+        partitions=partitions,
+    )
 
     argv = list(SERVICES["worker"]["command"])
-    i = argv.index("--metrics-port")
-    if has_option("run", "metrics_port"):
-        metrics_port = free_port()
-        argv[i + 1] = str(metrics_port)  # 9100 may be taken on this machine
-    else:
-        metrics_port = None
-        del argv[i : i + 2]  # not in the CLI yet (another change adds it)
-    env = {
-        **clean,
-        **service_env("worker"),
-        **swaps,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), clean.get("PYTHONPATH")])),
-    }
+    metrics_port = free_port()  # 9100 may be taken on this machine
+    argv[argv.index("--metrics-port") + 1] = str(metrics_port)
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "driftstream.cli", *argv],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_cli(argv, log, env={**service_env("worker"), **swaps})
     consumer = Consumer(settings)
     try:
         topic = topic_names(unique_prefix)["predictions"]
         consumer.assign([(topic, p) for p in range(partitions)])
         seen: set[str] = set()
-        deadline = time.monotonic() + 45
-        while len(seen) < n:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"{len(seen)} predictions\n{log.read_text()}"
-            for record in consumer.poll(200):
-                seen.add(record.key.decode())
-        if metrics_port is not None:
-            from urllib.request import urlopen
 
-            with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-                assert response.status == 200
+        def all_predicted() -> bool:
+            seen.update(record.key.decode() for record in consumer.poll(200))
+            return len(seen) >= n
+
+        wait_until(all_predicted, f"{n} predictions", watch=[(proc, log)], step=0)
+        status, _ = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
     finally:
         consumer.close()
         proc.send_signal(signal.SIGTERM)  # what `docker compose stop` sends
         code = proc.wait(timeout=30)
-    assert code == 0, log.read_text()
+    assert code == 0, tail(log)
     with StateStore(swaps["DRIFTSTREAM_STATE"]) as store:
         assert sum(store.latest(p).info["n_events"] for p in store.partitions()) == n

@@ -7,34 +7,38 @@ away (losing all its data) and comes back is survived without losing state.
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftstream.broker import EmbeddedBroker, free_port
 from driftstream.producers.publisher import EventPublisher, publish_samples
-from driftstream.producers.sources import Sample, synthetic
+from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import Learner
-from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings, Producer, topic_names
+from driftstream.transport import KafkaSettings, Producer
+from tests.support import (
+    DEADLINE_S,
+    START_TS,
+    checkpoints,
+    create_topics,
+    http_get,
+    metric_samples,
+    progress,
+    publish,
+    read_all,
+    run_argv,
+    start_cli,
+    tail,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
-
-REPO = Path(__file__).resolve().parent.parent
-START_TS = 1_700_000_000_000
-DEADLINE_S = 60.0
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -54,17 +58,10 @@ class Worker:
     ):
         self.port = free_port()
         self.log = log
-        argv = [
-            "run",
-            "--bootstrap-servers",
-            settings.bootstrap_servers,
-            "--topic-prefix",
+        argv = run_argv(
+            settings,
             prefix,
-            "--group",
-            prefix + "group",
-            "--state",
-            str(state),
-            "--fast-group-timeouts",
+            state,
             "--model",
             "lr",
             "--drift-policy",
@@ -72,19 +69,8 @@ class Worker:
             "--metrics-port",
             str(self.port),
             *extra,
-        ]
-        clean = {
-            k: v for k, v in os.environ.items() if not k.startswith(("DRIFTSTREAM_", "KAFKA_"))
-        }
-        clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), clean.get("PYTHONPATH")]))
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "driftstream.cli", *argv],
-                cwd=REPO,
-                env={**clean, **(env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        )
+        self.proc = start_cli(argv, log, env=env)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -103,28 +89,14 @@ class Worker:
         return [x for x in self.lines() if x.get("event") == name]
 
     def get(self, path: str) -> tuple[int | None, bytes]:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}{path}", timeout=10
-            ) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except OSError:  # not listening yet
-            return None, b""
+        return http_get(f"http://127.0.0.1:{self.port}{path}")
 
     def health(self) -> int | None:
         return self.get("/healthz")[0]
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         status, body = self.get("/metrics")
-        if status != 200:
-            return {}
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples
-        }
+        return metric_samples(body.decode()) if status == 200 else {}
 
     def total(self, name: str, **labels: str) -> float:
         """Sum of a metric over the series whose labels include ``labels``."""
@@ -134,8 +106,8 @@ class Worker:
             if n == name and set(labels.items()) <= set(ls)
         )
 
-    def wait(self, cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-        wait_until(cond, what, timeout, [self])
+    def wait(self, cond: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> None:
+        wait_until(cond, what, timeout, watch=[(self.proc, self.log)])
 
     def exit_code(self, timeout: float = DEADLINE_S) -> int:
         try:
@@ -143,94 +115,13 @@ class Worker:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"worker still running after {timeout} s\n{self.tail()}")
 
-    def tail(self, n: int = 40) -> str:
-        return f"--- {self.log.name} ---\n" + "\n".join(self.text().splitlines()[-n:])
+    def tail(self) -> str:
+        return tail(self.log)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def wait_until(
-    cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S, workers: list[Worker] = ()
-) -> None:
-    """Check ``cond`` until true; fail at the deadline, or at once if a worker died."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for w in workers:
-            if w.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({w.proc.returncode}) while waiting for {what}\n{w.tail()}"
-                )
-        if time.monotonic() > deadline:
-            logs = "\n".join(w.tail() for w in workers)
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
-        time.sleep(0.02)  # polling interval of the condition, not a synchronisation
-
-
-def create_topics(settings: KafkaSettings, prefix: str, partitions: int) -> dict[str, str]:
-    topics = topic_names(prefix)
-    admin = Admin(settings)
-    try:
-        admin.create_topics(list(topics.values()), partitions)
-    finally:
-        admin.close()
-    return topics
-
-
-def publish(settings: KafkaSettings, prefix: str, samples: list[Sample], partitions: int) -> None:
-    publisher = EventPublisher(settings, prefix)
-    try:
-        publish_samples(publisher, samples, partitions=partitions)
-    finally:
-        publisher.close()
-
-
-def read_all(settings: KafkaSettings, topic: str) -> list[dict]:
-    """Every record of a topic (its writers have exited)."""
-    consumer = Consumer(settings)
-    try:
-        tps = [(topic, p) for p in consumer.partitions_for(topic)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(tps)
-        out: list[dict] = []
-
-        def done() -> bool:
-            out.extend(orjson.loads(r.value) for r in consumer.poll(200))
-            return all(
-                (h := consumer.highwater(t, p)) is not None and consumer.position(t, p) >= h
-                for t, p in tps
-            )
-
-        wait_until(done, f"all of {topic}")
-        return out
-    finally:
-        consumer.close()
-
-
-def checkpoints(state: Path, partition: int = 0) -> list[dict]:
-    """(version, offsets) of a partition's checkpoints, read without locking the writer."""
-    if not state.exists():
-        return []
-    try:
-        conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = conn.execute(
-                "SELECT version, offsets FROM checkpoints WHERE [partition] = ? ORDER BY version",
-                [partition],
-            ).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:  # schema not created yet
-        return []
-    return [{"version": v, "offsets": orjson.loads(o)} for v, o in rows]
-
-
-def progress(state: Path, partition: int = 0) -> int:
-    """Input records reflected in the partition's newest checkpoint."""
-    cps = checkpoints(state, partition)
-    return sum(cps[-1]["offsets"].values()) if cps else 0
 
 
 # -- tests -----------------------------------------------------------------------------

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
+import signal
 
 import orjson
+import pandas as pd
 import pytest
 from kafka.errors import KafkaTimeoutError
 
@@ -18,7 +16,8 @@ from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import LearnerConfig
-from driftstream.transport.kafka_client import Admin, Producer, topic_names
+from driftstream.transport import Admin, Producer, topic_names
+from tests.support import create_topics, publish, run_argv, start_cli, tail, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -26,15 +25,13 @@ pytestmark = pytest.mark.broker
 @pytest.fixture
 def live_run(kafka_settings, unique_prefix, tmp_path):
     """A finished 2-partition run with a sudden drift, window policy, frequent checkpoints."""
-    topics = topic_names(unique_prefix)
-    Admin(kafka_settings).create_topics(list(topics.values()), 2)
-    publisher = EventPublisher(kafka_settings, unique_prefix)
-    publish_samples(
-        publisher,
+    create_topics(kafka_settings, unique_prefix, 2)
+    publish(
+        kafka_settings,
+        unique_prefix,
         synthetic("sea", n=8000, seed=3, drift_at=[4000], label_delay="100", start_ts=0),
         partitions=2,
     )
-    publisher.close()
     state = str(tmp_path / "state.sqlite")
     worker = Worker(
         kafka_settings,
@@ -57,59 +54,28 @@ def cli(settings, prefix, *args) -> int:
     )
 
 
+def replay(settings, prefix, state, partition: int, *args) -> int:
+    """`driftstream replay` of one partition (no report or plot unless ``args`` ask)."""
+    return cli(settings, prefix, "replay", "--partition", str(partition), "--state", state, *args)
+
+
 def test_replay_verify_reproduces_every_prediction(live_run, capsys):
     settings, prefix, state, tmp = live_run
     with StateStore(state) as store:
         assert any(d["record"]["kind"] == "concept" for d in store.drift_log())
     for p in (0, 1):
         out = str(tmp / f"p{p}.csv")
-        assert (
-            cli(
-                settings,
-                prefix,
-                "replay",
-                "--partition",
-                str(p),
-                "--state",
-                state,
-                "--verify",
-                "--out",
-                out,
-                "--plot",
-                str(tmp / f"p{p}.png"),
-            )
-            == 0
-        )
+        plot = str(tmp / f"p{p}.png")
+        assert replay(settings, prefix, state, p, "--verify", "--out", out, "--plot", plot) == 0
         assert "verified: all 4000 replayed predictions" in capsys.readouterr().out
         assert (tmp / f"p{p}.png").stat().st_size > 10_000
-        import pandas as pd
-
         frame = pd.read_csv(out)
         assert len(frame) == 4000 and frame["match"].all()
         assert (frame["drift"].fillna("") != "").any()
 
     # A middle range starts from an intermediate checkpoint and still matches exactly.
-    assert (
-        cli(
-            settings,
-            prefix,
-            "replay",
-            "--partition",
-            "0",
-            "--state",
-            state,
-            "--verify",
-            "--from-offset",
-            "2500",
-            "--to-offset",
-            "3200",
-            "--out",
-            str(tmp / "mid.parquet"),
-            "--plot",
-            "",
-        )
-        == 0
-    )
+    middle = ("--from-offset", "2500", "--to-offset", "3200", "--out", str(tmp / "mid.parquet"))
+    assert replay(settings, prefix, state, 0, "--verify", *middle) == 0
     text = capsys.readouterr().out
     assert "from checkpoint" in text and "verified: all 700 replayed predictions" in text
 
@@ -120,7 +86,7 @@ def test_verify_fails_on_a_tampered_prediction(live_run, capsys):
     served = [orjson.loads(r.value) for r in read_range(settings, topics["predictions"], 1)]
     # Same inputs under another prefix, with a predictions topic where one served value lies.
     tampered = prefix + "t."
-    Admin(settings).create_topics(list(topic_names(tampered).values()), 2)
+    create_topics(settings, tampered, 2)
     for role in ("events", "labels"):
         assert (
             cli(
@@ -142,23 +108,7 @@ def test_verify_fails_on_a_tampered_prediction(live_run, capsys):
     producer.flush()
     producer.close()
     capsys.readouterr()
-    assert (
-        cli(
-            settings,
-            tampered,
-            "replay",
-            "--partition",
-            "1",
-            "--state",
-            state,
-            "--verify",
-            "--plot",
-            "",
-            "--out",
-            "",
-        )
-        == 1
-    )
+    assert replay(settings, tampered, state, 1, "--verify") == 1
     err = capsys.readouterr().err
     assert f"MISMATCH at event {served[123]['id']}" in err
 
@@ -239,27 +189,8 @@ def test_replay_with_another_policy_compares(live_run, capsys):
     with StateStore(state) as store:
         acted = [p for p in (0, 1) if store.latest(p).generation > 0]
     assert acted, "the live window policy must have replaced a model in some partition"
-    assert (
-        cli(
-            settings,
-            prefix,
-            "replay",
-            "--partition",
-            str(acted[0]),
-            "--state",
-            state,
-            "--model",
-            "lr",
-            "--drift-policy",
-            "none",
-            "--json",
-            "--plot",
-            "",
-            "--out",
-            str(tmp / "none.csv"),
-        )
-        == 0
-    )
+    other = ("--model", "lr", "--drift-policy", "none", "--json", "--out", str(tmp / "none.csv"))
+    assert replay(settings, prefix, state, acted[0], *other) == 0
     s = orjson.loads(capsys.readouterr().out)
     assert s["policy"] == "none" and s["events"] == 4000
     assert s["live"] is not None and s["replay"] is not None
@@ -268,47 +199,30 @@ def test_replay_with_another_policy_compares(live_run, capsys):
 
 
 def test_explain_before_and_after_a_crash(kafka_settings, unique_prefix, tmp_path, capsys):
-    topics = topic_names(unique_prefix)
-    Admin(kafka_settings).create_topics(list(topics.values()), 1)
-    publisher = EventPublisher(kafka_settings, unique_prefix)
-    publish_samples(
-        publisher, synthetic("sea", n=3000, seed=9, drift_at=[1500], label_delay="50", start_ts=0)
-    )
-    publisher.close()
-    state = str(tmp_path / "s.sqlite")
-    command = [
-        sys.executable,
-        "-m",
-        "driftstream.cli",
-        "run",
-        "--bootstrap-servers",
-        kafka_settings.bootstrap_servers,
-        "--topic-prefix",
+    topics = create_topics(kafka_settings, unique_prefix)
+    publish(
+        kafka_settings,
         unique_prefix,
-        "--group",
-        f"{unique_prefix}g",
-        "--state",
+        synthetic("sea", n=3000, seed=9, drift_at=[1500], label_delay="50", start_ts=0),
+    )
+    state = str(tmp_path / "s.sqlite")
+    argv = run_argv(
+        kafka_settings,
+        unique_prefix,
         state,
         "--checkpoint-every",
         "500",
-        "--fast-group-timeouts",
         "--log-level",
         "WARNING",
-    ]
-    crashed = subprocess.run(
-        command,
-        env={**os.environ, "DRIFTSTREAM_KILL_AT": "checkpoint:4"},
-        timeout=120,
-        capture_output=True,
     )
-    assert crashed.returncode == -9
+    log = tmp_path / "worker.log"
+    crashed = start_cli(argv, log, env={"DRIFTSTREAM_KILL_AT": "checkpoint:4"})
+    assert crashed.wait(timeout=120) == -signal.SIGKILL, tail(log)
     with StateStore(state) as store:
         before_crash = store.latest(0).offsets[topics["events"]]
     assert 0 < before_crash < 3000
-    resumed = subprocess.run(
-        command + ["--exit-when-idle", "1.5"], timeout=120, capture_output=True
-    )
-    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    resumed = start_cli([*argv, "--exit-when-idle", "1.5"], log)
+    assert resumed.wait(timeout=120) == 0, tail(log)
     capsys.readouterr()
     for event_id in ("e10", f"e{before_crash - 3}", f"e{before_crash + 300}", "e2990"):
         assert cli(kafka_settings, unique_prefix, "explain", event_id, "--state", state) == 0
@@ -322,50 +236,35 @@ def test_replay_follows_the_live_order_when_labels_came_late(
     """A caught-up worker scores events at once; labels that reach it afterwards with earlier
     times are processed late. Replay must follow that order, not event time, to reproduce
     what was served."""
-    topics = topic_names(unique_prefix)
-    Admin(kafka_settings).create_topics(list(topics.values()), 1)
+    topics = create_topics(kafka_settings, unique_prefix)
     samples = list(synthetic("sea", n=600, seed=5, label_delay="0", start_ts=0))
     publisher = EventPublisher(kafka_settings, unique_prefix)
     for s in samples[:300]:
         publisher.publish_event(s.id, s.x, ts=s.ts)
     publisher.flush()
     state = str(tmp_path / "s.sqlite")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftstream.cli",
-            "run",
-            "--bootstrap-servers",
-            kafka_settings.bootstrap_servers,
-            "--topic-prefix",
-            unique_prefix,
-            "--group",
-            f"{unique_prefix}g",
-            "--state",
-            state,
-            "--fast-group-timeouts",
-            "--log-level",
-            "WARNING",
-            "--exit-when-idle",
-            "5",
-        ],
-        stderr=subprocess.PIPE,
+    argv = run_argv(
+        kafka_settings, unique_prefix, state, "--log-level", "WARNING", "--exit-when-idle", "5"
     )
+    log = tmp_path / "worker.log"
+    worker = start_cli(argv, log)
     try:
-        deadline = time.monotonic() + 90
-        while len(read_range(kafka_settings, topics["predictions"], 0)) < 300:
-            assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the first 300 events were not scored"
+        wait_until(
+            lambda: len(read_range(kafka_settings, topics["predictions"], 0)) >= 300,
+            "the first 300 events to be scored",
+            watch=[(worker, log)],
+            step=0.2,
+        )
         for s in samples[:300]:  # their labels, all older than the last event scored
             publisher.publish_label(s.id, s.y, ts=s.label_ts)
         publisher.flush()
         publish_samples(publisher, samples[300:])
         publisher.close()
-        assert worker.wait(timeout=120) == 0, worker.stderr.read().decode()[-2000:]
+        assert worker.wait(timeout=120) == 0, tail(log)
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait()
     served = [orjson.loads(r.value) for r in read_range(kafka_settings, topics["predictions"], 0)]
     assert len(served) == 600
     assert served[299]["model"]["updates"] == 0 and served[299]["labels_offset"] == 0
@@ -378,23 +277,7 @@ def test_replay_follows_the_live_order_when_labels_came_late(
     header, line = capsys.readouterr().out.splitlines()
     assert line.split()[header.split().index("late") - 2] == str(row["late"])
     capsys.readouterr()
-    assert (
-        cli(
-            kafka_settings,
-            unique_prefix,
-            "replay",
-            "--partition",
-            "0",
-            "--state",
-            state,
-            "--verify",
-            "--plot",
-            "",
-            "--out",
-            "",
-        )
-        == 0
-    )
+    assert replay(kafka_settings, unique_prefix, state, 0, "--verify") == 0
     assert "verified: all 600 replayed predictions" in capsys.readouterr().out
     for event_id in ("e1", "e299", "e450"):
         assert cli(kafka_settings, unique_prefix, "explain", event_id, "--state", state) == 0
