@@ -9,64 +9,40 @@ compare with an in-process reference (`run_offline`, the same merge and learner)
 from __future__ import annotations
 
 import bisect
-import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
 from driftstream.cli import build_parser, learner_config
-from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import Sample, arrival_order, synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.codec import encode
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.offline import run_offline
 from driftstream.stream.records import Event, Label, Prediction
-from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings, topic_names
+from driftstream.transport import KafkaSettings, topic_names
+from tests.support import (
+    DEADLINE_S,
+    START_TS,
+    create_topics,
+    progress,
+    publish,
+    read_all,
+    run_argv,
+    start_cli,
+    tail,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parent.parent
-START_TS = 1_700_000_000_000
-DEADLINE_S = 60.0
-
-
 # -- helpers ---------------------------------------------------------------------------
-
-
-def wait_until(
-    cond: Callable[[], bool],
-    timeout: float,
-    what: str,
-    alive: list[tuple[subprocess.Popen, Path]] = (),
-    step: float = 0.02,
-) -> None:
-    """Check ``cond`` until true; fail at the deadline, or at once if a watched process died."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for proc, log in alive:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({proc.returncode}) while waiting for {what}:\n{tail(log)}"
-                )
-        if time.monotonic() > deadline:
-            logs = "\n".join(tail(log) for _, log in alive)
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
-        time.sleep(step)  # polling interval of the condition, not a synchronisation
-
-
-def tail(log: Path, lines: int = 30) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return f"--- {log.name} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def worker_argv(
@@ -77,26 +53,20 @@ def worker_argv(
     checkpoint_every: int,
     exit_when_idle: float | None = None,
 ) -> list[str]:
-    argv = [
-        "run",
-        "--bootstrap-servers",
-        settings.bootstrap_servers,
-        "--topic-prefix",
+    argv = run_argv(
+        settings,
         prefix,
-        "--group",
-        group,
-        "--state",
-        str(state),
+        state,
         "--checkpoint-every",
         str(checkpoint_every),
-        "--fast-group-timeouts",
         "--model",
         "lr",
         "--drift-policy",
         "reset",
         "--log-level",
         "INFO",
-    ]
+        group=group,
+    )
     if exit_when_idle is not None:
         argv += ["--exit-when-idle", str(exit_when_idle)]
     return argv
@@ -108,80 +78,12 @@ def cli_config(argv: list[str]) -> LearnerConfig:
 
 
 def start_worker(argv: list[str], log: Path, kill_at: str | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "DRIFTSTREAM_KILL_AT"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    if kill_at is not None:
-        env["DRIFTSTREAM_KILL_AT"] = kill_at
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "driftstream.cli", *argv],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start_cli(argv, log, env=None if kill_at is None else {"DRIFTSTREAM_KILL_AT": kill_at})
 
 
 def kill9(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=DEADLINE_S)
-
-
-def progress(state: Path, partition: int) -> int:
-    """Input records (events + labels) reflected in the partition's newest checkpoint."""
-    if not state.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
-        try:
-            row = conn.execute(
-                "SELECT offsets FROM checkpoints WHERE [partition] = ? "
-                "ORDER BY version DESC LIMIT 1",
-                [partition],
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0
-    return sum(orjson.loads(row[0]).values()) if row else 0
-
-
-def publish(settings: KafkaSettings, prefix: str, samples: list[Sample], partitions: int) -> None:
-    admin = Admin(settings)
-    try:
-        admin.create_topics(list(topic_names(prefix).values()), partitions)
-    finally:
-        admin.close()
-    publisher = EventPublisher(settings, prefix)
-    try:
-        counts = publish_samples(publisher, samples, partitions=partitions)
-    finally:
-        publisher.close()
-    assert counts == {"events": len(samples), "labels": len(samples)}
-
-
-def read_all(settings: KafkaSettings, topic: str, partitions: int) -> list[dict]:
-    """Every record of the topic, in offset order per partition (producers have exited)."""
-    consumer = Consumer(settings)
-    tps = [(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(tps)
-    records = []
-
-    def done() -> bool:
-        records.extend(consumer.poll(200))
-        for t, p in tps:
-            high = consumer.highwater(t, p)
-            if high is None or consumer.position(t, p) < high:
-                return False
-        return True
-
-    try:
-        wait_until(done, DEADLINE_S, f"all of {topic}", step=0)
-    finally:
-        consumer.close()
-    records.sort(key=lambda r: (r.partition, r.offset))
-    return [orjson.loads(r.value) for r in records]
 
 
 def comparable(wire: dict) -> dict:
@@ -243,7 +145,8 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
     samples = list(
         synthetic("sea", n, seed=1, drift_at=[3000], label_delay="100", start_ts=START_TS)
     )
-    publish(kafka_settings, unique_prefix, samples, partitions=1)
+    create_topics(kafka_settings, unique_prefix, 1)
+    assert publish(kafka_settings, unique_prefix, samples, 1) == {"events": n, "labels": n}
     state = tmp_path / "state.sqlite"
     group = unique_prefix + "group"
     argv = worker_argv(kafka_settings, unique_prefix, group, state, checkpoint_every=300)
@@ -271,9 +174,8 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
                 procs.append(proc := start_worker(argv, log))
                 wait_until(
                     lambda: progress(state, 0) >= target,
-                    DEADLINE_S,
                     f"progress {target}",
-                    alive=[(proc, log)],
+                    watch=[(proc, log)],
                     step=0.005,
                 )
                 time.sleep(rng.uniform(0.0, 0.03))  # a random kill moment, not a synchronisation
@@ -294,7 +196,7 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_result(
     assert ref_learner.version.generation >= 1, "the reference should reset on the drift"
 
     # (a) every event has exactly one distinct prediction, that of the uninterrupted run.
-    wires = read_all(kafka_settings, topic_names(unique_prefix)["predictions"], 1)
+    wires = read_all(kafka_settings, topic_names(unique_prefix)["predictions"])
     got, duplicates = dedupe(wires)
     assert len(got) == n
     assert got == ref_predictions
@@ -322,7 +224,8 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
     samples = list(
         synthetic("sea", n, seed=1, drift_at=[8000], label_delay="100", start_ts=START_TS)
     )
-    publish(kafka_settings, unique_prefix, samples, partitions=partitions)
+    create_topics(kafka_settings, unique_prefix, partitions)
+    assert publish(kafka_settings, unique_prefix, samples, partitions) == {"events": n, "labels": n}
     state = tmp_path / "state.sqlite"
     group = unique_prefix + "group"
     # No --exit-when-idle: the survivor may finish its own partitions before the victim is
@@ -339,7 +242,7 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
             mine = [assignment(log)[0] for log in logs]
             return all(mine) and not (mine[0] & mine[1])
 
-        wait_until(both_own_partitions, DEADLINE_S, "both workers to own partitions", alive=watched)
+        wait_until(both_own_partitions, "both workers to own partitions", watch=watched)
         # The victim: the worker with more work left (the first to join may have worked
         # through much of the other's partitions before the rebalance).
         checkpointed = [sum(progress(state, p) for p in assignment(log)[0]) for log in logs]
@@ -350,9 +253,8 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
         # (the survivor's may come later, if it joined later).
         wait_until(
             lambda: all(progress(state, p) for p in victim_parts),
-            DEADLINE_S,
             "checkpoints of the victim's partitions",
-            alive=watched,
+            watch=watched,
             step=0.005,
         )
         time.sleep(rng.uniform(0.0, 0.02))  # a random kill moment, not a synchronisation
@@ -364,9 +266,8 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
         )
         wait_until(
             lambda: all(progress(state, p) == per_partition for p in range(partitions)),
-            DEADLINE_S,
             "every partition checkpointed to its end",
-            alive=[watched[survivor]],
+            watch=[watched[survivor]],
         )
         procs[survivor].send_signal(signal.SIGTERM)
         assert procs[survivor].wait(timeout=DEADLINE_S) == 0, tail(logs[survivor])
@@ -381,7 +282,7 @@ def test_survivor_takes_over_the_partitions_of_a_killed_worker(
         assert f"partition {p}: restored checkpoint" in survivor_log, tail(logs[survivor])
 
     config = cli_config(argv)
-    wires = read_all(kafka_settings, topic_names(unique_prefix)["predictions"], partitions)
+    wires = read_all(kafka_settings, topic_names(unique_prefix)["predictions"])
     topics = topic_names(unique_prefix)
     with StateStore(state) as store:
         assert store.partitions() == list(range(partitions))
