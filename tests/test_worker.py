@@ -288,10 +288,10 @@ def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path
     With kafka-python 3.0.12 alone this stalled for good at the first resume (records fetched
     while paused were parked and never handed back); `Consumer.poll` works around it.
     """
-    import driftstream.consumers.worker as worker_module
+    import driftstream.consumers.flow_control as flow_control
 
-    monkeypatch.setattr(worker_module, "PAUSE_ABOVE", 2000)
-    monkeypatch.setattr(worker_module, "RESUME_BELOW", 500)
+    monkeypatch.setattr(flow_control, "PAUSE_ABOVE", 2000)
+    monkeypatch.setattr(flow_control, "RESUME_BELOW", 500)
     topics = create_topics(kafka_settings, unique_prefix)
     samples = list(synthetic("sea", n=20000, seed=4, label_delay="100", start_ts=0))
     publisher = EventPublisher(kafka_settings, unique_prefix)
@@ -318,16 +318,18 @@ def test_checkpoints_written_by_a_fork_are_saved_whole(
     spool.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spool))
     (spool / f"driftstream-state-pid{ended_pid}-0-left.pickle").write_bytes(b"old")
-    from_files = []  # checkpoints saved from a state file
-    checkpoint = Worker._checkpoint
+    from driftstream.consumers.checkpointing import Checkpointer
 
-    def spy(worker, task, snap):
-        saved = checkpoint(worker, task, snap)
+    from_files = []  # checkpoints saved from a state file
+    checkpoint = Checkpointer.save
+
+    def spy(checkpointer, task, snap):
+        saved = checkpoint(checkpointer, task, snap)
         if saved and snap.state_file is not None:
             from_files.append(snap.state_file)
         return saved
 
-    monkeypatch.setattr(Worker, "_checkpoint", spy)
+    monkeypatch.setattr(Checkpointer, "save", spy)
     samples = list(synthetic("sea", n=4000, seed=8, label_delay="100", start_ts=1_000_000))
     topics = create_topics(kafka_settings, unique_prefix)
     publisher = EventPublisher(kafka_settings, unique_prefix)
@@ -354,26 +356,27 @@ def test_checkpoints_written_by_a_fork_are_saved_whole(
 def test_a_state_file_that_cannot_be_read_fails_that_checkpoint_only(tmp_path, monkeypatch, caplog):
     """A forked state file removed before the worker read it (a temporary-file cleaner, say)
     is logged as a failed checkpoint (the next one will be saved), not raised."""
-    from driftstream.consumers.worker import PartitionTask
-    from driftstream.stream.pipeline import StateSnapshot
+    from driftstream.consumers.partition_task import PartitionTask
+    from driftstream.stream.outputs import StateSnapshot
+    from driftstream.stream.records import ModelVersion
     from driftstream.transport import KafkaSettings
 
     worker = Worker(
         KafkaSettings(bootstrap_servers="127.0.0.1:9"), LearnerConfig(), str(tmp_path / "s.sqlite")
     )
     saved = []
-    monkeypatch.setattr(worker, "_checkpoint", lambda task, snap: saved.append(snap))
-    worker.tasks[0] = PartitionTask(0, [10, 5], {}, {})
+    checkpoints = worker.checkpoints
+    monkeypatch.setattr(checkpoints, "save", lambda task, snap: saved.append(snap))
+    worker.tasks[0] = task = PartitionTask(0, [10, 5], {}, ModelVersion(0, 10))
     for name in ("gone", "written"):
         path = str(tmp_path / f"driftstream-state-pid1-0-{name}.pickle")
-        worker._awaiting[path] = (
-            0,
-            StateSnapshot("periodic", None, [10, 5], (0, 10), {}, state_file=path),
-        )
+        snap = StateSnapshot("periodic", None, [10, 5], ModelVersion(0, 10), {}, state_file=path)
+        assert checkpoints.take(task, snap)  # saved once its file is written
+    assert saved == []
     (tmp_path / "driftstream-state-pid1-0-written.pickle").write_bytes(b"state")
-    worker._state_written(str(tmp_path / "driftstream-state-pid1-0-gone.pickle"), None)
+    checkpoints.state_written(str(tmp_path / "driftstream-state-pid1-0-gone.pickle"), None)
     assert saved == [] and "its file could not be read" in caplog.text
-    worker._state_written(str(tmp_path / "driftstream-state-pid1-0-written.pickle"), None)
+    checkpoints.state_written(str(tmp_path / "driftstream-state-pid1-0-written.pickle"), None)
     assert [snap.state for snap in saved] == [b"state"]
     assert not list(tmp_path.glob("driftstream-state-*"))
     worker.store.close()

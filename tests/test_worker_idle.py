@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from driftstream.consumers.model_process import LocalModel
 from driftstream.consumers.worker import REBALANCE_GRACE_S, Worker, WorkerOptions
 from driftstream.stream.learner import LearnerConfig
 
@@ -17,8 +16,8 @@ def idle_worker(tmp_path) -> Worker:
         str(tmp_path / "s.sqlite"),
         WorkerOptions(exit_when_idle=1.0, model_process=False),
     )
-    worker.model = LocalModel()
-    worker.assigned_once = True
+    worker.link.start(in_process=True)
+    worker.assignments.assigned_once = True
     return worker
 
 
@@ -28,9 +27,9 @@ def test_no_idle_exit_while_the_group_rebalances(tmp_path):
     then would leave them unprocessed."""
     worker = idle_worker(tmp_path)
     idle_since = time.monotonic() - 2.0  # idle for twice exit_when_idle
-    worker.ready = True  # an applied assignment, nothing owned (all caught up)
+    worker.assignments.ready = True  # an applied assignment, nothing owned (all caught up)
     assert worker._idle_exit(idle_since)
-    worker.ready = False  # revoked, the next assignment not yet applied
+    worker.assignments.ready = False  # revoked, the next assignment not yet applied
     assert not worker._idle_exit(idle_since)
     # A join that never ends does not keep the worker forever.
     assert worker._idle_exit(time.monotonic() - 1.0 - REBALANCE_GRACE_S - 0.1)

@@ -1,0 +1,184 @@
+"""Checkpoints: a partition's state saved with the input offsets it reflects, never ahead of
+its outputs.
+
+A snapshot from the model process is saved only once every output made before it is
+acknowledged by Kafka (`Producer.flush`): a checkpoint must never get ahead of outputs that may
+be lost. A snapshot whose state a forked process is still writing (`StateSnapshot.state_file`)
+is saved when the model process reports the file complete, unless a newer checkpoint of its
+partition came first. After a save the offsets are committed to Kafka, as a progress hint for
+lag tools only: restores use the checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from driftstream.consumers.faults import fault_point
+from driftstream.consumers.kafka_clients import FLUSH_TIMEOUT_S, KafkaClients
+from driftstream.consumers.model_process import remove_quietly
+from driftstream.consumers.observability import fields
+from driftstream.consumers.outage import KafkaOutage
+from driftstream.consumers.output_sender import OutputSender
+from driftstream.consumers.partition_task import PartitionTask
+from driftstream.state.checkpoints import StateStore
+from driftstream.stream.codec import encode
+from driftstream.stream.outputs import StateSnapshot
+from driftstream.transport import DeliveryFailed, KafkaError
+
+__all__ = ["Checkpointer"]
+
+log = logging.getLogger("driftstream.worker")
+
+
+class Checkpointer:
+    """Saves the snapshots of the partitions in ``tasks`` into ``store``."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        tasks: dict[int, PartitionTask],
+        inputs: tuple[str, str],
+        clients: KafkaClients,
+        sender: OutputSender,
+        outage: KafkaOutage,
+        keep: int,
+    ):
+        self.store = store
+        self.tasks = tasks
+        self.inputs = inputs
+        self.clients = clients
+        self.sender = sender
+        self.outage = outage
+        self.keep = keep  # checkpoints kept per partition (plus one per model generation)
+        self._awaiting: dict[str, tuple[int, StateSnapshot]] = {}  # states being written
+
+    def take(self, task: PartitionTask, snap: StateSnapshot) -> bool:
+        """A snapshot met among the outputs: save it now, or once its file is written;
+        False if it could not be saved (Kafka failed)."""
+        if snap.state_file is not None:
+            self._awaiting[snap.state_file] = (task.partition, snap)
+            return True
+        return self.save(task, snap)
+
+    def save(self, task: PartitionTask, snap: StateSnapshot) -> bool:
+        """Flush outputs, then save the snapshot with the offsets it reflects (one txn).
+
+        Saves nothing and returns False if Kafka does not acknowledge the outputs.
+        """
+        if not self.outage.ok:
+            return False
+        started = time.perf_counter()
+        try:
+            self.clients.producer.flush(timeout=FLUSH_TIMEOUT_S)
+        except DeliveryFailed as e:  # e.g. refused by the broker: loud, and nothing skipped
+            self.outage.failed(f"outputs not delivered ({e.args[0]})")
+            return False
+        except KafkaError as e:
+            self.outage.failed(
+                f"outputs not acknowledged within {FLUSH_TIMEOUT_S:.0f} s ({type(e).__name__})"
+            )
+            return False
+        p = task.partition
+        offsets = dict(zip(self.inputs, snap.offsets))
+        for path, (q, _) in list(self._awaiting.items()):
+            if q == p:  # older than this one: never to be saved now
+                del self._awaiting[path]
+        fault_point("checkpoint")
+        try:
+            self.sender.send_one("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
+        except KafkaError as e:  # informational only; the checkpoint matters
+            log.debug("metrics record not sent: %s", e)
+        version = self.store.save_checkpoint(
+            p,
+            snap.state,
+            offsets,
+            snap.model,
+            info=snap.summary,
+            drift_records=snap.drift_records,
+            model_events=snap.model_events,
+        )
+        # Retention: replay can start near any point without the file growing forever.
+        self.store.prune(p, keep_last=self.keep)
+        seconds = time.perf_counter() - started
+        task.checkpoint_seconds.observe(seconds)
+        task.summary = snap.summary
+        model = snap.summary["model"]
+        log.info(
+            "checkpoint partition=%d version=%d offsets=%s model=%s",
+            p,
+            version,
+            offsets,
+            model,
+            extra=fields(
+                event="checkpoint",
+                partition=p,
+                checkpoint=version,
+                offsets=offsets,
+                model=model,
+                reason=snap.reason,
+                seconds=round(seconds, 4),
+            ),
+        )
+        task.last_checkpoint = time.monotonic()
+        task.checkpoint_at = time.time()
+        self._commit(p, offsets)
+        self.clients.close_retired()
+        return True
+
+    def state_written(self, path: str, problem: str | None) -> None:
+        """A state file the model process had forked off is complete: save its checkpoint
+        (unless a newer checkpoint of the partition came first, or it failed)."""
+        p, snap = self._awaiting.pop(path, (None, None))
+        try:
+            if snap is None or p not in self.tasks or self.outage.needs_rewind:
+                return
+            if problem is None:
+                try:
+                    with open(path, "rb") as f:
+                        snap.state = f.read()
+                except OSError as e:  # e.g. removed by a temporary-file cleaner
+                    problem = f"its file could not be read: {e}"
+            if problem is not None:
+                log.error(
+                    "partition %d: a checkpoint's state could not be saved (%s); the "
+                    "next one will be",
+                    p,
+                    problem,
+                    extra=fields(event="checkpoint_failed", partition=p, reason=problem),
+                )
+                return
+            self.save(self.tasks[p], snap)
+        finally:
+            remove_quietly(path)
+
+    def unsaved(self, task: PartitionTask) -> bool:
+        """Processed something since its newest saved checkpoint."""
+        return bool(task.since_checkpoint) or any(
+            p == task.partition for p, _ in self._awaiting.values()
+        )
+
+    @property
+    def awaiting(self) -> bool:
+        """Some snapshot's state is still being written."""
+        return bool(self._awaiting)
+
+    def forget(self) -> None:
+        """Drop the snapshots still being written (a rewind: their outputs may be lost); their
+        files are removed when reported complete."""
+        self._awaiting.clear()
+
+    def _commit(self, p: int, offsets: dict[str, int]) -> None:
+        # Committed offsets are only a progress hint for lag tools; without a coordinator the
+        # commit would block for the request timeout, so it waits for the next checkpoint.
+        consumer = self.clients.consumer
+        if consumer.connected():
+            try:
+                consumer.commit({(t, p): o for t, o in offsets.items()})
+            except KafkaError as e:
+                log.warning(
+                    "committing offsets failed (%s: %s); they are only a progress hint",
+                    type(e).__name__,
+                    e,
+                    extra=fields(event="commit_failed"),
+                )
