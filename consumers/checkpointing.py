@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from driftstream.consumers.faults import fault_point
+from driftstream.consumers.faults import FaultPlan
 from driftstream.consumers.kafka_clients import FLUSH_TIMEOUT_S, KafkaClients
 from driftstream.consumers.model_process import remove_quietly
 from driftstream.consumers.observability import fields
@@ -43,6 +43,7 @@ class Checkpointer:
         sender: OutputSender,
         outage: KafkaOutage,
         keep: int,
+        faults: FaultPlan,
     ):
         self.store = store
         self.tasks = tasks
@@ -51,6 +52,7 @@ class Checkpointer:
         self.sender = sender
         self.outage = outage
         self.keep = keep  # checkpoints kept per partition (plus one per model generation)
+        self.faults = faults
         self._awaiting: dict[str, tuple[int, StateSnapshot]] = {}  # states being written
 
     def take(self, task: PartitionTask, snap: StateSnapshot) -> bool:
@@ -84,7 +86,7 @@ class Checkpointer:
         for path, (q, _) in list(self._awaiting.items()):
             if q == p:  # older than this one: never to be saved now
                 del self._awaiting[path]
-        fault_point("checkpoint")
+        self.faults.reached("checkpoint")
         try:
             self.sender.send_one("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
         except KafkaError as e:  # informational only; the checkpoint matters

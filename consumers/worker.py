@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 from driftstream.consumers.assignment import Assignments
 from driftstream.consumers.checkpointing import Checkpointer
-from driftstream.consumers.faults import fault_point
+from driftstream.consumers.faults import FaultPlan
 from driftstream.consumers.flow_control import FlowControl
 from driftstream.consumers.kafka_clients import KafkaClients
 from driftstream.consumers.model_link import ModelLink
@@ -107,7 +107,10 @@ class WorkerOptions:
 
 
 class Worker:
-    """Run with `run()`; stop from a signal handler with `stop()` (see `handle_signals`)."""
+    """Run with `run()`; stop from a signal handler with `stop()` (see `handle_signals`).
+
+    ``faults``: where a test makes it die or hang (`FaultPlan`; none by default).
+    """
 
     def __init__(
         self,
@@ -115,6 +118,8 @@ class Worker:
         config: LearnerConfig,
         state_path: str,
         options: WorkerOptions | None = None,
+        *,
+        faults: FaultPlan | None = None,
     ):
         self.settings = settings
         self.config = config
@@ -125,6 +130,7 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.server: MetricsServer | None = None
         self.stopping = False
+        self.faults = faults or FaultPlan()
         self.tasks: dict[int, PartitionTask] = {}  # the partitions owned, shared by the parts
         self.dead_letters = DeadLetterLog(log)
         self.kafka = KafkaClients(
@@ -140,6 +146,7 @@ class Worker:
             self.sender,
             self.outage,
             opts.keep_checkpoints,
+            self.faults,
         )
         self.flow = FlowControl(self.kafka, self.tasks, inputs)
         self.link = ModelLink(
@@ -311,7 +318,7 @@ class Worker:
                 )
                 if self.server is not None:
                     self._publish()  # /healthz: 503 "stopping"
-            fault_point("shutdown")
+            self.faults.reached("shutdown")
             connected = self.kafka.producer is not None and self.kafka.consumer is not None
             if connected and unsaved and not self.link.save_now(unsaved, "shutdown"):
                 clean = False

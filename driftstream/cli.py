@@ -801,6 +801,7 @@ def worker_options(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from driftstream.consumers.faults import KILL_AT_ENV, FaultPlan
     from driftstream.consumers.worker import Worker, handle_signals
     from driftstream.logs import setup as setup_logging
 
@@ -809,7 +810,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.log_level, args.log_format, secrets=[os.environ.get(args.sasl_password_env) or ""]
     )
     config = learner_config(args)
-    worker = Worker(kafka_settings(args), config, args.state, worker_options(args))
+    try:  # end-to-end tests kill or hang the process at a chosen point
+        faults = FaultPlan.parse(os.environ.get(KILL_AT_ENV))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    worker = Worker(kafka_settings(args), config, args.state, worker_options(args), faults=faults)
     handle_signals(worker)  # SIGTERM/SIGINT: checkpoint and leave; a second one: exit 1 now
     return worker.run()
 
