@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
 import struct
 import time
 import uuid
@@ -88,8 +90,7 @@ TOPIC_CONFIGS = {
     "segment.bytes": str(128 * 1024 * 1024),
     "max.message.bytes": str(1024 * 1024 + 12),
 }
-SEND_TIMEOUT_S = 60.0  # flush: every record acknowledged or failed by then
-READ_TIMEOUT_S = 60.0  # a window not read by then: the store is unavailable
+TIMEOUT_S = 60.0  # a write not confirmed, or a window not read, by then: unavailable
 _FRAME = b"DSK1"
 _LENGTH = struct.Struct(">I")
 _FIRST_WINDOW = 8  # records read at the end first; doubled each step back
@@ -172,11 +173,14 @@ class _Known:
 class KafkaCheckpointStore(CheckpointStore):
     """Checkpoints, drift log and model versions in two topics (see the module docstring)."""
 
-    def __init__(self, settings: KafkaSettings, prefix: str, key: bytes):
+    def __init__(
+        self, settings: KafkaSettings, prefix: str, key: bytes, timeout_s: float = TIMEOUT_S
+    ):
         if not key:
             raise StateError("the kafka: state store needs a signing key")
         self._settings = settings
         self._key = key
+        self._timeout_s = timeout_s
         self.topics = checkpoint_topics(prefix)
         self.name = f"kafka:{self.topics['checkpoints']}@{settings.bootstrap_servers}"
         self._producer: Producer | None = None
@@ -241,7 +245,7 @@ class KafkaCheckpointStore(CheckpointStore):
             futures = [
                 producer.send(topic, value, key=key, partition=partition) for key, value in records
             ]
-            producer.flush(timeout=SEND_TIMEOUT_S)
+            producer.flush(timeout=self._timeout_s)
             return [future.get(timeout=0).offset for future in futures]
         except (KafkaClientError, KafkaError) as exc:
             raise StoreUnavailable(f"{self.name}: not confirmed: {exc}") from None
@@ -252,7 +256,7 @@ class KafkaCheckpointStore(CheckpointStore):
         """(records with start <= offset < end, the high-water mark); end None: to the end."""
         consumer = self._get_consumer()
         out = []
-        deadline = time.monotonic() + READ_TIMEOUT_S
+        deadline = time.monotonic() + self._timeout_s
         try:
             consumer.assign([(topic, partition)])
             consumer.seek(topic, partition, start)
@@ -269,7 +273,7 @@ class KafkaCheckpointStore(CheckpointStore):
                 if time.monotonic() > deadline:
                     raise StoreUnavailable(
                         f"{self.name}: could not read {topic}/{partition} "
-                        f"[{start}, {stop}) in {READ_TIMEOUT_S:.0f} s"
+                        f"[{start}, {stop}) in {self._timeout_s:.0f} s"
                     )
         except (KafkaClientError, KafkaError) as exc:
             raise StoreUnavailable(f"{self.name}: {exc}") from None
@@ -504,14 +508,15 @@ class KafkaCheckpointStore(CheckpointStore):
             "sha256": sealed.sha256,
             "hmac": sealed.signature,
         }
-        offsets_written = self._send_all(
-            self.topics["checkpoints"],
-            partition,
-            (
-                (_chunk_key(partition, version, cid, i), _frame({**common, "chunk": i}, chunk))
-                for i, chunk in enumerate(chunks)
-            ),
+        records = (
+            (_chunk_key(partition, version, cid, i), _frame({**common, "chunk": i}, chunk))
+            for i, chunk in enumerate(chunks)
         )
+        kill_after = _kill_after_chunks()
+        if kill_after is not None and kill_after < len(chunks):
+            self._send_all(self.topics["checkpoints"], partition, list(records)[:kill_after])
+            os.kill(os.getpid(), signal.SIGKILL)
+        offsets_written = self._send_all(self.topics["checkpoints"], partition, records)
         self._last_version[partition] = version
         self._end_hint[partition] = offsets_written[-1]
         self._note(partition, _Known(cid, version, generation, len(chunks)), older=False)
@@ -542,12 +547,20 @@ class KafkaCheckpointStore(CheckpointStore):
     def close(self) -> None:
         producer, consumer = self._producer, self._consumer
         self._producer = self._consumer = None
-        for client in (producer, consumer):
-            if client is not None:
-                try:
-                    client.close()
-                except (KafkaClientError, KafkaError) as exc:
-                    log.debug("closing %s: %s", self.name, exc)
+        try:
+            if producer is not None:  # records of a failed save are not waited for long
+                producer.close(timeout=self._timeout_s)
+            if consumer is not None:
+                consumer.close()
+        except (KafkaClientError, KafkaError) as exc:
+            log.debug("closing %s: %s", self.name, exc)
+
+
+def _kill_after_chunks() -> int | None:
+    """Test hook, from ``DRIFTSTREAM_KILL_AT=checkpoint-chunk:K``: a writer that sends (and
+    sees confirmed) only the first K chunks of a checkpoint, then dies by SIGKILL."""
+    where, _, count = os.environ.get("DRIFTSTREAM_KILL_AT", "").partition(":")
+    return int(count) if where == "checkpoint-chunk" and count.isdigit() else None
 
 
 def _split(prefix: bytes, state: bytes, size: int) -> list[bytes | memoryview]:

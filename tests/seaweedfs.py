@@ -151,10 +151,7 @@ class SeaweedS3:
                     f"log {self.log_path}:\n{self._log_tail()}"
                 )
             try:
-                names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-                if self.bucket not in names:
-                    client.create_bucket(Bucket=self.bucket)
-                client.head_bucket(Bucket=self.bucket)
+                self._ensure_bucket(client)
                 return
             except (BotoCoreError, ClientError) as exc:  # not up yet
                 last = exc
@@ -167,6 +164,19 @@ class SeaweedS3:
                 self._proc.wait(timeout=_PROBE_INTERVAL_S)
             except subprocess.TimeoutExpired:
                 pass
+
+    def _ensure_bucket(self, client) -> None:
+        try:
+            client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+        try:
+            client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:  # a restarted server may say so before it lists it
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
 
     def _log_tail(self, limit: int = 3000) -> str:
         try:
