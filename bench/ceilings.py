@@ -141,11 +141,12 @@ def measure_kafka_ceiling(env: Env, topics: dict[str, str], n: int, batched: boo
     }
 
 
-def io_loop_child(spec: dict) -> int:
+def io_loop_child(spec: dict, on_poll=None) -> int:
     """Child process of measure_latency(subject="ceiling"): the Kafka I/O ceiling's loop
     (`measure_kafka_ceiling`), live: read events and labels, send one prediction-sized record
     per event, keyed by the event's key, each poll's in one ``send_batch`` as the worker does.
-    Exits once nothing came for 5 s after records did."""
+    Exits once nothing came for 5 s after records did. ``on_poll(records, at)``, if given, is
+    told each poll's records and when it returned (`time.perf_counter`), for traces."""
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
     topics = topic_names(spec["prefix"])
     payload = bytes.fromhex(spec["payload"])
@@ -158,6 +159,8 @@ def io_loop_child(spec: dict) -> int:
         last = None
         while last is None or time.monotonic() - last < 5.0:
             records = consumer.poll(100)
+            if on_poll is not None:
+                on_poll(records, time.perf_counter())
             if records:
                 last = time.monotonic()
             batch = [(r.key, payload) for r in records if r.topic == events]

@@ -32,20 +32,20 @@ costs the traced process a few % of CPU, so these runs' percentiles are not the 
 from __future__ import annotations
 
 import argparse
-import atexit
 import bisect
 import json
-import os
-import runpy
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.ceilings import io_loop_child
 from bench.latency import measure_latency
 from bench.load import LOAD_TICK_S, broker_env, make_samples, read_keys_and_times
 from bench.runs import log
+from driftstream.consumers.probe import WorkerProbe
+from driftstream.stream.outputs import Predictions
 from driftstream.transport.kafka_client import topic_names
 
 PARTS = (
@@ -67,11 +67,11 @@ def _event_number(key: bytes) -> int:
     return int(key[1:])  # the load generator's ids: L<n>
 
 
-def install_tracer(trace: dict, worker: bool) -> None:
-    """Record fetches and polls (and, for the worker, batches and answers) into ``trace``."""
+def trace_fetches(trace: dict) -> None:
+    """Record when each fetch request was sent and answered, and the events offset it asked
+    for. kafka-python has no hook for this: its fetcher's response callback is wrapped
+    (diagnosis of the client itself, not of driftstream)."""
     from kafka.consumer.fetcher import Fetcher
-
-    from driftstream.transport.kafka_client import Consumer
 
     handle_fetch = Fetcher._handle_fetch_response
 
@@ -84,89 +84,78 @@ def install_tracer(trace: dict, worker: bool) -> None:
         return handle_fetch(self, node_id, fetch_offsets, send_time, response)
 
     Fetcher._handle_fetch_response = traced_fetch
-    poll_by_partition = Consumer.poll_by_partition
-    last_poll = {"at": 0.0}
 
-    def traced_poll(self, timeout_ms, max_records=None):
-        batches = poll_by_partition(self, timeout_ms, max_records)
-        last_poll["at"] = now = _wall_ms()
+
+def _polled_events(records) -> list[int]:
+    return [_event_number(r.key) for r in records if r.topic.endswith("events")]
+
+
+class TraceProbe(WorkerProbe):
+    """The worker's polls and answers into ``trace``, in wall-clock milliseconds."""
+
+    def __init__(self, trace: dict):
+        self.trace = trace
+        self.offset = time.time() - time.perf_counter()  # perf_counter -> wall clock
+
+    def wall_ms(self, at: float) -> float:
+        return (at + self.offset) * 1000
+
+    def polled(self, batches, at):
+        events = _polled_events(r for records in batches.values() for r in records)
+        if events:
+            self.trace["polls"].append((self.wall_ms(at), events))
+
+    def answered(self, answer, polled_at):
         events = [
-            _event_number(r.key)
-            for (topic, _), recs in batches.items()
-            if topic.endswith("events")
-            for r in recs
+            _event_number(key)
+            for progress in answer.progress.values()
+            for output in progress.outputs
+            if isinstance(output, Predictions)
+            for key, _ in output.records
         ]
         if events:
-            trace["polls"].append((now, events))
-        return batches
-
-    Consumer.poll_by_partition = traced_poll
-    if not worker:
-        return
-    from driftstream.consumers import model_process
-    from driftstream.consumers import worker as worker_module
-
-    batch = model_process.ModelHost._batch
-
-    def traced_batch(self, *args):  # runs in the model process: the answer carries the times
-        start = _wall_ms()
-        answer = batch(self, *args)
-        answer.trace_times = (start, _wall_ms())
-        return answer
-
-    model_process.ModelHost._batch = traced_batch
-    submitted: list[float] = []  # poll time of each batch in the model, oldest first
-    W = worker_module.Worker
-    submit, collect = W._submit, W._collect
-
-    def traced_submit(self, *args, **kwargs):
-        before = len(self._polled)
-        submit(self, *args, **kwargs)
-        if len(self._polled) > before:
-            submitted.append(last_poll["at"])
-
-    def traced_collect(self, discard=False):
-        answer_polled = submitted.pop(0)
-        model = self.model
-        take = model.collect
-
-        def collect_and_record():
-            answer = take()
-            events = [
-                _event_number(key)
-                for progress in answer.progress.values()
-                for role, key, _, _ in progress.outputs
-                if role == "predictions"
-            ]
-            if events:
-                start, end = getattr(answer, "trace_times", (None, None))
-                trace["answers"].append((answer_polled, start, end, events))
-            return answer
-
-        model.collect = collect_and_record
-        try:
-            return collect(self, discard)
-        finally:
-            del model.collect
-
-    W._submit, W._collect = traced_submit, traced_collect
+            times = (polled_at, answer.started, answer.finished)
+            self.trace["answers"].append((*map(self.wall_ms, times), events))
 
 
-def _child(path: str, worker: bool, argv: list[str]) -> None:
-    """Run ``python -m MODULE ...`` (ARGV) traced, in this process; dump the trace at exit."""
-    if argv[:1] != ["-m"] or len(argv) < 2:
-        raise SystemExit(f"latency_trace --_child runs a module (-m MODULE ...), not {argv[:2]}")
+def run_cli_worker(argv: list[str], probe: WorkerProbe) -> int:
+    """``driftstream run ARGV`` as the command line runs it, with ``probe`` in the worker."""
+    from driftstream.cli import build_parser, kafka_settings, learner_config, worker_options
+    from driftstream.config import parse_args
+    from driftstream.consumers.worker import Worker, handle_signals
+    from driftstream.logs import setup as setup_logging
+
+    args = parse_args(build_parser(), argv)
+    if args.command != "run":
+        raise SystemExit(f"latency_trace traces `driftstream run`, not {args.command!r}")
+    setup_logging(args.log_level, args.log_format)
+    settings, config, options = kafka_settings(args), learner_config(args), worker_options(args)
+    worker = Worker(settings, config, args.state, options, probe=probe)
+    handle_signals(worker)
+    return worker.run()
+
+
+def _child(path: str, worker: bool, argv: list[str]) -> int:
+    """Run ARGV traced, in this process, and dump the trace: ``-m driftstream.cli run ...``
+    (the worker, watched by its probe) or ``-m bench.child io-loop SPEC`` (the ceiling's loop,
+    which reports its polls)."""
     trace: dict = {"fetches": [], "polls": [], "answers": []}
-    install_tracer(trace, worker)
-    pid = os.getpid()
+    trace_fetches(trace)
+    try:
+        if worker and argv[:2] == ["-m", "driftstream.cli"]:
+            return run_cli_worker(argv[2:], TraceProbe(trace))
+        if not worker and argv[:3] == ["-m", "bench.child", "io-loop"]:
+            offset = time.time() - time.perf_counter()
 
-    @atexit.register
-    def dump() -> None:
-        if os.getpid() == pid:  # not in a forked model process
-            Path(path).write_text(json.dumps(trace))
+            def on_poll(records, at: float) -> None:
+                events = _polled_events(records)
+                if events:
+                    trace["polls"].append(((at + offset) * 1000, events))
 
-    sys.argv = argv[1:]
-    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            return io_loop_child(json.loads(argv[3]), on_poll=on_poll)
+        raise SystemExit(f"latency_trace --_child cannot trace {argv[:3]}")
+    finally:
+        Path(path).write_text(json.dumps(trace))
 
 
 def decompose(
@@ -302,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_child"]:
         path, subject, sep, *rest = argv[1:]
-        _child(path, subject == "worker", rest)
-        return 0
+        return _child(path, subject == "worker", rest)
     p = argparse.ArgumentParser(
         prog="python -m bench.latency_trace", description=__doc__.split("\n\n")[0]
     )

@@ -47,8 +47,8 @@ def measure_worker_1p(
     ``consumers.worker.Worker`` with default WorkerOptions (checkpoint every 100k records,
     poll 100 ms, 500 records/poll, its model process; ``model_process=False`` or a
     profile: everything in one process) and ``exit_when_idle=1``, fresh state, group join with
-    ``fast_group_timeouts``. A Worker subclass timestamps the first ``_push`` (= the first
-    poll that returned records, after the group join) and, from ``on_tick``, flushes the
+    ``fast_group_timeouts``. The worker's probe timestamps the first poll that returned
+    records (after the group join) and, from ``on_tick``, flushes the
     producer once all 2n records are processed: timed = first records -> every prediction
     acknowledged by the broker. The final checkpoint at shutdown and the idle wait are not
     timed; the checkpoints during the run (one per 100k records) are. Also reported: the
@@ -120,11 +120,11 @@ def stall_report(w, expected: int) -> dict:
                 "queued": task.queued[stream],
                 "caught_up": task.caught_up[stream],
                 "paused_by_worker": (topic, p) in task.paused,
-                "position": w.consumer.position(topic, p),
-                "highwater": w.consumer.highwater(topic, p),
+                "position": w.kafka.consumer.position(topic, p),
+                "highwater": w.kafka.consumer.highwater(topic, p),
                 "next_offset": task.next_offset[stream],
             }
-    fetcher = getattr(getattr(w.consumer, "_consumer", None), "_fetcher", None)
+    fetcher = getattr(getattr(w.kafka.consumer, "_consumer", None), "_fetcher", None)
     if fetcher is not None:
         current = getattr(fetcher, "_next_partition_records", None)
         out["kafka_python_fetcher"] = {
@@ -166,42 +166,38 @@ def run_timed_worker(spec: dict, profiler: cProfile.Profile | None):
     """Run one Worker until it is idle, timing from its first poll with records to the
     producer flush after the last of its 2n records; returns (worker, exit code, `Window`).
 
-    The bench's only subclass of the Worker: it overrides the private ``_submit`` to see
-    the first poll that returned records (and to start the profiler there), and reads the
-    model process's pid. Replace both with the worker's public hooks once it has them.
+    The worker's probe (`WorkerProbe.polled`) sees the first poll that returned records and
+    starts the profiler there; ``on_tick`` ends the window.
     """
+    from driftstream.consumers.probe import WorkerProbe
     from driftstream.consumers.worker import Worker, WorkerOptions
     from driftstream.stream.learner import LearnerConfig
 
     n = spec["n"]
     window = Window()
 
-    class TimedWorker(Worker):
-        def _submit(self, batches, now_ms, polled_at, *args):
-            if batches:
-                if window.t_first is None:
-                    window.t_first = time.perf_counter()
-                    window.cpu_first, window.thr_first = time.process_time(), time.thread_time()
-                    window.model_cpu_first = proc_cpu_s(self.model_pid()) or 0.0
-                    if profiler is not None:
-                        profiler.enable()
-                window.polls_with_records += 1
-                window.records_pushed += sum(len(recs) for recs in batches.values())
-            super()._submit(batches, now_ms, polled_at, *args)
-
-        def model_pid(self):
-            process = getattr(self.model, "process", None)
-            return process.pid if process is not None else None
+    class Timing(WorkerProbe):
+        def polled(self, batches, at):
+            if not batches:
+                return
+            if window.t_first is None:
+                window.t_first = time.perf_counter()
+                window.cpu_first, window.thr_first = time.process_time(), time.thread_time()
+                window.model_cpu_first = proc_cpu_s(worker.model_pid) or 0.0
+                if profiler is not None:
+                    profiler.enable()
+            window.polls_with_records += 1
+            window.records_pushed += sum(len(recs) for recs in batches.values())
 
     progress = {"n": -1, "at": time.monotonic()}
 
-    def on_tick(w: TimedWorker) -> None:
+    def on_tick(w: Worker) -> None:
         if window.t_end is None and w.n_processed >= 2 * n:
-            w.producer.flush()
+            w.kafka.producer.flush()
             window.t_end = time.perf_counter()
             window.cpu_end, window.thr_end = time.process_time(), time.thread_time()
-            window.model_cpu_end = proc_cpu_s(w.model_pid()) or 0.0
-            window.model_hwm = vm_hwm_mb(w.model_pid()) if w.model_pid() else None
+            window.model_cpu_end = proc_cpu_s(w.model_pid) or 0.0
+            window.model_hwm = vm_hwm_mb(w.model_pid) if w.model_pid else None
             if profiler is not None:
                 profiler.disable()
         if w.n_processed != progress["n"]:
@@ -215,7 +211,7 @@ def run_timed_worker(spec: dict, profiler: cProfile.Profile | None):
             w.stop()
 
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
-    worker = TimedWorker(
+    worker = Worker(
         settings,
         LearnerConfig(model=spec["model"]),
         spec["state"],
@@ -225,6 +221,7 @@ def run_timed_worker(spec: dict, profiler: cProfile.Profile | None):
             exit_when_idle=1.0,
             model_process=spec["model_process"],
         ),
+        probe=Timing(),
     )
     window.started = time.perf_counter()
     code = worker.run(on_tick=on_tick)

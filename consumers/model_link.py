@@ -19,6 +19,7 @@ from driftstream.consumers.model_process import LocalModel, ModelProcess
 from driftstream.consumers.outage import KafkaOutage
 from driftstream.consumers.output_sender import OutputSender
 from driftstream.consumers.partition_task import PartitionTask
+from driftstream.consumers.probe import WorkerProbe
 from driftstream.stream.pipeline import EVENTS, LABELS
 from driftstream.transport import KafkaError, Record
 
@@ -47,6 +48,7 @@ class ModelLink:
         outage: KafkaOutage,
         flow: FlowControl,
         checkpoint_interval: float,
+        probe: WorkerProbe | None = None,
     ):
         self.tasks = tasks
         self.inputs = inputs
@@ -55,6 +57,7 @@ class ModelLink:
         self.outage = outage
         self.flow = flow
         self.checkpoint_interval = checkpoint_interval
+        self.probe = probe
         self.model: LocalModel | ModelProcess | None = None
         self.n_processed = 0  # records processed, all partitions
         self.summaries_wanted = False  # by the metrics server or a progress display
@@ -69,6 +72,12 @@ class ModelLink:
     @property
     def in_flight(self) -> int:
         return self.model.in_flight if self.model is not None else 0
+
+    @property
+    def pid(self) -> int | None:
+        """The model process's pid (None when the model answers in this process)."""
+        process = getattr(self.model, "process", None)
+        return None if process is None else process.pid
 
     def submit(
         self,
@@ -134,6 +143,8 @@ class ModelLink:
         polled_at = self._polled.popleft()
         try:
             if not (discard or self.outage.needs_rewind):  # else: a state being rewound
+                if self.probe is not None:
+                    self.probe.answered(answer, polled_at)
                 self._apply(answer, polled_at)
         except KafkaError as e:
             self.outage.failed(f"{type(e).__name__}: {e}")

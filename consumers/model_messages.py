@@ -103,7 +103,12 @@ class Progress:
 @dataclass
 class BatchAnswer:
     """A batch's progress per partition, and the state files finished since the last answer
-    (file name -> None when complete, else what went wrong)."""
+    (file name -> None when complete, else what went wrong).
+
+    ``started`` and ``finished``: when the model process began and ended the batch
+    (`time.perf_counter`, for probes: two clock reads a batch)."""
 
     progress: dict[int, Progress]
     state_files: dict[str, str | None] = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0

@@ -42,6 +42,7 @@ import queue
 import signal
 import tempfile
 import threading
+import time
 import traceback
 
 from driftstream.consumers.model_messages import (
@@ -124,6 +125,7 @@ class ModelHost:
         return Opened(learner.version, learner.config, learner.summary())
 
     def _batch(self, batch: ProcessBatch) -> BatchAnswer:
+        started = time.perf_counter()
         now_ms = batch.now_ms
         for p in list(self.writing):
             self._reap(p)
@@ -154,7 +156,7 @@ class ModelHost:
                 pipe.learner.summary() if want_summary else None,
             )
         finished, self.finished = self.finished, {}
-        return BatchAnswer(answer, finished)
+        return BatchAnswer(answer, finished, started, time.perf_counter())
 
     def _serialize(self, p: int, learner: Learner) -> bytes | str | None:
         if self.fork_above is None or len(learner.pending) < self.fork_above:

@@ -22,6 +22,10 @@ The worker is this loop wiring parts that each own one concern:
 - `KafkaOutage` (consumers/outage.py): when Kafka is unavailable, the back-off, the rewind;
 - `FlowControl` (consumers/flow_control.py): lag, caught-up flags, pausing full inputs.
 
+Passed in, never read from globals: a `FaultPlan` (consumers/faults.py) for the tests that
+kill the worker at a chosen point, and a `WorkerProbe` (consumers/probe.py) for benchmarks
+and traces that watch its hot path.
+
 When things go wrong:
 
 - SIGTERM or SIGINT (`handle_signals`): the current batch finishes, every owned partition is
@@ -72,6 +76,7 @@ from driftstream.consumers.observability import (
 from driftstream.consumers.outage import OUTAGE_POLL_MS, KafkaOutage
 from driftstream.consumers.output_sender import OutputSender
 from driftstream.consumers.partition_task import PartitionTask
+from driftstream.consumers.probe import WorkerProbe
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import LearnerConfig
 from driftstream.transport import KafkaError, KafkaSettings, topic_names
@@ -110,6 +115,7 @@ class Worker:
     """Run with `run()`; stop from a signal handler with `stop()` (see `handle_signals`).
 
     ``faults``: where a test makes it die or hang (`FaultPlan`; none by default).
+    ``probe``: hooks a benchmark or a trace watches the hot path with (`WorkerProbe`).
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class Worker:
         options: WorkerOptions | None = None,
         *,
         faults: FaultPlan | None = None,
+        probe: WorkerProbe | None = None,
     ):
         self.settings = settings
         self.config = config
@@ -131,6 +138,7 @@ class Worker:
         self.server: MetricsServer | None = None
         self.stopping = False
         self.faults = faults or FaultPlan()
+        self.probe = probe
         self.tasks: dict[int, PartitionTask] = {}  # the partitions owned, shared by the parts
         self.dead_letters = DeadLetterLog(log)
         self.kafka = KafkaClients(
@@ -157,6 +165,7 @@ class Worker:
             self.outage,
             self.flow,
             opts.checkpoint_interval,
+            probe,
         )
         self.assignments = Assignments(
             self.tasks,
@@ -175,6 +184,11 @@ class Worker:
     def n_processed(self) -> int:
         """Records processed since the start, all partitions (a rewind counts them again)."""
         return self.link.n_processed
+
+    @property
+    def model_pid(self) -> int | None:
+        """The model process's pid (None before `run` or with ``model_process=False``)."""
+        return self.link.pid
 
     def stop(self) -> None:
         self.stopping = True
@@ -263,6 +277,8 @@ class Worker:
             active = True
             # Records fetched before the seek to the checkpoint are fetched again.
             batches = {tp: recs for tp, recs in batches.items() if tp[1] not in fresh}
+        if self.probe is not None:
+            self.probe.polled(batches, polled_at)
         if self.assignments.assigned_once:  # before the first join there is no coordinator
             outage.check(consumer.connected(), self.kafka.renew_producer)
         self.flow.update()

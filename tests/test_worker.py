@@ -353,6 +353,45 @@ def test_checkpoints_written_by_a_fork_are_saved_whole(
     assert not list(spool.iterdir())
 
 
+def test_a_probe_sees_every_poll_and_every_answer(kafka_settings, unique_prefix, tmp_path):
+    """The worker's public hooks: every record polled, every prediction in an answer before
+    it is sent, and the model process's batch times on the poll's clock."""
+    from driftstream.consumers.probe import WorkerProbe
+    from driftstream.stream.outputs import Predictions
+
+    class Recording(WorkerProbe):
+        def __init__(self):
+            self.polled_records, self.predicted, self.times = 0, set(), []
+
+        def polled(self, batches, at):
+            self.polled_records += sum(len(records) for records in batches.values())
+
+        def answered(self, answer, polled_at):
+            self.times.append((polled_at, answer.started, answer.finished))
+            for progress in answer.progress.values():
+                for output in progress.outputs:
+                    if isinstance(output, Predictions):
+                        self.predicted.update(key for key, _ in output.records)
+
+    samples = list(synthetic("sea", n=400, seed=3, label_delay="20", start_ts=0))
+    create_topics(kafka_settings, unique_prefix)
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, samples)
+    publisher.close()
+    probe = Recording()
+    worker = Worker(
+        kafka_settings,
+        LearnerConfig(model="lr"),
+        str(tmp_path / "s.sqlite"),
+        WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix, exit_when_idle=1.5),
+        probe=probe,
+    )
+    assert worker.run() == 0
+    assert probe.polled_records >= 2 * len(samples)  # more only if a rebalance re-read some
+    assert probe.predicted == {s.id.encode() for s in samples}
+    assert probe.times and all(polled <= start <= end for polled, start, end in probe.times)
+
+
 def test_a_state_file_that_cannot_be_read_fails_that_checkpoint_only(tmp_path, monkeypatch, caplog):
     """A forked state file removed before the worker read it (a temporary-file cleaner, say)
     is logged as a failed checkpoint (the next one will be saved), not raised."""
