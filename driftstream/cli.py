@@ -657,7 +657,64 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=FieldDefault(_LEARNER, "window_buffer"),
         metavar="N",
-        help="labelled samples kept for the window/reweight policies (%(default)s)",
+        help="labelled samples kept for the window/reweight/challenger policies (%(default)s)",
+    )
+    c = p.add_argument_group(
+        "challenger policy",
+        "after a concept detection the model keeps serving while a fresh model and the kept "
+        "models compete; one replaces it only when a paired test on the same labels says "
+        "it is better",
+    )
+    c.add_argument(
+        "--kept-models",
+        type=int,
+        default=FieldDefault(_LEARNER, "kept_models"),
+        metavar="K",
+        help="replaced models kept (in the checkpoint) to compete again when their "
+        "concept comes back (%(default)s)",
+    )
+    c.add_argument(
+        "--challenger-horizon",
+        type=int,
+        default=FieldDefault(_LEARNER, "challenger_horizon"),
+        metavar="LABELS",
+        help="labels after a detection before challengers that have not won are "
+        "dropped (%(default)s)",
+    )
+    c.add_argument(
+        "--challenger-alpha",
+        type=float,
+        default=FieldDefault(_LEARNER, "challenger_alpha"),
+        help="significance of the paired test (McNemar, or Wilcoxon for regression), "
+        "shared by a detection's challengers (%(default)s)",
+    )
+    c.add_argument(
+        "--challenger-window",
+        type=int,
+        default=FieldDefault(_LEARNER, "challenger_window"),
+        metavar="N",
+        help="newest paired labels a test looks at (%(default)s)",
+    )
+    c.add_argument(
+        "--challenger-min-n",
+        type=int,
+        default=FieldDefault(_LEARNER, "challenger_min_n"),
+        metavar="N",
+        help="paired labels a kept model needs before it is tested (%(default)s)",
+    )
+    c.add_argument(
+        "--challenger-fresh-min-n",
+        type=int,
+        default=FieldDefault(_LEARNER, "challenger_fresh_min_n"),
+        metavar="N",
+        help="paired labels the fresh challenger needs before it is tested (%(default)s)",
+    )
+    c.add_argument(
+        "--challenger-test-every",
+        type=int,
+        default=FieldDefault(_LEARNER, "challenger_test_every"),
+        metavar="LABELS",
+        help="labels between tests (%(default)s)",
     )
     g.add_argument(
         "--pending-ttl",
@@ -719,6 +776,13 @@ def learner_config(args: argparse.Namespace):
         adwin_delta=args.adwin_delta,
         cooldown=args.cooldown,
         window_buffer=args.window_buffer,
+        kept_models=args.kept_models,
+        challenger_horizon=args.challenger_horizon,
+        challenger_alpha=args.challenger_alpha,
+        challenger_window=args.challenger_window,
+        challenger_min_n=args.challenger_min_n,
+        challenger_fresh_min_n=args.challenger_fresh_min_n,
+        challenger_test_every=args.challenger_test_every,
         pending_ttl=args.pending_ttl,
         max_pending=args.max_pending,
         early_label_wait=args.early_label_wait,

@@ -23,6 +23,7 @@ class Evaluation:
     drift_at: list[int]
     concept_drifts: list[dict] = field(default_factory=list)
     data_drifts: int = 0
+    challenges: list[dict] = field(default_factory=list)  # challenger promotions and drops
     rejected: dict[str, int] = field(default_factory=dict)
     accuracy_after: dict[int, float] = field(default_factory=dict)
     detection_delay: dict[int, int | None] = field(default_factory=dict)
@@ -37,6 +38,7 @@ class Evaluation:
             "model_version": self.learner.version.to_wire(),
             "concept_drifts": self.concept_drifts,
             "data_drifts": self.data_drifts,
+            "challenges": self.challenges,
             "rejected": self.rejected,
             "drift_at": self.drift_at,
             "accuracy_after": {str(k): v for k, v in self.accuracy_after.items()},
@@ -65,6 +67,15 @@ def evaluate(
         elif isinstance(out, DriftReport):
             if out.kind == "concept":
                 result.concept_drifts.append(
+                    {
+                        "labels_seen": out.n_seen,
+                        "event_ts": out.event_ts,
+                        "action": out.action,
+                        **out.detector,
+                    }
+                )
+            elif out.kind == "challenger":
+                result.challenges.append(
                     {
                         "labels_seen": out.n_seen,
                         "event_ts": out.event_ts,

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from driftstream.stream.challenger import ChallengerOptions
 from driftstream.stream.codec import InvalidRecord, check_label_type
 from driftstream.stream.drift import DataDriftMonitor, ErrorMonitor
 from driftstream.stream.metrics import MetricSet
@@ -60,8 +61,18 @@ class LearnerConfig:
     # ADWIN also fires when the error falls (e.g. while a young model learns); by default only
     # a rise makes the policy act. True acts on both, as river.drift.DriftRetrainingClassifier.
     act_on_decrease: bool = False
-    window_buffer: int = 5000  # labelled samples kept for the window/reweight policies
+    window_buffer: int = 5000  # labelled samples kept for the window/reweight/challenger policies
     reweight_horizon: int = 1000  # labels after which reweight drops the worse model
+    # challenger policy (stream/challenger.py, docs/policies.md): labels before a challenge is
+    # dropped, replaced models kept, the paired test's significance, pairs needed, labels
+    # between tests, pairs tested
+    challenger_horizon: int = ChallengerOptions.horizon
+    kept_models: int = ChallengerOptions.keep
+    challenger_alpha: float = ChallengerOptions.alpha
+    challenger_min_n: int = ChallengerOptions.min_n
+    challenger_fresh_min_n: int = ChallengerOptions.fresh_min_n
+    challenger_test_every: int = ChallengerOptions.test_every
+    challenger_window: int = ChallengerOptions.window
     max_pending: int = 1_000_000  # pending joins kept; the oldest is reported when over
     pending_ttl: int | None = None  # event-time units after which an unlabelled event expires
     max_early_labels: int = 10_000  # labels waiting for their event
@@ -76,7 +87,19 @@ class LearnerConfig:
     metric_window: int = 1000
     schema: dict | None = None
 
+    def challenger_options(self) -> ChallengerOptions:
+        return ChallengerOptions(
+            horizon=self.challenger_horizon,
+            keep=self.kept_models,
+            alpha=self.challenger_alpha,
+            min_n=self.challenger_min_n,
+            fresh_min_n=self.challenger_fresh_min_n,
+            test_every=self.challenger_test_every,
+            window=self.challenger_window,
+        )
+
     def __post_init__(self):
+        self.challenger_options()  # raises on a bad value, naming it
         for name in ("max_pending", "metric_window", "remember_ids", "max_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -108,7 +131,12 @@ class Learner:
         model = build_model(config.model)
         self.task = task_of(model)
         self.served = ServedModel(
-            model, self.task, config.drift_policy, config.window_buffer, config.reweight_horizon
+            model,
+            self.task,
+            config.drift_policy,
+            config.window_buffer,
+            config.reweight_horizon,
+            challenger=config.challenger_options(),
         )
         self.monitor = ErrorMonitor(config.adwin_delta, config.cooldown)
         self.data_monitor = (
@@ -300,9 +328,26 @@ class Learner:
                     )
                 )
         try:
-            served.learn(x, y, per_model if generation == served.generation else None, err)
+            verdict = served.learn(
+                x, y, per_model if generation == served.generation else None, err
+            )
         except Exception as e:
             self._reject(out, label, "model_error", f"learn_one: {type(e).__name__}: {e}")
+            return
+        if verdict is not None:  # the challenger policy promoted or dropped a challenger
+            out.append(
+                DriftReport(
+                    "challenger",
+                    self.partition,
+                    label.ts,
+                    self.n_labels,
+                    verdict.evidence,
+                    verdict.action,
+                    verdict.before,
+                    verdict.after,
+                    id=label.id,
+                )
+            )
 
     # -- time and bounds ------------------------------------------------------------------
 

@@ -6,6 +6,10 @@
   (kept in a bounded buffer) replaces the model, so it starts from recent data, not from zero.
 - ``reweight``: the old model stays, a new one (trained like ``window``) joins it, and their
   predictions are blended by recent error; after ``horizon`` labels the worse one is dropped.
+- ``challenger``: the model keeps serving; a fresh clone trained like ``window``, and the
+  last replaced models (kept, frozen), learn or wait beside it and replace it only when a paired
+  test on the same labels says they are better (`driftstream.stream.challenger`); a concept
+  that comes back gets its old model back.
 - ``none``: detect and report only.
 
 >>> from river import linear_model
@@ -26,9 +30,10 @@ from typing import Any
 
 from river import base
 
+from driftstream.stream.challenger import Challenge, ChallengerOptions, KeptModel, Verdict
 from driftstream.stream.records import ModelVersion
 
-POLICIES = ("reset", "window", "reweight", "none")
+POLICIES = ("reset", "window", "reweight", "challenger", "none")
 
 
 class ServedModel:
@@ -46,6 +51,7 @@ class ServedModel:
         buffer_size: int = 5000,
         horizon: int = 1000,
         ewma: float = 0.02,
+        challenger: ChallengerOptions | None = None,
     ):
         if policy not in POLICIES:
             raise ValueError(f"drift policy {policy!r} is not one of {POLICIES}")
@@ -59,9 +65,21 @@ class ServedModel:
         self.since_drift = 0
         self.generation = 0
         self.updates = 0
-        keep = buffer_size if policy in ("window", "reweight") else 0
+        keep = buffer_size if policy in ("window", "reweight", "challenger") else 0
         self.buffer: collections.deque = collections.deque(maxlen=keep)
         self._fast_argmax = task == "classification" and _predict_is_argmax(model)
+        self.options = challenger or ChallengerOptions()
+        self.kept: collections.deque[KeptModel] = collections.deque(maxlen=self.options.keep)
+        self.challenge: Challenge | None = None
+        self.since_start = 0  # challenger: labels since the champion took over or a challenge
+
+    def __setstate__(self, state: dict) -> None:
+        if "options" not in state:  # checkpoints from before the challenger policy
+            state["options"] = ChallengerOptions()
+            state["kept"] = collections.deque(maxlen=state["options"].keep)
+            state["challenge"] = None
+            state["since_start"] = 0
+        self.__dict__.update(state)
 
     @property
     def version(self) -> ModelVersion:
@@ -96,8 +114,23 @@ class ServedModel:
             return (max(proba, key=proba.get) if proba else None), proba
         return model.predict_one(x), proba
 
-    def learn(self, x: dict, y: Any, per_model: list | None, served_error: float | None) -> None:
-        """Learn one label (all models under ``reweight``) and track each model's error."""
+    def learn(
+        self, x: dict, y: Any, per_model: list | None, served_error: float | None
+    ) -> Verdict | None:
+        """Learn one label (all models under ``reweight``) and track each model's error.
+
+        Under ``challenger``, during a challenge, returns the verdict when one is reached.
+        """
+        challenge = self.challenge
+        if challenge is not None:
+            champion = self.models[0]
+            challenge.observe(x, y, self._predict_one(champion, x)[0], self._prediction)
+            champion.learn_one(x, y)
+            self.updates += 1
+            challenge.learn(x, y)
+            self.buffer.append((x, y, served_error))
+            self.since_start += 1
+            return self._judge(challenge)
         if per_model is not None and len(per_model) == len(self.models):
             a = self.ewma
             for i, p in enumerate(per_model):
@@ -106,6 +139,7 @@ class ServedModel:
         for model in self.models:
             model.learn_one(x, y)
         self.updates += 1
+        self.since_start += 1
         if self.buffer.maxlen:
             self.buffer.append((x, y, served_error))
         if len(self.models) > 1:
@@ -114,6 +148,7 @@ class ServedModel:
                 best = min(range(len(self.models)), key=self.errors.__getitem__)
                 self.models = [self.models[best]]
                 self.errors = [self.errors[best]]
+        return None
 
     def on_drift(self, served_error: float) -> str:
         """Apply the policy after a concept-drift detection; return what was done.
@@ -128,10 +163,18 @@ class ServedModel:
         fresh = self.prototype.clone()
         n = 0
         if self.buffer.maxlen:
-            errors = [e for _, _, e in self.buffer] + [served_error]
-            n = len(self.buffer) - change_point(errors)
-            for x, y, _ in list(self.buffer)[len(self.buffer) - n :] if n > 0 else ():
+            buffered = list(self.buffer)
+            # challenger: the change is after the champion took over (or the last challenge
+            # started); the buffer may hold older changes, which can be bigger ones
+            searched = self.since_start if self.policy == "challenger" else len(buffered)
+            errors = [e for _, _, e in buffered[len(buffered) - searched :]] + [served_error]
+            n = min(len(buffered), searched) - change_point(
+                errors, rise=self.policy == "challenger"
+            )
+            for x, y, _ in buffered[len(buffered) - n :] if n > 0 else ():
                 fresh.learn_one(x, y)
+        if self.policy == "challenger":
+            return self._challenge(fresh, n)
         self.generation += 1
         self.updates = n
         if self.policy == "reweight":
@@ -146,16 +189,83 @@ class ServedModel:
         self.errors = [0.0]
         return "reset" if self.policy == "reset" else f"retrained on {n} samples since the change"
 
+    # -- challenger -----------------------------------------------------------------------
 
-def change_point(errors: list[float | None], min_size: int = 10) -> int:
+    def _challenge(self, fresh: base.Estimator, n: int) -> str:
+        """Start a challenge (or restart the one under way, keeping its snapshot)."""
+        running = self.challenge
+        if running is not None:  # the champion before the first detection is the one to keep
+            snapshot = running.snapshot
+        elif self.options.keep:
+            snapshot = Challenge.take_snapshot(self.models[0], self.generation, self.updates)
+        else:
+            snapshot = None
+        challenge = Challenge(self.task, self.options, fresh, n, snapshot, self.kept)
+        challenge.replay_kept(self.buffer, self._prediction)
+        self.challenge = challenge
+        self.since_start = 0
+        return (
+            f"{'restarted' if running else 'started'} challenge: fresh challenger trained on "
+            f"{n} samples since the change, {len(self.kept)} kept model(s)"
+        )
+
+    def _judge(self, challenge: Challenge) -> Verdict | None:
+        decision = challenge.judge()
+        if decision.outcome == "wait":
+            return None
+        self.challenge = None
+        before = self.version
+        candidate = decision.candidate
+        details = {
+            "challengers": challenge.challengers,
+            "labels": challenge.labels,
+            "alpha": challenge.alpha,
+        }
+        if decision.evidence is not None:
+            details.update(decision.evidence.to_dict(), challenger=candidate.describe())
+        if decision.outcome == "drop":
+            action = (
+                f"dropped {challenge.challengers} challenger(s): none better within "
+                f"{challenge.labels} labels"
+            )
+            left = decision.snapshot_left_behind
+            if left is not None:  # the champion has left its concept: keep the old model
+                self.kept.append(challenge.snapshot)
+                details["snapshot_kept"] = left.to_dict()
+                action += "; kept the champion as it was at the detection"
+            return Verdict(action, details, before, before)
+        replaced = challenge.snapshot
+        if candidate.origin == "kept":
+            for i, k in enumerate(self.kept):  # by identity: models need not define ==
+                if k.model is candidate.model:
+                    del self.kept[i]
+                    break
+        if replaced is not None:
+            self.kept.append(replaced)
+        self.models = [candidate.model]
+        self.errors = [0.0]
+        self.generation += 1
+        self.updates = candidate.updates
+        self.since_start = 0
+        return Verdict(f"promoted {candidate.describe()}", details, before, self.version)
+
+    def _prediction(self, model: base.Estimator, x: dict) -> Any:
+        return self._predict_one(model, x)[0]
+
+
+def change_point(errors: list[float | None], min_size: int = 10, rise: bool = False) -> int:
     """Index at which the mean of ``errors`` changes most: where the newest segment starts.
 
     Maximises |mean(before) - mean(after)| * sqrt(n1 * n2 / n), the statistic ADWIN bounds,
     over every split leaving ``min_size`` values on each side; 0 if there are too few values.
-    Unknown errors (None: no prediction was served) count as 0.
+    Unknown errors (None: no prediction was served) count as 0. With ``rise``, only where the
+    mean goes up (a young model's falling error is no change of concept).
 
     >>> change_point([0.0] * 50 + [1.0] * 20)
     50
+    >>> errors = [1.0] * 20 + [0.0] * 50 + [1.0] * 20  # learnt, then a new concept
+    >>> change_point(errors), change_point(errors, rise=True)
+    (20, 70)
     """
     n = len(errors)
     if n < 2 * min_size:
@@ -167,7 +277,8 @@ def change_point(errors: list[float | None], min_size: int = 10) -> int:
     best_k, best = 0, -1.0
     for k in range(min_size, n - min_size + 1):
         n2 = n - k
-        stat = abs(prefix[k] / k - (total - prefix[k]) / n2) * math.sqrt(k * n2 / n)
+        diff = (total - prefix[k]) / n2 - prefix[k] / k
+        stat = (diff if rise else abs(diff)) * math.sqrt(k * n2 / n)
         if stat > best:
             best, best_k = stat, k
     return best_k
