@@ -88,7 +88,7 @@ class ModelLink:
         reason: str = "periodic",
     ) -> None:
         """Send the model a batch: new records, caught-up flags, checkpoints wanted."""
-        events_topic = self.inputs[0]
+        events_topic = self.inputs[EVENTS]
         pushes = [
             Push(
                 p,

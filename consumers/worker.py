@@ -276,7 +276,7 @@ class Worker:
             fresh = self.assignments.apply()
             active = True
             # Records fetched before the seek to the checkpoint are fetched again.
-            batches = {tp: recs for tp, recs in batches.items() if tp[1] not in fresh}
+            batches = {(t, p): recs for (t, p), recs in batches.items() if p not in fresh}
         if self.probe is not None:
             self.probe.polled(batches, polled_at)
         if self.assignments.assigned_once:  # before the first join there is no coordinator
