@@ -92,23 +92,19 @@ class Sealed:
     prefix: bytes  # MAGIC, manifest length, manifest
     state: bytes
     manifest: dict[str, Any]
+    manifest_bytes: bytes  # what the signature signs
     signature: str | None  # HMAC-SHA256 of the manifest bytes; None without a key
-    sha256: str  # of the whole
-
-    @property
-    def size(self) -> int:
-        return len(self.prefix) + len(self.state)
+    sha256: str  # of the state, as in the manifest
 
 
 def seal(manifest: dict[str, Any], state: bytes, key: bytes | None) -> Sealed:
-    """The whole byte string of a checkpoint, its sha256 and its signature."""
-    manifest = {**manifest, "size": len(state), "sha256": hashlib.sha256(state).hexdigest()}
+    """A checkpoint's manifest (with the state's length and sha256 added), signed."""
+    sha256 = hashlib.sha256(state).hexdigest()
+    manifest = {**manifest, "size": len(state), "sha256": sha256}
     manifest_bytes = dumps(manifest)
     prefix = MAGIC + _LENGTH.pack(len(manifest_bytes)) + manifest_bytes
-    whole = hashlib.sha256(prefix)
-    whole.update(state)
     signature = None if key is None else sign(key, manifest_bytes)
-    return Sealed(prefix, state, manifest, signature, whole.hexdigest())
+    return Sealed(prefix, state, manifest, manifest_bytes, signature, sha256)
 
 
 def split_prefix(head: bytes | memoryview) -> tuple[bytes, int]:
@@ -143,11 +139,14 @@ def check_manifest(
     return manifest
 
 
-def check_state(manifest: dict[str, Any], state: bytes, where: str) -> Checkpoint:
-    """The Checkpoint, once ``state`` has the length and sha256 the manifest gives."""
-    if len(state) != manifest.get("size") or (
-        hashlib.sha256(state).hexdigest() != manifest.get("sha256")
-    ):
+def check_state(
+    manifest: dict[str, Any], state: bytes, where: str, sha256: str | None = None
+) -> Checkpoint:
+    """The Checkpoint, once ``state`` has the length and sha256 the manifest gives
+    (``sha256``: the state's, if the caller has just computed it)."""
+    if sha256 is None:
+        sha256 = hashlib.sha256(state).hexdigest()
+    if len(state) != manifest.get("size") or sha256 != manifest.get("sha256"):
         raise CheckpointRejected(f"{where}: state does not match its manifest's sha256")
     try:
         return Checkpoint(

@@ -2,18 +2,19 @@
 
 Partition p of the input topics checkpoints to partition p of ``<prefix>checkpoints``
 (created with the input partition count), so any host that reaches Kafka can restore it.
-A checkpoint (`state.envelope`: signed manifest, then the state) is cut into records of at
-most ``CHUNK_BYTES``, under Kafka's default 1 MB message limit, written with acks=all and
-confirmed (flush, then every send's result) before `save_checkpoint` returns. Each record
-starts with a small header (the project's Kafka adapter carries no record headers): the
-checkpoint's id and version, the partition, the chunk's index and the chunk count, the whole's
-length and sha256, and the HMAC of the manifest. Its key is ``p/version/id/chunk``.
+A checkpoint's state is cut into records of at most ``CHUNK_BYTES``, under Kafka's default
+1 MB message limit, written with acks=all and confirmed (flush, then every send's result)
+before `save_checkpoint` returns. Each record starts with a small header (the project's Kafka
+adapter carries no record headers): the checkpoint's id and version, the partition, the
+chunk's index and the chunk count, the length and sha256 of the whole state, and the HMAC of
+the checkpoint's manifest (`state.envelope`: offsets, model version, info, provenance and
+that same sha256), which the first chunk's header carries. Its key is ``p/version/id/chunk``.
 
 Restore reads the partition from its end backwards, in windows that double in size: Tansu has
 no usable ``offsets_for_times`` and never compacts, and its ``end_offsets()`` is wrong for
 topics with data, so the end is the consumer's high-water mark after a fetch. A checkpoint is
-decided on reaching its first chunk (chunks are written in order): all chunks there, whole
-sha256, signature and state hash correct, or it is skipped with a WARNING naming partition
+decided on reaching its first chunk (chunks are written in order): all chunks there,
+signature and sha256 correct, or it is skipped with a WARNING naming partition
 and checkpoint, and the next older one is tried.
 
 The drift log and model-version history go to ``<prefix>checkpoints-log`` (same partitions),
@@ -57,7 +58,6 @@ from driftstream.state.envelope import (
     dumps,
     provenance,
     seal,
-    split_prefix,
     warn_if_other_river,
 )
 from driftstream.state.history import decode_batch, encode_batch, history_rows
@@ -296,8 +296,9 @@ class KafkaCheckpointStore(CheckpointStore):
         gone: set[str] = set()
         decided: set[str] = set()
         open_: dict[str, _Found] = {}
+        first_at: dict[str, int] = {}  # where an open checkpoint's first chunk should be
         while end > 0:
-            start = max(0, end - window)
+            start = max(0, min([end - window, *first_at.values()]))
             records, _ = self._read(topic, partition, start, end)
             for record in reversed(records):
                 parsed = _parse_key(record.key)
@@ -317,9 +318,13 @@ class KafkaCheckpointStore(CheckpointStore):
                     continue
                 found = open_.setdefault(cid, _Found(cid, version, header, record.offset))
                 found.chunks.setdefault(index, data)  # a retry's copy: the same bytes
+                # Written in order, so chunk 0 is index records back, unless others came
+                # between: then the windows go on doubling.
+                first_at[cid] = min(first_at.get(cid, record.offset), record.offset - index)
                 if index == 0:
                     found.header, found.offset = header, record.offset
                     decided.add(cid)
+                    first_at.pop(cid, None)
                     yield open_.pop(cid)
             end = start
             window = min(window * 2, _LARGEST_WINDOW)
@@ -337,22 +342,20 @@ class KafkaCheckpointStore(CheckpointStore):
             )
         if header.get("partition") != partition:
             raise CheckpointRejected(f"{where} names partition {header.get('partition')}")
-        digest = hashlib.sha256()
-        for index in range(count):
-            digest.update(found.chunks[index])
-        if digest.hexdigest() != header.get("sha256"):
-            raise CheckpointRejected(f"{where}: sha256 of the whole does not match")
-        first = found.chunks[0]
-        try:
-            manifest_bytes, start = split_prefix(first)
-        except IndexError:  # a manifest longer than one chunk
-            head = b"".join(found.chunks[i] for i in range(count))
-            manifest_bytes, start = split_prefix(head)
-        manifest = check_manifest(manifest_bytes, header.get("hmac"), self._key, where)
+        manifest_text = header.get("manifest")
+        if not isinstance(manifest_text, str):
+            raise CheckpointRejected(f"{where}: its first chunk carries no manifest")
+        manifest = check_manifest(manifest_text.encode(), header.get("hmac"), self._key, where)
         if (manifest.get("partition"), manifest.get("id")) != (partition, found.cid):
             raise CheckpointRejected(f"{where}: its manifest names another checkpoint")
-        state = _join_from(start, [found.chunks[i] for i in range(count)])
-        return check_state(manifest, state, where)
+        chunks = [found.chunks[i] for i in range(count)]
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        sha256 = digest.hexdigest()
+        if sha256 != header.get("sha256"):
+            raise CheckpointRejected(f"{where}: sha256 of the whole does not match")
+        return check_state(manifest, b"".join(chunks), where, sha256=sha256)
 
     def _note(self, partition: int, known: _Known, older: bool = True) -> None:
         entries = self._known.setdefault(partition, [])
@@ -498,18 +501,24 @@ class KafkaCheckpointStore(CheckpointStore):
             bytes(state),
             self._key,
         )
-        chunks = _split(sealed.prefix, sealed.state, CHUNK_BYTES)
+        manifest = sealed.manifest_bytes.decode()
+        if len(manifest) > CHUNK_BYTES // 2:
+            raise ValueError(f"checkpoint info too large: a {len(manifest)}-byte manifest")
+        chunks = _split(sealed.state, CHUNK_BYTES, first=CHUNK_BYTES - len(manifest))
         common = {
             "id": cid,
             "version": version,
             "partition": partition,
             "chunks": len(chunks),
-            "size": sealed.size,
+            "size": len(sealed.state),
             "sha256": sealed.sha256,
             "hmac": sealed.signature,
         }
         records = (
-            (_chunk_key(partition, version, cid, i), _frame({**common, "chunk": i}, chunk))
+            (
+                _chunk_key(partition, version, cid, i),
+                _frame({**common, "chunk": i, **({"manifest": manifest} if i == 0 else {})}, chunk),
+            )
             for i, chunk in enumerate(chunks)
         )
         kill_after = _kill_after_chunks()
@@ -563,31 +572,19 @@ def _kill_after_chunks() -> int | None:
     return int(count) if where == "checkpoint-chunk" and count.isdigit() else None
 
 
-def _split(prefix: bytes, state: bytes, size: int) -> list[bytes | memoryview]:
-    """prefix + state cut into pieces of ``size`` bytes, copying only the first piece."""
-    head = prefix + bytes(memoryview(state)[: max(0, size - len(prefix))])
-    pieces: list[bytes | memoryview] = []
-    while len(head) > size:  # a manifest longer than a chunk
-        pieces.append(head[:size])
-        head = head[size:]
-    pieces.append(head)
-    view = memoryview(state)
-    taken = max(0, size - len(prefix))
-    for start in range(taken, len(state), size):
-        pieces.append(view[start : start + size])
+def _split(data: bytes, size: int, first: int) -> list[memoryview]:
+    """``data`` in pieces (views, not copies): ``first`` bytes, then ``size`` each; at least
+    one piece, empty for empty data.
+
+    >>> [bytes(p) for p in _split(b"abcdefg", 3, first=2)]
+    [b'ab', b'cde', b'fg']
+    >>> [bytes(p) for p in _split(b"", 3, first=2)]
+    [b'']
+    """
+    view = memoryview(data)
+    pieces = [view[:first]]
+    pieces += [view[start : start + size] for start in range(first, len(data), size)]
     return pieces
-
-
-def _join_from(start: int, chunks: list[memoryview]) -> bytes:
-    """The bytes of the chunks joined, from ``start`` on."""
-    parts = []
-    for chunk in chunks:
-        if start >= len(chunk):
-            start -= len(chunk)
-            continue
-        parts.append(chunk[start:] if start else chunk)
-        start = 0
-    return b"".join(parts)
 
 
 def _metadata(checkpoint: Checkpoint) -> dict[str, Any]:
