@@ -1,12 +1,15 @@
-"""A checkpoint as one byte string for the shared stores: a signed manifest, then the state.
+"""A checkpoint for the shared stores: a signed manifest, and the state.
+
+The s3:// store keeps both in one object, ``prefix + state``::
 
     MAGIC (8 bytes) | manifest length (4 bytes, big-endian) | manifest (JSON) | state
 
-The manifest holds everything but the state: partition, version, id, creation time, offsets,
-model version, info, provenance (driftstream, River and Python versions and the learner
-configuration) and the state's length and sha256. The signature is the HMAC of the manifest's
-bytes, so it covers the state through its hash: a reader authenticates a manifest alone (to
-list checkpoints) and the state when it loads it, in both cases before anything is unpickled.
+the kafka: store carries the manifest in its first chunk's header. The manifest holds everything but
+the state: partition, version, id, creation time, offsets, model version, info, provenance
+(driftstream, River and Python versions and the learner configuration) and the state's length and
+sha256. The signature is the HMAC of the manifest's bytes, so it covers the state through its hash:
+a reader authenticates a manifest alone (to list checkpoints) and the state when it loads it, in
+both cases before anything is unpickled.
 
 >>> key = b"k" * 32
 >>> sealed = seal({"partition": 0, "version": 1}, b"state", key)
