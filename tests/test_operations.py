@@ -361,9 +361,15 @@ def test_worker_survives_a_broker_that_loses_everything(unique_prefix, tmp_path)
         worker.wait(lambda: worker.health() == 503, "/healthz to report the outage")
         assert worker.events("kafka_unavailable")
 
-        broker.start()  # same port, empty
-        create_topics(settings, unique_prefix, 1)
-        publish(settings, unique_prefix, samples[:300], 1)  # the log ends before the checkpoint
+        # Tansu creates a missing topic (4 partitions) on any metadata request, whatever the
+        # client asks: hold the worker still until the topics exist again.
+        worker.proc.send_signal(signal.SIGSTOP)
+        try:
+            broker.start()  # same port, empty
+            create_topics(settings, unique_prefix, 1)
+            publish(settings, unique_prefix, samples[:300], 1)  # the log ends before the checkpoint
+        finally:
+            worker.proc.send_signal(signal.SIGCONT)
         worker.wait(lambda: worker.events("kafka_recovered"), "the worker to reconnect")
         worker.wait(lambda: worker.events("log_behind_checkpoint"), "the log-behind error")
         behind = worker.events("log_behind_checkpoint")[0]

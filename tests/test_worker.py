@@ -6,7 +6,6 @@ import base64
 import dataclasses
 import io
 
-import orjson
 import pytest
 from river import stream as river_stream
 
@@ -20,21 +19,9 @@ from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.models import build_model
 from driftstream.stream.records import MAX_RAW_BYTES
 from driftstream.transport import Admin, Producer, TopicError, topic_names
+from tests.support import create_topics, read_all
 
 pytestmark = pytest.mark.broker
-
-
-def create_topics(settings, prefix: str, partitions: int = 1) -> dict[str, str]:
-    topics = topic_names(prefix)
-    admin = Admin(settings)
-    admin.create_topics(list(topics.values()), partitions)
-    admin.close()
-    return topics
-
-
-def read_topic(settings, topic: str) -> list[dict]:
-    """Every record of a topic, read to its high-water mark, decoded."""
-    return [orjson.loads(r.value) for r in reader.read_topic(settings, topic)]
 
 
 def run_worker(
@@ -87,7 +74,7 @@ def test_predictions_equal_simulate_qa(kafka_settings, unique_prefix, tmp_path, 
         model_process,
     )
 
-    served = {p["id"]: p["prediction"] for p in read_topic(kafka_settings, topics["predictions"])}
+    served = {p["id"]: p["prediction"] for p in read_all(kafka_settings, topics["predictions"])}
     expected = river_predictions(samples)
     assert len(served) == len(samples)
     assert served == expected
@@ -149,11 +136,11 @@ def test_bad_input_goes_to_deadletter_once(kafka_settings, unique_prefix, tmp_pa
         LearnerConfig(model="lr", drift_policy="none", data_drift=False),
     )
 
-    dead = read_topic(kafka_settings, topics["deadletter"])
+    dead = read_all(kafka_settings, topics["deadletter"])
     assert sorted(d["reason"] for d in dead) == expected_reasons
     assert len({(d["source"]["topic"], d["source"]["offset"]) for d in dead}) == len(dead)
     assert all(d["detail"] for d in dead)
-    predictions = read_topic(kafka_settings, topics["predictions"])
+    predictions = read_all(kafka_settings, topics["predictions"])
     assert sorted(p["id"] for p in predictions) == sorted(s.id for s in good)
     store = StateStore(str(tmp_path / "s.sqlite"))
     learner = Learner.from_bytes(store.latest(0).state)
@@ -185,10 +172,10 @@ def test_a_bad_record_near_the_size_limit_is_dead_lettered_and_the_stream_goes_o
         LearnerConfig(model="lr", drift_policy="none", data_drift=False),
     )
 
-    [dead] = read_topic(kafka_settings, topics["deadletter"])
+    [dead] = read_all(kafka_settings, topics["deadletter"])
     assert dead["reason"] == "not_json" and dead["raw_bytes"] == 900_000
     assert base64.b64decode(dead["raw"]) == b"x" * MAX_RAW_BYTES
-    predictions = read_topic(kafka_settings, topics["predictions"])
+    predictions = read_all(kafka_settings, topics["predictions"])
     assert sorted(p["id"] for p in predictions) == sorted(s.id for s in good)
 
 
@@ -303,7 +290,7 @@ def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path
         tmp_path / "s.sqlite",
         LearnerConfig(model="lr", drift_policy="none", data_drift=False),
     )
-    served = {p["id"] for p in read_topic(kafka_settings, topics["predictions"])}
+    served = {p["id"] for p in read_all(kafka_settings, topics["predictions"])}
     assert served == {s.id for s in samples}
 
 
@@ -338,7 +325,7 @@ def test_checkpoints_written_by_a_fork_are_saved_whole(
     state = tmp_path / "s.sqlite"
     run_worker(kafka_settings, unique_prefix, state, LearnerConfig(model="lr", drift_policy="none"))
 
-    served = {p["id"]: p["prediction"] for p in read_topic(kafka_settings, topics["predictions"])}
+    served = {p["id"]: p["prediction"] for p in read_all(kafka_settings, topics["predictions"])}
     expected = river_predictions(samples)
     assert served == expected
     with StateStore(state) as store:
