@@ -265,6 +265,7 @@ class Challenge:
         for origin, k in frozen:
             pairs = PairedErrors(task, window)
             self.candidates.append(Candidate(origin, k.model, k.updates, pairs, k.generation))
+        self.challengers = len(self.candidates) - (snapshot is not None)  # may be promoted
         self.labels = 0  # labels learned since the detection
         self._next_test = 1
 
@@ -314,33 +315,40 @@ class Challenge:
         self.labels += 1
 
     @property
-    def challengers(self) -> int:
-        """How many may be promoted (the snapshot may not)."""
-        return sum(1 for c in self.candidates if c.origin != "snapshot")
-
-    @property
     def alpha(self) -> float:
         return self.options.alpha / self.challengers  # Bonferroni over the challengers
 
     def judge(self) -> Decision:
-        """Every ``test_every`` labels: promote the most significant winner, or at the
-        horizon drop them all."""
+        """Every ``test_every`` labels: promote the most significant winner; set aside the
+        challengers shown worse than the champion; when none is left, or at the horizon, drop
+        the challenge."""
         options = self.options
         if self.labels < self._next_test and self.labels < options.horizon:
             return Decision("wait")
         self._next_test = self.labels + options.test_every
         best: tuple[Candidate, Evidence] | None = None
+        worse = []
         for c in self.candidates:
-            fresh = c.origin == "fresh"
-            if c.origin == "snapshot" or len(c.pairs) < (
-                options.fresh_min_n if fresh else options.min_n
-            ):
+            if c.origin == "snapshot":
                 continue
-            if fresh:
-                n = len(c.pairs)
+            n = len(c.pairs)
+            if c.origin == "fresh":
+                if n < options.fresh_min_n:
+                    continue
                 ev = c.pairs.test([n // 2, n], every=True)
+                if ev.p_value >= self.alpha:
+                    lost = c.pairs.test([n // 2, n], reverse=True, every=True)
+                    if lost.p_value < self.alpha:
+                        worse.append(c)
             else:
-                ev = c.pairs.test(self._lengths(len(c.pairs)))
+                if n < options.min_n:
+                    continue
+                ev = c.pairs.test(self._lengths(n))
+                # worse on a full window of labels since the detection (its replayed pairs,
+                # from before the change, do not count against it)
+                if ev.p_value >= self.alpha and self.labels >= options.window:
+                    if c.pairs.test(reverse=True).p_value < self.alpha:
+                        worse.append(c)
             if best is None or (ev.p_value, ev.error_challenger) < (
                 best[1].p_value,
                 best[1].error_challenger,
@@ -348,7 +356,9 @@ class Challenge:
                 best = (c, ev)
         if best is not None and best[1].p_value < self.alpha:
             return Decision("promote", *best)
-        if self.labels < options.horizon:
+        for c in worse:  # no longer learns nor is tested: a challenge costs less
+            self.candidates.remove(c)
+        if self.labels < options.horizon and any(c.origin != "snapshot" for c in self.candidates):
             return Decision("wait")
         left = None
         for c in self.candidates:

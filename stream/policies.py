@@ -224,9 +224,13 @@ class ServedModel:
         if decision.evidence is not None:
             details.update(decision.evidence.to_dict(), challenger=candidate.describe())
         if decision.outcome == "drop":
+            ended = (
+                "worse than the champion after"
+                if challenge.labels < self.options.horizon
+                else "none better within"
+            )
             action = (
-                f"dropped {challenge.challengers} challenger(s): none better within "
-                f"{challenge.labels} labels"
+                f"dropped {challenge.challengers} challenger(s): {ended} {challenge.labels} labels"
             )
             left = decision.snapshot_left_behind
             if left is not None:  # the champion has left its concept: keep the old model

@@ -126,6 +126,26 @@ def test_challengers_are_dropped_at_the_horizon():
     assert "kept the champion" not in drop.action
 
 
+def test_a_fresh_challenger_worse_than_the_champion_is_dropped_early():
+    # Agrawal 0 -> 1 with a tree: the mature tree adapts, a fresh tree lags far behind.
+    before = synth.Agrawal(classification_function=0, seed=3)
+    after = synth.Agrawal(classification_function=1, seed=4)
+    data = list(itertools.islice(before, 20_000)) + list(itertools.islice(after, 1500))
+    run = Run(config(model="ht")).feed(data)
+    (started,) = run.challenges()
+    (drop,) = run.verdicts()
+    e = drop.detector
+    # Real figures: on the newest 500 labels, 0.186 against 0.318, well before the horizon.
+    assert drop.action.startswith("dropped 1 challenger(s): worse than the champion after 1001")
+    assert e["error_champion"] < 0.2 < 0.3 < e["error_challenger"] and e["p_value"] > 0.99
+    # The champion has left concept 0 behind: its snapshot from the detection is kept.
+    assert drop.action.endswith("; kept the champion as it was at the detection")
+    assert e["snapshot_kept"]["p_value"] < 1e-40
+    (kept,) = run.learner.served.kept
+    assert (kept.generation, kept.updates) == tuple(started.model_before)
+    assert run.learner.served.challenge is None and run.learner.version.generation == 0
+
+
 def test_a_recurring_concept_gets_its_old_model_back():
     run = Run(config()).feed(concepts([0, 1], 3000))
     (kept,) = run.learner.served.kept  # the model of A, kept when B's model replaced it
