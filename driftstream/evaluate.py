@@ -129,6 +129,11 @@ def format_table(ev: Evaluation) -> str:
         f"  {'concept drifts':<22} {len(ev.concept_drifts)} at labels "
         f"{[d['labels_seen'] for d in ev.concept_drifts][:20]}"
     )
+    if ev.challenges:
+        verdicts = [f"{c['labels_seen']} {c['action'].split(' ')[0]}" for c in ev.challenges]
+        lines.append(
+            f"  {'challenger verdicts':<22} {len(ev.challenges)} at labels {verdicts[:20]}"
+        )
     lines.append(f"  {'data drifts':<22} {ev.data_drifts}")
     for at in ev.drift_at:
         acc = ev.accuracy_after.get(at)

@@ -55,7 +55,8 @@ class LearnerConfig:
     """Everything that decides a learner's behaviour; stored with every checkpoint."""
 
     model: str = "lr"
-    drift_policy: str = "reset"
+    # the most robust policy in bench/results/policies.md (docs/policies.md says why)
+    drift_policy: str = "challenger"
     adwin_delta: float = 0.002
     cooldown: int = 0  # labels after a concept detection during which ADWIN alarms are ignored
     # ADWIN also fires when the error falls (e.g. while a young model learns); by default only
