@@ -152,6 +152,9 @@ class SeaweedS3:
                 )
             try:
                 self._ensure_bucket(client)
+                # Answering is not serving: a write and a read need the volume server too.
+                client.put_object(Bucket=self.bucket, Key=".ready", Body=b"ready")
+                client.get_object(Bucket=self.bucket, Key=".ready")["Body"].read()
                 return
             except (BotoCoreError, ClientError) as exc:  # not up yet
                 last = exc

@@ -44,6 +44,7 @@ from driftstream.stream.models import PRESETS
 from driftstream.stream.policies import POLICIES
 from driftstream.stream.records import Event, Label
 from driftstream.transport import Consumer, KafkaSettings, Producer
+from tests.support import wait_until
 
 KEY = b"a test key of 32 bytes, no more."
 FORGER_KEY = b"the forger's own key, 32 bytes.."
@@ -598,7 +599,19 @@ def test_an_s3_store_that_goes_away_raises_store_unavailable_then_recovers(tmp_p
         with pytest.raises(StoreUnavailable):
             store.latest(0)
         server.start()
-        assert store.latest(0).state == b"one"
+        # Just restarted, SeaweedFS may still answer "InternalError" until its volume server
+        # has registered: unavailable, so the caller tries again, as a worker would.
+        restored = []
+
+        def restores() -> bool:
+            try:
+                restored.append(store.latest(0))
+            except StoreUnavailable:
+                return False
+            return True
+
+        wait_until(restores, "the restarted S3 server to serve the checkpoint", step=0.5)
+        assert restored[-1].state == b"one"
         assert store.save_checkpoint(0, b"two", {"events": 2}, (0, 2)) == 2
         store.close()
     finally:
