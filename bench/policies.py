@@ -339,7 +339,12 @@ def costs(rows: list[Row], default: str, timed: dict[str, float], n: int) -> lis
             kept = f"{len(r.kept_bytes)} kept model(s) of {sizes} KB" if sizes else "none kept"
             lines.append(
                 f"{r.stream}/{r.model} challenger: state at the end {r.state_bytes / 1024:.0f} KB "
-                f"({kept}); largest when a challenge started {r.peak_bytes / 1024:.0f} KB"
+                f"({kept}); "
+                + (
+                    f"largest when a challenge started {r.peak_bytes / 1024:.0f} KB"
+                    if r.peak_bytes
+                    else "no challenge started"
+                )
             )
     return lines
 
