@@ -166,11 +166,11 @@ class ServedModel:
             buffered = list(self.buffer)
             # challenger: the change is after the champion took over (or the last challenge
             # started); the buffer may hold older changes, which can be bigger ones
-            searched = self.since_start if self.policy == "challenger" else len(buffered)
+            searched = len(buffered)
+            if self.policy == "challenger":
+                searched = min(searched, self.since_start)
             errors = [e for _, _, e in buffered[len(buffered) - searched :]] + [served_error]
-            n = min(len(buffered), searched) - change_point(
-                errors, rise=self.policy == "challenger"
-            )
+            n = searched - change_point(errors, rise=self.policy == "challenger")
             for x, y, _ in buffered[len(buffered) - n :] if n > 0 else ():
                 fresh.learn_one(x, y)
         if self.policy == "challenger":

@@ -12,6 +12,7 @@ from driftstream.state.safe_pickle import load_learner
 from driftstream.stream.challenger import ChallengerOptions, PairedErrors
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.offline import run_offline
+from driftstream.stream.policies import ServedModel
 from driftstream.stream.records import DriftReport, Event, Label, ModelVersion, Prediction
 
 
@@ -248,3 +249,19 @@ def test_bad_challenger_options_are_refused(bad):
     field = names.get(next(iter(bad)), "challenger_" + next(iter(bad)))
     with pytest.raises(ValueError):
         LearnerConfig(**{field: next(iter(bad.values()))})
+
+
+def test_the_fresh_challenger_learns_from_where_the_error_rose():
+    # A buffer of 100 after 150 labels: the error rose 70 labels ago, after a young model's
+    # error fell at the start (which is no change of concept to act on).
+    from river import linear_model
+
+    served = ServedModel(
+        linear_model.LogisticRegression(), "classification", "challenger", buffer_size=100
+    )
+    errors = [1.0] * 20 + [0.0] * 60 + [1.0] * 70
+    for i, e in enumerate(errors):
+        served.learn({"x": float(i % 2)}, i % 2 == 1, None, e)
+    action = served.on_drift(served_error=1.0)
+    assert action.startswith("started challenge: fresh challenger trained on 70 samples")
+    assert served.challenge.candidates[0].updates == 70
