@@ -66,7 +66,9 @@ class ChallengerOptions:
     keep: int = 3  # replaced models kept to compete again when their concept comes back
     alpha: float = 0.01  # significance of the paired test, shared by a challenge's challengers
     min_n: int = 30  # paired labels a kept model needs before it is tested
-    fresh_min_n: int = 1000  # and the fresh challenger (its and the champion's errors settle)
+    # paired labels the fresh challenger needs: a mature champion adapting to the new concept
+    # is often worse for a few hundred labels, and catches up
+    fresh_min_n: int = 1000
     test_every: int = 50  # labels between tests (the first test is on the first label)
     window: int = 1000  # most recent paired labels a test looks at
 
@@ -98,8 +100,10 @@ class Evidence(NamedTuple):
     n: int  # paired labels in the window
     error_champion: float  # mean error over them: error rate or mean absolute error
     error_challenger: float
-    p_value: float  # one-sided, small when the challenger's error is lower; times `looks`
-    looks: int = 1  # how many newest-pairs lengths were tested (Bonferroni)
+    # one-sided, small when the challenger's error is lower: the smallest over the lengths
+    # tested times `looks` (Bonferroni), or the largest when it had to win on each of them
+    p_value: float
+    looks: int = 1  # how many newest-pairs lengths were tested
     discordant: tuple[int, int] | None = None  # McNemar: (challenger right only, champion only)
 
     def to_dict(self) -> dict:

@@ -40,7 +40,9 @@ class ServedModel:
     """The model (or, under ``reweight``, the models) that serve predictions.
 
     The version ``(generation, updates)`` changes when a policy replaces the model and on every
-    learn step, so every prediction can say exactly which model state made it.
+    learn step, so every prediction can say exactly which model state made it. Under
+    ``challenger`` it also holds the kept models and the challenge under way, if any: they are
+    part of the learner's state, in every checkpoint.
     """
 
     def __init__(
