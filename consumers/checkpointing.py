@@ -7,10 +7,17 @@ be lost. A snapshot whose state a forked process is still writing (`StateSnapsho
 is saved when the model process reports the file complete, unless a newer checkpoint of its
 partition came first. After a save the offsets are committed to Kafka, as a progress hint for
 lag tools only: restores use the checkpoints.
+
+The store is any `CheckpointStore` (an SQLite file, a Kafka topic, an S3 bucket). A save it
+does not confirm (`StoreUnavailable`) commits nothing and is an outage (`Outage.store_failed`):
+processing stops, and every partition goes back to its newest saved checkpoint once the store
+answers again, so nothing is lost and nothing is learned twice. Each checkpoint records the
+learner's configuration (with the driftstream, River and Python versions the store adds).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -18,10 +25,10 @@ from driftstream.consumers.faults import FaultPlan
 from driftstream.consumers.kafka_clients import FLUSH_TIMEOUT_S, KafkaClients
 from driftstream.consumers.model_process import remove_quietly
 from driftstream.consumers.observability import fields
-from driftstream.consumers.outage import KafkaOutage
+from driftstream.consumers.outage import Outage
 from driftstream.consumers.output_sender import OutputSender
 from driftstream.consumers.partition_task import PartitionTask
-from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import CheckpointStore, StoreUnavailable
 from driftstream.stream.codec import encode
 from driftstream.stream.outputs import StateSnapshot
 from driftstream.transport import DeliveryFailed, KafkaError
@@ -36,12 +43,12 @@ class Checkpointer:
 
     def __init__(
         self,
-        store: StateStore,
+        store: CheckpointStore,
         tasks: dict[int, PartitionTask],
         inputs: tuple[str, str],
         clients: KafkaClients,
         sender: OutputSender,
-        outage: KafkaOutage,
+        outage: Outage,
         keep: int,
         faults: FaultPlan,
     ):
@@ -91,17 +98,30 @@ class Checkpointer:
             self.sender.send_one("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
         except KafkaError as e:  # informational only; the checkpoint matters
             log.debug("metrics record not sent: %s", e)
-        version = self.store.save_checkpoint(
-            p,
-            snap.state,
-            offsets,
-            snap.model,
-            info=snap.summary,
-            drift_records=snap.drift_records,
-            model_events=snap.model_events,
-        )
-        # Retention: replay can start near any point without the file growing forever.
-        self.store.prune(p, keep_last=self.keep)
+        try:
+            version = self.store.save_checkpoint(
+                p,
+                snap.state,
+                offsets,
+                snap.model,
+                info=snap.summary,
+                drift_records=snap.drift_records,
+                model_events=snap.model_events,
+                config=None if task.config is None else dataclasses.asdict(task.config),
+            )
+        except StoreUnavailable as e:  # not confirmed: nothing committed, back to the last one
+            self.outage.store_failed(f"checkpoint of partition {p} not saved: {e}")
+            return False
+        # Retention: replay can start near any point without the store growing forever.
+        try:
+            self.store.prune(p, keep_last=self.keep)
+        except StoreUnavailable as e:  # the checkpoint is saved; the next save prunes
+            log.warning(
+                "partition %d: old checkpoints not pruned: %s",
+                p,
+                e,
+                extra=fields(event="prune_failed", partition=p),
+            )
         seconds = time.perf_counter() - started
         task.checkpoint_seconds.observe(seconds)
         task.summary = snap.summary

@@ -3,20 +3,28 @@
 Finds the event's prediction on the predictions topic, shows the features, the served
 prediction and probabilities and the model version, names the checkpoint it descends from and
 the drift events before it, then reproduces it by replaying the input logs from that checkpoint
-and says whether the result matches exactly.
+and says whether the result matches exactly. It also says what wrote that checkpoint: the
+driftstream, River and Python versions and the learner's configuration.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import orjson
 
 from driftstream.consumers.reader import read_range, read_topic
 from driftstream.consumers.replay import ReplayError, ReplayRange, replay, starting_point
-from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import CheckpointStore
+from driftstream.stream.learner import LearnerConfig
 from driftstream.transport import KafkaSettings, topic_names
 
+__all__ = ["explain", "format_explanation"]
 
-def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: str) -> dict:
+_VERSIONS = ("driftstream", "river", "python")
+
+
+def explain(settings: KafkaSettings, prefix: str, store: CheckpointStore, event_id: str) -> dict:
     """Everything known about one event's prediction; ``match`` says if replay reproduced it."""
     topics = topic_names(prefix)
     predictions = [orjson.loads(r.value) for r in read_topic(settings, topics["predictions"])]
@@ -34,9 +42,11 @@ def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: s
         )
     # Replay from the newest checkpoint taken at or before this event, up to the event.
     rng = ReplayRange(from_offset=offset, to_offset=offset + 1)
-    learner, offsets, start = starting_point(
+    learner, offsets, start, checkpoint = starting_point(
         store, partition, topics["events"], topics["labels"], rng
     )
+    written = {} if checkpoint is None else checkpoint.provenance
+    config = written.get("config") or dataclasses.asdict(learner.config)
     result = replay(settings, prefix, partition, learner, offsets, start, rng, in_partition)
     row = next((r for r in result.rows if r["id"] == event_id), None)
     drifts = [
@@ -52,6 +62,8 @@ def explain(settings: KafkaSettings, prefix: str, store: StateStore, event_id: s
         "served": served,
         "descends_from": start,
         "start_offsets": offsets,
+        "written_by": {k: written.get(k) for k in _VERSIONS} if checkpoint else None,
+        "learner_config": config,
         "drifts_before": drifts,
         "replayed": None
         if row is None
@@ -74,6 +86,14 @@ def format_explanation(e: dict) -> str:
         f"g{s['model']['generation']}.u{s['model']['updates']}",
         f"  descends from {e['descends_from']} (offsets {e['start_offsets']})",
     ]
+    written = e["written_by"]
+    if written is not None:
+        lines.append(
+            "  written by driftstream {driftstream}, River {river}, Python {python}".format(
+                **{k: written.get(k) or "unknown" for k in _VERSIONS}
+            )
+        )
+    lines.append(f"  learner configuration: {_config_text(e['learner_config'])}")
     drifts = e["drifts_before"]
     lines.append(f"  drift events before it: {len(drifts)}")
     for d in drifts[-5:]:
@@ -91,3 +111,18 @@ def format_explanation(e: dict) -> str:
         )
     lines.append("  MATCHES EXACTLY" if e["match"] else "  DOES NOT MATCH")
     return "\n".join(lines)
+
+
+def _config_text(config: dict) -> str:
+    """Model and policy, then every other field that is not its default."""
+    defaults = dataclasses.asdict(LearnerConfig())
+    shown = {k: config.get(k) for k in ("model", "drift_policy")}
+    shown.update(
+        {
+            k: v
+            for k, v in config.items()
+            if k not in shown and (k not in defaults or defaults[k] != v)
+        }
+    )
+    rest = "" if len(shown) == len(config) else " (the rest default)"
+    return ", ".join(f"{k}={v!r}" for k, v in shown.items()) + rest

@@ -16,7 +16,7 @@ from driftstream.consumers.checkpointing import Checkpointer
 from driftstream.consumers.flow_control import FlowControl
 from driftstream.consumers.model_messages import BatchAnswer, ProcessBatch, Push, Request
 from driftstream.consumers.model_process import LocalModel, ModelProcess
-from driftstream.consumers.outage import KafkaOutage
+from driftstream.consumers.outage import Outage
 from driftstream.consumers.output_sender import OutputSender
 from driftstream.consumers.partition_task import PartitionTask
 from driftstream.consumers.probe import WorkerProbe
@@ -45,7 +45,7 @@ class ModelLink:
         inputs: tuple[str, str],
         sender: OutputSender,
         checkpoints: Checkpointer,
-        outage: KafkaOutage,
+        outage: Outage,
         flow: FlowControl,
         checkpoint_interval: float,
         probe: WorkerProbe | None = None,

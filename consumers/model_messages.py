@@ -2,7 +2,8 @@
 
 Three requests, each answered in the order they were sent:
 
-- `OpenPartition` → `Opened`: a pipeline from a checkpoint's state, or a fresh learner.
+- `OpenPartition` → `Opened`: a pipeline from a checkpoint's state, or a fresh learner; a
+  state the allow-list refuses (`driftstream.state.safe_pickle`) opens nothing and says why.
 - `ClosePartitions` → None: drop these partitions' pipelines.
 - `ProcessBatch` → `BatchAnswer`: push new records, set caught-up flags, process what is
   ready, snapshot the partitions asked for; one `Progress` per open partition.
@@ -82,9 +83,10 @@ Request = OpenPartition | ClosePartitions | ProcessBatch
 class Opened:
     """What the worker learns of a pipeline it opened."""
 
-    model: ModelVersion
-    config: LearnerConfig  # the one the learner was built with (a checkpoint keeps its own)
+    model: ModelVersion | None
+    config: LearnerConfig | None  # the one the learner was built with (a checkpoint keeps its own)
     summary: dict
+    refused: str | None = None  # why the state could not be loaded (then nothing is open)
 
 
 @dataclass

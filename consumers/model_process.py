@@ -2,10 +2,11 @@
 
 kafka-python spends about as much CPU per event as decoding, merging, learning and encoding
 do together, and Python runs one thread at a time. So the worker keeps consuming, producing
-and SQLite in its own process and hands each poll's records to a child process that owns the
-`stream.pipeline.PartitionPipeline` of every assigned partition; while the child scores one
-batch, the worker sends the outputs of the previous one. Requests and answers go in order over
-one pipe, pickled; the answers hold encoded outputs and checkpoint snapshots, never models.
+and the checkpoint store in its own process and hands each poll's records to a child process
+that owns the `stream.pipeline.PartitionPipeline` of every assigned partition; while the
+child scores one batch, the worker sends the outputs of the previous one. Requests and answers
+go in order over one pipe, pickled; the answers hold encoded outputs and checkpoint
+snapshots, never models. A checkpoint's state is unpickled here, through the allow-list.
 
 `LocalModel` answers the same requests in the worker's own process (``--model-process off``):
 one core, no pipe, same outputs.
@@ -55,6 +56,7 @@ from driftstream.consumers.model_messages import (
     Push,
     Request,
 )
+from driftstream.state.safe_pickle import load_learner
 from driftstream.stream.learner import Learner
 from driftstream.stream.pipeline import EVENTS, LABELS, PartitionPipeline
 
@@ -111,7 +113,18 @@ class ModelHost:
         if request.state is None:
             learner = Learner(request.config, partition=p)
         else:
-            learner = Learner.from_bytes(request.state)
+            try:  # through the allow-list: a checkpoint may only hold what a learner is made of
+                learner = load_learner(request.state)
+            except (
+                pickle.UnpicklingError,
+                EOFError,
+                TypeError,
+                ValueError,
+                AttributeError,
+                ImportError,
+            ) as e:
+                self.pipelines.pop(p, None)
+                return Opened(None, None, {}, refused=f"{type(e).__name__}: {e}")
         pipe = PartitionPipeline(
             learner,
             request.topics,

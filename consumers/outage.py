@@ -1,19 +1,25 @@
-"""Kafka outages: when the worker stops processing, how long it waits, and when it resumes.
+"""Outages: when the worker stops processing, how long it waits, and when it resumes.
 
-Kafka is unavailable when the group coordinator is lost, a poll or a send raises, or outputs
-are not acknowledged in time. Outputs sent since the last checkpoint may then be lost, so the
-worker stops processing, reports unhealthy, and rewinds every partition to its newest
-checkpoint before it processes anything again (`needs_rewind`; the rewind itself is the
-assignment's `Assignments.rewind`). It retries with exponential back-off (BACKOFF_MIN_S to
-BACKOFF_MAX_S); once Kafka answers it recreates its producer and goes on from the checkpoints.
+Two things can be unavailable. Kafka: the group coordinator is lost, a poll or a send raises,
+or outputs are not acknowledged in time. The checkpoint store: a checkpoint is not confirmed,
+or a partition's newest checkpoint cannot be read (`StoreUnavailable`). Either way, outputs
+sent or state built since the last saved checkpoint may be lost, so the worker stops
+processing, reports unhealthy, and puts every partition back to its newest checkpoint
+(`needs_rewind`; the rewind itself is `Assignments.rewind`) once Kafka answers and the store's
+retry is due. It keeps its partitions, commits nothing (offsets are committed after a saved
+checkpoint only) and retries each with exponential back-off (BACKOFF_MIN_S to BACKOFF_MAX_S).
 
->>> outage = KafkaOutage(owned=lambda: [0])
+>>> outage = Outage(owned=lambda: [0])
 >>> outage.failed("poll raised")  # logs a warning
->>> outage.ok, outage.needs_rewind, outage.problem().endswith("poll raised")
+>>> outage.ok, outage.needs_rewind, outage.problems()[0].endswith("poll raised")
 (False, True, True)
 >>> outage.check(connected=True, reconnect=lambda: None)  # not before the back-off is over
->>> outage.ok
-False
+>>> outage.ok, outage.rewind_due()
+(False, False)
+>>> outage = Outage(owned=lambda: [0])
+>>> outage.store_failed("s3://b/p: cannot list")  # logs a warning
+>>> outage.kafka_ok, outage.store_ok, outage.rewind_due()  # the store's retry is not due yet
+(True, False, False)
 """
 
 from __future__ import annotations
@@ -25,44 +31,70 @@ from collections.abc import Callable
 from driftstream.consumers.observability import fields
 from driftstream.transport import KafkaClientError
 
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "OUTAGE_POLL_MS", "KafkaOutage"]
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "OUTAGE_POLL_MS", "Outage"]
 
 log = logging.getLogger("driftstream.worker")
 
-BACKOFF_MIN_S = 1.0  # first wait after a Kafka failure; doubles up to BACKOFF_MAX_S while
+BACKOFF_MIN_S = 1.0  # first wait after a failure; doubles up to BACKOFF_MAX_S while
 BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long starts over)
 OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
 
 
-class KafkaOutage:
-    """Whether Kafka is usable now, and the back-off while it is not.
+class _Backoff:
+    """When to try again: BACKOFF_MIN_S, doubling to BACKOFF_MAX_S; starts over once the
+    thing has worked for BACKOFF_MAX_S."""
 
-    ``owned()`` names the partitions owned (for the log lines).
-    """
+    def __init__(self) -> None:
+        self.wait = BACKOFF_MIN_S
+        self.retry_at = 0.0
+        self.recovered_at = float("-inf")
+
+    def start(self, now: float) -> float:
+        if now - self.recovered_at > BACKOFF_MAX_S:  # not a relapse: start over
+            self.wait = BACKOFF_MIN_S
+        return self.schedule(now)
+
+    def schedule(self, now: float) -> float:
+        wait = self.wait
+        self.retry_at = now + wait
+        self.wait = min(self.wait * 2, BACKOFF_MAX_S)
+        return wait
+
+
+class Outage:
+    """Whether Kafka and the checkpoint store are usable now, and the back-off while one is
+    not. ``owned()`` names the partitions owned (for the log lines)."""
 
     def __init__(self, owned: Callable[[], list[int]]):
         self.owned = owned
-        self.ok = True
+        self.kafka_ok = True
+        self.store_ok = True
         self.needs_rewind = False  # every partition must go back to its newest checkpoint
-        self.since = 0.0
+        self.since = 0.0  # Kafka's outage
         self.reason = ""
-        self._backoff = BACKOFF_MIN_S
-        self._retry_at = 0.0
-        self._recovered_at = float("-inf")
+        self.store_since = 0.0
+        self.store_reason = ""
+        self._kafka = _Backoff()
+        self._store = _Backoff()
+
+    @property
+    def ok(self) -> bool:
+        """Processing may go on: Kafka and the store are usable and nothing awaits a rewind."""
+        return self.kafka_ok and self.store_ok and not self.needs_rewind
+
+    # -- Kafka ---------------------------------------------------------------------------
 
     def failed(self, reason: str) -> None:
-        """Stop processing, go back to the checkpoints (next step) and retry after a while."""
+        """Kafka failed: stop processing, go back to the checkpoints once it answers again."""
         self.needs_rewind = True
         self.reason = reason
-        if not self.ok:
+        if not self.kafka_ok:
             log.debug("Kafka still unavailable: %s", reason)
             return
         now = time.monotonic()
-        self.ok = False
+        self.kafka_ok = False
         self.since = now
-        if now - self._recovered_at > BACKOFF_MAX_S:  # not a relapse: start the back-off over
-            self._backoff = BACKOFF_MIN_S
-        wait = self._schedule_retry()
+        wait = self._kafka.start(now)
         log.warning(
             "Kafka unavailable (%s): processing paused, partitions %s go back to their "
             "checkpoints; retrying in %.0f s",
@@ -75,16 +107,16 @@ class KafkaOutage:
         )
 
     def check(self, connected: bool, reconnect: Callable[[], None]) -> None:
-        """Notice the start and the end of an outage (once per loop). ``reconnect()`` makes the
-        clients usable again (a fresh producer) or raises `KafkaClientError`."""
-        if self.ok and not connected:
+        """Notice the start and the end of a Kafka outage (once per loop). ``reconnect()``
+        makes the clients usable again (a fresh producer) or raises `KafkaClientError`."""
+        if self.kafka_ok and not connected:
             self.failed("lost the connection to the group coordinator")
-        elif not self.ok and connected and time.monotonic() >= self._retry_at:
+        elif not self.kafka_ok and connected and time.monotonic() >= self._kafka.retry_at:
             try:
                 reconnect()
             except KafkaClientError as e:
                 self.reason = f"cannot create a producer: {e}"
-                wait = self._schedule_retry()
+                wait = self._kafka.schedule(time.monotonic())
                 log.warning(
                     "Kafka still unavailable (%s); retrying in %.0f s",
                     self.reason,
@@ -92,29 +124,85 @@ class KafkaOutage:
                     extra=fields(event="kafka_unavailable", reason=self.reason, retry_in=wait),
                 )
                 return
-            self._recovered()
+            self._kafka.recovered_at = now = time.monotonic()
+            self.kafka_ok = True
+            log.info(
+                "Kafka reachable again after %.1f s; resuming from the checkpoints",
+                now - self.since,
+                extra=fields(
+                    event="kafka_recovered",
+                    partitions=self.owned(),
+                    outage_seconds=round(now - self.since, 3),
+                ),
+            )
 
-    def problem(self) -> str | None:
-        """For the health check: what is wrong, while Kafka is unavailable."""
-        if self.ok:
-            return None
-        return f"Kafka unavailable for {time.monotonic() - self.since:.0f} s: {self.reason}"
+    # -- the checkpoint store ------------------------------------------------------------
 
-    def _schedule_retry(self) -> float:
-        wait = self._backoff
-        self._retry_at = time.monotonic() + wait
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        return wait
-
-    def _recovered(self) -> None:
-        self._recovered_at = now = time.monotonic()
-        log.info(
-            "Kafka reachable again after %.1f s; resuming from the checkpoints",
-            now - self.since,
+    def store_failed(self, reason: str) -> None:
+        """The store did not confirm a checkpoint or could not be read: stop processing, and
+        try the rewind to the checkpoints again after the back-off."""
+        self.needs_rewind = True
+        self.store_reason = reason
+        now = time.monotonic()
+        if not self.store_ok:
+            wait = self._store.schedule(now)
+            log.warning(
+                "checkpoint store still unavailable (%s); retrying in %.0f s",
+                reason,
+                wait,
+                extra=fields(event="store_unavailable", reason=reason, retry_in=wait),
+            )
+            return
+        self.store_ok = False
+        self.store_since = now
+        wait = self._store.start(now)
+        log.warning(
+            "checkpoint store unavailable (%s): processing paused, no offset committed, "
+            "partitions %s go back to their checkpoints; retrying in %.0f s",
+            reason,
+            self.owned(),
+            wait,
             extra=fields(
-                event="kafka_recovered",
-                partitions=self.owned(),
-                outage_seconds=round(now - self.since, 3),
+                event="store_unavailable", reason=reason, partitions=self.owned(), retry_in=wait
             ),
         )
-        self.ok = True
+
+    def rewind_due(self) -> bool:
+        """A rewind may be tried now: Kafka answers, and the store is up or its retry is due."""
+        return (
+            self.needs_rewind
+            and self.kafka_ok
+            and (self.store_ok or time.monotonic() >= self._store.retry_at)
+        )
+
+    def rewound(self) -> None:
+        """Every partition is back at its newest checkpoint (the store served them all)."""
+        self.needs_rewind = False
+        if self.store_ok:
+            return
+        self._store.recovered_at = now = time.monotonic()
+        self.store_ok = True
+        log.info(
+            "checkpoint store reachable again after %.1f s; resuming from the checkpoints",
+            now - self.store_since,
+            extra=fields(
+                event="store_recovered",
+                partitions=self.owned(),
+                outage_seconds=round(now - self.store_since, 3),
+            ),
+        )
+
+    # -- health --------------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """For the health check: what is unavailable, for how long, and why."""
+        now = time.monotonic()
+        out = []
+        if not self.kafka_ok:
+            out.append(f"Kafka unavailable for {now - self.since:.0f} s: {self.reason}")
+        if not self.store_ok:
+            out.append(
+                f"checkpoint store unavailable for {now - self.store_since:.0f} s: "
+                f"{self.store_reason}"
+            )
+        return out

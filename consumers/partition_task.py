@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftstream.stream.learner import LearnerConfig
 from driftstream.stream.records import ModelVersion
 
 __all__ = ["PartitionTask"]
@@ -24,6 +25,7 @@ class PartitionTask:
     next_offset: list[int]  # next offset to process, per input stream
     summary: dict  # the learner's, as of the newest answer that had one
     model: ModelVersion  # the learner's
+    config: LearnerConfig | None = None  # the learner's (a restored one keeps its own)
     since_checkpoint: int = 0
     last_checkpoint: float = field(default_factory=time.monotonic)
     caught_up: list = field(default_factory=lambda: [False, False])

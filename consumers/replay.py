@@ -8,6 +8,10 @@ checkpoint reproduces every prediction the live worker served after it. Replay r
 topics without joining the live group or moving its offsets, and reports one row per event:
 what was served live, what the replay predicts, the label, the error, the model version and
 the drift that the label triggered.
+
+Checkpoints come from any store (`CheckpointStore`), so replay runs on any host that reaches
+Kafka and the store; their states are unpickled through the allow-list
+(`driftstream.state.safe_pickle`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from driftstream.consumers.reader import read_range
-from driftstream.state.checkpoints import StateError, StateStore
+from driftstream.state.checkpoints import Checkpoint
+from driftstream.state.safe_pickle import load_learner
+from driftstream.state.store import CheckpointStore
 from driftstream.stream.codec import decode_records
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.merge import EVENTS, recorded_order
@@ -87,15 +93,25 @@ def parse_time(text: str | None) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
+class StartingPoint(NamedTuple):
+    """Where a replay starts: the learner, the offsets it reflects, a description, and the
+    checkpoint it came from (None for a fresh learner)."""
+
+    learner: Learner
+    offsets: dict[str, int]
+    start: str
+    checkpoint: Checkpoint | None = None
+
+
 def starting_point(
-    store: StateStore | None,
+    store: CheckpointStore | None,
     partition: int,
     events_topic: str,
     labels_topic: str,
     rng: ReplayRange,
     checkpoint: int | None = None,
     config: LearnerConfig | None = None,
-) -> tuple[Learner, dict[str, int], str]:
+) -> StartingPoint:
     """The learner to start from and the offsets it reflects.
 
     - ``config`` given: a fresh learner with it, from the beginning (try another model/policy).
@@ -103,28 +119,27 @@ def starting_point(
     - otherwise the newest checkpoint at or before the range start (offset or time), or, if
       there is none, a fresh learner with the live configuration, from the beginning.
     """
+    fresh = {events_topic: 0, labels_topic: 0}
     if config is not None:
-        return Learner(config, partition), {events_topic: 0, labels_topic: 0}, "fresh (given model)"
+        return StartingPoint(Learner(config, partition), fresh, "fresh (given model)")
     if store is None:
-        raise ReplayError("no state file: pass --state, or --model to replay with a fresh model")
+        raise ReplayError("no state store: pass --state, or --model to replay with a fresh model")
     if checkpoint is not None:
         cp = store.get(partition, checkpoint)
-        return Learner.from_bytes(cp.state), cp.offsets, f"checkpoint {cp.version}"
+        return StartingPoint(load_learner(cp.state), cp.offsets, f"checkpoint {cp.version}", cp)
     candidates = [c for c in store.checkpoints(partition) if _before_range(c, events_topic, rng)]
     if candidates:
         cp = store.get(partition, candidates[-1]["version"])
-        return Learner.from_bytes(cp.state), cp.offsets, f"checkpoint {cp.version}"
+        return StartingPoint(load_learner(cp.state), cp.offsets, f"checkpoint {cp.version}", cp)
     any_cp = store.latest(partition)
     if any_cp is None:
         raise ReplayError(
-            f"partition {partition} has no checkpoint in the state file: pass "
+            f"partition {partition} has no checkpoint in {store.name}: pass "
             "--model (and --drift-policy) to replay with a fresh model"
         )
-    live = Learner.from_bytes(any_cp.state).config
-    return (
-        Learner(live, partition),
-        {events_topic: 0, labels_topic: 0},
-        "fresh (live configuration), from the beginning",
+    live = load_learner(any_cp.state).config
+    return StartingPoint(
+        Learner(live, partition), fresh, "fresh (live configuration), from the beginning"
     )
 
 
@@ -261,12 +276,3 @@ def _row(pred: Prediction, served: dict | None, event) -> dict[str, Any]:
         "match": match,
         "drift": "",
     }
-
-
-def open_store(path: str | None) -> StateStore | None:
-    if path is None:
-        return None
-    try:
-        return StateStore(path)
-    except StateError as e:
-        raise ReplayError(str(e)) from None

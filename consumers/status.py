@@ -1,17 +1,22 @@
-"""`driftstream status`: per-partition lag, model version, rolling metric, last drift."""
+"""`driftstream status`: per-partition lag, model version, rolling metric, last drift.
+
+Read from any checkpoint store (`CheckpointStore`): an SQLite file on this host, or the
+``kafka:`` or ``s3://`` store from any host that reaches it.
+"""
 
 from __future__ import annotations
 
 import time
 
-from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import CheckpointStore
 from driftstream.transport import Consumer, KafkaSettings, topic_names
 
+__all__ = ["format_status", "partition_status"]
 
-def partition_status(settings: KafkaSettings, prefix: str, state_path: str) -> list[dict]:
-    """One row per partition of the events topic, from the state file and the broker."""
+
+def partition_status(settings: KafkaSettings, prefix: str, store: CheckpointStore) -> list[dict]:
+    """One row per partition of the events topic, from the store and the broker."""
     topics = topic_names(prefix)
-    store = StateStore(state_path)
     consumer = Consumer(settings)
     try:
         inputs = (topics["events"], topics["labels"])
@@ -45,7 +50,6 @@ def partition_status(settings: KafkaSettings, prefix: str, state_path: str) -> l
         return rows
     finally:
         consumer.close()
-        store.close()
 
 
 def _highwaters(consumer: Consumer, tps) -> dict:

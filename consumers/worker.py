@@ -3,9 +3,11 @@
 For each partition number p it owns (events[p] and labels[p], co-partitioned by the range
 assignor) its records are decoded, merged in event-time order and fed to the learner, and
 the predictions, drift reports, metrics and dead letters are published; the learner is
-checkpointed together with the input offsets it reflects. On assignment it restores the
-newest checkpoint and seeks to its offsets, so that after a crash the state is what an
-uninterrupted run would have. This process does the I/O (Kafka, SQLite, health); the
+checkpointed together with the input offsets it reflects, in a checkpoint store
+(`driftstream.state.store`: an SQLite file, a Kafka topic or an S3 bucket). On assignment it
+restores the newest checkpoint and seeks to its offsets, so that after a crash, or on another
+host sharing the store, the state is what an uninterrupted run would have. This process does
+the I/O (Kafka, the store, health); the
 partition pipelines run in its model process (`consumers.model_process`), which answers each
 poll's records with encoded outputs and checkpoint snapshots, in order.
 
@@ -19,7 +21,8 @@ The worker is this loop wiring parts that each own one concern:
 - `OutputSender` (consumers/output_sender.py): each answer's outputs, in order;
 - `Checkpointer` (consumers/checkpointing.py): snapshots saved once their outputs are
   acknowledged, with the offsets they reflect;
-- `KafkaOutage` (consumers/outage.py): when Kafka is unavailable, the back-off, the rewind;
+- `Outage` (consumers/outage.py): when Kafka or the store is unavailable, the back-off, the
+  rewind;
 - `FlowControl` (consumers/flow_control.py): lag, caught-up flags, pausing full inputs.
 
 Passed in, never read from globals: a `FaultPlan` (consumers/faults.py) for the tests that
@@ -34,18 +37,22 @@ When things go wrong:
   start replays from the newest checkpoint.
 - Kafka unreachable (the group coordinator is lost, poll or a send raises, or outputs are not
   acknowledged within FLUSH_TIMEOUT_S): outputs sent since the last checkpoint may be lost,
-  so the worker stops processing, reports unhealthy, and rewinds every partition to its
-  newest checkpoint. It retries with exponential back-off (BACKOFF_MIN_S to BACKOFF_MAX_S);
-  once Kafka answers it recreates its producer and goes on from the checkpoints, re-emitting
-  the outputs since then (same ids, same content). The learners lose nothing: their state is
-  always a checkpoint plus a deterministic replay of the log after it.
+  so the worker stops processing, reports unhealthy, and retries with exponential back-off
+  (BACKOFF_MIN_S to BACKOFF_MAX_S); once Kafka answers it recreates its producer, rewinds
+  every partition to its newest checkpoint and goes on from there, re-emitting the outputs
+  since then (same ids, same content). The learners lose nothing: their state is always a
+  checkpoint plus a deterministic replay of the log after it.
+- The checkpoint store unreachable (a save not confirmed, a checkpoint that cannot be read):
+  the same, with the store's own back-off. The worker keeps its partitions, commits no
+  offset past its last saved checkpoint, reports unhealthy, and once a retried rewind has
+  read every partition's newest checkpoint it goes on from there.
 - An input log that ends before a checkpoint's offset (a broker that lost its data, a
   recreated topic): the worker keeps trusting its checkpoint. It logs an error naming the
   partition, the topic and both offsets, reports unhealthy, and waits: it processes nothing
   of that partition until the log reaches the checkpoint's offset again, and takes the
   records below it as already reflected. That is right when the same records are published
   again (the embedded broker restarted and refilled, a topic restored from a backup). If the
-  data is gone for good, delete the partition's checkpoints (or use a new state file) to
+  data is gone for good, delete the partition's checkpoints (or use a new state store) to
   start it over: resetting a partition by itself would silently learn twice or skip data.
 """
 
@@ -73,11 +80,11 @@ from driftstream.consumers.observability import (
     WorkerMetrics,
     fields,
 )
-from driftstream.consumers.outage import OUTAGE_POLL_MS, KafkaOutage
+from driftstream.consumers.outage import OUTAGE_POLL_MS, Outage
 from driftstream.consumers.output_sender import OutputSender
 from driftstream.consumers.partition_task import PartitionTask
 from driftstream.consumers.probe import WorkerProbe
-from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import CheckpointStore, StoreUnavailable, open_store
 from driftstream.stream.learner import LearnerConfig
 from driftstream.transport import KafkaError, KafkaSettings, topic_names
 
@@ -114,6 +121,8 @@ class WorkerOptions:
 class Worker:
     """Run with `run()`; stop from a signal handler with `stop()` (see `handle_signals`).
 
+    ``state``: the checkpoint store (the worker closes it when it stops), or a path, opened
+    as an SQLite file.
     ``faults``: where a test makes it die or hang (`FaultPlan`; none by default).
     ``probe``: hooks a benchmark or a trace watches the hot path with (`WorkerProbe`).
     """
@@ -122,7 +131,7 @@ class Worker:
         self,
         settings: KafkaSettings,
         config: LearnerConfig,
-        state_path: str,
+        state: CheckpointStore | str | os.PathLike[str],
         options: WorkerOptions | None = None,
         *,
         faults: FaultPlan | None = None,
@@ -133,7 +142,7 @@ class Worker:
         self.options = opts = options or WorkerOptions()
         self.topics = topics = topic_names(opts.topic_prefix)
         self.inputs = inputs = (topics["events"], topics["labels"])
-        self.store = StateStore(state_path)
+        self.store = state if isinstance(state, CheckpointStore) else open_store(os.fspath(state))
         self.metrics = WorkerMetrics()
         self.server: MetricsServer | None = None
         self.stopping = False
@@ -144,7 +153,7 @@ class Worker:
         self.kafka = KafkaClients(
             settings, topics, opts.group, opts.max_poll_records, opts.fetch_max_wait_ms
         )
-        self.outage = KafkaOutage(lambda: sorted(self.tasks))
+        self.outage = Outage(lambda: sorted(self.tasks))
         self.sender = OutputSender(self.kafka, topics, inputs, self.dead_letters)
         self.checkpoints = Checkpointer(
             self.store,
@@ -174,6 +183,7 @@ class Worker:
             self.link,
             self.checkpoints,
             self.store,
+            self.outage,
             self.metrics,
             config,
             opts.max_idle_ms,
@@ -224,11 +234,12 @@ class Worker:
         clean = False
         try:
             log.info(
-                "worker starting: group %s, inputs %s, %s",
+                "worker starting: group %s, inputs %s, state %s, %s",
                 opts.group,
                 list(self.inputs),
+                self.store.name,
                 self.settings,
-                extra=fields(event="start", group=opts.group),
+                extra=fields(event="start", group=opts.group, store=self.store.name),
             )
             self.kafka.connect(opts.topic_prefix)
             self.assignments.subscribe()
@@ -244,7 +255,7 @@ class Worker:
             try:
                 active = self._step()
             except KafkaError as e:
-                was_ok = self.outage.ok
+                was_ok = self.outage.kafka_ok
                 self.outage.failed(f"{type(e).__name__}: {e}")
                 active = True
                 if not was_ok:  # failing again at once: do not spin
@@ -265,9 +276,13 @@ class Worker:
         """One poll, hand the records to the model, send what it answered; True if records
         or a rebalance came."""
         outage, consumer = self.outage, self.kafka.consumer
-        if outage.needs_rewind:
-            outage.needs_rewind = False
-            self.assignments.rewind()
+        if outage.rewind_due():
+            try:
+                self.assignments.rewind()
+            except StoreUnavailable as e:
+                outage.store_failed(f"rewind to the checkpoints failed: {e}")
+            else:
+                outage.rewound()
         batches = consumer.poll_by_partition(self.options.poll_ms if outage.ok else OUTAGE_POLL_MS)
         polled_at = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
@@ -298,8 +313,11 @@ class Worker:
     def problems(self) -> list[str]:
         """Why the worker is not healthy right now; empty when it is."""
         out = ["stopping"] if self.stopping else []
-        if not self.outage.ok:
-            out.append(self.outage.problem())
+        out += self.outage.problems()
+        if self.assignments.unrestored:
+            out.append(
+                f"partitions {sorted(self.assignments.unrestored)}: assigned, not restored yet"
+            )
         if not self.assignments.ready:
             out.append(
                 "rebalancing"
@@ -315,7 +333,7 @@ class Worker:
             for p, t in self.tasks.items()
         }
         self.metrics.publish(
-            Snapshot(partitions, self.n_processed, self.problems(), self.outage.ok)
+            Snapshot(partitions, self.n_processed, self.problems(), self.outage.kafka_ok)
         )
 
     def _shutdown(self) -> bool:
@@ -339,9 +357,9 @@ class Worker:
             if connected and unsaved and not self.link.save_now(unsaved, "shutdown"):
                 clean = False
                 log.error(
-                    "could not write the final checkpoint of partitions %s (Kafka "
-                    "unavailable); the next start replays them from their previous "
-                    "checkpoint",
+                    "could not write the final checkpoint of partitions %s (Kafka or the "
+                    "checkpoint store unavailable); the next start replays them from their "
+                    "previous checkpoint",
                     names,
                     extra=fields(event="shutdown_unsaved", partitions=names),
                 )

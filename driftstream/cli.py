@@ -31,6 +31,7 @@ def _known_errors() -> tuple:
         ("driftstream.transport.errors", "KafkaClientError"),
         ("kafka.errors", "KafkaError"),  # e.g. a timeout mid-command
         ("driftstream.state.checkpoints", "StateError"),
+        ("driftstream.state.store", "StoreUnavailable"),
         ("driftstream.consumers.replay", "ReplayError"),
         ("driftstream.consumers.reader", "ReadTimeout"),
         ("driftstream.stream.models", "ModelSpecError"),
@@ -168,7 +169,14 @@ def _demo_parser(sub) -> None:
     p.add_argument(
         "--state",
         default=FieldDefault(_DEMO, "state"),
-        help="state file (default %(default)s; removed first)",
+        help="checkpoint store: " + STATE_FORMS + " (default %(default)s; an SQLite file is "
+        "removed first)",
+    )
+    p.add_argument(
+        "--state-key-file",
+        default=FieldDefault(_DEMO, "state_key_file"),
+        metavar="PATH",
+        help=STATE_KEY_HELP,
     )
     p.add_argument(
         "--plot", default=FieldDefault(_DEMO, "plot"), help="PNG to write (default %(default)s)"
@@ -200,7 +208,9 @@ def _topics_parser(sub) -> None:
         help="create the driftstream topics",
         description="Create events, labels, predictions, drift, metrics and "
         "deadletter (with --topic-prefix) with the same partition count, so "
-        "that events and labels are co-partitioned. Existing topics are kept.",
+        "that events and labels are co-partitioned, and the kafka: state store's "
+        "checkpoints and checkpoints-log topics with that count too. Existing topics "
+        "are kept.",
     )
     p.add_argument("action", choices=["create", "list"])
     p.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
@@ -214,7 +224,8 @@ def _run_parser(sub) -> None:
         help="run a worker (a member of the consumer group)",
         description="Join the consumer group, score events and learn from labels "
         "for every assigned partition, publish predictions, drift, metrics and "
-        "dead letters, and checkpoint state to --state.",
+        "dead letters, and checkpoint state to --state (an SQLite file, or the "
+        "kafka: or s3:// store that workers on any host share).",
     )
     _kafka_args(p, topic_prefix=FieldDefault(_WORKER, "topic_prefix"))
     _learner_args(p)
@@ -263,12 +274,12 @@ def _status_parser(sub) -> None:
     p = sub.add_parser(
         "status",
         help="per-partition lag, model version, metric, last drift",
-        description="Read the state file and the input topics' end offsets and "
+        description="Read the state store and the input topics' end offsets and "
         "show, per partition: lag of both inputs, model version, pending joins, "
         "late records (merged after the other input had passed their time), "
         "rolling metric and last drift.",
     )
-    p.add_argument("--state", required=True, help="the workers' state file")
+    _state_args(p, required=True)
     p.add_argument("--json", action="store_true")
     _kafka_args(p)
     p.set_defaults(func=cmd_status)
@@ -285,7 +296,7 @@ def _replay_parser(sub) -> None:
         "report (--out) and a plot (--plot) when asked.",
     )
     p.add_argument("--partition", type=int, required=True)
-    p.add_argument("--state", help="the workers' state file (checkpoints)")
+    _state_args(p, required=False)
     p.add_argument(
         "--checkpoint",
         type=int,
@@ -326,11 +337,13 @@ def _explain_parser(sub) -> None:
         help="show and reproduce one served prediction",
         description="Find an event's prediction, show its features, the served "
         "prediction and probabilities, the model version, the checkpoint it "
-        "descends from and the drift events before it, and reproduce it from "
+        "descends from (with the driftstream, River and Python versions and the "
+        "learner configuration that wrote it) and the drift events before it, and "
+        "reproduce it from "
         "checkpoint + input log. Exit 1 if it does not match exactly.",
     )
     p.add_argument("event_id")
-    p.add_argument("--state", required=True, help="the workers' state file")
+    _state_args(p, required=True)
     p.add_argument("--json", action="store_true")
     _kafka_args(p)
     p.set_defaults(func=cmd_explain)
@@ -368,14 +381,15 @@ def _republish_parser(sub) -> None:
 def _report_parser(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="write an HTML report of a state file",
+        help="write an HTML report of a state store",
         description="Write one self-contained HTML page (inline plots, no "
         "scripts, no network) with the rolling metric per partition and its "
         "drifts, model generations, dead letters by reason, pending joins and a "
         "summary table, from the checkpoints and drift log in --state.",
     )
-    p.add_argument("--state", required=True, help="the workers' state file")
+    _state_args(p, required=True)
     p.add_argument("--out", default="report.html", help="HTML file to write (report.html)")
+    _kafka_args(p)  # for the kafka: store
     p.set_defaults(func=cmd_report)
 
 
@@ -515,14 +529,53 @@ def kafka_settings(args: argparse.Namespace):
     )
 
 
+STATE_FORMS = (
+    "a path or sqlite:PATH (an SQLite file: one host), kafka: (the <topic prefix>checkpoints "
+    "topic of this cluster) or s3://BUCKET/PREFIX (endpoint and credentials the standard AWS "
+    "way: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ~/.aws/...)"
+)
+STATE_KEY_HELP = (
+    "file holding the key that signs and verifies checkpoints (default: the variable "
+    "DRIFTSTREAM_STATE_KEY); required by kafka: and s3://, optional for SQLite"
+)
+
+
+def _state_args(p, required: bool) -> None:
+    """--state and --state-key-file: where checkpoints are, and the key that signs them."""
+    p.add_argument(
+        "--state",
+        required=required,
+        metavar="STORE",
+        help="the workers' checkpoint store: " + STATE_FORMS,
+    )
+    p.add_argument("--state-key-file", metavar="PATH", help=STATE_KEY_HELP)
+
+
+def state_key(args: argparse.Namespace) -> bytes | None:
+    """The state key from --state-key-file, else $DRIFTSTREAM_STATE_KEY (never shown)."""
+    from driftstream.state.signing import load_state_key
+
+    return load_state_key(args.state_key_file, os.environ)
+
+
+def open_state(args: argparse.Namespace, settings=None, must_exist: bool = True):
+    """The `CheckpointStore` --state names. A tool (``must_exist``) refuses an SQLite file that
+    does not exist rather than create an empty one; ``settings``: the Kafka settings, if
+    already built (the kafka: store needs them)."""
+    from driftstream.state.store import open_store, parse_spec
+
+    spec = parse_spec(args.state)
+    if must_exist and spec.kind == "sqlite" and not os.path.exists(spec.location):
+        raise CliError(f"state file {spec.location} does not exist")
+    key = state_key(args)
+    if spec.kind == "kafka" and settings is None:
+        settings = kafka_settings(args)
+    return open_store(args.state, settings, getattr(args, "topic_prefix", ""), key)
+
+
 def _worker_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("worker")
-    g.add_argument(
-        "--state",
-        required=True,
-        metavar="PATH",
-        help="SQLite state file (checkpoints, drift log); workers may share one",
-    )
+    _state_args(g, required=True)
     g.add_argument(
         "--group",
         default=FieldDefault(_WORKER, "group"),
@@ -832,12 +885,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     from driftstream.transport import Admin, topic_names
 
-    admin = Admin(kafka_settings(args))
+    settings = kafka_settings(args)
+    admin = Admin(settings)
     try:
         names = list(topic_names(args.topic_prefix).values())
         if args.action == "create":
+            from driftstream.state.kafka_store import checkpoint_topics, create_checkpoint_topics
+
             created = admin.create_topics(names, args.partitions)
-            for name in names:
+            # the kafka: state store's, with the input partition count
+            created += create_checkpoint_topics(settings, args.topic_prefix, args.partitions)
+            for name in names + list(checkpoint_topics(args.topic_prefix).values()):
                 print(f"{name}: {'created' if name in created else 'exists'}")
         else:
             for name in sorted(admin.list_topics()):
@@ -869,16 +927,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from driftstream.consumers.worker import Worker, handle_signals
     from driftstream.logs import setup as setup_logging
 
-    # The password is masked in every log line, whoever writes it.
-    setup_logging(
-        args.log_level, args.log_format, secrets=[os.environ.get(args.sasl_password_env) or ""]
-    )
+    key = state_key(args)
+    # The password and the state key are masked in every log line, whoever writes it.
+    secrets = [os.environ.get(args.sasl_password_env) or ""]
+    secrets += [os.environ.get(v) or "" for v in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+    if key is not None:
+        secrets.append(key.decode(errors="replace"))
+    setup_logging(args.log_level, args.log_format, secrets=secrets)
     config = learner_config(args)
     try:  # end-to-end tests kill or hang the process at a chosen point
         faults = FaultPlan.parse(os.environ.get(KILL_AT_ENV))
     except ValueError as e:
         raise CliError(str(e)) from None
-    worker = Worker(kafka_settings(args), config, args.state, worker_options(args), faults=faults)
+    settings = kafka_settings(args)
+    store = open_state(args, settings, must_exist=False)
+    worker = Worker(settings, config, store, worker_options(args), faults=faults)
     handle_signals(worker)  # SIGTERM/SIGINT: checkpoint and leave; a second one: exit 1 now
     return worker.run()
 
@@ -927,7 +990,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from driftstream.consumers.status import format_status, partition_status
 
-    rows = partition_status(kafka_settings(args), args.topic_prefix, args.state)
+    settings = kafka_settings(args)
+    with open_state(args, settings) as store:
+        rows = partition_status(settings, args.topic_prefix, store)
     print(json.dumps(rows, default=str) if args.json else format_status(rows))
     return 0
 
@@ -935,7 +1000,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from driftstream.consumers.replay import (
         ReplayRange,
-        open_store,
         parse_time,
         replay,
         served_predictions,
@@ -968,9 +1032,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             "--drift-policy goes with --model (a fresh model); to change only the "
             "policy, give --model with the live spec too"
         )
-    store = open_store(args.state)
+    store = open_state(args, settings) if args.state else None
     try:
-        learner, offsets, start = starting_point(
+        learner, offsets, start, _ = starting_point(
             store, args.partition, topics["events"], topics["labels"], rng, args.checkpoint, config
         )
         live_drifts = (
@@ -1020,13 +1084,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from driftstream.consumers.explain import explain, format_explanation
-    from driftstream.consumers.replay import open_store
 
-    store = open_store(args.state)
-    try:
-        e = explain(kafka_settings(args), args.topic_prefix, store, args.event_id)
-    finally:
-        store.close()
+    settings = kafka_settings(args)
+    with open_state(args, settings) as store:
+        e = explain(settings, args.topic_prefix, store, args.event_id)
     print(json.dumps(e, default=str) if args.json else format_explanation(e))
     return 0 if e["match"] else 1
 
@@ -1072,30 +1133,41 @@ def demo_options(args: argparse.Namespace):
         model=args.model,
         drift_policy=args.drift_policy,
         state=args.state,
+        state_key_file=args.state_key_file,
         plot=args.plot,
     )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from driftstream.demo import run_demo
+    from driftstream.state.store import parse_spec
     from driftstream.stream.models import build_model
     from driftstream.transport import KafkaSettings
 
     build_model(args.model)
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(args.state + suffix):
-            os.remove(args.state + suffix)
+    spec = parse_spec(args.state)
+    key = state_key(args)
+    if spec.kind != "sqlite" and key is None:
+        raise CliError(
+            f"state store {args.state!r} is shared, so its checkpoints must be signed: give "
+            "a key with --state-key-file or DRIFTSTREAM_STATE_KEY"
+        )
+    if spec.kind == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(spec.location + suffix):
+                os.remove(spec.location + suffix)
     settings = (
         KafkaSettings(bootstrap_servers=args.bootstrap_servers) if args.bootstrap_servers else None
     )
-    run_demo(demo_options(args), settings)
+    run_demo(demo_options(args), settings, key=key)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from driftstream.report import write_report
 
-    print(f"wrote {write_report(args.state, args.out)}")
+    with open_state(args) as store:
+        print(f"wrote {write_report(store, args.out)}")
     return 0
 
 

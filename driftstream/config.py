@@ -52,8 +52,11 @@ __all__ = [
 
 ENV_PREFIX = "DRIFTSTREAM_"
 CONFIG_ENV = "DRIFTSTREAM_CONFIG"
+STATE_KEY_ENV = "DRIFTSTREAM_STATE_KEY"  # the state key itself (driftstream.state.signing)
 # DRIFTSTREAM_* variables that are not configuration keys but are still ours.
-RESERVED_ENV = frozenset({CONFIG_ENV, "DRIFTSTREAM_KILL_AT"})
+RESERVED_ENV = frozenset({CONFIG_ENV, "DRIFTSTREAM_KILL_AT", STATE_KEY_ENV})
+# Keys whose value, when not set, comes from a secret variable: shown as set or not, never read.
+SECRET_FALLBACKS = {"state_key_file": STATE_KEY_ENV}
 # Commands whose options are not configuration; options only set from their command's table
 # (None: all of that command's options).
 NOT_CONFIGURABLE = frozenset({"config"})
@@ -88,6 +91,10 @@ class Setting:
             return f"{self.value} (variable {state}; value never shown)"
         if any(word in self.key for word in SECRET_WORDS) and self.value is not None:
             return "********"
+        fallback = SECRET_FALLBACKS.get(self.key)
+        if self.value is None and fallback is not None:
+            state = "set" if fallback in environ else "not set"
+            return f"(not set; variable {fallback} {state}, value never shown)"
         if self.value is None:
             return "(required, not set)" if self.required else "(not set)"
         return repr(self.value) if isinstance(self.value, str) else str(self.value)

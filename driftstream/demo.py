@@ -4,6 +4,11 @@ Starts the embedded broker (unless one is given), creates topics, publishes a SE
 sudden concept drift and delayed labels while a worker scores and learns from it, prints live
 progress, then a summary (with a replay of the whole history checked against what was
 served), and plots rolling accuracy with the drift markers to a PNG.
+
+State goes to an SQLite file by default (removed first); ``kafka:`` or ``s3://BUCKET/PREFIX``
+(with a key, `driftstream.state.signing`) work too: the demo's topics are new each run, so
+its ``kafka:`` store is ``<demo prefix>checkpoints``, and under ``s3://`` it writes below
+PREFIX/<demo prefix>, never into an earlier run's checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from driftstream.consumers.reader import read_topic
 from driftstream.consumers.worker import Worker, WorkerOptions
 from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import synthetic
+from driftstream.state.kafka_store import create_checkpoint_topics
+from driftstream.state.store import CheckpointStore, open_store, parse_spec
 from driftstream.stream.learner import LearnerConfig
 from driftstream.transport import Admin, KafkaSettings, topic_names
 
@@ -34,13 +41,20 @@ class DemoOptions:
     model: str = "lr"
     drift_policy: str = "window"
     seed: int = 42
-    state: str = "demo-state.sqlite"
+    state: str = "demo-state.sqlite"  # a path, sqlite:PATH, kafka: or s3://BUCKET/PREFIX
+    state_key_file: str | None = None  # the signing key (else $DRIFTSTREAM_STATE_KEY)
     plot: str = "demo.png"
     topic_prefix: str = ""
 
 
-def run_demo(opts: DemoOptions, settings: KafkaSettings | None = None, out=sys.stdout) -> dict:
-    """Run the demo; returns the summary (also printed)."""
+def run_demo(
+    opts: DemoOptions,
+    settings: KafkaSettings | None = None,
+    out=sys.stdout,
+    key: bytes | None = None,
+) -> dict:
+    """Run the demo; returns the summary (also printed). ``key``: the state key, needed by
+    the kafka: and s3:// stores."""
     with contextlib.ExitStack() as stack:
         if settings is None:
             from driftstream.broker import EmbeddedBroker
@@ -55,6 +69,8 @@ def run_demo(opts: DemoOptions, settings: KafkaSettings | None = None, out=sys.s
         admin.create_topics(list(topics.values()), 1)
         admin.close()
         print(f"topics {prefix}{{events,labels,predictions,drift,metrics,deadletter}}", file=out)
+        store = _open_state(opts.state, settings, prefix, key)
+        print(f"state in {store.name}", file=out)
 
         samples = list(
             synthetic(
@@ -79,7 +95,7 @@ def run_demo(opts: DemoOptions, settings: KafkaSettings | None = None, out=sys.s
         worker = Worker(
             settings,
             LearnerConfig(model=opts.model, drift_policy=opts.drift_policy),
-            opts.state,
+            store,
             WorkerOptions(
                 group=f"{prefix}workers",
                 topic_prefix=prefix,
@@ -96,7 +112,8 @@ def run_demo(opts: DemoOptions, settings: KafkaSettings | None = None, out=sys.s
         progress.line(worker, final=True)
 
         summary = _summarise(settings, topics, samples, opts, elapsed)
-        summary.update(_replay_check(settings, prefix, opts.state))
+        with _open_state(opts.state, settings, prefix, key) as store:
+            summary.update(_replay_check(settings, prefix, store))
         _print_summary(summary, out)
         _plot(summary, opts.plot)
         print(f"plot written to {opts.plot}", file=out)
@@ -158,18 +175,29 @@ def _summarise(settings, topics, samples, opts: DemoOptions, elapsed: float) -> 
     }
 
 
-def _replay_check(settings: KafkaSettings, prefix: str, state: str) -> dict:
+def _open_state(
+    spec: str, settings: KafkaSettings, prefix: str, key: bytes | None
+) -> CheckpointStore:
+    """The demo's store: ``spec``, with the kafka: topics created, and s3:// below the run's
+    own prefix."""
+    parsed = parse_spec(spec)
+    if parsed.kind == "kafka":
+        create_checkpoint_topics(settings, prefix, 1)
+    elif parsed.kind == "s3":
+        spec = f"s3://{parsed.location}/{parsed.prefix}{prefix.rstrip('.')}"
+    return open_store(spec, settings, prefix, key)
+
+
+def _replay_check(settings: KafkaSettings, prefix: str, store: CheckpointStore) -> dict:
     """Replay the whole history from scratch, in the order the predictions recorded, and
     compare with what was served (as `driftstream replay --verify` does)."""
     from driftstream.consumers.replay import ReplayRange, replay, served_predictions, starting_point
-    from driftstream.state.checkpoints import StateStore
 
     topics = topic_names(prefix)
-    with StateStore(state) as store:
-        learner, offsets, start = starting_point(
-            store, 0, topics["events"], topics["labels"], ReplayRange()
-        )
-        late = store.latest(0).info["late"]
+    learner, offsets, start, _ = starting_point(
+        store, 0, topics["events"], topics["labels"], ReplayRange()
+    )
+    late = store.latest(0).info["late"]
     served = served_predictions(settings, topics["predictions"], 0)
     result = replay(
         settings, prefix, 0, learner, offsets, start, ReplayRange(), served, verify=True

@@ -103,7 +103,9 @@ def setup(
     root.setLevel(level)
     # kafka-python logs every connection at INFO; its warnings and errors are what matter
     # unless one is debugging.
-    logging.getLogger("kafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # The same for boto3 (the s3:// state store) and the HTTP client under it.
+    for name in ("kafka", "botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     return handler
 
 

@@ -1,6 +1,7 @@
-"""`driftstream report`: one self-contained HTML page about a state file, for operators.
+"""`driftstream report`: one self-contained HTML page about a checkpoint store, for operators.
 
-Everything comes from what the workers stored: the checkpoints' info (the learner's summary
+Everything comes from what the workers stored (in any `CheckpointStore`: an SQLite file, the
+``kafka:`` or the ``s3://`` store): the checkpoints' info (the learner's summary
 at each checkpoint), the drift log and model versions. The plots are inline PNGs and the page
 has no scripts and no external links, so it opens anywhere, offline, and can be mailed.
 Resolution is one point per checkpoint (`--checkpoint-every` / `--checkpoint-interval`).
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import CheckpointStore
 
 __all__ = ["build_report", "write_report"]
 
@@ -85,15 +86,11 @@ def _colour(partition: int) -> str:
     return f"C{partition % 10}"
 
 
-def load(state_path: str | Path) -> dict[str, Any]:
-    """All the report needs from the state file, grouped by partition."""
-    path = Path(state_path)
-    if not path.exists():
-        raise FileNotFoundError(f"state file {path} does not exist")
-    with StateStore(path) as store:
-        checkpoints = store.checkpoints()
-        drifts = store.drift_log()
-        versions = store.model_versions()
+def load(store: CheckpointStore) -> dict[str, Any]:
+    """All the report needs from the store, grouped by partition."""
+    checkpoints = store.checkpoints()
+    drifts = store.drift_log()
+    versions = store.model_versions()
     by_partition: dict[int, list[dict]] = defaultdict(list)
     for row in checkpoints:
         by_partition[row["partition"]].append(row)
@@ -319,22 +316,22 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def build_report(state_path: str | Path) -> str:
-    """The HTML page for a state file (a string; nothing is written)."""
-    data = load(state_path)
-    title = f"driftstream report: {Path(state_path).name}"
+def build_report(store: CheckpointStore) -> str:
+    """The HTML page for a store (a string; nothing is written)."""
+    data = load(store)
+    title = f"driftstream report: {store.name}"
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
         f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
     ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     parts.append(
-        f"<p class=note>State file {html.escape(str(Path(state_path).resolve()))}, "
+        f"<p class=note>State {html.escape(store.name)}, "
         f"report generated {generated} UTC. One data point per checkpoint.</p>"
     )
     if not data["checkpoints"]:
         parts.append(
-            "<p>The state file has no checkpoints yet: no worker has saved any "
+            "<p>The store has no checkpoints yet: no worker has saved any "
             "partition.</p></body></html>"
         )
         return "".join(parts)
@@ -378,9 +375,9 @@ def build_report(state_path: str | Path) -> str:
     return "".join(parts)
 
 
-def write_report(state_path: str | Path, out: str | Path) -> Path:
-    """Write the page for ``state_path`` to ``out``; returns the path written."""
-    page = build_report(state_path)
+def write_report(store: CheckpointStore, out: str | Path) -> Path:
+    """Write the page for ``store`` to ``out``; returns the path written."""
+    page = build_report(store)
     out = Path(out)
     out.write_text(page, encoding="utf-8")
     return out

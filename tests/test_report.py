@@ -22,6 +22,7 @@ from driftstream.cli import main
 from driftstream.producers.sources import arrival_order, synthetic
 from driftstream.report import build_report
 from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import open_store
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.offline import run_offline
 from driftstream.stream.records import DriftReport, Event, Label
@@ -104,6 +105,12 @@ def images(page: str) -> list[np.ndarray]:
     ]
 
 
+def page_of(state: Path) -> str:
+    """The report page of an SQLite state file, through the store interface the CLI uses."""
+    with open_store(str(state)) as store:
+        return build_report(store)
+
+
 def coloured(rgb: np.ndarray) -> np.ndarray:
     """Saturated pixels (plot lines, bars, markers), not white, grey or black."""
     rgb = rgb[..., :3].astype(float)
@@ -116,7 +123,7 @@ def test_page_is_self_contained_with_all_sections(state: Path) -> None:
     with StateStore(state) as store:
         drifts = [d["record"] for d in store.drift_log()]
         newest = {p: store.latest(p).info for p in store.partitions()}
-    page = build_report(state)
+    page = page_of(state)
 
     assert "<script" not in page.lower()
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:|//)', page, re.I)
@@ -155,7 +162,7 @@ def test_cli_writes_report_and_handles_empty_state(
     fresh = Learner(LearnerConfig(model="lr"))  # a partition that saw no record yet
     with StateStore(empty) as store:
         store.save_checkpoint(0, fresh.to_bytes(), {}, (0, 0), info=fresh.summary())
-    assert "No labels joined yet" in build_report(empty)
+    assert "No labels joined yet" in page_of(empty)
 
     assert main(["report", "--state", str(tmp_path / "missing.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -171,7 +178,7 @@ def test_report_renders_in_headless_chromium(state: Path, tmp_path: Path) -> Non
             "apt-get install -y chromium)"
         )
     page = tmp_path / "report.html"
-    page.write_text(build_report(state))
+    page.write_text(page_of(state))
     shot = tmp_path / "shot.png"
     subprocess.run(
         [

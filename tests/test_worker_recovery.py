@@ -3,12 +3,11 @@
 The worker's promise (DESIGN.md, "Exactly-once effect on state"): after kill -9 at any point
 and a restart (or a takeover by another group member), the final state equals that of an
 uninterrupted run, and every re-emitted prediction is identical to the first one. Both tests
-compare with an in-process reference (`run_offline`, the same merge and learner).
+compare with an in-process reference (`tests.reference`: the same merge and learner).
 """
 
 from __future__ import annotations
 
-import bisect
 import random
 import re
 import signal
@@ -16,17 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
-from driftstream.cli import build_parser, learner_config
-from driftstream.producers.sources import Sample, arrival_order, synthetic
+from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
-from driftstream.stream.codec import encode
-from driftstream.stream.learner import Learner, LearnerConfig
-from driftstream.stream.offline import run_offline
-from driftstream.stream.records import Event, Label, Prediction
+from driftstream.stream.learner import Learner
 from driftstream.transport import KafkaSettings, topic_names
+from tests.reference import cli_config, dedupe, reference
 from tests.support import (
     DEADLINE_S,
     START_TS,
@@ -72,11 +67,6 @@ def worker_argv(
     return argv
 
 
-def cli_config(argv: list[str]) -> LearnerConfig:
-    """The LearnerConfig the CLI builds from these arguments."""
-    return learner_config(build_parser().parse_args(argv))
-
-
 def start_worker(argv: list[str], log: Path, kill_at: str | None = None) -> subprocess.Popen:
     return start_cli(argv, log, env=None if kill_at is None else {"DRIFTSTREAM_KILL_AT": kill_at})
 
@@ -84,42 +74,6 @@ def start_worker(argv: list[str], log: Path, kill_at: str | None = None) -> subp
 def kill9(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=DEADLINE_S)
-
-
-def comparable(wire: dict) -> dict:
-    """A prediction as it travels, without the wall-clock field."""
-    return {k: v for k, v in wire.items() if k != "scored_at"}
-
-
-def reference(samples: list[Sample], config: LearnerConfig, partition: int = 0):
-    """Uninterrupted in-process run over one partition's samples: (learner, {id: wire})."""
-    events_s, labels_s = arrival_order(samples)
-    events = [Event(s.id, s.x, s.ts, partition=partition, offset=i) for i, s in enumerate(events_s)]
-    labels = [Label(s.id, s.y, s.label_ts, partition=partition) for s in labels_s]
-    learner, outputs = run_offline(events, labels, learner=Learner(config, partition=partition))
-    # labels are in event-time order, and go first at equal times: those before the event
-    label_times = [lb.ts for lb in labels]
-    predictions = {
-        o.id: comparable(
-            orjson.loads(encode(o.to_wire(bisect.bisect_right(label_times, o.event_ts))))
-        )
-        for o in outputs
-        if isinstance(o, Prediction)
-    }
-    return learner, predictions
-
-
-def dedupe(predictions: list[dict]) -> tuple[dict[str, dict], int]:
-    """First prediction per id; every re-emitted one must be identical. Returns (firsts, dups)."""
-    first: dict[str, dict] = {}
-    duplicates = 0
-    for wire in predictions:
-        wire = comparable(wire)
-        seen = first.setdefault(wire["id"], wire)
-        if seen is not wire:
-            duplicates += 1
-            assert wire == seen, f"re-emitted prediction differs: {seen} then {wire}"
-    return first, duplicates
 
 
 ASSIGNED = re.compile(r"assigned partitions \[([\d, ]*)\]")
