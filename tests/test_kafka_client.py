@@ -266,6 +266,65 @@ def test_send_batch_keeps_order_with_send_and_big_records(
 
 
 @pytest.mark.broker
+def test_record_headers_arrive_in_order_by_send_and_send_batch(
+    admin: Admin, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    """Headers go with send() and send_batch() (a batch may mix records with and without
+    them, and one too big to share a batch goes by send with its headers); a name may repeat
+    and a value may be empty; a record sent without headers has none."""
+    topic = unique_prefix + "headers"
+    admin.create_topics([topic], partitions=1)
+    producer = Producer(kafka_settings, batch_size=4096)
+    consumer = Consumer(kafka_settings)
+    try:
+        many = [("id", b"a1"), ("n", b"\x00\xff"), ("n", b"again"), ("empty", b"")]
+        producer.send(topic, b"single", b"k0", 0, headers=many)
+        producer.send(topic, b"plain", b"k1", 0)
+        batch = [
+            (b"k2", b"with", [("chunk", b"%d" % i) for i in range(3)]),
+            (b"k3", b"without"),
+            (b"k4", b"big " * 1000, [("big", b"yes")]),  # > batch_size / 2
+            (None, b"last", [("id", "unicode name \u00e9".encode())]),
+        ]
+        producer.send_batch(topic, 0, batch)
+        with pytest.raises(TypeError, match=r"list of \(str, bytes\) pairs"):
+            producer.send_batch(topic, 0, [(b"k", b"v", [("name", "not bytes")])])
+        producer.flush(timeout=10)
+        consumer.assign([(topic, 0)])
+        records = consume(consumer, 6)
+        assert [(r.key, r.value, r.headers) for r in records] == [
+            (b"k0", b"single", many),
+            (b"k1", b"plain", []),
+            (b"k2", b"with", [("chunk", b"0"), ("chunk", b"1"), ("chunk", b"2")]),
+            (b"k3", b"without", []),
+            (b"k4", b"big " * 1000, [("big", b"yes")]),
+            (None, b"last", [("id", "unicode name \u00e9".encode())]),
+        ]
+    finally:
+        consumer.close()
+        producer.close()
+
+
+@pytest.mark.broker
+def test_create_topics_sets_configs_that_read_back(admin: Admin, unique_prefix: str) -> None:
+    """Configs given at creation are applied to the topics created (Tansu keeps and reports
+    them; Apache Kafka reports its defaults too, hence the subset); an existing topic keeps
+    its own, and a missing one has none."""
+    compacted, plain = unique_prefix + "compacted", unique_prefix + "plain"
+    configs = {"cleanup.policy": "compact", "segment.ms": "3600000", "retention.ms": "-1"}
+    assert admin.create_topics([compacted], partitions=2, configs=configs) == [compacted]
+    read = admin.topic_configs(compacted)
+    assert {k: read.get(k) for k in configs} == configs
+    admin.create_topics([plain], partitions=2)
+    assert admin.topic_configs(plain).get("cleanup.policy") in (None, "delete")
+    # Already there: created is empty, and the configs it has stay.
+    assert admin.create_topics([compacted, plain], 2, configs={"cleanup.policy": "delete"}) == []
+    assert admin.topic_configs(compacted)["cleanup.policy"] == "compact"
+    assert admin.topic_configs(unique_prefix + "missing") == {}
+    assert unique_prefix + "missing" not in admin.list_topics()  # asking did not create it
+
+
+@pytest.mark.broker
 def test_poll_by_partition_and_buffered(
     admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
 ) -> None:

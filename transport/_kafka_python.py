@@ -28,6 +28,7 @@ __all__ = [
     "SUPPORTED_VERSION",
     "append_run",
     "buffered",
+    "check_headers",
     "check_version",
     "coordinator_known",
     "patch_consumer",
@@ -155,16 +156,19 @@ def coordinator_known(consumer: KafkaConsumer) -> bool:
 Failed = Callable[[BaseException, int], None]
 
 
+Headers = list[tuple[str, bytes]]
+
+
 def append_run(
     producer: KafkaProducer,
     tp: TopicPartition,
-    records: Sequence[tuple[bytes | None, bytes]],
+    records: Sequence[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, Headers]],
     start: int,
     on_failed: Failed,
 ) -> int:
-    """Append (key, value) records[start:] to tp's open batch, under one lock and with no
-    future each, up to the first value too big to share a batch; return its index (or
-    len(records)).
+    """Append (key, value) or (key, value, headers) records[start:] to tp's open batch, under
+    one lock and with no future each, up to the first value too big to share a batch; return
+    its index (or len(records)).
 
     Upstream lacks a batch send: send() does per record what a batch needs once (checks,
     metadata, partitioner, size estimate, a lock) and makes a future for each, which is most
@@ -189,10 +193,15 @@ def append_run(
             if batch is not None:
                 _report_failures(batch, on_failed)
             for i in range(start, len(records)):
-                key, value = records[i]
+                try:
+                    key, value = records[i]
+                    headers = None
+                except ValueError:  # with headers: rare, so the common case pays nothing
+                    key, value, headers = records[i]
+                    check_headers(headers)
                 if len(value) > too_big:
                     break
-                if batch is None or batch.records.append(None, key, value) is None:
+                if batch is None or batch.records.append(None, key, value, headers) is None:
                     batch = ProducerBatch(
                         tp,
                         MemoryRecordsBuilder(
@@ -202,7 +211,7 @@ def append_run(
                         ),
                     )
                     _report_failures(batch, on_failed)
-                    batch.records.append(None, key, value)
+                    batch.records.append(None, key, value, headers)
                     queue.append(batch)
                     accumulator._incomplete.add(batch)
                     new_batch = True
@@ -214,6 +223,16 @@ def append_run(
     if new_batch or full:
         producer._sender.wakeup()
     return i
+
+
+def check_headers(headers: object) -> None:
+    """TypeError unless ``headers`` is a list of (str, bytes) pairs, as kafka-python's send()
+    demands (its batch appender, which `append_run` calls, checks nothing)."""
+    if not isinstance(headers, list) or not all(
+        isinstance(h, tuple) and len(h) == 2 and isinstance(h[0], str) and isinstance(h[1], bytes)
+        for h in headers
+    ):
+        raise TypeError(f"headers must be a list of (str, bytes) pairs, not {headers!r:.80}")
 
 
 def _report_failures(batch: ProducerBatch, on_failed: Failed) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from driftstream.transport.errors import UNREACHABLE, KafkaUnavailable, TopicError
 from driftstream.transport.settings import KafkaSettings
@@ -50,20 +50,30 @@ class Admin:
         return {t["name"]: len(t["partitions"]) for t in self._admin.describe_topics(wanted)}
 
     def create_topics(
-        self, names: list[str], partitions: int, replication_factor: int = -1
+        self,
+        names: list[str],
+        partitions: int,
+        replication_factor: int = -1,
+        configs: dict[str, str] | None = None,
     ) -> list[str]:
         """Make sure every topic exists with `partitions` partitions; returns those created.
 
         Existing topics are fine if their partition count matches; otherwise TopicError.
-        replication_factor=-1 uses the broker's default.
+        replication_factor=-1 uses the broker's default. ``configs`` (e.g.
+        ``{"cleanup.policy": "compact"}``) are set on the topics created here; an existing
+        topic keeps its own (see `topic_configs`).
         """
         existing = self.list_topics()
         missing = [name for name in names if name not in existing]
         created: list[str] = []
         if missing:
+            options = {
+                "num_partitions": partitions,
+                "replication_factor": replication_factor,
+                "configs": {str(k): str(v) for k, v in (configs or {}).items()},
+            }
             response = self._admin.create_topics(
-                [NewTopic(name, partitions, replication_factor) for name in missing],
-                raise_errors=False,
+                {name: dict(options) for name in missing}, raise_errors=False
             )
             for result in response["topics"]:
                 code = result["error_code"]
@@ -84,6 +94,18 @@ class Admin:
                     f"but {partitions} were requested"
                 )
         return created
+
+    def topic_configs(self, name: str) -> dict[str, str]:
+        """The configuration of a topic, {name: value}; empty if it does not exist.
+
+        Apache Kafka gives every setting, defaults included. Tansu gives only those set when
+        the topic was created, and marks them as defaults, so asking for modified settings
+        alone would drop them.
+        """
+        resource = ConfigResource(ConfigResourceType.TOPIC, name)
+        described = self._admin.describe_configs([resource], config_filter="all")
+        entries = described.get("topic", {}).get(name, {})
+        return {key: entry["value"] for key, entry in entries.items()}
 
     def delete_topics(self, names: list[str]) -> None:
         """Delete topics; ones that do not exist are ignored."""

@@ -30,6 +30,7 @@ class Record:
     timestamp: int  # ms since the epoch (CreateTime unless the topic says otherwise)
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes | None]]  # Kafka record headers, in order; [] if none
 
 
 def _tps(partitions: Iterable[Partition]) -> list[TopicPartition]:
@@ -72,9 +73,13 @@ class Consumer:
         client_id: str | None = None,
         max_poll_records: int = 2000,
         fetch_max_wait_ms: int = 100,
+        max_partition_fetch_bytes: int = 4 * 1024 * 1024,
+        fetch_max_bytes: int = 50 * 1024 * 1024,
     ):
         # fetch_max_wait_ms: Tansu does not answer a waiting fetch when data arrives, so
         # delivery latency grows with this wait (~0-200 ms at Kafka's default 500 ms).
+        # max_partition_fetch_bytes, fetch_max_bytes: what one fetch brings of a partition,
+        # and in all (a record batch larger than either still comes whole).
         kwargs: dict[str, object] = settings.client_kwargs()
         kwargs.update(settings.group_kwargs())
         kwargs.update(
@@ -84,7 +89,8 @@ class Consumer:
             partition_assignment_strategy=[RangePartitionAssignor],
             max_poll_records=max_poll_records,
             fetch_max_wait_ms=fetch_max_wait_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+            fetch_max_bytes=fetch_max_bytes,
             allow_auto_create_topics=False,
         )
         if client_id is not None:
@@ -111,7 +117,7 @@ class Consumer:
     def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
         """Fetch records; within one partition they come in offset order.
 
-        The items are kafka-python's own records, which have exactly `Record`'s attributes:
+        The items are kafka-python's own records, which have `Record`'s attributes:
         wrapping each one would cost an allocation per record on the hot path.
         """
         records: list[Record] = []
