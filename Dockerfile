@@ -18,8 +18,8 @@ COPY state ./state
 COPY transport ./transport
 RUN pip install . && rm -rf /src
 
-# Not root; /state (the shared state volume) belongs to this user, and a fresh named volume
-# takes the owner of the directory it is mounted on.
+# Not root. /state is the working directory (an SQLite state file, if one is used, or a
+# mounted volume for reports); compose's workers keep their checkpoints in Kafka instead.
 RUN useradd --system --uid 10001 --home-dir /state driftstream \
     && mkdir -p /state && chown driftstream /state
 USER driftstream

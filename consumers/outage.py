@@ -7,7 +7,8 @@ sent or state built since the last saved checkpoint may be lost, so the worker s
 processing, reports unhealthy, and puts every partition back to its newest checkpoint
 (`needs_rewind`; the rewind itself is `Assignments.rewind`) once Kafka answers and the store's
 retry is due. It keeps its partitions, commits nothing (offsets are committed after a saved
-checkpoint only) and retries each with exponential back-off (BACKOFF_MIN_S to BACKOFF_MAX_S).
+checkpoint only) and retries each with exponential back-off (BACKOFF_MIN_S to BACKOFF_MAX_S for
+Kafka, to STORE_BACKOFF_MAX_S for the store).
 
 >>> outage = Outage(owned=lambda: [0])
 >>> outage.failed("poll raised")  # logs a warning
@@ -31,20 +32,22 @@ from collections.abc import Callable
 from driftstream.consumers.observability import fields
 from driftstream.transport import KafkaClientError
 
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "OUTAGE_POLL_MS", "Outage"]
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "OUTAGE_POLL_MS", "STORE_BACKOFF_MAX_S", "Outage"]
 
 log = logging.getLogger("driftstream.worker")
 
 BACKOFF_MIN_S = 1.0  # first wait after a failure; doubles up to BACKOFF_MAX_S while
 BACKOFF_MAX_S = 30.0  # failures follow each other (a new outage after that long starts over)
+STORE_BACKOFF_MAX_S = 10.0  # the store's: a retry is one read per partition, cheap to repeat
 OUTAGE_POLL_MS = 500  # poll timeout while Kafka is unavailable
 
 
 class _Backoff:
-    """When to try again: BACKOFF_MIN_S, doubling to BACKOFF_MAX_S; starts over once the
-    thing has worked for BACKOFF_MAX_S."""
+    """When to try again: BACKOFF_MIN_S, doubling to ``most``; starts over once the thing
+    has worked for BACKOFF_MAX_S."""
 
-    def __init__(self) -> None:
+    def __init__(self, most: float = BACKOFF_MAX_S) -> None:
+        self.most = most
         self.wait = BACKOFF_MIN_S
         self.retry_at = 0.0
         self.recovered_at = float("-inf")
@@ -57,7 +60,7 @@ class _Backoff:
     def schedule(self, now: float) -> float:
         wait = self.wait
         self.retry_at = now + wait
-        self.wait = min(self.wait * 2, BACKOFF_MAX_S)
+        self.wait = min(self.wait * 2, self.most)
         return wait
 
 
@@ -75,7 +78,7 @@ class Outage:
         self.store_since = 0.0
         self.store_reason = ""
         self._kafka = _Backoff()
-        self._store = _Backoff()
+        self._store = _Backoff(STORE_BACKOFF_MAX_S)
 
     @property
     def ok(self) -> bool:

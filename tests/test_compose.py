@@ -2,8 +2,9 @@
 
 What can be checked is checked: the files parse, the services are wired to each other
 consistently, every service's command is a valid `driftstream` command line under that
-service's environment (parsed by the CLI's own parser and configuration), and the worker
-service's exact command processes a stream against the embedded broker, with only the
+service's environment (parsed by the CLI's own parser and configuration), the workers keep
+their state in the kafka: store with a key from a compose secret (no shared volume), and the
+worker service's exact command processes a stream against the embedded broker, with only the
 addresses, names and paths that point into the compose network swapped for local ones.
 """
 
@@ -22,7 +23,7 @@ from driftstream.broker import free_port
 from driftstream.cli import build_parser, main
 from driftstream.config import parse_args
 from driftstream.producers.sources import synthetic
-from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import open_store
 from driftstream.transport import Consumer, KafkaSettings, topic_names
 from tests.support import REPO, START_TS, http_get, publish, start_cli, tail, wait_until
 
@@ -92,12 +93,12 @@ def test_services_agree_on_broker_topics_partitions_and_state() -> None:
     assert len({a.topic_prefix for a in args.values()}) == 1
     assert args["topics"].action == "create"
     assert args["producer"].partitions == args["topics"].partitions > 1
-    # Workers: scalable, on the shared state volume, metrics port published, Apache timeouts.
+    # Workers: scalable across hosts (the kafka: store, no shared volume), metrics port
+    # published, Apache timeouts.
     worker = SERVICES["worker"]
     assert worker["deploy"]["replicas"] >= 1
-    state_dir = str(Path(args["worker"].state).parent)
-    mounts = {m.split(":")[1]: m.split(":")[0] for m in worker["volumes"]}
-    assert state_dir in mounts and mounts[state_dir] in COMPOSE["volumes"]
+    assert args["worker"].state == "kafka:"
+    assert not worker.get("volumes") and "state" not in COMPOSE.get("volumes", {})
     assert str(args["worker"].metrics_port) in [str(p).split(":")[-1] for p in worker["ports"]]
     assert args["worker"].metrics_host in ("0.0.0.0", "", "::")  # published: not loopback
     assert not args["worker"].fast_group_timeouts  # Apache Kafka rejects 2 s sessions
@@ -106,6 +107,26 @@ def test_services_agree_on_broker_topics_partitions_and_state() -> None:
     for name in ("worker", "producer"):
         cond = SERVICES[name]["depends_on"]["topics"]["condition"]
         assert cond == "service_completed_successfully", name
+
+
+def test_checkpoints_are_signed_with_a_key_from_a_compose_secret() -> None:
+    """The kafka: store needs a key; it comes from a secret file, never from the compose file
+    itself, and every service that reads the store has it."""
+    secrets = COMPOSE["secrets"]
+    for name in ("worker", "tools"):
+        args = effective_args(name) if SERVICES[name]["command"] != ["--help"] else None
+        env = service_env(name)
+        mounted = SERVICES[name]["secrets"]
+        assert env["DRIFTSTREAM_STATE"] == "kafka:", name
+        key_file = env["DRIFTSTREAM_STATE_KEY_FILE"]
+        assert key_file in [f"/run/secrets/{s}" for s in mounted], name
+        assert all("file" in secrets[s] for s in mounted)
+        assert "DRIFTSTREAM_STATE_KEY" not in env  # the key itself never in the compose file
+        if args is not None:
+            assert args.state_key_file == key_file
+    ignored = (REPO / ".gitignore").read_text().split()
+    for secret in secrets.values():
+        assert "/" + Path(secret["file"]).name in ignored  # never committed
 
 
 def test_dockerfile_installs_every_package() -> None:
@@ -130,13 +151,16 @@ def test_compose_worker_command_processes_a_stream(
     broker, unique_prefix: str, tmp_path: Path, monkeypatch
 ) -> None:
     """The compose `topics` and `worker` commands verbatim, against the embedded broker; the
-    environment's broker, prefix, group and state path, and the metrics port, are swapped."""
+    environment's broker, prefix, group and key file, and the metrics port, are swapped."""
     n, partitions = 200, effective_args("topics").partitions
+    key_file = tmp_path / "state.key"
+    key_file.write_text("a compose test key, 32 bytes....\n")
+    key_file.chmod(0o600)
     swaps = {
         "DRIFTSTREAM_BOOTSTRAP_SERVERS": broker.bootstrap,
         "DRIFTSTREAM_TOPIC_PREFIX": unique_prefix,
         "DRIFTSTREAM_GROUP": unique_prefix + "group",
-        "DRIFTSTREAM_STATE": str(tmp_path / "state.sqlite"),
+        "DRIFTSTREAM_STATE_KEY_FILE": str(key_file),
     }
     assert set(swaps) <= set(service_env("worker"))  # swapped, not added
 
@@ -179,5 +203,6 @@ def test_compose_worker_command_processes_a_stream(
         proc.send_signal(signal.SIGTERM)  # what `docker compose stop` sends
         code = proc.wait(timeout=30)
     assert code == 0, tail(log)
-    with StateStore(swaps["DRIFTSTREAM_STATE"]) as store:
+    key = key_file.read_bytes().strip()
+    with open_store("kafka:", settings, unique_prefix, key) as store:
         assert sum(store.latest(p).info["n_events"] for p in store.partitions()) == n
