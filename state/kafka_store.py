@@ -4,11 +4,12 @@ Partition p of the input topics checkpoints to partition p of ``<prefix>checkpoi
 (created with the input partition count), so any host that reaches Kafka can restore it.
 A checkpoint's state is cut into records of at most ``CHUNK_BYTES``, under Kafka's default
 1 MB message limit, written with acks=all and confirmed (flush, then every send's result)
-before `save_checkpoint` returns. Each record starts with a small header (the project's Kafka
-adapter carries no record headers): the checkpoint's id and version, the partition, the
-chunk's index and the chunk count, the length and sha256 of the whole state, and the HMAC of
-the checkpoint's manifest (`state.envelope`: offsets, model version, info, provenance and
-that same sha256), which the first chunk's header carries. Its key is ``p/version/id/chunk``.
+before `save_checkpoint` returns. A record's value is its piece of the state, nothing else;
+what describes it is in Kafka record headers (`_ChunkHeaders`): the checkpoint's ``id`` and
+``version``, the ``partition``, the ``chunk`` index and the ``chunks`` count, the ``size`` and
+``sha256`` of the whole state and the ``hmac`` of the checkpoint's manifest
+(`state.envelope`: offsets, model version, info, provenance and that same sha256), which the
+first chunk carries in its ``manifest`` header. Its key is ``p/version/id/chunk``.
 
 Restore reads the partition from its end backwards, in windows that double in size: Tansu has
 no usable ``offsets_for_times`` and never compacts, and its ``end_offsets()`` is wrong for
@@ -18,21 +19,27 @@ signature and sha256 correct, or it is skipped with a WARNING naming partition
 and checkpoint, and the next older one is tried.
 
 The drift log and model-version history go to ``<prefix>checkpoints-log`` (same partitions),
-one signed batch per checkpoint written before it (`state.history`), so reading them never
-means reading checkpoint states.
+one signed batch per checkpoint written before it (`state.history`; headers ``partition``,
+``id`` and ``hmac``), so reading them never means reading checkpoint states.
 
-Topic configuration on Apache Kafka (`TOPIC_CONFIGS`; Tansu ignores it and never compacts):
-``cleanup.policy=compact`` and nothing time- or size-based, because retention would delete an
-idle partition's only checkpoint. Every record has a unique key, so compaction by itself removes
-nothing; what goes is what `prune` marks with tombstones (null values under a checkpoint's
-keys), and it marks only checkpoints older than one this process saved and confirmed (and,
-once one is confirmed, older cut-short or refused ones). Keying records by partition (one
-value per key) does not work for chunked values: compaction would keep only the last chunk,
-and keyed by (partition, chunk index) a newer checkpoint cut short would replace parts of the
-older complete one. ``cleanup.policy=compact,delete`` was rejected for the reason above.
-``segment.ms``/``segment.bytes`` are lowered because compaction only cleans closed segments;
-``delete.retention.ms`` keeps tombstones a day, far longer than a restore reads;
-``max.message.bytes`` is Kafka's default, which a chunk fits.
+Topic configuration, set by `create_checkpoint_topics` on the topics it creates (topics that
+exist already keep theirs: on Apache Kafka, ``kafka-configs.sh --alter`` them). Tansu keeps
+and reports these settings but never compacts or expires anything.
+
+- ``<prefix>checkpoints`` (`TOPIC_CONFIGS`): ``cleanup.policy=compact`` and nothing time- or
+  size-based, because retention would delete an idle partition's only checkpoint. Every record
+  has a unique key, so compaction by itself removes nothing; what goes is what `prune` marks
+  with tombstones (null values under a checkpoint's keys), and it marks only checkpoints older
+  than one this process saved and confirmed (and, once one is confirmed, older cut-short or
+  refused ones). Keying records by partition (one value per key) does not work for chunked
+  values: compaction would keep only the last chunk, and keyed by (partition, chunk index) a
+  newer checkpoint cut short would replace parts of the older complete one.
+  ``cleanup.policy=compact,delete`` was rejected for the reason above. ``segment.ms`` and
+  ``segment.bytes`` are lowered because compaction only cleans closed segments;
+  ``delete.retention.ms`` keeps tombstones a day, far longer than a restore reads;
+  ``max.message.bytes`` is Kafka's default, which a chunk and its headers fit.
+- ``<prefix>checkpoints-log`` (`HISTORY_TOPIC_CONFIGS`): kept for ever (no time or size
+  retention): the drift log and the model versions are history.
 """
 
 from __future__ import annotations
@@ -41,21 +48,18 @@ import hashlib
 import logging
 import os
 import signal
-import struct
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
+from typing import Any, NamedTuple
 
 from driftstream.state.checkpoints import Checkpoint, StateError
 from driftstream.state.envelope import (
     CheckpointRejected,
+    Sealed,
     check_manifest,
     check_state,
-    dumps,
     provenance,
     seal,
     warn_if_other_river,
@@ -75,6 +79,7 @@ from driftstream.transport import (
 
 __all__ = [
     "CHUNK_BYTES",
+    "HISTORY_TOPIC_CONFIGS",
     "TOPIC_CONFIGS",
     "KafkaCheckpointStore",
     "checkpoint_topics",
@@ -90,9 +95,8 @@ TOPIC_CONFIGS = {
     "segment.bytes": str(128 * 1024 * 1024),
     "max.message.bytes": str(1024 * 1024 + 12),
 }
+HISTORY_TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 TIMEOUT_S = 60.0  # a write not confirmed, or a window not read, by then: unavailable
-_FRAME = b"DSK1"
-_LENGTH = struct.Struct(">I")
 _FIRST_WINDOW = 8  # records read at the end first; doubled each step back
 _LARGEST_WINDOW = 128
 
@@ -105,35 +109,81 @@ def checkpoint_topics(prefix: str = "") -> dict[str, str]:
 
 
 def create_checkpoint_topics(settings: KafkaSettings, prefix: str, partitions: int) -> list[str]:
-    """Create both topics with the input partition count; returns those created.
-
-    The adapter's `Admin.create_topics` takes no topic configs: on Apache Kafka set
-    `TOPIC_CONFIGS` on them (kafka-configs.sh --alter) until it does.
-    """
+    """Create both topics with the input partition count and their configuration
+    (`TOPIC_CONFIGS`, `HISTORY_TOPIC_CONFIGS`); returns those created."""
+    topics = checkpoint_topics(prefix)
     admin = Admin(settings)
     try:
-        return admin.create_topics(list(checkpoint_topics(prefix).values()), partitions)
+        created = admin.create_topics([topics["checkpoints"]], partitions, configs=TOPIC_CONFIGS)
+        created += admin.create_topics(
+            [topics["history"]], partitions, configs=HISTORY_TOPIC_CONFIGS
+        )
+        return created
     finally:
         admin.close()
 
 
-def _frame(header: dict[str, Any], data: bytes | memoryview) -> bytes:
-    head = dumps(header)
-    return b"".join((_FRAME, _LENGTH.pack(len(head)), head, data))
+Headers = list[tuple[str, bytes]]
 
 
-def _unframe(value: bytes) -> tuple[dict[str, Any], memoryview] | None:
-    """(header, data) of a record this store wrote, or None for anything else."""
-    if value is None or value[:4] != _FRAME or len(value) < 8:
-        return None
-    (length,) = _LENGTH.unpack(value[4:8])
+class _ChunkHeaders(NamedTuple):
+    """What a checkpoint record's Kafka headers say; None where a header is missing or
+    malformed (ints are decimal ASCII, the rest text; the manifest is JSON bytes)."""
+
+    cid: str | None
+    version: int | None
+    partition: int | None
+    index: int | None
+    count: int | None
+    size: int | None
+    sha256: str | None
+    hmac: str | None
+    manifest: bytes | None  # the first chunk's only
+
+    @classmethod
+    def of(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> _ChunkHeaders:
+        named = dict(headers or ())
+        return cls(
+            _text(named.get("id")),
+            _int(named.get("version")),
+            _int(named.get("partition")),
+            _int(named.get("chunk")),
+            _int(named.get("chunks")),
+            _int(named.get("size")),
+            _text(named.get("sha256")),
+            _text(named.get("hmac")),
+            named.get("manifest"),
+        )
+
+
+def _text(value: bytes | None) -> str | None:
     try:
-        header = orjson.loads(value[8 : 8 + length])
-    except orjson.JSONDecodeError:
+        return value.decode("ascii") if value is not None else None
+    except UnicodeDecodeError:
         return None
-    if not isinstance(header, dict):
-        return None
-    return header, memoryview(value)[8 + length :]
+
+
+def _int(value: bytes | None) -> int | None:
+    text = _text(value)
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def _chunk_headers(
+    cid: str, version: int, partition: int, chunks: int, sealed: Sealed, index: int
+) -> Headers:
+    headers = [
+        ("id", cid.encode()),
+        ("version", b"%d" % version),
+        ("partition", b"%d" % partition),
+        ("chunk", b"%d" % index),
+        ("chunks", b"%d" % chunks),
+        ("size", b"%d" % len(sealed.state)),
+        ("sha256", sealed.sha256.encode()),
+        ("hmac", sealed.signature.encode()),
+    ]
+    if index == 0:
+        headers.append(("manifest", sealed.manifest_bytes))
+    return headers
 
 
 def _chunk_key(partition: int, version: int, cid: str, index: int) -> bytes:
@@ -155,9 +205,9 @@ class _Found:
 
     cid: str
     version: int
-    header: dict[str, Any]
+    headers: _ChunkHeaders  # the first chunk's, once met
     offset: int  # of its first chunk
-    chunks: dict[int, memoryview] = field(default_factory=dict)
+    chunks: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -237,13 +287,19 @@ class KafkaCheckpointStore(CheckpointStore):
                 raise StoreUnavailable(f"{self.name}: {exc}") from None
         return self._consumer
 
-    def _send_all(self, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]):
-        """Send and confirm: every record acknowledged by all in-sync replicas, or
-        StoreUnavailable. Returns the offsets."""
+    def _send_all(
+        self,
+        topic: str,
+        partition: int,
+        records: Iterable[tuple[bytes, bytes | None, Headers | None]],
+    ) -> list[int]:
+        """Send (key, value, headers) records and confirm: every record acknowledged by all
+        in-sync replicas, or StoreUnavailable. Returns the offsets."""
         producer = self._get_producer()
         try:
             futures = [
-                producer.send(topic, value, key=key, partition=partition) for key, value in records
+                producer.send(topic, value, key=key, partition=partition, headers=headers)
+                for key, value, headers in records
             ]
             producer.flush(timeout=self._timeout_s)
             return [future.get(timeout=0).offset for future in futures]
@@ -309,20 +365,19 @@ class KafkaCheckpointStore(CheckpointStore):
                 if record.value is None:
                     gone.add(cid)
                     continue
-                framed = _unframe(record.value)
-                if cid in gone or cid in decided or framed is None:
+                if cid in gone or cid in decided:
                     continue
-                header, data = framed
-                index = header.get("chunk")
-                if not isinstance(index, int):
+                headers = _ChunkHeaders.of(record.headers)
+                index = headers.index
+                if index is None:
                     continue
-                found = open_.setdefault(cid, _Found(cid, version, header, record.offset))
-                found.chunks.setdefault(index, data)  # a retry's copy: the same bytes
+                found = open_.setdefault(cid, _Found(cid, version, headers, record.offset))
+                found.chunks.setdefault(index, record.value)  # a retry's copy: the same bytes
                 # Written in order, so chunk 0 is index records back, unless others came
                 # between: then the windows go on doubling.
                 first_at[cid] = min(first_at.get(cid, record.offset), record.offset - index)
                 if index == 0:
-                    found.header, found.offset = header, record.offset
+                    found.headers, found.offset = headers, record.offset
                     decided.add(cid)
                     first_at.pop(cid, None)
                     yield open_.pop(cid)
@@ -334,26 +389,26 @@ class KafkaCheckpointStore(CheckpointStore):
     def _verified(self, partition: int, found: _Found) -> Checkpoint:
         """The checkpoint, if complete and genuine; CheckpointRejected says why not."""
         where = f"partition {partition}: checkpoint {found.version} (id {found.cid})"
-        header = found.header
-        count = header.get("chunks")
-        if not isinstance(count, int) or sorted(found.chunks) != list(range(count)):
+        headers = found.headers
+        count = headers.count
+        if count is None or sorted(found.chunks) != list(range(count)):
             raise CheckpointRejected(
                 f"{where} is incomplete ({len(found.chunks)} of {count} chunks)"
             )
-        if header.get("partition") != partition:
-            raise CheckpointRejected(f"{where} names partition {header.get('partition')}")
-        manifest_text = header.get("manifest")
-        if not isinstance(manifest_text, str):
+        if headers.partition != partition:
+            raise CheckpointRejected(f"{where} names partition {headers.partition}")
+        if headers.manifest is None:
             raise CheckpointRejected(f"{where}: its first chunk carries no manifest")
-        manifest = check_manifest(manifest_text.encode(), header.get("hmac"), self._key, where)
-        if (manifest.get("partition"), manifest.get("id")) != (partition, found.cid):
+        manifest = check_manifest(headers.manifest, headers.hmac, self._key, where)
+        named = (manifest.get("partition"), manifest.get("id"), manifest.get("version"))
+        if named != (partition, found.cid, found.version):
             raise CheckpointRejected(f"{where}: its manifest names another checkpoint")
         chunks = [found.chunks[i] for i in range(count)]
         digest = hashlib.sha256()
         for chunk in chunks:
             digest.update(chunk)
         sha256 = digest.hexdigest()
-        if sha256 != header.get("sha256"):
+        if sha256 != headers.sha256:
             raise CheckpointRejected(f"{where}: sha256 of the whole does not match")
         return check_state(manifest, b"".join(chunks), where, sha256=sha256)
 
@@ -378,7 +433,7 @@ class KafkaCheckpointStore(CheckpointStore):
                 result = self._verified(partition, found)
             except CheckpointRejected as exc:
                 log.warning("skipping a checkpoint: %s", exc)
-                met.append(_Known(found.cid, found.version, None, found.header.get("chunks", 0)))
+                met.append(_Known(found.cid, found.version, None, found.headers.count or 0))
                 continue
             met.append(_Known(found.cid, found.version, result.generation, len(found.chunks)))
             break
@@ -432,13 +487,10 @@ class KafkaCheckpointStore(CheckpointStore):
         for p in self._partitions(partition):
             records, _ = self._read(topic, p, 0, None)
             for record in records:
-                framed = _unframe(record.value)
-                if framed is None:
+                if record.value is None:
                     continue
-                header, data = framed
-                if header.get("partition") != p or not verify(
-                    self._key, bytes(data), header.get("hmac")
-                ):
+                headers = _ChunkHeaders.of(record.headers)
+                if headers.partition != p or not verify(self._key, record.value, headers.hmac):
                     log.warning(
                         "partition %d: skipping a history batch at %s/%d@%d: not genuine",
                         p,
@@ -447,7 +499,7 @@ class KafkaCheckpointStore(CheckpointStore):
                         record.offset,
                     )
                     continue
-                yield decode_batch(bytes(data))
+                yield decode_batch(record.value)
 
     def drift_log(self, partition: int | None = None) -> list[dict[str, Any]]:
         return history_rows(self._batches(partition))[0]
@@ -483,9 +535,13 @@ class KafkaCheckpointStore(CheckpointStore):
         created_at = time.time_ns() // 1_000_000
         batch = encode_batch(partition, version, cid, created_at, drift_records, model_events)
         if batch is not None:  # first: a checkpoint never exists without its history
-            header = {"partition": partition, "id": cid, "hmac": sign(self._key, batch)}
+            headers = [
+                ("partition", b"%d" % partition),
+                ("id", cid.encode()),
+                ("hmac", sign(self._key, batch).encode()),
+            ]
             key = f"{partition}/{version}/{cid}/history".encode()
-            self._send_all(self.topics["history"], partition, [(key, _frame(header, batch))])
+            self._send_all(self.topics["history"], partition, [(key, batch, headers)])
         sealed = seal(
             {
                 "partition": partition,
@@ -501,23 +557,15 @@ class KafkaCheckpointStore(CheckpointStore):
             bytes(state),
             self._key,
         )
-        manifest = sealed.manifest_bytes.decode()
-        if len(manifest) > CHUNK_BYTES // 2:
-            raise ValueError(f"checkpoint info too large: a {len(manifest)}-byte manifest")
-        chunks = _split(sealed.state, CHUNK_BYTES, first=CHUNK_BYTES - len(manifest))
-        common = {
-            "id": cid,
-            "version": version,
-            "partition": partition,
-            "chunks": len(chunks),
-            "size": len(sealed.state),
-            "sha256": sealed.sha256,
-            "hmac": sealed.signature,
-        }
+        manifest_size = len(sealed.manifest_bytes)
+        if manifest_size > CHUNK_BYTES // 2:
+            raise ValueError(f"checkpoint info too large: a {manifest_size}-byte manifest")
+        chunks = _split(sealed.state, CHUNK_BYTES, first=CHUNK_BYTES - manifest_size)
         records = (
             (
                 _chunk_key(partition, version, cid, i),
-                _frame({**common, "chunk": i, **({"manifest": manifest} if i == 0 else {})}, chunk),
+                chunk,
+                _chunk_headers(cid, version, partition, len(chunks), sealed, i),
             )
             for i, chunk in enumerate(chunks)
         )
@@ -544,7 +592,7 @@ class KafkaCheckpointStore(CheckpointStore):
         if not doomed:
             return 0
         tombstones = [
-            (_chunk_key(partition, k.version, k.cid, i), None)
+            (_chunk_key(partition, k.version, k.cid, i), None, None)
             for k in known
             if k.cid in doomed
             for i in range(k.chunks)

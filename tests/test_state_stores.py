@@ -8,12 +8,12 @@ the other restores.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import pickle
 import random
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +25,8 @@ import river
 from driftstream.state.checkpoints import StateError
 from driftstream.state.kafka_store import (
     CHUNK_BYTES,
+    HISTORY_TOPIC_CONFIGS,
+    TOPIC_CONFIGS,
     KafkaCheckpointStore,
     checkpoint_topics,
     create_checkpoint_topics,
@@ -43,7 +45,7 @@ from driftstream.stream.learner import Learner, LearnerConfig, _InterningUnpickl
 from driftstream.stream.models import PRESETS
 from driftstream.stream.policies import POLICIES
 from driftstream.stream.records import Event, Label
-from driftstream.transport import Consumer, KafkaSettings, Producer
+from driftstream.transport import Admin, Consumer, KafkaSettings, Producer
 from tests.support import wait_until
 
 KEY = b"a test key of 32 bytes, no more."
@@ -350,18 +352,6 @@ def test_a_signed_checkpoint_still_cannot_run_code(tmp_path):
 # -- incomplete, tampered and forged checkpoints --------------------------------------------
 
 
-def _frame_parts(value: bytes) -> tuple[dict, bytes]:
-    """A kafka: record's header and data (the format kafka_store documents)."""
-    assert value[:4] == b"DSK1"
-    (length,) = struct.unpack(">I", value[4:8])
-    return orjson.loads(value[8 : 8 + length]), value[8 + length :]
-
-
-def _framed(header: dict, data: bytes) -> bytes:
-    head = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
-    return b"DSK1" + struct.pack(">I", len(head)) + head + data
-
-
 def _records(settings: KafkaSettings, topic: str, partition: int) -> list:
     """Every record of a partition, read to its high-water mark."""
     consumer = Consumer(settings)
@@ -380,13 +370,82 @@ def _records(settings: KafkaSettings, topic: str, partition: int) -> list:
 
 
 def _produce(settings: KafkaSettings, topic: str, partition: int, records) -> None:
+    """Write (key, value, headers) records as they are."""
     producer = Producer(settings)
     try:
-        for key, value in records:
-            producer.send(topic, value, key=key, partition=partition)
+        for key, value, headers in records:
+            producer.send(topic, value, key=key, partition=partition, headers=headers)
         producer.flush(30)
     finally:
         producer.close()
+
+
+@pytest.mark.broker
+def test_kafka_chunks_carry_their_metadata_in_record_headers(kafka_settings, unique_prefix):
+    """A chunk's value is its piece of the state alone; what it is (checkpoint, partition,
+    index and count, size and sha256 of the whole, the signature, and on the first chunk the
+    signed manifest) is in Kafka headers. History batches are signed the same way."""
+    create_checkpoint_topics(kafka_settings, unique_prefix, PARTITIONS)
+    store = KafkaCheckpointStore(kafka_settings, unique_prefix, KEY)
+    state = os.urandom(CHUNK_BYTES * 2)
+    drift = {"kind": "concept", "partition": 1, "n_seen": 5}
+    version = store.save_checkpoint(1, state, {"events": 9}, (2, 9), drift_records=[drift])
+    store.close()
+    topics = checkpoint_topics(unique_prefix)
+
+    chunks = _records(kafka_settings, topics["checkpoints"], 1)
+    headers = [dict(r.headers) for r in chunks]
+    assert [h["chunk"] for h in headers] == [b"0", b"1", b"2"]
+    assert b"".join(r.value for r in chunks) == state
+    cid = headers[0]["id"].decode()
+    assert [r.key for r in chunks] == [f"1/{version}/{cid}/{i}".encode() for i in range(3)]
+    sha256 = hashlib.sha256(state).hexdigest().encode()
+    for h in headers:
+        assert (h["id"], h["version"], h["partition"], h["chunks"]) == (
+            cid.encode(),
+            b"%d" % version,
+            b"1",
+            b"3",
+        )
+        assert (h["size"], h["sha256"], len(h["hmac"])) == (b"%d" % len(state), sha256, 64)
+    assert "manifest" in headers[0] and not any("manifest" in h for h in headers[1:])
+    manifest = orjson.loads(headers[0]["manifest"])
+    assert (manifest["id"], manifest["sha256"], manifest["offsets"]) == (
+        cid,
+        sha256.decode(),
+        {"events": 9},
+    )
+    assert len(chunks[0].value) + len(headers[0]["manifest"]) == CHUNK_BYTES  # within a record
+
+    [batch] = _records(kafka_settings, topics["history"], 1)
+    named = dict(batch.headers)
+    assert (named["partition"], named["id"], len(named["hmac"])) == (b"1", cid.encode(), 64)
+    assert orjson.loads(batch.value)["drift_records"] == [drift]
+
+
+@pytest.mark.broker
+def test_kafka_store_topics_are_created_with_their_configs(kafka_settings, unique_prefix):
+    """Compacted, no retention for checkpoints; kept for ever for the history (read back
+    from the broker: Tansu keeps the settings it was given, though it never compacts)."""
+    topics = checkpoint_topics(unique_prefix)
+    created = create_checkpoint_topics(kafka_settings, unique_prefix, PARTITIONS)
+    assert sorted(created) == sorted(topics.values())
+    assert TOPIC_CONFIGS["cleanup.policy"] == "compact" and "retention.ms" not in TOPIC_CONFIGS
+    assert HISTORY_TOPIC_CONFIGS["retention.ms"] == "-1"
+    admin = Admin(kafka_settings)
+    try:
+        for name, configs in (
+            (topics["checkpoints"], TOPIC_CONFIGS),
+            (topics["history"], HISTORY_TOPIC_CONFIGS),
+        ):
+            read = admin.topic_configs(name)
+            assert {k: read.get(k) for k in configs} == configs, name
+        assert admin.partition_counts(list(topics.values())) == {
+            name: PARTITIONS for name in topics.values()
+        }
+    finally:
+        admin.close()
+    assert create_checkpoint_topics(kafka_settings, unique_prefix, PARTITIONS) == []
 
 
 @pytest.mark.broker
@@ -460,12 +519,20 @@ def test_a_tampered_chunk_is_skipped_for_the_previous_checkpoint(
     for n in (1, 2, 3):
         elsewhere.save_checkpoint(0, bytes([n]) * CHUNK_BYTES, {"events": n}, (0, n))
     records = _records(kafka_settings, checkpoint_topics(scratch)["checkpoints"], 0)
-    third = [r for r in records if _frame_parts(r.value)[0]["version"] == 3]
-    assert [_frame_parts(r.value)[0]["chunk"] for r in third] == [0, 1]
+    third = [r for r in records if dict(r.headers)["version"] == b"3"]
+    assert [dict(r.headers)["chunk"] for r in third] == [b"0", b"1"]
     tampered = bytearray(third[1].value)
     tampered[-1] ^= 1
     topic = checkpoint_topics(unique_prefix)["checkpoints"]
-    _produce(kafka_settings, topic, 0, [(third[0].key, third[0].value), (third[1].key, tampered)])
+    _produce(
+        kafka_settings,
+        topic,
+        0,
+        [
+            (third[0].key, third[0].value, third[0].headers),
+            (third[1].key, bytes(tampered), third[1].headers),
+        ],
+    )
 
     with caplog.at_level(logging.WARNING, logger="driftstream.state"):
         restored = KafkaCheckpointStore(kafka_settings, unique_prefix, KEY).latest(0)
@@ -518,9 +585,9 @@ def test_a_forged_checkpoint_is_refused_and_never_unpickled(
         if signature == "missing":  # the same records again, without a signature
             topic = checkpoint_topics(prefix)["checkpoints"]
             forged = _records(settings, topic, 0)[-1]
-            header, data = _frame_parts(forged.value)
-            del header["hmac"]
-            _produce(settings, topic, 0, [(forged.key, _framed(header, data))])
+            unsigned = [(name, value) for name, value in forged.headers if name != "hmac"]
+            assert len(unsigned) == len(forged.headers) - 1
+            _produce(settings, topic, 0, [(forged.key, forged.value, unsigned)])
     else:
         server = request.getfixturevalue("seaweedfs")
         bucket, _, prefix = open_backend.spec[len("s3://") :].partition("/")
