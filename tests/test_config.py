@@ -297,3 +297,78 @@ def test_defaults_are_read_only_for_the_command_that_runs() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# -- the state store options ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["status", "--state", "gs://bucket/x"], "unknown state store 'gs://bucket/x'"),
+        (["explain", "e1", "--state", "kafka:events"], "kafka: takes nothing after the colon"),
+        (["report", "--state", "s3://B_ad"], "is not a valid bucket name"),
+        (["report", "--state", "s3://bucket/x"], "give a key with --state-key-file or"),
+        (["status", "--state", "kafka:"], "give a key with --state-key-file or"),
+        (["replay", "--partition", "0", "--state", "missing.sqlite"], "does not exist"),
+    ],
+)
+def test_a_bad_state_store_is_a_one_line_error(argv, words, tmp_path, capsys, monkeypatch):
+    for key in [k for k in os.environ if k.startswith("DRIFTSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--bootstrap-servers", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())  # nothing created
+
+
+def test_run_refuses_a_shared_store_without_a_key_before_connecting(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTSTREAM_", "KAFKA_"))}
+    for spec in ("kafka:", "s3://bucket/prefix"):
+        argv = ["run", "--state", spec, "--bootstrap-servers", "127.0.0.1:9"]
+        done = subprocess.run(
+            [sys.executable, "-m", "driftstream.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"driftstream run: error: state store {spec!r} is shared")
+
+
+def test_an_unreachable_s3_store_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from driftstream.broker import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-secret-that-must-not-show")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("DRIFTSTREAM_STATE_KEY", "a key of at least sixteen bytes")
+    argv = ["status", "--state", "s3://bucket/p", "--bootstrap-servers", "127.0.0.1:9"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("driftstream status: error: s3://bucket/p/: cannot open") and (
+        err.count("\n") == 1
+    )
+    assert "a-secret" not in err and "sixteen" not in err
+
+
+def test_config_show_never_shows_the_state_key(tmp_path, capsys, monkeypatch) -> None:
+    for key in [k for k in os.environ if k.startswith("DRIFTSTREAM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("DRIFTSTREAM_STATE", "kafka:")
+    monkeypatch.setenv("DRIFTSTREAM_STATE_KEY", "the-state-key-itself-0123456789")
+    assert main(["config", "show", "--command", "run"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "'kafka:'" in lines["state"] and lines["state"].endswith("env DRIFTSTREAM_STATE")
+    assert "variable DRIFTSTREAM_STATE_KEY set, value never shown" in lines["state_key_file"]
+    assert "the-state-key-itself" not in out
+    key_file = tmp_path / "state.key"
+    assert main(["config", "show", "--command", "status", "--state-key-file", str(key_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"'{key_file}'" in out and "the-state-key-itself" not in out

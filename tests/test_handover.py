@@ -210,9 +210,12 @@ def test_partitions_move_to_other_hosts_by_sigterm_then_by_kill9(
     wires = read_all(kafka_settings, topics["predictions"])
     assert sum(1 for w in wires if w["id"] in first_half) == len(first_half)
     assert all(n <= CHECKPOINT_EVERY for n in again.values()) and sum(again.values()) > 0, again
-    # Nothing of the state was kept on any host.
+    # Nothing of the state was kept on any host, and no secret reached a log.
     for host in (a, b, c):
         assert sorted(f.name for f in host.dir.iterdir()) == ["worker.log"]
+        text = host.log.read_text()
+        assert KEY not in text
+        assert shared.kind != "s3" or shared.env["AWS_SECRET_ACCESS_KEY"] not in text
 
 
 class _CreatesFile:
