@@ -25,7 +25,7 @@ import time
 from bench.load import FETCH_MAX_WAIT_MS, MAX_POLL_RECORDS, LoadPublisher
 from bench.procs import proc_cpu_s
 from driftstream.broker import EmbeddedBroker
-from driftstream.transport.kafka_client import Admin, Consumer, KafkaSettings
+from driftstream.transport import Admin, Consumer, KafkaSettings
 
 STEP_S = 2
 

@@ -17,7 +17,7 @@ import orjson
 
 from bench.load import FETCH_MAX_WAIT_MS, MAX_POLL_RECORDS, Env, create_topics, load_topics
 from driftstream.producers.sources import event_record
-from driftstream.transport.kafka_client import Consumer, KafkaSettings, Producer, topic_names
+from driftstream.transport import Consumer, KafkaSettings, Producer, topic_names
 
 __all__ = [
     "ceiling_clients",

@@ -31,7 +31,7 @@ from bench.load import (
 from bench.procs import PYTHON, child_args, child_pids, proc_cpu_s, wait_child
 from bench.runs import attempt, log, lookup, median_run
 from driftstream.producers.sources import Sample
-from driftstream.transport.kafka_client import Consumer
+from driftstream.transport import Consumer
 
 __all__ = ["measure_latencies", "measure_latency", "percentile"]
 

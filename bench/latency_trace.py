@@ -46,7 +46,7 @@ from bench.load import LOAD_TICK_S, broker_env, make_samples, read_keys_and_time
 from bench.runs import log
 from driftstream.consumers.probe import WorkerProbe
 from driftstream.stream.outputs import Predictions
-from driftstream.transport.kafka_client import topic_names
+from driftstream.transport import topic_names
 
 PARTS = (
     "event → fetch sent",

@@ -26,7 +26,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from bench.procs import PYTHON, ROOT
 from driftstream.consumers.worker import WorkerOptions
 from driftstream.producers.sources import Sample, event_record, label_record, synthetic
-from driftstream.transport.kafka_client import (
+from driftstream.transport import (
     Admin,
     Consumer,
     KafkaSettings,

@@ -35,7 +35,7 @@ from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import LearnerConfig
-from driftstream.transport.kafka_client import Admin, KafkaSettings, topic_names
+from driftstream.transport import Admin, KafkaSettings, topic_names
 
 
 def timed_replay(settings, prefix, store, rng, verify: bool) -> dict:

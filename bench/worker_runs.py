@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from bench.load import Env, cli_worker_args, load_topics, read_keys_and_times, s
 from bench.procs import child_args, last_json_line, proc_cpu_s, vm_hwm_mb, wait_child, wait_children
 from bench.report import fmt
 from bench.runs import attempt, log, lookup, median_run
-from driftstream.transport.kafka_client import KafkaSettings, topic_names
+from driftstream.transport import KafkaSettings, topic_names
 
 __all__ = [
     "STALL_S",
@@ -40,6 +41,8 @@ def measure_worker_1p(
     profile_path: Path | None = None,
     model_process: bool = True,
     profile_io: bool = False,
+    store: Callable[[str], dict] | None = None,
+    checkpoint_every: int | None = None,
 ) -> dict:
     """driftstream worker on 1 partition, events and labels already in the topics.
 
@@ -56,6 +59,10 @@ def measure_worker_1p(
     CPU seconds of the worker (its I/O process, that process's main thread alone -- the rest
     is kafka-python's producer/heartbeat threads -- and its model process), of the broker,
     and the worker's peak RSS (VmHWM of both processes, sampled from /proc).
+
+    ``store(prefix)``: another checkpoint store than a fresh SQLite file, as ``{"spec",
+    "key", "s3_options"}`` for `open_store` (`bench.state_stores --worker`);
+    ``checkpoint_every``: instead of WorkerOptions' default.
     """
     prefix = env.prefix(f"w1-{model}{'' if model_process else '-inproc'}")
     load = load_topics(env, prefix, env.samples, 1)
@@ -69,6 +76,8 @@ def measure_worker_1p(
         "n": n,
         "profile": str(profile_path) if profile_path else None,
         "model_process": model_process and (not profile_path or profile_io),
+        "store": None if store is None else store(prefix),
+        "checkpoint_every": checkpoint_every,
     }
     broker_cpu0 = proc_cpu_s(env.broker_pid)
     proc, out, err = start_child(env, child_args("worker", spec), f"worker1p-{model}")
@@ -211,18 +220,27 @@ def run_timed_worker(spec: dict, profiler: cProfile.Profile | None):
             w.stop()
 
     settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
-    worker = Worker(
-        settings,
-        LearnerConfig(model=spec["model"]),
-        spec["state"],
-        WorkerOptions(
-            group=spec["prefix"] + "g",
-            topic_prefix=spec["prefix"],
-            exit_when_idle=1.0,
-            model_process=spec["model_process"],
-        ),
-        probe=Timing(),
+    state = spec["state"]
+    if spec.get("store"):
+        from driftstream.state.store import open_store
+
+        store = spec["store"]
+        state = open_store(
+            store["spec"],
+            settings,
+            spec["prefix"],
+            store["key"].encode(),
+            s3_options=store.get("s3_options"),
+        )
+    options = WorkerOptions(
+        group=spec["prefix"] + "g",
+        topic_prefix=spec["prefix"],
+        exit_when_idle=1.0,
+        model_process=spec["model_process"],
     )
+    if spec.get("checkpoint_every"):
+        options.checkpoint_every = spec["checkpoint_every"]
+    worker = Worker(settings, LearnerConfig(model=spec["model"]), state, options, probe=Timing())
     window.started = time.perf_counter()
     code = worker.run(on_tick=on_tick)
     return worker, code, window
