@@ -33,7 +33,7 @@ from driftstream.consumers.replay import ReplayRange, replay, served_predictions
 from driftstream.consumers.worker import Worker, WorkerOptions
 from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import synthetic
-from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import open_store
 from driftstream.stream.learner import LearnerConfig
 from driftstream.transport import Admin, KafkaSettings, topic_names
 
@@ -42,7 +42,7 @@ def timed_replay(settings, prefix, store, rng, verify: bool) -> dict:
     """Wall time of a replay, including reading the topics (as the CLI does)."""
     topics = topic_names(prefix)
     started = time.perf_counter()
-    learner, offsets, start = starting_point(store, 0, topics["events"], topics["labels"], rng)
+    learner, offsets, start, _ = starting_point(store, 0, topics["events"], topics["labels"], rng)
     served = served_predictions(settings, topics["predictions"], 0) if verify else {}
     result = replay(settings, prefix, 0, learner, offsets, start, rng, served, verify=verify)
     seconds = time.perf_counter() - started
@@ -62,7 +62,7 @@ def live_replay(tmp: Path, samples: list, rate: float) -> dict:
     with broker_env(tmp, samples) as env:
         live = measure_latency(env, rate, warmup_s=2, steady_s=8)
         prefix, settings = live["topic_prefix"], env.settings
-        with StateStore(live["state"]) as store:
+        with open_store(live["state"]) as store:
             late = store.latest(0).info["late"]
             recorded = timed_replay(settings, prefix, store, ReplayRange(), True)
             served = {
@@ -71,7 +71,7 @@ def live_replay(tmp: Path, samples: list, rate: float) -> dict:
                     settings, topic_names(prefix)["predictions"], 0
                 ).items()
             }
-            learner, offsets, start = starting_point(
+            learner, offsets, start, _ = starting_point(
                 store,
                 0,
                 topic_names(prefix)["events"],
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
             ),
         )
         assert worker.run() == 0
-        with StateStore(state) as store:
+        with open_store(state) as store:
             out["whole_verify"] = timed_replay(settings, prefix, store, ReplayRange(), True)
             out["middle_from_checkpoint"] = timed_replay(
                 settings, prefix, store, ReplayRange(from_offset=args.n * 4 // 5), False

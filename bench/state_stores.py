@@ -1,6 +1,8 @@
-"""Checkpoint stores compared: save and restore of one large learner state on each backend.
+"""Checkpoint stores compared: save and restore of one large learner state on each backend,
+and the worker's throughput on each.
 
     .venv/bin/python -m bench.state_stores [--pending N] [--repeat R] [--json]
+    .venv/bin/python -m bench.state_stores --worker [--n N] [--repeat R] [--json]
 
 Builds the state of an ``lr`` learner holding N pending joins (default 1,000,000: what issue
 24 asks for), then for each store (``sqlite:``, ``kafka:`` on the embedded Tansu broker,
@@ -16,6 +18,14 @@ Builds the state of an ``lr`` learner holding N pending joins (default 1,000,000
 The children find the S3 server the standard AWS way (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ... in their environment) and the key in ``DRIFTSTREAM_STATE_KEY``.
 The table gives medians.
+
+``--worker``: the 1-partition lr worker of `bench.throughput` (`measure_worker_1p`: a child
+process, n SEA events and their labels already in the topics, timed from its first records to
+every prediction acknowledged) with each store in turn, R rounds, the stores' order rotated
+each round; once with the worker's default ``--checkpoint-every`` (100,000 records) and once
+with 10,000 (40 checkpoints in a 100,000-event run), where a store's cost shows more. Reported:
+median events/s per store, and the median over rounds of each store's rate over SQLite's in
+the same round (one broker, one S3 server, the same data).
 """
 
 from __future__ import annotations
@@ -188,11 +198,82 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+WORKER_EVERY = (100_000, 10_000)  # --checkpoint-every of the worker runs
+
+
+def run_workers(n: int, repeat: int) -> dict:
+    """The 1-partition worker's events/s with each store (see the module docstring)."""
+    from bench.load import broker_env, make_samples
+    from bench.worker_runs import measure_worker_1p
+
+    samples = make_samples(n)
+    runs: dict[int, list[dict[str, float]]] = {every: [] for every in WORKER_EVERY}
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
+        tmp_path = Path(tmp)
+        with broker_env(tmp_path, samples) as env, SeaweedS3(tmp_path / "seaweedfs") as s3:
+
+            def store_of(backend: str):
+                def store(prefix: str) -> dict | None:
+                    if backend == "kafka":
+                        create_checkpoint_topics(env.settings, prefix, 1)
+                        return {"spec": "kafka:", "key": KEY}
+                    spec = f"s3://{s3.bucket}/{prefix.rstrip('.')}"
+                    return {"spec": spec, "key": KEY, "s3_options": s3.client_options()}
+
+                return None if backend == "sqlite" else store
+
+            for every in WORKER_EVERY:
+                for i in range(repeat):
+                    order = BACKENDS[i % 3 :] + BACKENDS[: i % 3]
+                    rates = {}
+                    for backend in order:
+                        result = measure_worker_1p(
+                            env, "lr", store=store_of(backend), checkpoint_every=every
+                        )
+                        rates[backend] = result["events_per_s"]
+                        print(
+                            f"  every {every} round {i + 1} {backend}: "
+                            f"{rates[backend]:,.0f} events/s",
+                            file=sys.stderr,
+                        )
+                    runs[every].append(rates)
+    summary = {}
+    for every, rounds in runs.items():
+        summary[every] = {
+            b: {
+                "events_per_s": statistics.median(r[b] for r in rounds),
+                "vs_sqlite": statistics.median(r[b] / r["sqlite"] for r in rounds),
+            }
+            for b in BACKENDS
+        }
+    return {"n": n, "repeat": repeat, "summary": summary, "runs": runs}
+
+
+def worker_table(result: dict) -> str:
+    lines = [
+        f"1-partition lr worker, {result['n']:,} events (+ labels); medians of "
+        f"{result['repeat']} rounds, stores in rotating order",
+        "",
+        f"{'checkpoint every':>16} {'store':<8} {'events/s':>10} {'vs sqlite':>10}",
+    ]
+    for every, stores in result["summary"].items():
+        for backend, m in stores.items():
+            lines.append(
+                f"{every:>16,} {backend:<8} {m['events_per_s']:>10,.0f} {m['vs_sqlite']:>9.2f}x"
+            )
+    lines.append("(vs sqlite: the median over rounds of the rate over SQLite's in that round)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--worker", action="store_true", help="the worker's throughput on each store instead"
+    )
+    parser.add_argument("--n", type=int, default=100_000, help="--worker: events (100000)")
     parser.add_argument("--child", choices=("save", "restore"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
@@ -202,6 +283,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         args.step = args.child
         child(args)
+        return
+    if args.worker:
+        result = run_workers(args.n, args.repeat)
+        print(json.dumps(result) if args.json else worker_table(result))
         return
     result = run(args.pending, args.repeat)
     print(json.dumps(result) if args.json else table(result))
