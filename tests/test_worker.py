@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import logging
+import pickle
 
 import pytest
 from river import stream as river_stream
@@ -15,6 +17,7 @@ from driftstream.demo import DemoOptions, run_demo
 from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import river_delay, synthetic
 from driftstream.state.checkpoints import StateStore
+from driftstream.state.store import open_store
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.models import build_model
 from driftstream.stream.records import MAX_RAW_BYTES
@@ -267,6 +270,45 @@ def test_restored_state_keeps_its_configuration(kafka_settings, unique_prefix, t
     assert "its checkpoint was made with model 'lr'" in caplog.text
     with StateStore(str(state)) as store:
         assert Learner.from_bytes(store.latest(0).state).config.model == "lr"
+
+
+class _CreatesFile:
+    """Unpickling this opens (creates) a file: what a planted checkpoint would carry."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_state_the_allow_list_refuses_is_skipped_for_the_checkpoint_before(
+    kafka_settings, unique_prefix, tmp_path, caplog
+):
+    """The second wall, in the worker: a checkpoint that verifies (here an SQLite file without
+    a key) still cannot run code, because the model process unpickles through the allow-list;
+    the worker logs the refusal and restores the checkpoint before it."""
+    create_topics(kafka_settings, unique_prefix)
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, synthetic("sea", n=300, seed=2, label_delay="10", start_ts=0))
+    publisher.close()
+    state = tmp_path / "s.sqlite"
+    run_worker(kafka_settings, unique_prefix, state, LearnerConfig(model="lr"))
+    target = tmp_path / "created-by-unpickling"
+    with open_store(str(state)) as store:
+        genuine = store.latest(0)
+        planted = store.save_checkpoint(
+            0, pickle.dumps(_CreatesFile(target)), genuine.offsets, genuine.model_version
+        )
+    with caplog.at_level(logging.INFO, logger="driftstream.worker"):
+        run_worker(kafka_settings, unique_prefix, state, LearnerConfig(model="lr"))
+    assert not target.exists()
+    assert f"partition 0: checkpoint {planted} refused when unpickled (ForbiddenPickle" in (
+        caplog.text
+    )
+    assert f"partition 0: restored checkpoint {genuine.version}," in caplog.text
+    # It went on from there: nothing was predicted twice.
+    assert len(read_all(kafka_settings, topic_names(unique_prefix)["predictions"])) == 300
 
 
 def test_paused_inputs_resume_and_finish(kafka_settings, unique_prefix, tmp_path, monkeypatch):
