@@ -5,7 +5,7 @@ Partition p of the input topics checkpoints to partition p of ``<prefix>checkpoi
 A checkpoint's state is cut into records of at most ``CHUNK_BYTES``, under Kafka's default
 1 MB message limit, written with acks=all and confirmed (flush, then every send's result)
 before `save_checkpoint` returns. A record's value is its piece of the state, nothing else;
-what describes it is in Kafka record headers (`_ChunkHeaders`): the checkpoint's ``id`` and
+what describes it is in Kafka record headers (`_chunk_headers`): the checkpoint's ``id`` and
 ``version``, the ``partition``, the ``chunk`` index and the ``chunks`` count, the ``size`` and
 ``sha256`` of the whole state and the ``hmac`` of the checkpoint's manifest
 (`state.envelope`: offsets, model version, info, provenance and that same sha256), which the
@@ -126,30 +126,25 @@ def create_checkpoint_topics(settings: KafkaSettings, prefix: str, partitions: i
 Headers = list[tuple[str, bytes]]
 
 
-class _ChunkHeaders(NamedTuple):
-    """What a checkpoint record's Kafka headers say; None where a header is missing or
-    malformed (ints are decimal ASCII, the rest text; the manifest is JSON bytes)."""
+class _RecordHeaders(NamedTuple):
+    """What a record's Kafka headers say that a reader uses; None where a header is missing
+    or malformed (ints are decimal ASCII, digests hex; the manifest is JSON bytes). The
+    checkpoint's id and version are read from the record's key, which tombstones have too."""
 
-    cid: str | None
-    version: int | None
     partition: int | None
-    index: int | None
+    index: int | None  # chunks only, as the rest below
     count: int | None
-    size: int | None
     sha256: str | None
     hmac: str | None
     manifest: bytes | None  # the first chunk's only
 
     @classmethod
-    def of(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> _ChunkHeaders:
+    def of(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> _RecordHeaders:
         named = dict(headers or ())
         return cls(
-            _text(named.get("id")),
-            _int(named.get("version")),
             _int(named.get("partition")),
             _int(named.get("chunk")),
             _int(named.get("chunks")),
-            _int(named.get("size")),
             _text(named.get("sha256")),
             _text(named.get("hmac")),
             named.get("manifest"),
@@ -171,6 +166,7 @@ def _int(value: bytes | None) -> int | None:
 def _chunk_headers(
     cid: str, version: int, partition: int, chunks: int, sealed: Sealed, index: int
 ) -> Headers:
+    """The Kafka headers of chunk ``index`` of a checkpoint (see the module docstring)."""
     headers = [
         ("id", cid.encode()),
         ("version", b"%d" % version),
@@ -205,7 +201,7 @@ class _Found:
 
     cid: str
     version: int
-    headers: _ChunkHeaders  # the first chunk's, once met
+    headers: _RecordHeaders  # the first chunk's, once met
     offset: int  # of its first chunk
     chunks: dict[int, bytes] = field(default_factory=dict)
 
@@ -367,7 +363,7 @@ class KafkaCheckpointStore(CheckpointStore):
                     continue
                 if cid in gone or cid in decided:
                     continue
-                headers = _ChunkHeaders.of(record.headers)
+                headers = _RecordHeaders.of(record.headers)
                 index = headers.index
                 if index is None:
                     continue
@@ -489,7 +485,7 @@ class KafkaCheckpointStore(CheckpointStore):
             for record in records:
                 if record.value is None:
                     continue
-                headers = _ChunkHeaders.of(record.headers)
+                headers = _RecordHeaders.of(record.headers)
                 if headers.partition != p or not verify(self._key, record.value, headers.hmac):
                     log.warning(
                         "partition %d: skipping a history batch at %s/%d@%d: not genuine",
