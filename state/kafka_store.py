@@ -62,7 +62,6 @@ from driftstream.state.envelope import (
     check_state,
     provenance,
     seal,
-    warn_if_other_river,
 )
 from driftstream.state.history import decode_batch, encode_batch, history_rows
 from driftstream.state.signing import sign, verify
@@ -439,21 +438,6 @@ class KafkaCheckpointStore(CheckpointStore):
                 self._note(partition, known)
             self._confirmed.setdefault(partition, result.id)
         return result
-
-    def latest(self, partition: int) -> Checkpoint | None:
-        checkpoint = self._newest(partition)
-        if checkpoint is not None:
-            warn_if_other_river(checkpoint)
-        return checkpoint
-
-    def get(self, partition: int, version: int) -> Checkpoint:
-        checkpoint = self._newest(partition, version)
-        if checkpoint is None:
-            raise StateError(
-                f"no complete, genuine checkpoint {version} of partition {partition} in {self.name}"
-            )
-        warn_if_other_river(checkpoint)
-        return checkpoint
 
     def checkpoints(self, partition: int | None = None) -> list[dict[str, Any]]:
         rows = []

@@ -40,7 +40,6 @@ from driftstream.state.envelope import (
     provenance,
     seal,
     split_prefix,
-    warn_if_other_river,
 )
 from driftstream.state.history import decode_batch, encode_batch, history_rows
 from driftstream.state.signing import sign, verify
@@ -219,21 +218,6 @@ class S3CheckpointStore(CheckpointStore):
                 self._confirmed.setdefault(partition, item.key)
             return checkpoint
         return None
-
-    def latest(self, partition: int) -> Checkpoint | None:
-        checkpoint = self._newest(partition)
-        if checkpoint is not None:
-            warn_if_other_river(checkpoint)
-        return checkpoint
-
-    def get(self, partition: int, version: int) -> Checkpoint:
-        checkpoint = self._newest(partition, version)
-        if checkpoint is None:
-            raise StateError(
-                f"no genuine checkpoint {version} of partition {partition} in {self.name}"
-            )
-        warn_if_other_river(checkpoint)
-        return checkpoint
 
     def _metadata(self, item: _Key) -> dict[str, Any] | None:
         """A checkpoint's metadata from its manifest alone; None if gone or refused."""

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from driftstream.state.checkpoints import Checkpoint, StateError, StateStore
-from driftstream.state.envelope import dumps, provenance, warn_if_other_river
+from driftstream.state.envelope import dumps, provenance
 from driftstream.state.signing import sign, verify
 from driftstream.state.store import CheckpointStore, StoreUnavailable
 from driftstream.stream.records import ModelVersion
@@ -150,23 +150,17 @@ class SqliteCheckpointStore(CheckpointStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.name}: {exc}") from None
 
-    def latest(self, partition: int) -> Checkpoint | None:
+    def _newest(self, partition: int, version: int | None = None) -> Checkpoint | None:
+        if version is not None:
+            return self._read(partition, version)  # raises StateError with the reason
         for meta in reversed(self._rows(lambda: self._db.checkpoints(partition))):
             try:
-                checkpoint = self._read(partition, meta["version"])
+                return self._read(partition, meta["version"])
             except StateError as exc:
                 log.warning(
                     "partition %d: skipping checkpoint %s: %s", partition, meta["version"], exc
                 )
-                continue
-            warn_if_other_river(checkpoint)
-            return checkpoint
         return None
-
-    def get(self, partition: int, version: int) -> Checkpoint:
-        checkpoint = self._read(partition, version)
-        warn_if_other_river(checkpoint)
-        return checkpoint
 
     def checkpoints(self, partition: int | None = None) -> list[dict[str, Any]]:
         rows = self._rows(lambda: self._db.checkpoints(partition))

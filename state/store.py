@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from driftstream.state.checkpoints import Checkpoint, StateError
+from driftstream.state.envelope import warn_if_other_river
 from driftstream.stream.records import ModelVersion
 
 __all__ = [
@@ -128,13 +129,27 @@ class CheckpointStore(ABC):
         """Save a checkpoint with its history; return its version once the backend confirmed
         it (so the offsets it reflects may be committed)."""
 
-    @abstractmethod
     def latest(self, partition: int) -> Checkpoint | None:
         """The newest complete, verified checkpoint of a partition, or None."""
+        checkpoint = self._newest(partition)
+        if checkpoint is not None:
+            warn_if_other_river(checkpoint)
+        return checkpoint
 
-    @abstractmethod
     def get(self, partition: int, version: int) -> Checkpoint:
         """One checkpoint by version; StateError if it does not exist or does not verify."""
+        checkpoint = self._newest(partition, version)
+        if checkpoint is None:
+            raise StateError(
+                f"no complete, genuine checkpoint {version} of partition {partition} in {self.name}"
+            )
+        warn_if_other_river(checkpoint)
+        return checkpoint
+
+    @abstractmethod
+    def _newest(self, partition: int, version: int | None = None) -> Checkpoint | None:
+        """The newest complete, verified checkpoint (of that version, if given), or None;
+        what does not verify is skipped with a WARNING."""
 
     @abstractmethod
     def checkpoints(self, partition: int | None = None) -> list[dict[str, Any]]:
