@@ -117,13 +117,27 @@ def test_model_process_answers_as_the_local_model():
 def test_a_failure_in_the_model_process_is_reported_with_its_traceback():
     model = ModelProcess()
     try:
-        model.submit(
-            OpenPartition(0, b"not a pickle", LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 10)
-        )
-        with pytest.raises(ModelProcessError, match="UnpicklingError|unpickling"):
+        model.submit("not a request")
+        with pytest.raises(
+            ModelProcessError, match="(?s)Traceback.*TypeError: not a model request"
+        ):
             model.collect()
         model.submit(ClosePartitions([0]))  # it goes on answering
         assert model.collect() is None
+    finally:
+        model.close()
+
+
+def test_a_state_that_cannot_be_loaded_is_answered_as_refused():
+    model = ModelProcess()
+    try:
+        model.submit(
+            OpenPartition(0, b"not a pickle", LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 10)
+        )
+        opened = model.collect()
+        assert opened.refused is not None and "Unpickling" in opened.refused
+        model.submit(ProcessBatch(0))  # the refused partition was not opened
+        assert model.collect().progress == {}
     finally:
         model.close()
 
