@@ -54,7 +54,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ChallengerOptions:
-    """The knobs of the ``challenger`` policy (see docs/policies.md for the defaults' reasons).
+    """The knobs of the ``challenger`` policy (docs/design.md, "Champion and challengers", says
+    why these defaults).
 
     >>> ChallengerOptions(keep=-1)
     Traceback (most recent call last):

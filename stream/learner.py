@@ -55,7 +55,7 @@ class LearnerConfig:
     """Everything that decides a learner's behaviour; stored with every checkpoint."""
 
     model: str = "lr"
-    # the most robust policy in bench/results/policies.md (docs/policies.md says why)
+    # the most robust policy in bench/results/policies.md (docs/design.md says why)
     drift_policy: str = "challenger"
     adwin_delta: float = 0.002
     cooldown: int = 0  # labels after a concept detection during which ADWIN alarms are ignored
@@ -64,7 +64,7 @@ class LearnerConfig:
     act_on_decrease: bool = False
     window_buffer: int = 5000  # labelled samples kept for the window/reweight/challenger policies
     reweight_horizon: int = 1000  # labels after which reweight drops the worse model
-    # challenger policy (stream/challenger.py, docs/policies.md): labels before a challenge is
+    # challenger policy (stream/challenger.py, docs/design.md): labels before a challenge is
     # dropped, replaced models kept, the paired test's significance, pairs needed, labels
     # between tests, pairs tested
     challenger_horizon: int = ChallengerOptions.horizon
