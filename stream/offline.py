@@ -3,7 +3,7 @@
 This is what `driftstream evaluate` and replay use, and what the tests compare with River:
 the same merge and learner as the worker, fed from lists instead of Kafka.
 
->>> from stream.records import Event, Label
+>>> from driftstream.stream.records import Event, Label
 >>> events = [Event(f"e{i}", {"x": float(i % 2)}, ts=i) for i in range(4)]
 >>> labels = [Label(f"e{i}", i % 2 == 1, ts=i + 2) for i in range(4)]
 >>> learner, outputs = run_offline(events, labels, LearnerConfig(model="gnb"))

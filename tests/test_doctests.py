@@ -22,3 +22,16 @@ def test_docstring_examples_pass(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_docstring_examples_import_through_the_root(name):
+    """The repository root is on sys.path under `python -m pytest`, so an example importing
+    `stream.records` would pass while a user's copy fails: no example may import so."""
+    bare = {package.split(".")[-1] for package in PACKAGES[1:]}
+    module = importlib.import_module(name)
+    for test in doctest.DocTestFinder().find(module):
+        for example in test.examples:
+            words = example.source.split()
+            if words[:1] in (["from"], ["import"]):
+                assert words[1].split(".")[0] not in bare, f"{test.name}: {example.source}"
