@@ -66,7 +66,7 @@ def republish(
                     to_time is not None and r.timestamp >= to_time
                 ):
                     continue
-                producer.send(to_topic, r.value, r.key, p, r.timestamp)
+                producer.send(to_topic, r.value, r.key, p, r.timestamp, r.headers or None)
                 copied[p] += 1
                 sent += 1
                 if rate:

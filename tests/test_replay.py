@@ -142,18 +142,21 @@ def test_republish_keeps_keys_timestamps_and_partitions(live_run):
         ]
 
 
-def test_republish_copies_a_record_larger_than_the_producer_default(kafka_settings, unique_prefix):
-    """The source broker took it, so the copy must not stop at kafka-python's 1 MB default."""
+def test_republish_copies_big_records_and_headers(kafka_settings, unique_prefix):
+    """The source broker took it, so the copy must not stop at kafka-python's 1 MB default;
+    headers (the kafka: checkpoint store's chunks carry theirs there) are copied too."""
     source, target = unique_prefix + "big", unique_prefix + "big.copy"
     Admin(kafka_settings).create_topics([source, target], 1)
     producer = Producer(kafka_settings, max_request_size=4 << 20)
     values = [b"small", b"y" * 1_500_000, b"after"]
-    for value in values:
-        producer.send(source, value, partition=0)
+    headers = [[], [("chunk", b"0"), ("sha256", b"ab")], [("chunk", b"1")]]
+    for value, header in zip(values, headers):
+        producer.send(source, value, partition=0, headers=header)
     producer.flush()
     producer.close()
     assert cli(kafka_settings, "", "republish", "--from-topic", source, "--to-topic", target) == 0
-    assert [r.value for r in read_range(kafka_settings, target, 0)] == values
+    copied = read_range(kafka_settings, target, 0)
+    assert [(r.value, r.headers) for r in copied] == list(zip(values, headers))
 
 
 def test_a_kafka_error_mid_command_is_one_line(monkeypatch, capsys):
