@@ -110,6 +110,34 @@ def seal(manifest: dict[str, Any], state: bytes, key: bytes | None) -> Sealed:
     return Sealed(prefix, state, manifest, manifest_bytes, signature, sha256)
 
 
+def seal_checkpoint(
+    partition: int,
+    version: int,
+    cid: str,
+    created_at: int,
+    offsets: dict[str, int],
+    model_version: tuple[int, int],
+    info: dict[str, Any] | None,
+    config: dict[str, Any] | None,
+    state: bytes,
+    key: bytes | None,
+) -> Sealed:
+    """`seal` over the manifest every shared store writes for one checkpoint."""
+    generation, updates = model_version
+    manifest = {
+        "partition": partition,
+        "version": version,
+        "id": cid,
+        "created_at": created_at,
+        "offsets": dict(offsets),
+        "generation": generation,
+        "updates": updates,
+        "info": info or {},
+        "provenance": provenance(config),
+    }
+    return seal(manifest, bytes(state), key)
+
+
 def split_prefix(head: bytes | memoryview) -> tuple[bytes, int]:
     """(manifest bytes, where the state starts) from the whole's first bytes.
 

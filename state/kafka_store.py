@@ -60,8 +60,7 @@ from driftstream.state.envelope import (
     Sealed,
     check_manifest,
     check_state,
-    provenance,
-    seal,
+    seal_checkpoint,
 )
 from driftstream.state.history import decode_batch, encode_batch, history_rows
 from driftstream.state.signing import sign, verify
@@ -509,7 +508,6 @@ class KafkaCheckpointStore(CheckpointStore):
         if not isinstance(state, (bytes, bytearray)):
             raise TypeError(f"state must be bytes, not {type(state).__name__}")
         self._check_partition(partition)
-        generation, updates = model_version
         version = self._next_version(partition)
         cid = uuid.uuid4().hex[:16]
         created_at = time.time_ns() // 1_000_000
@@ -522,19 +520,16 @@ class KafkaCheckpointStore(CheckpointStore):
             ]
             key = f"{partition}/{version}/{cid}/history".encode()
             self._send_all(self.topics["history"], partition, [(key, batch, headers)])
-        sealed = seal(
-            {
-                "partition": partition,
-                "version": version,
-                "id": cid,
-                "created_at": created_at,
-                "offsets": dict(offsets),
-                "generation": generation,
-                "updates": updates,
-                "info": info or {},
-                "provenance": provenance(config),
-            },
-            bytes(state),
+        sealed = seal_checkpoint(
+            partition,
+            version,
+            cid,
+            created_at,
+            offsets,
+            model_version,
+            info,
+            config,
+            state,
             self._key,
         )
         manifest_size = len(sealed.manifest_bytes)
@@ -556,7 +551,7 @@ class KafkaCheckpointStore(CheckpointStore):
         offsets_written = self._send_all(self.topics["checkpoints"], partition, records)
         self._last_version[partition] = version
         self._end_hint[partition] = offsets_written[-1]
-        self._note(partition, _Known(cid, version, generation, len(chunks)), older=False)
+        self._note(partition, _Known(cid, version, model_version[0], len(chunks)), older=False)
         self._confirmed[partition] = cid
         return version
 

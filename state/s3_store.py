@@ -37,8 +37,7 @@ from driftstream.state.envelope import (
     CheckpointRejected,
     check_manifest,
     check_state,
-    provenance,
-    seal,
+    seal_checkpoint,
     split_prefix,
 )
 from driftstream.state.history import decode_batch, encode_batch, history_rows
@@ -325,7 +324,7 @@ class S3CheckpointStore(CheckpointStore):
         for topic, offset in offsets.items():
             if not isinstance(topic, str) or not isinstance(offset, int) or offset < 0:
                 raise ValueError(f"bad offset entry {topic!r}: {offset!r}")
-        generation, updates = model_version
+        generation = model_version[0]
         if partition not in self._last_version:
             keys = self._keys(partition)
             self._last_version[partition] = keys[-1].version if keys else 0
@@ -336,19 +335,16 @@ class S3CheckpointStore(CheckpointStore):
         if batch is not None:  # first: a checkpoint never exists without its history
             key = f"{self._prefix}history/p{partition:06d}/{version:012d}-{created_at}-{cid}.json"
             self._put(key, batch, {"hmac": sign(self._key, batch)})
-        sealed = seal(
-            {
-                "partition": partition,
-                "version": version,
-                "id": cid,
-                "created_at": created_at,
-                "offsets": dict(offsets),
-                "generation": generation,
-                "updates": updates,
-                "info": info or {},
-                "provenance": provenance(config),
-            },
-            bytes(state),
+        sealed = seal_checkpoint(
+            partition,
+            version,
+            cid,
+            created_at,
+            offsets,
+            model_version,
+            info,
+            config,
+            state,
             self._key,
         )
         key = self._checkpoint_key(partition, version, generation, offsets, created_at, cid)
