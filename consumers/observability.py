@@ -8,7 +8,13 @@ histograms are observed once per batch and once per checkpoint.
 
 Counters are per partition and count from the partition's first record: they are part of the
 checkpointed learner, so they survive restarts and follow the partition to another worker (a
-rewind to a checkpoint can lower them; Prometheus treats that as a counter reset).
+rewind to a checkpoint can lower them; Prometheus treats that as a counter reset). The
+data-drift alarm series are the exception: they are counted here, as the worker publishes the
+alarms (their test and feature are labels), so they start from zero in each process.
+
+`driftstream_worker_info` carries the consumer group and the input topics, for alert rules to
+join on (deploy/prometheus/alerts.yml); the metric names are the ones those rules use, and
+tests/test_alerts.py checks that each name the rules use is exported here.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("driftstream.observability")
@@ -44,6 +57,7 @@ class PartitionSnapshot:
     summary: dict[str, Any]  # Learner.summary()
     lag: tuple[int | None, int | None]  # events, labels: high-water mark - position
     checkpoint_at: float | None  # wall-clock seconds of the checkpoint the state builds on
+    since_checkpoint: int = 0  # records processed since that checkpoint
 
 
 @dataclass
@@ -54,13 +68,39 @@ class Snapshot:
     records_processed: int = 0
     problems: list[str] = field(default_factory=lambda: ["starting"])
     kafka_connected: bool = False
+    warnings: list[str] = field(default_factory=list)  # /healthz says them; still healthy
+    unknown_id_share: float | None = None  # of the labels received (PartitionerCheck)
+    partitioner_mismatch: bool = False  # PartitionerCheck's diagnosis holds
 
 
 class WorkerMetrics:
-    """The worker's Prometheus registry (its own, not the global one) and health state."""
+    """The worker's Prometheus registry (its own, not the global one) and health state.
 
-    def __init__(self) -> None:
+    ``info``: labels of `driftstream_worker_info` (the consumer group, the input topics).
+    """
+
+    def __init__(self, info: dict[str, str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        self.info = dict(info or {})
+        drift_labels = ["partition", "test", "feature"]
+        self.data_drift_alarms = Counter(
+            "driftstream_data_drift_alarms",
+            "Data-drift alarms published by this process, by test and feature",
+            drift_labels,
+            registry=self.registry,
+        )
+        self.data_drift_alarm_time = Gauge(
+            "driftstream_data_drift_last_alarm_timestamp_seconds",
+            "Wall-clock time this process published the newest data-drift alarm",
+            drift_labels,
+            registry=self.registry,
+        )
+        self.data_drift_alarm_statistic = Gauge(
+            "driftstream_data_drift_alarm_statistic",
+            "The test statistic of the newest data-drift alarm",
+            drift_labels,
+            registry=self.registry,
+        )
         self.checkpoint_seconds = Histogram(
             "driftstream_checkpoint_duration_seconds",
             "Time to flush outputs and save one partition's checkpoint",
@@ -77,7 +117,7 @@ class WorkerMetrics:
         )
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
-        self.registry.register(_SnapshotCollector(self.snapshot))
+        self.registry.register(_SnapshotCollector(self.snapshot, self.info))
 
     def publish(self, snapshot: Snapshot) -> None:
         """Called by the worker's loop: make this what scrapes and health checks see."""
@@ -88,6 +128,23 @@ class WorkerMetrics:
         with self._lock:
             return self._snapshot
 
+    def drift_reported(self, report: Any) -> None:
+        """Called by the worker's loop for each drift report it publishes (a `DriftReport`):
+        counts data-drift alarms by (partition, test, feature)."""
+        if report.kind != "data":
+            return
+        wire = report.to_wire()
+        labels = (
+            str(report.partition),
+            str(wire.get("test") or "adwin"),  # reports without a test: the old ADWIN monitor
+            str(wire.get("feature") or ""),
+        )
+        self.data_drift_alarms.labels(*labels).inc()
+        self.data_drift_alarm_time.labels(*labels).set(time.time())
+        statistic = wire.get("statistic")
+        if isinstance(statistic, int | float):
+            self.data_drift_alarm_statistic.labels(*labels).set(statistic)
+
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
         return generate_latest(self.registry)
@@ -96,8 +153,9 @@ class WorkerMetrics:
 class _SnapshotCollector:
     """Turns the latest snapshot into metric families at scrape time."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]):
+    def __init__(self, snapshot: Callable[[], Snapshot], info: dict[str, str]):
         self._snapshot = snapshot
+        self._info = info
 
     def collect(self):
         snap = self._snapshot()
@@ -154,6 +212,13 @@ class _SnapshotCollector:
             "Rolling metric of the served predictions (accuracy or MAE)",
             ("partition", "metric"),
         )
+        baseline = family(
+            GaugeMetricFamily,
+            "driftstream_baseline_metric",
+            "The no-change baseline's metric (it predicts the last label seen), since the "
+            "partition's first label",
+            ("partition", "metric"),
+        )
         lag = family(
             GaugeMetricFamily,
             "driftstream_consumer_lag",
@@ -164,6 +229,22 @@ class _SnapshotCollector:
             GaugeMetricFamily,
             "driftstream_checkpoint_age_seconds",
             "Seconds since the checkpoint that the partition's state builds on",
+        )
+        saved_at = family(
+            GaugeMetricFamily,
+            "driftstream_last_checkpoint_timestamp_seconds",
+            "Wall-clock time of the checkpoint that the partition's state builds on",
+        )
+        unsaved = family(
+            GaugeMetricFamily,
+            "driftstream_records_since_checkpoint",
+            "Input records processed since that checkpoint (replayed after a crash)",
+        )
+        data_statistic = family(
+            GaugeMetricFamily,
+            "driftstream_data_drift_statistic",
+            "Latest statistic of each data-drift monitor's test, by feature",
+            ("partition", "test", "feature"),
         )
         for p, part in sorted(snap.partitions.items()):
             s, key = part.summary, str(p)
@@ -182,11 +263,18 @@ class _SnapshotCollector:
                 value = s["metrics"].get("rolling_" + name)
                 if value is not None:
                     rolling.add_metric([key, name], value)
+                value = s["metrics"].get("baseline_" + name)
+                if value is not None:
+                    baseline.add_metric([key, name], value)
+            for test, feature, value in _data_statistics(s):
+                data_statistic.add_metric([key, test, feature], value)
             for stream, value in zip(INPUTS, part.lag):
                 if value is not None:
                     lag.add_metric([key, stream], value)
             if part.checkpoint_at is not None:
                 age.add_metric([key], max(0.0, now - part.checkpoint_at))
+                saved_at.add_metric([key], part.checkpoint_at)
+            unsaved.add_metric([key], part.since_checkpoint)
         yield from (
             events,
             labels,
@@ -198,8 +286,12 @@ class _SnapshotCollector:
             generation,
             updates,
             rolling,
+            baseline,
             lag,
             age,
+            saved_at,
+            unsaved,
+            data_statistic,
         )
         yield CounterMetricFamily(
             "driftstream_records_processed",
@@ -219,6 +311,37 @@ class _SnapshotCollector:
         yield GaugeMetricFamily(
             "driftstream_healthy", "1 when /healthz answers 200", value=int(not snap.problems)
         )
+        share = GaugeMetricFamily(
+            "driftstream_unknown_id_label_share",
+            "Share of the labels received in the last minute that were dead-lettered as "
+            "unknown_id (no event with their id on their partition)",
+        )
+        if snap.unknown_id_share is not None:
+            share.add_metric([], snap.unknown_id_share)
+        yield share
+        yield GaugeMetricFamily(
+            "driftstream_partitioner_mismatch",
+            "1 while unknown_id labels point to producers with different partitioners",
+            value=int(snap.partitioner_mismatch),
+        )
+        info = GaugeMetricFamily(
+            "driftstream_worker_info",
+            "Always 1; its labels name the consumer group and input topics, to join on",
+            labels=sorted(self._info),
+        )
+        info.add_metric([self._info[k] for k in sorted(self._info)], 1)
+        yield info
+
+
+def _data_statistics(summary: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(test, feature, statistic) of the data-drift monitors in a learner summary: its
+    ``data_drift`` list of {test, feature, statistic} (none in older summaries)."""
+    out = []
+    for item in summary.get("data_drift") or ():
+        value = item.get("statistic")
+        if isinstance(value, int | float):
+            out.append((str(item.get("test")), str(item.get("feature") or ""), float(value)))
+    return out
 
 
 class MetricsServer:
@@ -254,9 +377,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == "/metrics":
             self._reply(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
-            problems = self.metrics.snapshot().problems
-            body = {"status": "unavailable", "problems": problems} if problems else {"status": "ok"}
-            self._reply(503 if problems else 200, orjson.dumps(body) + b"\n", "application/json")
+            snap = self.metrics.snapshot()
+            if snap.problems:
+                body: dict[str, Any] = {"status": "unavailable", "problems": snap.problems}
+            else:
+                body = {"status": "degraded" if snap.warnings else "ok"}
+            if snap.warnings:  # the worker works, but something upstream looks wrong
+                body["warnings"] = snap.warnings
+            self._reply(
+                503 if snap.problems else 200, orjson.dumps(body) + b"\n", "application/json"
+            )
         else:
             self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
 
@@ -277,6 +407,7 @@ class DeadLetterLog:
     Bad input can come by the million. The first of a reason is a warning at once; the ones
     after it within the interval are only counted, and the next warning says how many there
     were. Nothing is hidden: every dead letter is on the dead-letter topic and in the metrics.
+    ``watch(partition, reason)`` is told of each one (the worker's `PartitionerCheck`).
     """
 
     def __init__(
@@ -284,16 +415,20 @@ class DeadLetterLog:
         logger: logging.Logger,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        watch: Callable[[int, str], None] | None = None,
     ):
         self.log = logger
         self.interval = interval
         self.clock = clock
+        self.watch = watch
         # reason -> [time of the last warning, dead letters since, partitions since]
         self._reasons: dict[str, list] = {}
 
     def record(
         self, partition: int, topic: str, offset: int, reason: str, detail: str, model: dict
     ) -> None:
+        if self.watch is not None:
+            self.watch(partition, reason)
         extra = fields(
             event="dead_letter",
             partition=partition,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from driftstream.consumers.kafka_clients import KafkaClients
 from driftstream.consumers.observability import DeadLetterLog, fields
@@ -22,7 +23,8 @@ log = logging.getLogger("driftstream.worker")
 
 
 class OutputSender:
-    """Sends outputs by the clients' current producer; logs drift and dead letters."""
+    """Sends outputs by the clients' current producer; logs drift and dead letters, and
+    tells ``on_drift`` of each drift report sent (the worker's metrics)."""
 
     def __init__(
         self,
@@ -30,11 +32,13 @@ class OutputSender:
         topics: dict[str, str],
         inputs: tuple[str, str],
         dead_letters: DeadLetterLog,
+        on_drift: Callable[[Any], None] | None = None,
     ):
         self.clients = clients
         self.topics = topics
         self.inputs = inputs
         self.dead_letters = dead_letters
+        self.on_drift = on_drift
 
     def send(
         self,
@@ -68,6 +72,8 @@ class OutputSender:
             elif cls is DriftNotice:
                 self.send_one("drift", output.value, None, p)
                 self._log_drift(task, output)
+                if self.on_drift is not None:
+                    self.on_drift(output.report)
         return True
 
     def send_one(self, role: str, value: bytes, key: bytes | None, partition: int) -> None:

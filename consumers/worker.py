@@ -83,6 +83,7 @@ from driftstream.consumers.observability import (
 from driftstream.consumers.outage import OUTAGE_POLL_MS, Outage
 from driftstream.consumers.output_sender import OutputSender
 from driftstream.consumers.partition_task import PartitionTask
+from driftstream.consumers.partitioner_check import PartitionerCheck
 from driftstream.consumers.probe import WorkerProbe
 from driftstream.state.store import CheckpointStore, StoreUnavailable, open_store
 from driftstream.stream.learner import LearnerConfig
@@ -143,18 +144,24 @@ class Worker:
         self.topics = topics = topic_names(opts.topic_prefix)
         self.inputs = inputs = (topics["events"], topics["labels"])
         self.store = state if isinstance(state, CheckpointStore) else open_store(os.fspath(state))
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(
+            {"group": opts.group, "events_topic": inputs[0], "labels_topic": inputs[1]}
+        )
         self.server: MetricsServer | None = None
         self.stopping = False
         self.faults = faults or FaultPlan()
         self.probe = probe
         self.tasks: dict[int, PartitionTask] = {}  # the partitions owned, shared by the parts
-        self.dead_letters = DeadLetterLog(log)
+        # unknown_id labels on many partitions: producers with different partitioners?
+        self.partitioner_check = PartitionerCheck(log)
+        self.dead_letters = DeadLetterLog(log, watch=self.partitioner_check.dead_letter)
         self.kafka = KafkaClients(
             settings, topics, opts.group, opts.max_poll_records, opts.fetch_max_wait_ms
         )
         self.outage = Outage(lambda: sorted(self.tasks))
-        self.sender = OutputSender(self.kafka, topics, inputs, self.dead_letters)
+        self.sender = OutputSender(
+            self.kafka, topics, inputs, self.dead_letters, self.metrics.drift_reported
+        )
         self.checkpoints = Checkpointer(
             self.store,
             self.tasks,
@@ -261,6 +268,7 @@ class Worker:
                 if not was_ok:  # failing again at once: do not spin
                     time.sleep(OUTAGE_POLL_MS / 1000)
             self.dead_letters.flush()
+            self.partitioner_check.update(self._labels_partitions)
             if self.server is not None:
                 self._publish()
             if on_tick is not None:
@@ -298,6 +306,9 @@ class Worker:
             outage.check(consumer.connected(), self.kafka.renew_producer)
         self.flow.update()
         if outage.ok:
+            for (topic, p), records in batches.items():
+                if topic == self.inputs[1]:
+                    self.partitioner_check.labels_received(p, len(records))
             self.link.submit(batches, now_ms, polled_at)
             self.link.await_answers(consumer.buffered)
         return active
@@ -326,14 +337,30 @@ class Worker:
             )
         return out + self.assignments.problems + self.flow.problems()
 
+    def _labels_partitions(self) -> int:
+        """The labels topic's partition count (0 if Kafka cannot say now)."""
+        try:
+            return len(self.kafka.consumer.partitions_for(self.inputs[1]))
+        except KafkaError:
+            return 0
+
     def _publish(self) -> None:
         """Hand the metrics server a snapshot (its thread never touches a learner)."""
         partitions = {
-            p: PartitionSnapshot(t.summary, tuple(t.lag), t.checkpoint_at)
+            p: PartitionSnapshot(t.summary, tuple(t.lag), t.checkpoint_at, t.since_checkpoint)
             for p, t in self.tasks.items()
         }
+        check = self.partitioner_check
         self.metrics.publish(
-            Snapshot(partitions, self.n_processed, self.problems(), self.outage.kafka_ok)
+            Snapshot(
+                partitions,
+                self.n_processed,
+                self.problems(),
+                self.outage.kafka_ok,
+                warnings=[check.warning] if check.active else [],
+                unknown_id_share=check.share,
+                partitioner_mismatch=check.active,
+            )
         )
 
     def _shutdown(self) -> bool:
