@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         _produce_parser,
         _tail_parser,
         _status_parser,
+        _dashboard_parser,
         _replay_parser,
         _explain_parser,
         _republish_parser,
@@ -108,6 +109,7 @@ CONFIG_HELP = (
 _LEARNER = "driftstream.stream.learner.LearnerConfig"
 _WORKER = "driftstream.consumers.worker.WorkerOptions"
 _DEMO = "driftstream.demo.DemoOptions"
+_DASHBOARD = "driftstream.dashboard.server.DashboardOptions"
 
 
 def _on_off(value: bool) -> str:
@@ -283,6 +285,39 @@ def _status_parser(sub) -> None:
     p.add_argument("--json", action="store_true")
     _kafka_args(p)
     p.set_defaults(func=cmd_status)
+
+
+def _dashboard_parser(sub) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        help="serve a live web page of metrics, drifts, lag and dead letters",
+        description="Serve a web page that follows the metrics, drift, dead-letter and "
+        "predictions topics and the inputs' consumer lag, and updates live (server-sent "
+        "events): rolling metric against the no-change baseline with concept and data "
+        "drift markers, model generations, lag, label delays and pending joins, dead "
+        "letters by reason, per-feature data-drift statistics and the latest alerts, per "
+        "partition and overall. GET /api/summary returns the figures as JSON. Needs only "
+        "Kafka (no state store); every asset is served by the package (no CDN).",
+    )
+    p.add_argument(
+        "--host",
+        default=FieldDefault(_DASHBOARD, "host"),
+        help="address to listen on (default %(default)s; the page has no login)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=FieldDefault(_DASHBOARD, "port"),
+        help="port to listen on (default %(default)s)",
+    )
+    p.add_argument(
+        "--group",
+        default=FieldDefault(_WORKER, "group"),
+        help="the workers' consumer group, whose committed offsets give the lag "
+        "(default %(default)s)",
+    )
+    _kafka_args(p)
+    p.set_defaults(func=cmd_dashboard)
 
 
 def _replay_parser(sub) -> None:
@@ -995,6 +1030,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = partition_status(settings, args.topic_prefix, store)
     print(json.dumps(rows, default=str) if args.json else format_status(rows))
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from driftstream.dashboard.server import serve
+
+    return serve(kafka_settings(args), args.topic_prefix, args.group, args.host, args.port)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
