@@ -39,13 +39,18 @@ REASONS = {
     "day after the record's Kafka timestamp",
     "missing_label": "the label is absent or null",
     "wrong_label_type": "the label's type does not fit the task",
+    "invalid_label": "a label that does not fit the partition's labels so far (a string after "
+    "true/false labels) or its binary model (not true/false or 0/1); checked before the join, "
+    "so the true label that follows still joins",
     "missing_feature": "a feature the schema requires is absent",
     "extra_feature": "a feature the schema does not declare (schema says reject)",
     "too_many_features": "a new feature name past the schema's max_features (default 10,000)",
     "too_many_classes": "a label of a new class past max_classes (classification, default 100)",
     "unknown_id": "a label whose event was never seen",
     "duplicate_label": "a second label for an id that was already joined",
-    "duplicate_event": "an event whose id is still waiting for its label",
+    "duplicate_event": "an event whose id is still waiting for its label or was recently "
+    "labelled or expired (a producer's retry): not scored again; the detail names the first "
+    "one's offset",
     "label_past_ttl": "a label whose event expired before the label arrived",
     "join_expired": "an event whose label did not arrive in time (report, not bad input)",
     "model_error": "the model raised on this record (e.g. a string into a linear model)",

@@ -1,4 +1,6 @@
-"""Change detection with ADWIN: on the served-error stream (concept) and on features (data).
+"""Concept-change detection with ADWIN on the served-error stream.
+
+(Data drift, the inputs compared with the model's reference data, is `stream.data_monitor`.)
 
 Each detection comes with the detector's figures, so that an operator reading the drift topic
 can see how big the change was: window widths and means before and after the cut.
@@ -65,24 +67,9 @@ class ErrorMonitor:
 
 
 class DataDriftMonitor:
-    """One `ErrorMonitor` per numeric feature, created on the feature's first value."""
+    """Only so that checkpoints from before `driftstream.stream.data_monitor` still load.
 
-    def __init__(self, delta: float = 0.002, cooldown: int = 1000):
-        self.delta = delta
-        self.cooldown = cooldown
-        self.monitors: dict[str, ErrorMonitor] = {}
-
-    def update(self, features: dict) -> list[tuple[str, dict]]:
-        """Feed one event's numeric features; return (feature, figures) for each change."""
-        found = []
-        monitors = self.monitors
-        for name, value in features.items():
-            if value.__class__ is bool or value.__class__ is str:
-                continue
-            monitor = monitors.get(name)
-            if monitor is None:
-                monitor = monitors[name] = ErrorMonitor(self.delta, self.cooldown)
-            figures = monitor.update(value)
-            if figures is not None:
-                found.append((name, figures))
-        return found
+    It was ADWIN on each numeric feature's values: on real streams it fired on every small
+    wobble of a mean and flooded operators with reports. A restored learner replaces it with
+    a `DataMonitor` (`Learner.__setstate__`).
+    """

@@ -6,6 +6,13 @@ prediction that was served, feed the served error to ADWIN, apply the drift poli
 detection, then learn. Its whole state pickles deterministically, so a checkpoint restored
 mid-stream continues with exactly the predictions of an uninterrupted run.
 
+A label is checked against the task and the partition's labels so far before it touches its
+pending join, and an event is checked against the ids still pending or remembered before it
+is scored: a bad label or a re-sent event is dead-lettered and changes nothing else. The data
+monitor (`stream.data_monitor`) sees every scored event and every join; it only reports,
+unless ``act_on_data_drift``. ``act_when`` (`stream.act_when`) applies the drift policy when a
+rolling metric crosses a threshold.
+
 >>> from driftstream.stream.records import Event, Label
 >>> learner = Learner(LearnerConfig(model="lr"))
 >>> [type(o).__name__ for o in learner.process_event(Event("a", {"x": 1.0}, ts=0))]
@@ -20,9 +27,11 @@ mid-stream continues with exactly the predictions of an uninterrupted run.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import functools
 import io
+import itertools
 import pickle
 import sys
 from collections import OrderedDict
@@ -30,10 +39,13 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import orjson
+from river import base
 
+from driftstream.stream.act_when import ActWhen
 from driftstream.stream.challenger import ChallengerOptions
 from driftstream.stream.codec import InvalidRecord, check_label_type
-from driftstream.stream.drift import DataDriftMonitor, ErrorMonitor
+from driftstream.stream.data_monitor import DataAlarm, DataMonitor, DataMonitorOptions
+from driftstream.stream.drift import ErrorMonitor
 from driftstream.stream.metrics import MetricSet
 from driftstream.stream.models import build_model, task_of
 from driftstream.stream.policies import ServedModel, error
@@ -82,9 +94,16 @@ class LearnerConfig:
     max_classes: int = 100
     early_label_wait: int = 1000  # event-time units a label may wait for its event
     remember_ids: int = 100_000  # joined/expired ids remembered to name late duplicates
+    # data drift (stream/data_monitor.py): reference events, live window, events between checks
     data_drift: bool = True
-    data_drift_delta: float = 0.002
-    data_drift_cooldown: int = 1000
+    data_reference_size: int = DataMonitorOptions.reference_size
+    data_window: int = DataMonitorOptions.window
+    data_check_every: int = DataMonitorOptions.check_every
+    act_on_data_drift: bool = False  # a data alarm applies the drift policy (else: reported)
+    # e.g. "accuracy<0.7", "mae>3": the drift policy acts when the metric over the newest
+    # act_when_labels served predictions crosses the threshold (stream/act_when.py)
+    act_when: str | None = None
+    act_when_labels: int = 1000
     metric_window: int = 1000
     schema: dict | None = None
 
@@ -99,8 +118,24 @@ class LearnerConfig:
             window=self.challenger_window,
         )
 
+    def data_monitor_options(self) -> DataMonitorOptions:
+        return DataMonitorOptions(
+            reference_size=self.data_reference_size,
+            window=self.data_window,
+            check_every=self.data_check_every,
+        )
+
+    def act_when_trigger(self) -> ActWhen | None:
+        if self.act_when is None:
+            return None
+        return ActWhen.parse(self.act_when, self.act_when_labels)
+
     def __post_init__(self):
         self.challenger_options()  # raises on a bad value, naming it
+        self.act_when_trigger()
+        for name in ("data_reference_size", "data_window", "data_check_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("max_pending", "metric_window", "remember_ids", "max_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -118,6 +153,7 @@ class PendingJoin(NamedTuple):
     per_model: list | None  # each model's prediction (reweight), to weigh them by error
     generation: int  # of the model that served it
     event_ts: int
+    offset: int  # of the event, to name it when a duplicate comes
 
 
 _pending_join = functools.partial(tuple.__new__, PendingJoin)  # from a plain tuple, in C
@@ -140,13 +176,16 @@ class Learner:
             challenger=config.challenger_options(),
         )
         self.monitor = ErrorMonitor(config.adwin_delta, config.cooldown)
-        self.data_monitor = (
-            DataDriftMonitor(config.data_drift_delta, config.data_drift_cooldown)
-            if config.data_drift
-            else None
-        )
+        self.trigger = config.act_when_trigger()
+        if self.trigger is not None and self.trigger.task != self.task:
+            raise ValueError(
+                f"--act-when {config.act_when!r}: {self.trigger.metric} is a {self.trigger.task} "
+                f"metric, the model {config.model!r} does {self.task}"
+            )
+        self.binary_only = _binary_only(model)
         self.metrics = MetricSet(self.task, config.metric_window)
         self.schema = FeatureSchema.from_dict(config.schema) if config.schema else FeatureSchema()
+        self.data_monitor = _data_monitor(config)
         # Oldest first. OrderedDict, not dict: a dict whose oldest entries keep being removed
         # finds its first entry by skipping every removed one since its last resize (~50 µs
         # per label once 100,000 ids are remembered).
@@ -182,11 +221,19 @@ class Learner:
             ids, joins = pending
         else:  # checkpoints from before pending joins were packed: a dict of tuples
             ids, joins = list(pending), list(pending.values())
+        if joins and len(joins[0]) < len(PendingJoin._fields):  # from before offsets were kept
+            joins = [(*join, -1) for join in joins]
         state["pending"] = OrderedDict(zip(ids, map(_pending_join, joins)))
         if type(state["early"]) is dict:  # checkpoints from before it was an OrderedDict
             state["early"] = OrderedDict(state["early"])
         state.setdefault("classes", set())  # checkpoints from before these: counted from here
         state.setdefault("n_late", 0)
+        # checkpoints from before the data monitor, act_when and label checks
+        state.setdefault("trigger", None)
+        if "binary_only" not in state:
+            state["binary_only"] = _binary_only(state["served"].prototype)
+        if not isinstance(state.get("data_monitor"), DataMonitor | None):
+            state["data_monitor"] = _data_monitor(state["config"])
         self.__dict__.update(state)
 
     @property
@@ -200,8 +247,9 @@ class Learner:
         out: list = []
         if event.ts > self.clock:
             self._advance(event.ts, out)
-        if event.id in self.pending:
-            return self._reject(out, event, "duplicate_event", f"id {event.id!r} is pending")
+        first = self._received(event.id)
+        if first is not None:
+            return self._reject(out, event, "duplicate_event", first)
         try:
             x = self.schema.check(event.features)
             pred, proba, per_model = self.served.predict(x)
@@ -213,7 +261,9 @@ class Learner:
         served = self.served
         while self.pending and len(self.pending) >= self.config.max_pending:
             self._expire_oldest_pending(out, "max_pending reached")
-        self.pending[event.id] = PendingJoin(x, pred, proba, per_model, served.generation, event.ts)
+        self.pending[event.id] = PendingJoin(
+            x, pred, proba, per_model, served.generation, event.ts, event.offset
+        )
         out.append(
             Prediction(
                 event.id,
@@ -228,26 +278,77 @@ class Learner:
             )
         )
         if self.data_monitor is not None:
-            for feature, figures in self.data_monitor.update(x):
-                self.drifts["data"] += 1
-                out.append(
-                    DriftReport(
-                        "data",
-                        self.partition,
-                        event.ts,
-                        self.n_events,
-                        figures,
-                        "reported",
-                        served.version,
-                        served.version,
-                        feature,
-                        event.id,
-                    )
-                )
+            alarms = self.data_monitor.observe_event(x)
+            if alarms:
+                self._data_alarms(alarms, event.ts, event.id, out)
         early = self.early.pop(event.id, None)
         if early is not None:
             self._join(early, out)
         return out
+
+    def _received(self, event_id: str) -> str | None:
+        """Why an event with this id is a duplicate (naming the first one's offset), or None."""
+        join = self.pending.get(event_id)
+        if join is not None:
+            offset, state = join.offset, "still waits for its label"
+        elif event_id in self.joined:
+            offset, state = self.joined.get(event_id), "was labelled and learned"
+        elif event_id in self.expired:
+            offset, state = self.expired.get(event_id), "expired unlabelled"
+        else:
+            return None
+        where = f"offset {offset}" if offset is not None and offset >= 0 else "an unknown offset"
+        return f"id {event_id!r} was first received at {where} and {state}; not scored again"
+
+    def _data_alarms(self, alarms: list[DataAlarm], ts: int, record_id: str, out: list) -> None:
+        """Each alarm as a drift report; with ``act_on_data_drift`` the first one of a check
+        applies the drift policy (the others of that check say so)."""
+        acted_on = None  # the alarm of this check that made the policy act
+        for alarm in alarms:
+            before = self.served.version
+            if not self.config.act_on_data_drift:
+                action = "reported"
+            elif acted_on is None:
+                action = self._act(None)
+                acted_on = f"{alarm.test} {alarm.feature or ''}".strip()
+            else:
+                action = f"none (the policy acted on the {acted_on} alarm of this check)"
+            self.drifts["data"] += 1
+            out.append(
+                DriftReport(
+                    "data",
+                    self.partition,
+                    ts,
+                    alarm.n_seen,
+                    {
+                        "test": alarm.test,
+                        "statistic": alarm.statistic,
+                        "p_value": alarm.p_value,
+                        "effect": alarm.effect,
+                        "reference": alarm.reference,
+                        "live": alarm.live,
+                    },
+                    action,
+                    before,
+                    self.served.version,
+                    alarm.feature,
+                    record_id,
+                )
+            )
+
+    def _act(self, served_error: float | None) -> str:
+        """Apply the drift policy; a replaced model gets a new data reference."""
+        generation = self.served.generation
+        action = self.served.on_drift(served_error)
+        self._after_action(generation)
+        return action
+
+    def _after_action(self, generation: int) -> None:
+        """The policy acted: act_when counts afresh; a new model, a new data reference."""
+        if self.trigger is not None:
+            self.trigger.restart()
+        if self.served.generation != generation and self.data_monitor is not None:
+            self.data_monitor.rebuild_reference()
 
     # -- labels ---------------------------------------------------------------------------
 
@@ -261,6 +362,9 @@ class Learner:
         except InvalidRecord as e:
             return self._reject(out, label, e.reason, e.detail)
         if self.task == "classification" and label.label not in self.classes:
+            unfit = self._unfit_label(label.label)
+            if unfit is not None:
+                return self._reject(out, label, "invalid_label", unfit)
             if len(self.classes) >= self.config.max_classes:
                 return self._reject(
                     out,
@@ -290,13 +394,28 @@ class Learner:
             self.early[label.id] = label
         return out
 
+    def _unfit_label(self, y: Any) -> str | None:
+        """Why a label of a new class cannot be this partition's, or None if it can.
+
+        Checked before the join: a label that joined and then failed in ``learn_one`` had
+        already counted in the metrics and ADWIN, and took the join from the true label.
+        """
+        shown = f"label {str(y)[:40]!r} ({y.__class__.__name__})"
+        if self.binary_only and not (y.__class__ is bool or y in (0, 1)):
+            return f"{shown} for a binary model ({self.binary_only}): labels are true/false or 0/1"
+        kinds = {c.__class__ for c in self.classes}
+        if kinds and y.__class__ not in kinds:
+            so_far = ", ".join(sorted(repr(c)[:20] for c in self.classes)[:5])
+            return f"{shown} does not fit the labels so far ({so_far}); wrong field or producer?"
+        return None
+
     def _join(self, label: Label, out: list) -> None:
-        x, pred, proba, per_model, generation, event_ts = self.pending.pop(label.id)
+        x, pred, proba, per_model, generation, event_ts, offset = self.pending.pop(label.id)
         self.n_labels += 1
         delay = label.ts - event_ts  # histogram in powers of two: key = upper bound
         bucket = 0 if delay <= 0 else 1 << (delay - 1).bit_length()
         self.label_delays[bucket] = self.label_delays.get(bucket, 0) + 1
-        self.joined.add(label.id)
+        self.joined.add(label.id, offset)
         y = label.label
         self.metrics.update(y, pred, proba)
         served = self.served
@@ -304,15 +423,20 @@ class Learner:
         if pred is not None:
             err = error(self.task, y, pred)
             figures = self.monitor.update(err)
+            if figures is None and self.trigger is not None:
+                if served.challenge is not None:  # the policy is acting already
+                    self.trigger.restart()
+                else:
+                    figures = self.trigger.update(y, pred, proba)
             if figures is not None:
                 before = served.version
                 rose = (
-                    figures["mean_before"] is None or figures["mean_after"] > figures["mean_before"]
+                    figures.get("trigger") == "act_when"
+                    or figures["mean_before"] is None
+                    or figures["mean_after"] > figures["mean_before"]
                 )
                 action = (
-                    served.on_drift(err)
-                    if rose or self.config.act_on_decrease
-                    else "none (error fell)"
+                    self._act(err) if rose or self.config.act_on_decrease else "none (error fell)"
                 )
                 self.drifts["concept"] += 1
                 out.append(
@@ -328,6 +452,10 @@ class Learner:
                         id=label.id,
                     )
                 )
+        if self.data_monitor is not None:
+            alarms = self.data_monitor.observe_label(x, y)
+            if alarms:
+                self._data_alarms(alarms, label.ts, label.id, out)
         try:
             verdict = served.learn(
                 x, y, per_model if generation == served.generation else None, err
@@ -336,6 +464,7 @@ class Learner:
             self._reject(out, label, "model_error", f"learn_one: {type(e).__name__}: {e}")
             return
         if verdict is not None:  # the challenger policy promoted or dropped a challenger
+            self._after_action(verdict.before.generation)
             out.append(
                 DriftReport(
                     "challenger",
@@ -381,7 +510,7 @@ class Learner:
 
     def _expire_pending(self, event_id: str, out: list, why: str) -> None:
         join = self.pending.pop(event_id)
-        self.expired.add(event_id)
+        self.expired.add(event_id, join.offset)
         raw = orjson.dumps({"id": event_id, "features": join.x, "ts": join.event_ts})
         self.count_rejection("join_expired")
         out.append(Rejection("join_expired", why, "", self.partition, -1, raw, event_id))
@@ -438,69 +567,114 @@ class Learner:
             "drifts": dict(self.drifts),
             "label_delays": {str(k): v for k, v in sorted(self.label_delays.items())},
             "metrics": self.metrics.report(),
+            "data_drift": None if self.data_monitor is None else _data_summary(self.data_monitor),
         }
 
 
 _REMEMBERED = ("joined", "expired")
 
 
+def _data_monitor(config: LearnerConfig) -> DataMonitor | None:
+    if not config.data_drift:
+        return None
+    schema = FeatureSchema.from_dict(config.schema) if config.schema else None
+    return DataMonitor(config.data_monitor_options(), schema)
+
+
+def _data_summary(monitor: DataMonitor) -> dict:
+    """The monitor's summary, with its latest statistic per (test, feature) as a list."""
+    latest = [
+        {"test": test, "feature": feature, "statistic": statistic}
+        for (test, feature), statistic in sorted(
+            monitor.latest().items(), key=lambda item: (item[0][0], item[0][1] or "")
+        )
+    ]
+    return {**monitor.summary(), "latest": latest}
+
+
+def _binary_only(model) -> str | None:
+    """The class name of a classifier that takes two classes only (River's ``_multiclass``
+    is False: ``LogisticRegression``, ``Perceptron``, ...), else None."""
+    while hasattr(model, "steps"):
+        model = list(model.steps.values())[-1]
+    if isinstance(model, base.Classifier) and not model._multiclass:
+        return type(model).__name__
+    return None
+
+
 class RecentIds:
-    """The newest ``limit`` ids, oldest first: a bounded, insertion-ordered set of strings.
+    """The newest ``limit`` ids, oldest first, each with a number (the offset of its event):
+    a bounded, insertion-ordered map of strings to integers.
 
     Kept in two plain dicts of strings and numbers, which Python's cyclic garbage collector
     never looks into; it walks an OrderedDict entry by entry, and with 100,000 remembered ids
     each full collection in the model process took 5-15 ms of CPU, pausing scoring.
 
     >>> ids = RecentIds(limit=2)
-    >>> for i in ("a", "b", "c", "b"):
-    ...     ids.add(i)
-    >>> "a" in ids, "c" in ids, list(ids)
-    (False, True, ['b', 'c'])
+    >>> for offset, i in enumerate(("a", "b", "c", "b")):
+    ...     ids.add(i, offset)
+    >>> "a" in ids, "c" in ids, list(ids), ids.get("b"), ids.get("a")
+    (False, True, ['b', 'c'], 1, None)
     >>> list(RecentIds(2, ["a", "b", "c", "b"])), list(RecentIds(0, ["a"]))
     (['b', 'c'], [])
+    >>> RecentIds.unpacked(ids.packed(), 2).get("c")
+    2
     """
 
-    __slots__ = ("limit", "_number", "_id", "_oldest")
+    __slots__ = ("limit", "_value", "_id", "_oldest")
 
-    def __init__(self, limit: int, ids: Iterable[str] = ()):
+    def __init__(self, limit: int, ids: Iterable[str] = (), values: Iterable[int] | None = None):
         self.limit = limit
-        unique = list(dict.fromkeys(ids))
-        newest = unique[max(0, len(unique) - limit) :]  # oldest first, as many as add() keeps
-        self._number = dict(zip(newest, range(len(newest))))  # id -> the how-many-th added
-        self._id = dict(enumerate(newest))  # the reverse, to find the oldest without a scan
+        kept: dict[str, int] = {}
+        for key, value in zip(ids, itertools.repeat(-1) if values is None else values):
+            kept.setdefault(key, value)
+        newest = list(kept)[max(0, len(kept) - limit) :]  # oldest first, as many as add() keeps
+        self._value = {key: kept[key] for key in newest}  # id -> its number
+        self._id = dict(enumerate(newest))  # the how-many-th added -> id, to find the oldest
         self._oldest = 0
 
-    def add(self, key: str) -> None:
-        """Remember ``key`` (if new), forgetting the oldest beyond the limit."""
-        if key in self._number:
+    def add(self, key: str, value: int = -1) -> None:
+        """Remember ``key`` with ``value`` (if new), forgetting the oldest beyond the limit."""
+        if key in self._value:
             return
-        n = self._oldest + len(self._number)
-        self._number[key] = n
+        n = self._oldest + len(self._value)
+        self._value[key] = value
         self._id[n] = key
-        if len(self._number) > self.limit:
-            del self._number[self._id.pop(self._oldest)]
+        if len(self._value) > self.limit:
+            del self._value[self._id.pop(self._oldest)]
             self._oldest += 1
 
+    def get(self, key: str) -> int | None:
+        """The number remembered with ``key`` (-1: not known), None if it is not remembered."""
+        return self._value.get(key)
+
     def __contains__(self, key: object) -> bool:
-        return key in self._number
+        return key in self._value
 
     def __iter__(self):
-        return iter(self._number)  # insertion order: oldest first
+        return iter(self._value)  # insertion order: oldest first
 
     def __len__(self) -> int:
-        return len(self._number)
+        return len(self._value)
 
-    def packed(self) -> bytes | list:
-        """For a checkpoint: the ids as one JSON array, oldest first."""
+    def packed(self) -> tuple[bytes | list, bytes]:
+        """For a checkpoint: the ids as one JSON array, oldest first, and their numbers as
+        one array of 64-bit integers."""
+        numbers = array.array("q", self._value.values()).tobytes()
         try:
-            return orjson.dumps(list(self._number))
+            return orjson.dumps(list(self._value)), numbers
         except orjson.JSONEncodeError:  # an id no JSON can hold (lone surrogate): as a list
-            return list(self._number)
+            return list(self._value), numbers
 
     @classmethod
-    def unpacked(cls, packed: bytes | Iterable[str], limit: int) -> RecentIds:
-        """From `packed`, or from an older checkpoint's JSON object or (Ordered)dict."""
-        return cls(limit, orjson.loads(packed) if isinstance(packed, bytes) else packed)
+    def unpacked(cls, packed: tuple | bytes | Iterable[str], limit: int) -> RecentIds:
+        """From `packed`, or from an older checkpoint's ids alone: a JSON array or object, or
+        an (Ordered)dict (numbers then unknown, -1)."""
+        values = None
+        if isinstance(packed, tuple):
+            packed, numbers = packed
+            values = array.array("q", numbers)
+        return cls(limit, orjson.loads(packed) if isinstance(packed, bytes) else packed, values)
 
 
 class _InterningUnpickler(pickle._Unpickler):

@@ -115,7 +115,20 @@ def _key(k: Any) -> str:
 
 @dataclass(slots=True)
 class DriftReport:
-    """A detected change: ``concept`` (served error) or ``data`` (one numeric feature)."""
+    """A detected change and what the drift policy did about it.
+
+    ``kind`` is ``concept`` (ADWIN on the served error, or the ``act_when`` threshold: the
+    ``detector`` names its trigger), ``challenger`` (the challenger policy's verdict) or
+    ``data`` (a data-monitor alarm). On the wire, a data alarm's test figures stand at the top
+    level, as the drift topic's consumers read them:
+
+    >>> report = DriftReport("data", 0, 1000, 5000, {"test": "ks", "statistic": 0.2,
+    ...     "p_value": 1e-9, "effect": 0.2, "reference": {"n": 2000}, "live": {"n": 2000}},
+    ...     "reported", ModelVersion(0, 9), ModelVersion(0, 9), "x")
+    >>> wire = report.to_wire()
+    >>> wire["kind"], wire["test"], wire["feature"], wire["p_value"], "detector" in wire
+    ('data', 'ks', 'x', 1e-09, False)
+    """
 
     kind: str
     partition: int
@@ -129,6 +142,8 @@ class DriftReport:
     id: str | None = None  # the label (concept) or event (data) that triggered the detection
 
     def to_wire(self) -> dict:
+        if self.kind == "data":
+            return self._data_wire()
         out = {
             "kind": self.kind,
             "partition": self.partition,
@@ -141,6 +156,31 @@ class DriftReport:
         }
         if self.feature is not None:
             out["feature"] = self.feature
+        if self.id is not None:
+            out["id"] = self.id
+        return out
+
+    def _data_wire(self) -> dict:
+        figures = self.detector
+        out: dict = {"kind": "data", "test": figures["test"]}
+        if self.feature is not None:
+            out["feature"] = self.feature
+        out["statistic"] = figures["statistic"]
+        if figures.get("p_value") is not None:
+            out["p_value"] = figures["p_value"]
+        out.update(
+            {
+                "effect": figures["effect"],
+                "reference": figures["reference"],
+                "live": figures["live"],
+                "partition": self.partition,
+                "event_ts": self.event_ts,
+                "n_seen": self.n_seen,
+                "action": self.action,
+                "model_before": self.model_before.to_wire(),
+                "model_after": self.model_after.to_wire(),
+            }
+        )
         if self.id is not None:
             out["id"] = self.id
         return out

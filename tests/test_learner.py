@@ -7,6 +7,7 @@ import gc
 import itertools
 import pickle
 import random
+import re
 from collections import Counter
 
 import orjson
@@ -15,7 +16,8 @@ from river import metrics
 from river.datasets import synth
 
 from driftstream.stream.codec import REASONS
-from driftstream.stream.drift import ErrorMonitor
+from driftstream.stream.data_monitor import DataAlarm, DataMonitor
+from driftstream.stream.drift import DataDriftMonitor, ErrorMonitor
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.metrics import HELD_UPDATES, MetricSet
 from driftstream.stream.offline import run_offline
@@ -251,12 +253,71 @@ def test_duplicate_labels():
 
 def test_duplicate_event():
     learner = Learner(config())
-    assert of(learner.process_event(Event("a", {"x": 1.0}, ts=0)), Prediction)
+    assert of(learner.process_event(Event("a", {"x": 1.0}, ts=0, offset=4)), Prediction)
     outs = learner.process_event(Event("a", {"x": 5.0}, ts=1, offset=3, raw=b"again"))
     assert reasons(outs) == ["duplicate_event"] and not of(outs, Prediction)
     assert outs[0].raw == b"again" and outs[0].offset == 3
+    assert "first received at offset 4" in outs[0].detail
     assert learner.pending["a"].x == {"x": 1.0}  # the first one stays
     assert learner.n_events == 1
+
+
+def test_an_event_resent_after_its_join_or_expiry_is_not_scored_again():
+    """An at-least-once producer's retry may come after the first one was labelled."""
+    learner = Learner(config(pending_ttl=10))
+    learner.process_event(Event("a", {"x": 1.0}, ts=0, offset=0))
+    learner.process_label(Label("a", True, ts=1))
+    learner.process_event(Event("b", {"x": 1.0}, ts=2, offset=1))
+    learner.process_event(Event("c", {"x": 1.0}, ts=20, offset=2))  # b expires
+    state = learner.canonical_bytes()
+    for twin in (learner, Learner.from_bytes(learner.to_bytes())):  # a checkpoint keeps it
+        joined = twin.process_event(Event("a", {"x": 9.0}, ts=21, offset=7))
+        expired = twin.process_event(Event("b", {"x": 9.0}, ts=21, offset=8))
+        assert reasons(joined) == reasons(expired) == ["duplicate_event"]
+        assert not of(joined + expired, Prediction)
+        assert "offset 0 and was labelled" in joined[0].detail
+        assert "offset 1 and expired" in expired[0].detail
+        assert twin.n_events == 3 and twin.n_labels == 1 and twin.version.updates == 1
+    assert Learner.from_bytes(state).canonical_bytes() == state
+
+
+def test_a_label_that_does_not_fit_is_rejected_before_the_join():
+    """It used to join, count in the metrics and ADWIN, fail in learn_one (model_error), and
+    take the join from the true label that came next (duplicate_label)."""
+    learner = Learner(config(model="lr"))
+    for i in range(20):
+        learner.process_event(Event(f"e{i}", {"x": float(i % 2)}, ts=i))
+        learner.process_label(Label(f"e{i}", i % 2 == 0, ts=i))
+    learner.process_event(Event("z", {"x": 1.0}, ts=30))
+    before = (learner.metrics.report(), learner.monitor.n_seen, learner.version, learner.classes)
+    outs = learner.process_label(Label("z", "oops", ts=31, offset=5, raw=b"bad"))
+    assert reasons(outs) == ["invalid_label"] and outs[0].offset == 5 and outs[0].raw == b"bad"
+    assert "binary model (LogisticRegression)" in outs[0].detail
+    assert "z" in learner.pending
+    assert (learner.metrics.report(), learner.monitor.n_seen, learner.version) == before[:3]
+    assert learner.classes == before[3] == {True, False}
+    assert learner.process_label(Label("z", True, ts=32)) == []  # the true label joins
+    assert learner.n_labels == 21 and learner.version.updates == 21
+    assert learner.rejected == {"invalid_label": 1}
+    # 0/1 are the same classes as false/true; 2 is none of a binary model's
+    assert learner.process_event(Event("y", {"x": 1.0}, ts=33))
+    assert reasons(learner.process_label(Label("y", 2, ts=34))) == ["invalid_label"]
+    assert learner.process_label(Label("y", 1, ts=35)) == []
+
+
+@pytest.mark.parametrize(
+    ("labels", "bad"), [(["a", "b"], 3), (["a", "b"], True), ([True, False], "yes"), ([1, 2], "1")]
+)
+def test_a_multiclass_label_of_another_type_is_invalid(labels, bad):
+    learner = Learner(config(model="gnb"))
+    for i, y in enumerate(labels):
+        learner.process_event(Event(f"e{i}", {"x": float(i)}, ts=i))
+        learner.process_label(Label(f"e{i}", y, ts=i))
+    learner.process_event(Event("z", {"x": 1.0}, ts=9))
+    outs = learner.process_label(Label("z", bad, ts=9))
+    assert reasons(outs) == ["invalid_label"] and "does not fit the labels so far" in outs[0].detail
+    assert learner.process_label(Label("z", labels[0], ts=9)) == []
+    assert learner.n_labels == len(labels) + 1
 
 
 def test_wrong_label_type_classification():
@@ -310,9 +371,9 @@ def test_summary_is_json_and_counters_add_up():
             max_early_labels=5,
             early_label_wait=20,
             data_drift=True,
-            data_drift_cooldown=100,
         )
     )
+    learner.data_monitor = ScriptedMonitor(alarm_every=700)
     counts = Counter()
     assert orjson.loads(orjson.dumps(learner.summary()))["n_events"] == 0
     for i in range(3000):
@@ -321,8 +382,10 @@ def test_summary_is_json_and_counters_add_up():
         roll = rng.random()
         if roll < 0.8:
             records.append(Label(f"e{i}", rng.random() < 0.5, ts=i))
-        elif roll < 0.85:
+        elif roll < 0.84:
             records.append(Label(f"e{i}", 0.5, ts=i))  # wrong type
+        elif roll < 0.85:
+            records.append(Label(f"e{i}", "yes", ts=i))  # not a class of this binary model
         elif roll < 0.9:
             records.append(Label(f"nobody{i}", True, ts=i))  # unknown id
         if rng.random() < 0.05:
@@ -346,6 +409,7 @@ def test_summary_is_json_and_counters_add_up():
     assert set(summary["rejected"]) <= set(REASONS)
     assert {
         "wrong_label_type",
+        "invalid_label",
         "unknown_id",
         "duplicate_label",
         "duplicate_event",
@@ -356,33 +420,239 @@ def test_summary_is_json_and_counters_add_up():
     assert summary["n_labels"] == summary["metrics"]["n_labels"] == learner.metrics.n_labels
     assert summary["pending"] == len(learner.pending) and summary["clock"] == 2999
     assert summary["model"] == learner.version.to_wire()
+    assert summary["data_drift"]["latest"] == [{"test": "ks", "feature": "x", "statistic": 0.5}]
 
 
 # -- drift ------------------------------------------------------------------------------------
 
 
 def test_data_drift_report_names_the_feature():
+    """With the real monitor: a mean jump of 5 widths in one feature, the others steady."""
     rng = random.Random(1)
-    learner = Learner(LearnerConfig(model="gnb", data_drift=True))
+    learner = Learner(
+        LearnerConfig(
+            model="gnb",
+            data_drift=True,
+            data_reference_size=500,
+            data_window=500,
+            data_check_every=100,
+        )
+    )
     reports = []
-    for i in range(3000):
+    for i in range(4000):
         x = {
             "jumps": rng.random() + (5.0 if i >= 1500 else 0.0),
             "steady": rng.random(),
-            "colour": "red",
-            "flag": True,
+            "colour": rng.choice("rgb"),
+            "flag": rng.random() < 0.5,
         }
         reports += of(learner.process_event(Event(f"e{i}", x, ts=i)), DriftReport)
     assert reports, "a mean jump of 5 standard widths must be detected"
-    assert {r.feature for r in reports} == {"jumps"}
+    assert {(r.feature or r.detector["test"]) for r in reports} == {"jumps", "domain"}
     r = reports[0]
     assert r.kind == "data" and r.action == "reported" and r.n_seen >= 1500
+    assert r.feature == "jumps" and {"ks", "t"} <= {r.detector["test"] for r in reports}
     assert r.model_before == r.model_after
-    assert r.detector["width_before"] > r.detector["width_after"]
-    assert r.detector["mean_after"] > r.detector["mean_before"]
     wire = orjson.loads(orjson.dumps(r.to_wire()))
     assert wire["feature"] == "jumps" and wire["kind"] == "data"
+    assert {"test", "statistic", "effect", "reference", "live", "n_seen"} <= set(wire)
     assert learner.drifts["data"] == len(reports)
+
+
+class ScriptedMonitor(DataMonitor):
+    """A data monitor that alarms on the feature ``x`` every ``alarm_every`` events and
+    records what the learner asked of it (the statistics are tests/test_data_monitor.py's)."""
+
+    def __init__(self, alarm_every: int, per_check: int = 1):
+        self.alarm_every = alarm_every
+        self.per_check = per_check
+        self.n_seen = 0
+        self.labels = 0
+        self.rebuilt: list[int] = []
+
+    def observe_event(self, features):
+        self.n_seen += 1
+        if self.n_seen % self.alarm_every:
+            return []
+        return [
+            DataAlarm(test, "x", 0.5, 1e-6, 0.5, {"n": 10}, {"n": 10}, self.n_seen)
+            for test in ("ks", "t")[: self.per_check]
+        ]
+
+    def observe_label(self, features, y):
+        self.labels += 1
+        return []
+
+    def rebuild_reference(self):
+        self.rebuilt.append(self.n_seen)
+
+    def latest(self):
+        return {("ks", "x"): 0.5}
+
+    def summary(self):
+        return {"n_seen": self.n_seen}
+
+
+def test_data_alarms_are_reported_and_change_no_prediction():
+    dataset = sea(3000)
+    plain, plain_outs = run(dataset, model="lr", drift_policy="reset")
+    learner = Learner(config(model="lr", drift_policy="reset", data_drift=True))
+    learner.data_monitor = monitor = ScriptedMonitor(alarm_every=1000, per_check=2)
+    learner, outs = run_offline(*zero_delay(dataset), learner=learner)
+    served = [(p.id, p.prediction, p.proba, p.model) for p in of(outs, Prediction)]
+    assert served == [(p.id, p.prediction, p.proba, p.model) for p in of(plain_outs, Prediction)]
+    data = [r for r in of(outs, DriftReport) if r.kind == "data"]
+    assert [(r.n_seen, r.detector["test"], r.action) for r in data] == [
+        (n, test, "reported") for n in (1000, 2000, 3000) for test in ("ks", "t")
+    ]
+    wire = orjson.loads(orjson.dumps(data[0].to_wire()))
+    assert wire == {
+        "kind": "data",
+        "test": "ks",
+        "feature": "x",
+        "statistic": 0.5,
+        "p_value": 1e-6,
+        "effect": 0.5,
+        "reference": {"n": 10},
+        "live": {"n": 10},
+        "partition": 0,
+        "event_ts": 999,
+        "n_seen": 1000,
+        "action": "reported",
+        "model_before": wire["model_before"],
+        "model_after": wire["model_before"],
+        "id": "e999",
+    }
+    assert monitor.labels == 3000 and learner.drifts["data"] == 6
+
+
+def test_act_on_data_drift_applies_the_policy_once_per_check_and_rebuilds_the_reference():
+    learner = Learner(
+        config(model="lr", drift_policy="reset", data_drift=True, act_on_data_drift=True)
+    )
+    learner.data_monitor = monitor = ScriptedMonitor(alarm_every=1000, per_check=2)
+    learner, outs = run_offline(*zero_delay(sea(2500)), learner=learner)
+    data = [r for r in of(outs, DriftReport) if r.kind == "data"]
+    assert [(r.detector["test"], r.action) for r in data] == [
+        ("ks", "reset"),
+        ("t", "none (the policy acted on the ks x alarm of this check)"),
+    ] * 2
+    assert [r.model_after.generation for r in data] == [1, 1, 2, 2]
+    assert monitor.rebuilt == [1000, 2000] and learner.version.generation == 2
+
+
+def test_a_model_replaced_on_a_concept_drift_gets_a_new_data_reference():
+    learner = Learner(config(model="lr", drift_policy="reset", data_drift=True))
+    learner.data_monitor = monitor = ScriptedMonitor(alarm_every=10**9)
+    learner, outs = run_offline(*zero_delay(flipped(4000)), learner=learner)
+    replaced = [r for r in of(outs, DriftReport) if r.model_after != r.model_before]
+    assert replaced and len(monitor.rebuilt) == learner.version.generation == len(
+        {r.model_after.generation for r in replaced}
+    )
+
+
+def test_monitors_on_or_off_serve_the_same_predictions():
+    """The real data monitor only watches: replay --verify relies on it."""
+    dataset = flipped(3000)
+    _, off = run(dataset, model="lr", drift_policy="window")
+    _, on = run(dataset, model="lr", drift_policy="window", data_drift=True, data_check_every=50)
+    key = [(p.id, p.prediction, p.proba, p.model) for p in of(on, Prediction)]
+    assert key == [(p.id, p.prediction, p.proba, p.model) for p in of(off, Prediction)]
+
+
+class _Silent:
+    """An error monitor that never fires: to see act_when alone."""
+
+    n_seen = 0
+
+    def update(self, value):
+        return None
+
+
+def test_act_when_applies_the_policy_when_the_rolling_metric_crosses():
+    learner = Learner(config(model="lr", drift_policy="reset", act_when="accuracy<0.7"))
+    learner.monitor = _Silent()
+    learner, outs = run_offline(*zero_delay(flipped(6000, at=3000)), learner=learner)
+    [report] = of(outs, DriftReport)
+    d = report.detector
+    assert (d["trigger"], d["metric"], d["op"], d["threshold"]) == (
+        "act_when",
+        "accuracy",
+        "<",
+        0.7,
+    )
+    assert d["value"] < 0.7 and d["labels"] == 1000
+    assert report.kind == "concept" and report.action == "reset"
+    assert 3000 < report.n_seen < 3000 + 1000  # after the flip, before a whole window of it
+    assert report.model_after.generation == 1 and learner.drifts["concept"] == 1
+
+
+def test_act_when_does_not_repeat_before_n_new_labels():
+    learner = Learner(
+        config(model="lr", drift_policy="none", act_when="accuracy<0.7", act_when_labels=200)
+    )
+    learner.monitor = _Silent()
+    learner, outs = run_offline(*zero_delay(flipped(4000, at=2000)), learner=learner)
+    fired = [r.n_seen for r in of(outs, DriftReport)]
+    assert fired and fired[0] > 2000
+    assert all(b - a >= 200 for a, b in itertools.pairwise(fired))  # a fresh window each time
+    assert len(fired) >= 2  # policy none: while the model stays bad, the trigger says so again
+
+
+def test_act_when_regression_error_rises():
+    rng = random.Random(3)
+    data = [
+        ({"x": x}, 2 * x + (0 if i < 1500 else 10)) for i in range(3000) for x in [rng.random()]
+    ]
+    learner = Learner(
+        config(model="linreg", drift_policy="reset", act_when="mae>2", act_when_labels=20)
+    )
+    learner.monitor = _Silent()
+    learner, outs = run_offline(*zero_delay(data), learner=learner)
+    fired = of(outs, DriftReport)
+    assert fired and fired[0].n_seen > 1500 and fired[0].detector["value"] > 2
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("accuracy=0.7", "expected METRIC<VALUE"),
+        ("precision<0.7", "unknown metric 'precision'"),
+        ("accuracy>0.7", "better when higher"),
+        ("mae<3", "lower is better"),
+        ("accuracy<0.7.1", "is not a number"),
+    ],
+)
+def test_act_when_refuses_a_bad_expression(expression, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config(act_when=expression)
+
+
+def test_act_when_metric_must_fit_the_task():
+    with pytest.raises(ValueError, match="mae is a regression metric"):
+        Learner(config(model="lr", act_when="mae>3"))
+
+
+def test_a_checkpoint_from_before_the_data_monitor_restores():
+    """The old per-feature ADWIN monitor, 6-field pending joins, ids without offsets."""
+    learner = Learner(config(model="lr", data_drift=True))
+    learner.process_event(Event("a", {"x": 1.0}, ts=0))
+    learner.process_event(Event("b", {"x": 1.0}, ts=0))
+    learner.process_label(Label("b", True, ts=0))
+    state = learner.__getstate__()
+    ids, joins = state["pending"]
+    state["pending"] = (ids, [join[:6] for join in joins])
+    state["joined"] = state["joined"][0]  # the ids' JSON alone
+    state["data_monitor"] = DataDriftMonitor()
+    for name in ("trigger", "binary_only"):
+        del state[name]
+    old = Learner.__new__(Learner)
+    old.__setstate__(state)
+    assert isinstance(old.data_monitor, DataMonitor)
+    assert old.trigger is None and old.binary_only == "LogisticRegression"
+    assert old.pending["a"].offset == -1
+    assert "an unknown offset" in old.process_event(Event("b", {"x": 1.0}, ts=1))[0].detail
+    assert old.process_label(Label("a", False, ts=1)) == [] and old.n_labels == 2
 
 
 def test_concept_drift_report_carries_detector_figures():
