@@ -335,10 +335,13 @@ class _SnapshotCollector:
 
 def _data_statistics(summary: dict[str, Any]) -> list[tuple[str, str, float]]:
     """(test, feature, statistic) of the data-drift monitors in a learner summary: its
-    ``data_drift`` list of {test, feature, statistic} (none in older summaries)."""
+    ``data_drift`` part's ``latest`` list of {test, feature, statistic} (none when the
+    monitors are off, or in older summaries). Never raises: a scrape must not fail on it."""
+    part = summary.get("data_drift")
+    latest = part.get("latest") if isinstance(part, dict) else None
     out = []
-    for item in summary.get("data_drift") or ():
-        value = item.get("statistic")
+    for item in latest if isinstance(latest, list) else ():
+        value = item.get("statistic") if isinstance(item, dict) else None
         if isinstance(value, int | float):
             out.append((str(item.get("test")), str(item.get("feature") or ""), float(value)))
     return out

@@ -153,7 +153,7 @@ def summary(n_events: int, rejected: dict, metrics: dict) -> dict:
 
 
 def test_metrics_and_healthz_serve_the_published_snapshot():
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics({"consumer_group": "g", "events_topic": "ev", "labels_topic": "lb"})
     server = MetricsServer(metrics, "127.0.0.1", 0)
     try:
         status, body = http_get(server.url + "/healthz")
@@ -163,11 +163,15 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
             Snapshot(
                 {
                     0: PartitionSnapshot(
-                        summary(43, {"not_json": 2, "join_expired": 1}, {"rolling_accuracy": 0.75}),
+                        summary(
+                            43,
+                            {"not_json": 2, "join_expired": 1},
+                            {"rolling_accuracy": 0.75, "baseline_accuracy": 0.5},
+                        ),
                         (5, None),
                         None,
                     ),
-                    1: PartitionSnapshot(summary(7, {}, {"rolling_mae": 1.5}), (0, 0), 1.0),
+                    1: PartitionSnapshot(summary(7, {}, {"rolling_mae": 1.5}), (0, 0), 1.0, 12),
                 },
                 records_processed=99,
                 problems=[],
@@ -209,15 +213,85 @@ def test_metrics_and_healthz_serve_the_published_snapshot():
         assert (lag, (("input", "labels"), ("partition", "0"))) not in samples  # not known yet
         assert samples[("driftstream_checkpoint_age_seconds", (("partition", "1"),))] > 0
         assert ("driftstream_checkpoint_age_seconds", (("partition", "0"),)) not in samples
+        saved_at = "driftstream_last_checkpoint_timestamp_seconds"
+        assert samples[(saved_at, (("partition", "1"),))] == 1
+        assert samples[("driftstream_records_since_checkpoint", (("partition", "1"),))] == 12
+        assert samples[("driftstream_records_since_checkpoint", (("partition", "0"),))] == 0
+        baseline = "driftstream_baseline_metric"
+        assert samples[(baseline, (("metric", "accuracy"), ("partition", "0")))] == 0.5
+        assert (baseline, (("metric", "mae"), ("partition", "1"))) not in samples  # none yet
+        info = (("consumer_group", "g"), ("events_topic", "ev"), ("labels_topic", "lb"))
+        assert samples[("driftstream_worker_info", info)] == 1
+        assert samples[("driftstream_partitioner_mismatch", ())] == 0
+        assert ("driftstream_unknown_id_label_share", ()) not in samples  # no labels seen
         assert samples[("driftstream_records_processed_total", ())] == 99
         assert samples[("driftstream_healthy", ())] == 1
         assert samples[("driftstream_processing_latency_seconds_count", (("partition", "0"),))] == 1
-        metrics.publish(Snapshot({}, 99, ["Kafka unavailable for 3 s: x"], False))
+        # A warning (the partitioner check's) leaves the worker healthy, and is said.
+        metrics.publish(
+            Snapshot({}, 99, [], True, ["labels elsewhere"], 0.75, partitioner_mismatch=True)
+        )
+        status, body = http_get(server.url + "/healthz")
+        assert status == 200
+        assert orjson.loads(body) == {"status": "degraded", "warnings": ["labels elsewhere"]}
+        samples = metric_samples(http_get(server.url + "/metrics")[1].decode())
+        assert samples[("driftstream_partitioner_mismatch", ())] == 1
+        assert samples[("driftstream_unknown_id_label_share", ())] == 0.75
+        assert samples[("driftstream_healthy", ())] == 1
+        metrics.publish(Snapshot({}, 99, ["Kafka unavailable for 3 s: x"], False, ["w"]))
         status, body = http_get(server.url + "/healthz")
         assert status == 503 and "Kafka unavailable" in orjson.loads(body)["problems"][0]
+        assert orjson.loads(body)["warnings"] == ["w"]
         assert http_get(server.url + "/nothing")[0] == 404
     finally:
         server.close()
+
+
+def test_data_drift_alarms_are_counted_by_partition_test_and_feature():
+    class Report:
+        def __init__(self, kind, wire):
+            self.kind, self.partition, self._wire = kind, 2, wire
+
+        def to_wire(self):
+            return {"kind": self.kind, "partition": 2, **self._wire}
+
+    metrics = WorkerMetrics()
+    for statistic in (0.3, 0.4):
+        wire = {"test": "ks", "feature": "x1", "statistic": statistic}
+        metrics.drift_reported(Report("data", wire))
+    metrics.drift_reported(Report("data", {"test": "chi2", "feature": "color"}))  # no statistic
+    metrics.drift_reported(Report("concept", {"detector": {}}))  # not a data alarm
+    samples = metric_samples(metrics.exposition().decode())
+    ks = (("feature", "x1"), ("partition", "2"), ("test", "ks"))
+    chi2 = (("feature", "color"), ("partition", "2"), ("test", "chi2"))
+    assert samples[("driftstream_data_drift_alarms_total", ks)] == 2
+    assert samples[("driftstream_data_drift_alarms_total", chi2)] == 1
+    assert samples[("driftstream_data_drift_alarm_statistic", ks)] == 0.4
+    assert ("driftstream_data_drift_alarm_statistic", chi2) not in samples
+    assert samples[("driftstream_data_drift_last_alarm_timestamp_seconds", ks)] > 0
+    assert len([k for k in samples if k[0] == "driftstream_data_drift_alarms_total"]) == 2
+
+
+def test_data_drift_statistics_come_from_the_summary_and_never_break_a_scrape():
+    metrics = WorkerMetrics()
+    latest = [
+        {"test": "ks", "feature": "x1", "statistic": 0.25},
+        {"test": "label", "feature": None, "statistic": 3},
+        "not a dict",
+        {"test": "t", "feature": "x2", "statistic": None},
+    ]
+    parts = {
+        0: PartitionSnapshot(summary(1, {}, {}) | {"data_drift": {"latest": latest}}, (0, 0), None),
+        1: PartitionSnapshot(summary(1, {}, {}) | {"data_drift": "odd"}, (0, 0), None),
+        2: PartitionSnapshot(summary(1, {}, {}) | {"data_drift": None}, (0, 0), None),
+    }
+    metrics.publish(Snapshot(parts, 3, [], True))
+    samples = metric_samples(metrics.exposition().decode())
+    stat = "driftstream_data_drift_statistic"
+    assert {k: v for k, v in samples.items() if k[0] == stat} == {
+        (stat, (("feature", "x1"), ("partition", "0"), ("test", "ks"))): 0.25,
+        (stat, (("feature", ""), ("partition", "0"), ("test", "label"))): 3.0,
+    }
 
 
 def test_a_taken_metrics_port_is_a_clear_error():
