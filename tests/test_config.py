@@ -267,10 +267,28 @@ def test_every_option_that_fills_a_dataclass_field_has_its_default() -> None:
         ("run", "checkpoint_every"),
         ("run", "model_process"),
         ("run", "no_data_drift"),
+        ("run", "data_window"),
+        ("run", "act_when"),
+        ("run", "act_when_labels"),
         ("run", "sasl_username"),
         ("evaluate", "max_pending"),
         ("demo", "drift_policy"),
     } <= checked
+
+
+def test_data_drift_and_act_when_options_fill_the_learner_configuration(capsys) -> None:
+    argv = ["run", "--state", "s", "--bootstrap-servers", "k:9092", "--data-window", "500"]
+    argv += ["--act-on-data-drift", "--act-when", "accuracy<0.7", "--act-when-labels", "200"]
+    config = learner_config(parse_args(build_parser(), argv, {}))
+    assert (config.data_window, config.act_on_data_drift) == (500, True)
+    assert (config.act_when, config.act_when_labels) == ("accuracy<0.7", 200)
+    for expression, message in [
+        ("accuracy=0.7", "expected METRIC<VALUE or METRIC>VALUE"),
+        ("mae>3", "mae is a regression metric, the model 'lr' does classification"),
+    ]:
+        assert main(["evaluate", "--synthetic", "sea", "--n", "10", "--act-when", expression]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1  # one line, no traceback
 
 
 def test_no_flags_build_the_default_configuration() -> None:
