@@ -833,8 +833,57 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="event-time a label may wait for its event before it is unknown (%(default)s)",
     )
-    g.add_argument(
-        "--no-data-drift", action="store_true", help="do not watch numeric features for data drift"
+    d = p.add_argument_group(
+        "data drift and thresholds",
+        "each partition compares its live events with a reference sample (the first events "
+        "after start and after each model replacement): KS, Welch t, chi-square, missing and "
+        "out-of-range rates, feature-label correlation, P(Y) and a domain classifier, "
+        "reported on the drift topic; --act-when acts on a rolling metric",
+    )
+    d.add_argument(
+        "--no-data-drift", action="store_true", help="do not watch the inputs for data drift"
+    )
+    d.add_argument(
+        "--data-reference-size",
+        type=int,
+        default=FieldDefault(_LEARNER, "data_reference_size"),
+        metavar="N",
+        help="events in the reference sample (%(default)s)",
+    )
+    d.add_argument(
+        "--data-window",
+        type=int,
+        default=FieldDefault(_LEARNER, "data_window"),
+        metavar="N",
+        help="live events compared with the reference (%(default)s)",
+    )
+    d.add_argument(
+        "--data-check-every",
+        type=int,
+        default=FieldDefault(_LEARNER, "data_check_every"),
+        metavar="N",
+        help="events between two checks (%(default)s)",
+    )
+    d.add_argument(
+        "--act-on-data-drift",
+        action="store_true",
+        help="a data-drift alarm applies the drift policy (default: reported only)",
+    )
+    d.add_argument(
+        "--act-when",
+        default=FieldDefault(_LEARNER, "act_when"),
+        metavar="METRIC<VALUE",
+        help="apply the drift policy when a rolling metric crosses a threshold: "
+        "accuracy<0.7, f1<0.5, r2<0.3, or for errors log_loss>0.6, mae>3, rmse>5 "
+        "(default: off)",
+    )
+    d.add_argument(
+        "--act-when-labels",
+        type=int,
+        default=FieldDefault(_LEARNER, "act_when_labels"),
+        metavar="N",
+        help="labels the --act-when metric is over; checked once it has N, and again only "
+        "N labels after the policy acted (%(default)s)",
     )
     g.add_argument(
         "--schema",
@@ -848,9 +897,9 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
 
 def learner_config(args: argparse.Namespace):
     from driftstream.stream.learner import LearnerConfig
-    from driftstream.stream.models import build_model
+    from driftstream.stream.models import build_model, task_of
 
-    build_model(args.model)  # fail now, with the spec error, not inside a worker
+    task = task_of(build_model(args.model))  # fail now, with the spec error, not in a worker
     schema = None
     if args.schema:
         with open(args.schema) as f:
@@ -876,8 +925,21 @@ def learner_config(args: argparse.Namespace):
         early_label_wait=args.early_label_wait,
         max_classes=args.max_classes,
         data_drift=not args.no_data_drift,
+        data_reference_size=args.data_reference_size,
+        data_window=args.data_window,
+        data_check_every=args.data_check_every,
+        act_on_data_drift=args.act_on_data_drift,
+        act_when=args.act_when,
+        act_when_labels=args.act_when_labels,
         schema=schema,
     )
+    trigger = config.act_when_trigger()
+    if trigger is not None and trigger.task != task:
+        raise CliError(
+            f"--act-when {args.act_when!r}: {trigger.metric} is a {trigger.task} metric, "
+            f"the model {args.model!r} does {task}"
+        )
+    return config
 
 
 def load_samples(args: argparse.Namespace, name: str | None, path: str | None, start_ts: int = 0):
