@@ -39,6 +39,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from typing import Any
 
@@ -65,9 +66,9 @@ class DataMonitorOptions:
 
     reference_size: int = 2000  # R: events in the reference sample
     window: int = 2000  # W: events in the live window
-    check_every: int = 1000  # k: events (and labels) between checks
+    check_every: int = 2000  # k: events (and labels) between checks
     alpha: float = 0.01  # Benjamini-Hochberg level across the tests of one check
-    persistence: int = 3  # m: consecutive failing checks before an alarm
+    persistence: int = 2  # m: consecutive failing checks before an alarm
     cooldown: int = 20_000  # events after an alarm before the same (test, feature) again
     ks_floor: float = 0.07  # Kolmogorov-Smirnov D
     t_floor: float = 0.2  # Cohen's d
@@ -138,6 +139,40 @@ class _Domain:
         auc = float(self.auc.get())
         z, p = data_tests.domain_auc(auc, n, self.window - n)
         return Finding("domain", None, auc, p, auc - 0.5)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Side:
+    """One side (reference or live) of a numeric feature, for the tests: ``values`` sorted,
+    without the missing ones."""
+
+    rows: int
+    missing: int
+    n: int
+    values: np.ndarray
+    mean: float
+    var: float
+    out: int  # values outside the feature's range
+
+    @classmethod
+    def of(cls, column: np.ndarray, bounds: tuple[float, float] | None) -> _Side:
+        values = np.sort(column[~np.isnan(column)])
+        n = len(values)
+        out = 0
+        if n and bounds is not None:
+            lo, hi = bounds  # values are sorted: count below lo and above hi
+            out = int(
+                np.searchsorted(values, lo, "left") + n - np.searchsorted(values, hi, "right")
+            )
+        return cls(
+            rows=len(column),
+            missing=len(column) - n,
+            n=n,
+            values=values,
+            mean=float(values.mean()) if n else math.nan,
+            var=float(values.var(ddof=1)) if n > 1 else math.nan,
+            out=out,
+        )
 
 
 class DataMonitor:
@@ -240,6 +275,8 @@ class DataMonitor:
         self._since_check = 0
         self._since_label_check = 0
         self._ranges: dict[str, tuple[float, float]] = {}
+        self._stats: dict[str, _Side] | None = None
+        self._label_stats: dict | None = None
         self._domain = _Domain(self.options.domain_window)
         self._latest.clear()
         self.gate.reset()
@@ -271,21 +308,35 @@ class DataMonitor:
             return
         if not force and len(rows) < self.options.reference_size:
             return
+        self._label_kind = _label_kind([y for _, y in rows])
         reference = Columns(self._reference.kinds, len(rows), labelled=True)
         reference.pending = rows
         reference.flush()
         self._label_reference, self._label_rows = reference, []
         self._label_live = Columns(self._reference.kinds, self.options.window, labelled=True)
-        self._label_kind = _label_kind(reference.label_values())
 
     # -- checks -------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_stats"] = state["_label_stats"] = None  # derived from the reference: rebuilt
+        return state
+
+    def _reference_stats(self) -> dict[str, _Side]:
+        """Each numeric feature's reference side, computed once per reference."""
+        if self._stats is None:
+            reference = self._reference
+            self._stats = {
+                name: _Side.of(reference.number(name), self._ranges.get(name))
+                for name in reference.numbers
+            }
+        return self._stats
 
     def _check_events(self) -> list[DataAlarm]:
         reference, live = self._reference, self._live
         findings: list[Finding] = []
-        numeric = list(reference.numbers)
-        if numeric:
-            findings += self._numeric_findings(reference, live, numeric)
+        if reference.numbers:
+            findings += self._numeric_findings(live)
         for name in reference.categories:
             findings += self._categorical_findings(
                 reference.category(name), live.category(name), name
@@ -296,42 +347,52 @@ class DataMonitor:
             findings.append(domain)
         return self._gate(findings)
 
-    def _numeric_findings(
-        self, reference: Columns, live: Columns, names: list[str]
-    ) -> list[Finding]:
-        ref = np.stack([reference.number(n) for n in names])
-        now = np.stack([live.number(n) for n in names])
-        ref_missing, now_missing = np.isnan(ref), np.isnan(now)
-        n1, n2 = (~ref_missing).sum(axis=1), (~now_missing).sum(axis=1)
+    def _numeric_findings(self, live: Columns) -> list[Finding]:
+        stats = self._reference_stats()
+        names = list(stats)
+        refs = list(stats.values())
+        nows = [_Side.of(live.number(name), self._ranges.get(name)) for name in names]
         findings = []
+        column = np.array
         chi2, p, diff = data_tests.proportions(
-            ref_missing.sum(axis=1), ref.shape[1], now_missing.sum(axis=1), now.shape[1]
+            column([r.missing for r in refs], dtype=float),
+            column([r.rows for r in refs], dtype=float),
+            column([s.missing for s in nows], dtype=float),
+            column([s.rows for s in nows], dtype=float),
         )
         findings += [
             Finding("missing", n, float(c), float(q), float(d))
             for n, c, q, d in zip(names, chi2, p, diff)
         ]
-        enough = (n1 >= _MIN_VALUES) & (n2 >= _MIN_VALUES)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m1, m2 = np.nanmean(ref, axis=1), np.nanmean(now, axis=1)
-            v1, v2 = np.nanvar(ref, axis=1, ddof=1), np.nanvar(now, axis=1, ddof=1)
-        t, p_t, d = data_tests.welch(m1, v1, n1, m2, v2, n2)
-        out1, out2 = np.zeros(len(names)), np.zeros(len(names))
-        for i, name in enumerate(names):
-            if not enough[i]:
-                continue
-            a, b = ref[i][~ref_missing[i]], now[i][~now_missing[i]]
-            stat, p_ks = data_tests.ks(np.sort(a), b)
-            findings.append(Finding("ks", name, stat, p_ks, stat))
-            findings.append(Finding("t", name, float(t[i]), float(p_t[i]), float(d[i])))
-            lo, hi = self._ranges[name]
-            out1[i] = np.count_nonzero((a < lo) | (a > hi))
-            out2[i] = np.count_nonzero((b < lo) | (b > hi))
-        chi2, p, diff = data_tests.proportions(out1, n1, out2, n2)
+        tested = [i for i, (r, s) in enumerate(zip(refs, nows)) if min(r.n, s.n) >= _MIN_VALUES]
+        if not tested:
+            return findings
+        refs = [refs[i] for i in tested]
+        nows = [nows[i] for i in tested]
+        names = [names[i] for i in tested]
+        for name, r, s in zip(names, refs, nows):
+            d, p_ks = data_tests.ks(r.values, s.values)
+            findings.append(Finding("ks", name, d, p_ks, d))
+        t, p, d = data_tests.welch(
+            column([r.mean for r in refs]),
+            column([r.var for r in refs]),
+            column([r.n for r in refs], dtype=float),
+            column([s.mean for s in nows]),
+            column([s.var for s in nows]),
+            column([s.n for s in nows], dtype=float),
+        )
         findings += [
-            Finding("out_of_range", name, float(chi2[i]), float(p[i]), float(diff[i]))
-            for i, name in enumerate(names)
-            if enough[i]
+            Finding("t", n, float(a), float(b), float(c)) for n, a, b, c in zip(names, t, p, d)
+        ]
+        chi2, p, diff = data_tests.proportions(
+            column([r.out for r in refs], dtype=float),
+            column([r.n for r in refs], dtype=float),
+            column([s.out for s in nows], dtype=float),
+            column([s.n for s in nows], dtype=float),
+        )
+        findings += [
+            Finding("out_of_range", n, float(a), float(b), float(c))
+            for n, a, b, c in zip(names, chi2, p, diff)
         ]
         return findings
 
@@ -349,47 +410,59 @@ class DataMonitor:
 
     def _learn_domain(self, reference: Columns, live: Columns) -> None:
         """Teach the domain classifier ``domain_sample`` pairs of rows drawn at random."""
-        scale = {}
-        for name in reference.numbers:
-            values = reference.number(name)
-            values = values[~np.isnan(values)]
-            if len(values) > 1 and values.std() > 0:
-                scale[name] = (float(values.mean()), float(values.std()))
-        rng, draw = self.rng, self.options.domain_sample
+        scale = {
+            name: (side.mean, math.sqrt(side.var))
+            for name, side in self._reference_stats().items()
+            if side.n > 1 and side.var > 0
+        }
+        rng = self.rng
         pairs = [
             (
                 _domain_x(reference.row(rng.randrange(reference.size)), scale),
                 _domain_x(live.row(rng.randrange(live.size)), scale),
             )
-            for _ in range(draw)
+            for _ in range(self.options.domain_sample)
         ]
         self._domain.learn(pairs)
 
+    def _label_reference_stats(self) -> dict:
+        """The labelled reference's side of the label tests, computed once per reference."""
+        if self._label_stats is None:
+            reference = self._label_reference
+            stats: dict[str, Any] = {"codes": None, "r": {}}
+            if self._label_kind == "classes":
+                stats["text"] = reference.text_labels()
+                classes = np.unique(stats["text"])
+                if len(classes) == 2:  # binary: the correlation with the second class
+                    stats["positive"] = classes[1]
+                    stats["codes"] = (stats["text"] == classes[1]).astype(float)
+            else:
+                stats["codes"] = y = reference.number_labels()
+                stats["sorted"] = np.sort(y[~np.isnan(y)])
+            if stats["codes"] is not None:
+                for name in reference.numbers:
+                    stats["r"][name] = _pearson(reference.number(name), stats["codes"])
+            self._label_stats = stats
+        return self._label_stats
+
     def _check_labels(self) -> list[DataAlarm]:
-        reference, live = self._label_reference, self._label_live
-        y1, y2 = reference.label_values(), live.label_values()
+        live = self._label_live
+        stats = self._label_reference_stats()
         findings = []
         if self._label_kind == "classes":
-            stat, p, v, _ = data_tests.categorical(_as_str(y1), _as_str(y2))
+            text = live.text_labels()
+            stat, p, v, _ = data_tests.categorical(stats["text"], text)
             findings.append(Finding("label", None, stat, p, v))
-            classes = sorted(set(_as_str(y1)))
-            codes = None
-            if len(classes) == 2:
-                codes = (
-                    (_as_str(y1) == classes[1]).astype(float),
-                    (_as_str(y2) == classes[1]).astype(float),
-                )
+            codes = (text == stats["positive"]).astype(float) if "positive" in stats else None
         else:
-            n1, n2 = _numeric(y1), _numeric(y2)
-            n1, n2 = n1[~np.isnan(n1)], n2[~np.isnan(n2)]
-            if len(n1) >= _MIN_VALUES and len(n2) >= _MIN_VALUES:
-                stat, p = data_tests.ks(np.sort(n1), n2)
+            codes = live.number_labels()
+            y = codes[~np.isnan(codes)]
+            if len(stats["sorted"]) >= _MIN_VALUES and len(y) >= _MIN_VALUES:
+                stat, p = data_tests.ks(stats["sorted"], y)
                 findings.append(Finding("label", None, stat, p, stat))
-            codes = _numeric(y1), _numeric(y2)
         if codes is not None:
-            for name in reference.numbers:
-                r1, m1 = _pearson(reference.number(name), codes[0])
-                r2, m2 = _pearson(live.number(name), codes[1])
+            for name, (r1, m1) in stats["r"].items():
+                r2, m2 = _pearson(live.number(name), codes)
                 if r1 is None or r2 is None:
                     continue
                 z, p, delta = data_tests.correlation(r1, m1, r2, m2)
@@ -471,10 +544,10 @@ class DataMonitor:
                 "scored": self._domain.window,
             }
         if test == "label":
-            sides = self._label_reference.label_values(), self._label_live.label_values()
+            sides = self._label_reference, self._label_live
             if self._label_kind == "classes":
-                return tuple(_frequencies(_as_str(y)) for y in sides)
-            return tuple(_numeric_summary(_numeric(y)) for y in sides)
+                return tuple(_frequencies(c.text_labels()) for c in sides)
+            return tuple(_numeric_summary(c.number_labels()) for c in sides)
         if test == "correlation":
             return tuple(
                 {"n": int(cols.size), "r": round(float(r), 4)}
@@ -516,7 +589,7 @@ def _domain_x(row: tuple[dict, dict], scale: dict[str, tuple[float, float]]) -> 
     return x
 
 
-def _label_kind(labels: np.ndarray) -> str:
+def _label_kind(labels: list) -> str:
     """``classes`` for str, bool and few distinct integers; ``numeric`` otherwise."""
     values = [y for y in labels if y is not None]
     if all(isinstance(y, (str, bool)) for y in values):
@@ -540,18 +613,6 @@ def _is_none(values: np.ndarray) -> np.ndarray:
 
 def _missing(values: np.ndarray) -> np.ndarray:
     return np.isnan(values) if values.dtype.kind == "f" else _is_none(values)
-
-
-def _as_str(values: np.ndarray) -> np.ndarray:
-    return np.array([str(v) for v in values], dtype=object)
-
-
-def _numeric(values: np.ndarray) -> np.ndarray:
-    out = np.full(len(values), np.nan)
-    for i, v in enumerate(values):
-        if isinstance(v, (int, float)):
-            out[i] = v
-    return out
 
 
 def _numeric_summary(values: np.ndarray) -> dict:

@@ -95,16 +95,16 @@ def proportions(
 
 
 def categorical(reference: np.ndarray, live: np.ndarray) -> tuple[float, float, float, list]:
-    """Category frequencies compared: chi-square of the 2 x K table (as
+    """Category frequencies (of ``str(value)``) compared: chi-square of the 2 x K table (as
     ``chi2_contingency(correction=False)``), its p-value, Cramer's V (``sqrt(chi2 / n)`` for
     two rows) and the categories seen live but never in the reference."""
-    cats1, counts1 = np.unique(reference, return_counts=True)
-    cats2, counts2 = np.unique(live, return_counts=True)
+    cats1, counts1 = np.unique(np.asarray(reference).astype(str), return_counts=True)
+    cats2, counts2 = np.unique(np.asarray(live).astype(str), return_counts=True)
     cats = np.union1d(cats1, cats2)
     table = np.zeros((2, len(cats)))
     table[0, np.searchsorted(cats, cats1)] = counts1
     table[1, np.searchsorted(cats, cats2)] = counts2
-    new = [c.item() if hasattr(c, "item") else c for c in np.setdiff1d(cats2, cats1)]
+    new = np.setdiff1d(cats2, cats1).tolist()
     n = table.sum()
     if len(cats) < 2 or n == 0:
         return 0.0, 1.0, 0.0, new

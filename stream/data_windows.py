@@ -57,7 +57,9 @@ class Columns:
         self.categories = {
             n: np.full(capacity, None, dtype=object) for n, k in kinds.items() if k == "category"
         }
-        self.labels = np.full(capacity, None, dtype=object) if labelled else None
+        # the label as text (classes) and as a number (NaN if it is not one), for the tests
+        self.label_text = np.full(capacity, None, dtype=object) if labelled else None
+        self.label_number = np.full(capacity, np.nan) if labelled else None
         self.size = 0  # rows held
         self.next = 0  # where the next row goes
         self.pending: list[tuple[dict, Any]] = []  # (features, label) not yet written
@@ -74,8 +76,10 @@ class Columns:
             column[where] = _floats([row.get(name) for row, _ in rows])
         for name, column in self.categories.items():
             column[where] = [_category(row.get(name)) for row, _ in rows]
-        if self.labels is not None:
-            self.labels[where] = [label for _, label in rows]
+        if self.label_text is not None:
+            labels = [label for _, label in rows]
+            self.label_text[where] = [str(label) for label in labels]
+            self.label_number[where] = _floats(labels)
         self.next = (self.next + len(rows)) % self.capacity
         self.size = min(self.capacity, self.size + len(rows))
 
@@ -87,8 +91,13 @@ class Columns:
         """The feature's categories held, None where missing."""
         return self.categories[name][: self.size]
 
-    def label_values(self) -> np.ndarray:
-        return self.labels[: self.size]
+    def text_labels(self) -> np.ndarray:
+        """The labels held, as strings (``str(label)``)."""
+        return self.label_text[: self.size].astype(str)
+
+    def number_labels(self) -> np.ndarray:
+        """The labels held, as floats (bool as 0/1; NaN for a label that is not a number)."""
+        return self.label_number[: self.size]
 
     def row(self, i: int) -> tuple[dict[str, float], dict[str, str | None]]:
         """Row ``i``'s numeric and categorical values."""
@@ -99,16 +108,11 @@ class Columns:
 
 
 def _floats(values: list) -> np.ndarray:
+    """Numbers as floats (bool as 0/1), anything else (None, a string) as NaN."""
     try:
-        return np.array(values, dtype=float)  # None -> NaN
-    except (TypeError, ValueError):  # a value of another type: missing for this column
-        return np.array(
-            [
-                v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
-                for v in values
-            ],
-            dtype=float,
-        )
+        return np.array(values, dtype=float)  # None -> NaN, True -> 1.0
+    except (TypeError, ValueError):  # a string among them: missing for this column
+        return np.array([v if isinstance(v, (int, float)) else np.nan for v in values], dtype=float)
 
 
 def _category(value: Any) -> str | None:
