@@ -184,6 +184,20 @@ def _demo_parser(sub) -> None:
         "--plot", default=FieldDefault(_DEMO, "plot"), help="PNG to write (default %(default)s)"
     )
     p.add_argument(
+        "--dashboard",
+        action="store_true",
+        default=FieldDefault(_DEMO, "dashboard"),
+        help="serve the live dashboard (`driftstream dashboard`) during the demo, and keep "
+        "it and the broker up after the summary until Ctrl-C",
+    )
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=FieldDefault(_DEMO, "dashboard_port"),
+        metavar="PORT",
+        help="the dashboard's port on 127.0.0.1 (default %(default)s; 0: any free one)",
+    )
+    p.add_argument(
         "--bootstrap-servers",
         default=None,
         metavar="HOST:PORT",
@@ -418,13 +432,16 @@ def _report_parser(sub) -> None:
         "report",
         help="write an HTML report of a state store",
         description="Write one self-contained HTML page (inline plots, no "
-        "scripts, no network) with the rolling metric per partition and its "
-        "drifts, model generations, dead letters by reason, pending joins and a "
-        "summary table, from the checkpoints and drift log in --state.",
+        "scripts, no network) with the rolling metric per partition against the "
+        "no-change baseline and its drifts, model generations, dead letters by reason, "
+        "label delays, pending joins and a summary table, from the checkpoints and drift "
+        "log in --state. With --bootstrap-servers the history is the metrics topic's, one "
+        "point per metrics record, and the label delay histogram's bins fit the delays "
+        "joined from the input topics.",
     )
     _state_args(p, required=True)
     p.add_argument("--out", default="report.html", help="HTML file to write (report.html)")
-    _kafka_args(p)  # for the kafka: store
+    _kafka_args(p)  # the kafka: store, and the metrics history
     p.set_defaults(func=cmd_report)
 
 
@@ -907,7 +924,7 @@ def learner_config(args: argparse.Namespace):
         from driftstream.stream.schema import FeatureSchema
 
         FeatureSchema.from_dict(schema)
-    return LearnerConfig(
+    config = LearnerConfig(
         model=args.model,
         drift_policy=args.drift_policy,
         adwin_delta=args.adwin_delta,
@@ -1238,6 +1255,8 @@ def demo_options(args: argparse.Namespace):
         state=args.state,
         state_key_file=args.state_key_file,
         plot=args.plot,
+        dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port,
     )
 
 
@@ -1262,15 +1281,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = (
         KafkaSettings(bootstrap_servers=args.bootstrap_servers) if args.bootstrap_servers else None
     )
-    run_demo(demo_options(args), settings, key=key)
+    run_demo(demo_options(args), settings, key=key, hold=_hold_dashboard)
     return 0
+
+
+def _hold_dashboard(url: str) -> None:
+    """After the demo: the dashboard (and the broker it reads) stay up until Ctrl-C."""
+    import threading
+
+    print(f"\nthe dashboard stays at {url}: press Ctrl-C to stop", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from driftstream.report import write_report
 
-    with open_state(args) as store:
-        print(f"wrote {write_report(store, args.out)}")
+    settings = kafka_settings(args) if args.bootstrap_servers else None
+    with open_state(args, settings) as store:
+        print(f"wrote {write_report(store, args.out, settings, args.topic_prefix)}")
     return 0
 
 

@@ -3,7 +3,12 @@
 Starts the embedded broker (unless one is given), creates topics, publishes a SEA stream with a
 sudden concept drift and delayed labels while a worker scores and learns from it, prints live
 progress, then a summary (with a replay of the whole history checked against what was
-served), and plots rolling accuracy with the drift markers to a PNG.
+served), and plots rolling accuracy with the drift markers to a PNG. With ``dashboard`` the
+live page (`driftstream.dashboard`) is served during the run.
+
+The worker checkpoints every `DemoOptions.checkpoint_every` records and keeps every
+checkpoint, so the metrics topic (one record per checkpoint) and the store both hold the
+run at `driftstream report`'s full resolution: about 50 points for 20,000 events.
 
 State goes to an SQLite file by default (removed first); ``kafka:`` or ``s3://BUCKET/PREFIX``
 (with a key, `driftstream.state.signing`) work too: the demo's topics are new each run, so
@@ -17,6 +22,7 @@ import contextlib
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -45,6 +51,12 @@ class DemoOptions:
     state_key_file: str | None = None  # the signing key (else $DRIFTSTREAM_STATE_KEY)
     plot: str = "demo.png"
     topic_prefix: str = ""
+    # 40,000 records (events and labels) / 800: 50 metrics records per run, each a point of
+    # `driftstream report` and the dashboard; the demo's small state saves in milliseconds
+    checkpoint_every: int = 800
+    keep_checkpoints: int = 1_000  # all of them: the report reads the history from the store
+    dashboard: bool = False  # serve `driftstream dashboard` during the run
+    dashboard_port: int = 8050  # 0: any free port
 
 
 def run_demo(
@@ -52,9 +64,11 @@ def run_demo(
     settings: KafkaSettings | None = None,
     out=sys.stdout,
     key: bytes | None = None,
+    hold: Callable[[str], None] | None = None,
 ) -> dict:
     """Run the demo; returns the summary (also printed). ``key``: the state key, needed by
-    the kafka: and s3:// stores."""
+    the kafka: and s3:// stores. ``hold(url)``: with the dashboard, called after the summary
+    while the broker and the page are still up (the CLI waits for Ctrl-C there)."""
     with contextlib.ExitStack() as stack:
         if settings is None:
             from driftstream.broker import EmbeddedBroker
@@ -71,6 +85,14 @@ def run_demo(
         print(f"topics {prefix}{{events,labels,predictions,drift,metrics,deadletter}}", file=out)
         store = _open_state(opts.state, settings, prefix, key)
         print(f"state in {store.name}", file=out)
+        dashboard = None
+        if opts.dashboard:
+            from driftstream.dashboard import Dashboard
+
+            dashboard = stack.enter_context(
+                Dashboard(settings, prefix, f"{prefix}workers", port=opts.dashboard_port)
+            )
+            print(f"dashboard at {dashboard.url} (live while the demo runs)", file=out)
 
         samples = list(
             synthetic(
@@ -100,7 +122,8 @@ def run_demo(
                 group=f"{prefix}workers",
                 topic_prefix=prefix,
                 exit_when_idle=2.0,
-                checkpoint_every=10_000,
+                checkpoint_every=opts.checkpoint_every,
+                keep_checkpoints=opts.keep_checkpoints,
             ),
         )
         started = time.monotonic()
@@ -117,6 +140,10 @@ def run_demo(
         _print_summary(summary, out)
         _plot(summary, opts.plot)
         print(f"plot written to {opts.plot}", file=out)
+        if dashboard is not None:
+            summary["dashboard"] = dashboard.url
+            if hold is not None:
+                hold(dashboard.url)
         return summary
 
 

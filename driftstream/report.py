@@ -1,10 +1,15 @@
 """`driftstream report`: one self-contained HTML page about a checkpoint store, for operators.
 
-Everything comes from what the workers stored (in any `CheckpointStore`: an SQLite file, the
-``kafka:`` or the ``s3://`` store): the checkpoints' info (the learner's summary
-at each checkpoint), the drift log and model versions. The plots are inline PNGs and the page
-has no scripts and no external links, so it opens anywhere, offline, and can be mailed.
-Resolution is one point per checkpoint (`--checkpoint-every` / `--checkpoint-interval`).
+The history comes from the metrics topic when Kafka is given (``--bootstrap-servers``): one
+point per metrics record, i.e. the summary a worker publishes for a partition at each of its
+checkpoints, all of them, including those the store has since pruned. Without Kafka it comes
+from the checkpoints the store still keeps (``--keep-checkpoints`` per partition). The label
+delay histogram then has bins fitted to the delays themselves (numpy's "auto" bins), joined
+from the newest `MAX_DELAY_RECORDS` events and labels of each partition; without Kafka it shows
+the learner's power-of-two delay buckets. The drift log, model versions and the summary table
+come from the store (any `CheckpointStore`: an SQLite file, the ``kafka:`` or ``s3://`` store).
+The plots are inline PNGs and the page has no scripts and no external links, so it opens
+anywhere, offline, and can be mailed.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from typing import Any
 
 from driftstream.state.store import CheckpointStore
 
-__all__ = ["build_report", "write_report"]
+__all__ = ["build_report", "load", "write_report"]
 
 EPOCH_MS_FROM = 10**11  # event times above this are epoch-ms (after 1973), else plain units
 NO_CLOCK = -(1 << 61)  # the learner's clock starts at -(1 << 62)
 PRIMARY = ("accuracy", "mae")  # headline metric by task, as stream.metrics.MetricSet.primary
+MAX_DELAY_RECORDS = 200_000  # newest events and labels read per partition for the delays
+MAX_BINS = 100  # of the label delay histogram ("auto" bins, at most this many)
 
 CSS = """
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1100px; }
@@ -55,11 +62,6 @@ def _xs(values: list[int], is_ms: bool) -> list:
     return [datetime.fromtimestamp(v / 1000, tz=UTC).replace(tzinfo=None) for v in values]
 
 
-def _timed(rows: list[dict]) -> list[dict]:
-    """Checkpoints with an event-time clock (a learner that saw no event yet has none)."""
-    return [r for r in rows if r["info"].get("clock", NO_CLOCK) > NO_CLOCK]
-
-
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -86,30 +88,129 @@ def _colour(partition: int) -> str:
     return f"C{partition % 10}"
 
 
-def load(store: CheckpointStore) -> dict[str, Any]:
-    """All the report needs from the store, grouped by partition."""
+def load(store: CheckpointStore, settings=None, prefix: str = "") -> dict[str, Any]:
+    """All the report needs, grouped by partition: from the store, and with Kafka
+    ``settings`` the metrics history and raw label delays from the topics under ``prefix``.
+
+    ``history``: {partition: [summary, ...]} oldest first, one per metrics record (or per
+    kept checkpoint without Kafka); ``source``: which of the two it is.
+    """
     checkpoints = store.checkpoints()
     drifts = store.drift_log()
     versions = store.model_versions()
     by_partition: dict[int, list[dict]] = defaultdict(list)
     for row in checkpoints:
         by_partition[row["partition"]].append(row)
-    return {
+    data: dict[str, Any] = {
         "checkpoints": dict(by_partition),
         "drifts": [d["record"] for d in drifts],
         "versions": versions,
+        "history": {p: [r["info"] for r in rows] for p, rows in by_partition.items()},
+        "source": "checkpoints",
+        "delays": None,
     }
+    if settings is not None:
+        from driftstream.transport import topic_names
+
+        topics = topic_names(prefix)
+        history = metrics_history(settings, topics["metrics"])
+        if history:
+            data["history"], data["source"] = history, topics["metrics"]
+        data["delays"] = label_delays(settings, topics["events"], topics["labels"])
+    return data
+
+
+def metrics_history(settings, topic: str) -> dict[int, list[dict]]:
+    """{partition: [metrics record, ...]} in the order the workers published them."""
+    import orjson
+
+    from driftstream.consumers.reader import read_topic
+
+    out: dict[int, list[dict]] = defaultdict(list)
+    for r in read_topic(settings, topic):
+        try:
+            value = orjson.loads(r.value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and "clock" in value:
+            out[int(value.get("partition", r.partition))].append(value)
+    return dict(out)
+
+
+def label_delays(
+    settings, events: str, labels: str, limit: int = MAX_DELAY_RECORDS
+) -> dict[int, list[int]]:
+    """{partition: [label time - event time, ...]} for the labels among the newest ``limit``
+    records of each labels partition whose event is among the newest ``limit`` events."""
+    import orjson
+
+    from driftstream.consumers.reader import read_range
+    from driftstream.transport import Consumer
+
+    consumer = Consumer(settings)
+    try:
+        partitions = consumer.partitions_for(events)
+    finally:
+        consumer.close()
+    ends = _ends(settings, [(t, p) for t in (events, labels) for p in partitions])
+    out: dict[int, list[int]] = {}
+    for p in partitions:
+        times: dict[str, int] = {}
+        for topic, into in ((events, "event"), (labels, "label")):
+            end = ends.get((topic, p))
+            if not end:
+                continue
+            for r in read_range(settings, topic, p, max(0, end - limit), end):
+                try:
+                    v = orjson.loads(r.value)
+                    ident, ts = v["id"], v["ts"]
+                except (orjson.JSONDecodeError, TypeError, KeyError):
+                    continue  # the worker dead-letters these
+                if not isinstance(ts, int) or isinstance(ts, bool):
+                    continue
+                if into == "event":
+                    times[ident] = ts
+                elif ident in times:
+                    out.setdefault(p, []).append(ts - times.pop(ident))
+    return out
+
+
+def _ends(settings, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """End offsets from a fetch (Tansu's ListOffsets answer is unreliable)."""
+    import time
+
+    from driftstream.transport import Consumer
+
+    consumer = Consumer(settings, max_poll_records=1)
+    try:
+        consumer.assign(tps)
+        consumer.seek_to_beginning(tps)
+        deadline = time.monotonic() + 10
+        highs: dict[tuple[str, int], int] = {}
+        while time.monotonic() < deadline and len(highs) < len(tps):
+            consumer.poll(100, max_records=1)
+            highs = {tp: h for tp in tps if (h := consumer.highwater(*tp)) is not None}
+        return highs
+    finally:
+        consumer.close()
+
+
+def _points(data: dict, key) -> dict[int, list[tuple[int, Any]]]:
+    """{partition: [(event time, key(summary)), ...]} over the history, None values left out."""
+    out = {}
+    for p, infos in sorted(data["history"].items()):
+        pts = [(i["clock"], key(i)) for i in infos if i.get("clock", NO_CLOCK) > NO_CLOCK]
+        out[p] = [(x, y) for x, y in pts if y is not None]
+    return out
 
 
 def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
-    fig, ax = _figure(f"rolling {metric} per partition, with concept drifts")
-    for p, rows in sorted(data["checkpoints"].items()):
-        pts = [
-            (r["info"]["clock"], r["info"]["metrics"].get(f"rolling_{metric}"))
-            for r in _timed(rows)
-            if r["info"].get("metrics")
-        ]
-        pts = [(x, y) for x, y in pts if y is not None]
+    fig, ax = _figure(
+        f"rolling {metric} per partition (dashed: the no-change baseline), with concept drifts"
+    )
+    rolling = _points(data, lambda i: i.get("metrics", {}).get(f"rolling_{metric}"))
+    baseline = _points(data, lambda i: i.get("metrics", {}).get(f"baseline_{metric}"))
+    for p, pts in rolling.items():
         if pts:
             ax.plot(
                 _xs([x for x, _ in pts], is_ms),
@@ -119,6 +220,16 @@ def _metric_plot(data: dict, metric: str, is_ms: bool, xlabel: str) -> str:
                 linewidth=1.4,
                 color=_colour(p),
                 label=f"partition {p}",
+            )
+        base = baseline.get(p)
+        if base:
+            ax.plot(
+                _xs([x for x, _ in base], is_ms),
+                [y for _, y in base],
+                linestyle="--",
+                linewidth=0.9,
+                color=_colour(p),
+                alpha=0.7,
             )
     acted = False
     for d in data["drifts"]:
@@ -160,8 +271,9 @@ def _generation_plot(data: dict, is_ms: bool, xlabel: str) -> str:
         "model generation per partition (changes when a drift policy replaces the model)",
         height=2.8,
     )
-    for p, rows in sorted(data["checkpoints"].items()):
-        pts = [(r["info"]["clock"], r["generation"]) for r in _timed(rows)]
+    history = _points(data, lambda i: (i.get("model") or {}).get("generation"))
+    for p in sorted(set(data["checkpoints"]) | set(history)):
+        pts = list(history.get(p, []))
         pts += [
             (d["event_ts"], d["model_after"]["generation"])
             for d in data["drifts"]
@@ -183,7 +295,9 @@ def _generation_plot(data: dict, is_ms: bool, xlabel: str) -> str:
                 label=f"partition {p}",
             )
     top = max(
-        [g for rows in data["checkpoints"].values() for g in (r["generation"] for r in rows)] + [1]
+        [g for rows in data["checkpoints"].values() for g in (r["generation"] for r in rows)]
+        + [g for pts in history.values() for _, g in pts]
+        + [1]
     )
     ax.set_ylim(-0.5, top + 0.5)  # whole generations; a flat line at 0 is not a 0.04 zoom
     ax.yaxis.get_major_locator().set_params(integer=True)
@@ -226,16 +340,64 @@ def _delay_plot(delays: dict, is_ms: bool) -> str:
     return _png(fig)
 
 
+def delay_bins(delays: list[int]) -> list[float]:
+    """Bin edges fitted to the delays: numpy's "auto" rule (the larger of Sturges' and the
+    Freedman-Diaconis bins), at most `MAX_BINS` bins.
+
+    >>> delay_bins([100] * 50)  # one value: one bin around it
+    [99.5, 100.5]
+    >>> len(delay_bins(list(range(1000)))) - 1  # Sturges: log2(1000) + 1
+    11
+    """
+    import numpy as np
+
+    edges = np.histogram_bin_edges(delays, bins="auto")
+    if len(edges) - 1 > MAX_BINS:
+        edges = np.histogram_bin_edges(delays, bins=MAX_BINS)
+    return [float(e) for e in edges]
+
+
+def _delay_histogram(delays: dict[int, list[int]], is_ms: bool) -> str:
+    """Joined labels by event-time delay, in bins fitted to the delays, stacked by partition."""
+    import numpy as np
+
+    every = [d for values in delays.values() for d in values]
+    edges = delay_bins(every)
+    bins = len(edges) - 1
+    unit = "ms" if is_ms else "event-time units"
+    if min(every) == max(every):
+        title = f"label delay: all {len(every):,} labels joined {every[0]} {unit} after their event"
+    else:
+        title = (
+            f"label delay (event time from event to label), {len(every):,} labels joined, "
+            f"{bins} bin{'s' if bins > 1 else ''} fitted to the data"
+        )
+    fig, ax = _figure(title, height=2.8)
+    widths = np.diff(edges)
+    bottom = np.zeros(len(widths))
+    for p, values in sorted(delays.items()):
+        counts, _ = np.histogram(values, bins=edges)
+        ax.bar(
+            edges[:-1],
+            counts,
+            width=widths,
+            bottom=bottom,
+            align="edge",
+            color=_colour(p),
+            edgecolor="white",
+            linewidth=0.4,
+            label=f"partition {p}",
+        )
+        bottom += counts
+    ax.set_xlabel("delay " + ("(ms)" if is_ms else "(event-time units)"))
+    ax.set_ylabel("labels")
+    _legend(ax, fontsize=8)
+    return _png(fig)
+
+
 def _pending_plot(data: dict, is_ms: bool, xlabel: str) -> str:
-    fig, ax = _figure(
-        "events waiting for their label (pending joins) at each checkpoint", height=2.8
-    )
-    for p, rows in sorted(data["checkpoints"].items()):
-        pts = [
-            (r["info"]["clock"], r["info"]["pending"])
-            for r in _timed(rows)
-            if "pending" in r["info"]
-        ]
+    fig, ax = _figure("events waiting for their label (pending joins)", height=2.8)
+    for p, pts in _points(data, lambda i: i.get("pending")).items():
         if pts:
             ax.plot(
                 _xs([x for x, _ in pts], is_ms),
@@ -316,26 +478,37 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def build_report(store: CheckpointStore) -> str:
-    """The HTML page for a store (a string; nothing is written)."""
-    data = load(store)
+def build_report(store: CheckpointStore, settings=None, prefix: str = "") -> str:
+    """The HTML page for a store (a string; nothing is written). With Kafka ``settings``,
+    the history and label delays come from the topics under ``prefix`` (`load`)."""
+    data = load(store, settings, prefix)
     title = f"driftstream report: {store.name}"
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
         f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
     ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    n_points = {p: len(infos) for p, infos in sorted(data["history"].items())}
+    if data["source"] == "checkpoints":
+        resolution = (
+            "One data point per checkpoint the store keeps (give --bootstrap-servers for "
+            "one per metrics record: every checkpoint, pruned or not)"
+        )
+    else:
+        resolution = f"One data point per record of the metrics topic {data['source']}"
+    points = ", ".join(f"partition {p}: {n}" for p, n in n_points.items())
     parts.append(
         f"<p class=note>State {html.escape(store.name)}, "
-        f"report generated {generated} UTC. One data point per checkpoint.</p>"
+        f"report generated {generated} UTC. {html.escape(resolution)}"
+        f"{html.escape(f' ({points})' if points else '')}.</p>"
     )
-    if not data["checkpoints"]:
+    if not data["checkpoints"] and not data["history"]:
         parts.append(
             "<p>The store has no checkpoints yet: no worker has saved any "
             "partition.</p></body></html>"
         )
         return "".join(parts)
-    infos = [r["info"] for rows in data["checkpoints"].values() for r in rows]
+    infos = [i for history in data["history"].values() for i in history]
     metric = next((_primary(i["metrics"]) for i in infos if _primary(i.get("metrics", {}))), None)
     xlabel, is_ms = _x_label([i["clock"] for i in infos if i.get("clock", NO_CLOCK) > NO_CLOCK])
 
@@ -362,12 +535,14 @@ def build_report(store: CheckpointStore) -> str:
     delays = {
         p: rows[-1]["info"].get("label_delays", {}) for p, rows in data["checkpoints"].items()
     }
-    if any(delays.values()):
+    if data["delays"] and any(data["delays"].values()):
+        parts.append(_img(_delay_histogram(data["delays"], is_ms), "label delay distribution"))
+    elif any(delays.values()):
         parts.append(_img(_delay_plot(delays, is_ms), "label delay distribution"))
     else:
         parts.append("<p>No label joined yet: no delay to show.</p>")
     parts.append(
-        "<p class=note>Pending joins at each checkpoint: a growing count means labels "
+        "<p class=note>Pending joins: a growing count means labels "
         "arrive later than before, or not at all (see <code>--pending-ttl</code>).</p>"
     )
     parts.append(_img(_pending_plot(data, is_ms, xlabel), "pending joins"))
@@ -375,9 +550,9 @@ def build_report(store: CheckpointStore) -> str:
     return "".join(parts)
 
 
-def write_report(store: CheckpointStore, out: str | Path) -> Path:
+def write_report(store: CheckpointStore, out: str | Path, settings=None, prefix: str = "") -> Path:
     """Write the page for ``store`` to ``out``; returns the path written."""
-    page = build_report(store)
+    page = build_report(store, settings, prefix)
     out = Path(out)
     out.write_text(page, encoding="utf-8")
     return out

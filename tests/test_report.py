@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from matplotlib import image as mpimg
 
@@ -217,3 +218,66 @@ def test_report_renders_in_headless_chromium(state: Path, tmp_path: Path) -> Non
     colour = coloured(rgb)
     for top, bottom in runs:
         assert colour[top:bottom].sum() > 300, (top, bottom)
+
+
+@pytest.mark.broker
+@pytest.mark.e2e
+def test_demo_report_has_a_point_per_metrics_record(
+    kafka_settings, unique_prefix, tmp_path: Path
+) -> None:
+    """The demo (20,000 events) with its dashboard: the report's history is the metrics
+    topic's, a point per record (at least 40), from the topic or from the store alone; the
+    label delays are joined from the inputs; the dashboard showed every event."""
+    from driftstream.demo import DemoOptions, run_demo
+    from driftstream.report import delay_bins, load
+    from tests.support import http_get, read_all, wait_until
+
+    seen: dict = {}
+
+    def hold(url: str) -> None:  # the demo is over; its broker and dashboard are still up
+        def shows_every_event() -> bool:
+            status, body = http_get(url + "api/summary")
+            seen["summary"] = orjson.loads(body) if status == 200 else None
+            return bool(seen["summary"]) and seen["summary"]["overall"]["events"] == 20_000
+
+        wait_until(shows_every_event, "the dashboard to show the demo's 20,000 events")
+
+    state = tmp_path / "demo.sqlite"
+    summary = run_demo(
+        DemoOptions(
+            state=str(state),
+            plot=str(tmp_path / "demo.png"),
+            topic_prefix=unique_prefix,
+            dashboard=True,
+            dashboard_port=0,
+        ),
+        kafka_settings,
+        io.StringIO(),
+        hold=hold,
+    )
+    assert summary["predictions"] == 20_000 and summary["dashboard"].startswith("http://")
+    records = read_all(kafka_settings, unique_prefix + "metrics")
+    assert len(records) >= 40
+    assert sum(r["points"] for r in seen["summary"]["partitions"]) == len(records)
+
+    with open_store(str(state)) as store:
+        from_topic = load(store, kafka_settings, unique_prefix)
+        from_store = load(store)
+        page = build_report(store, kafka_settings, unique_prefix)
+    assert from_topic["source"] == unique_prefix + "metrics"
+    assert [len(h) for h in from_topic["history"].values()] == [len(records)]
+    assert [i["n_events"] for i in from_topic["history"][0]] == [r["n_events"] for r in records]
+    # The demo keeps every checkpoint, so the store alone has the same history.
+    assert from_store["source"] == "checkpoints"
+    assert [i["n_events"] for i in from_store["history"][0]] == [r["n_events"] for r in records]
+    assert f"metrics topic {unique_prefix}metrics (partition 0: {len(records)})" in page
+    assert len(images(page)) == N_PLOTS - 1 and "No dead letters" in page  # none in the demo
+    # Every label joined to its event: the demo's delay is 100 ms, one bin around it.
+    delays = from_topic["delays"][0]
+    assert len(delays) == 20_000 and set(delays) == {100}
+    assert delay_bins(delays) == [99.5, 100.5]
+
+    out = tmp_path / "report.html"
+    argv = ["report", "--state", str(state), "--out", str(out), "--topic-prefix", unique_prefix]
+    assert main([*argv, "--bootstrap-servers", kafka_settings.bootstrap_servers]) == 0
+    assert f"(partition 0: {len(records)})" in out.read_text()
