@@ -1,15 +1,17 @@
 """The Kafka adapter: the one narrow interface through which driftstream touches Kafka.
 
 Every other layer imports `Record`, `KafkaSettings`, `Consumer`, `Producer`, `Admin` and the
-errors from here, never kafka-python itself, so another client could later go behind the
-same interface without touching the worker. kafka-python's internals are used in one module
-only, `_kafka_python`, which refuses any kafka-python but the one version it was written for.
+errors from here, never a client library itself. Two clients go behind the same interface,
+chosen by ``KafkaSettings.client`` (``--kafka-client``): kafka-python (the default; its
+internals are used in one module only, `_kafka_python`, which refuses any kafka-python but the
+one version it was written for) and confluent-kafka (librdkafka, `_confluent`, optional).
 Settings are tuned to work with both Apache Kafka and Tansu (docs/design.md, "Broker").
 """
 
 from driftstream.transport.admin import Admin
 from driftstream.transport.consumer import Consumer, Partition, Record
 from driftstream.transport.errors import (
+    ClientNotInstalled,
     DeliveryFailed,
     KafkaClientError,
     KafkaError,
@@ -18,11 +20,13 @@ from driftstream.transport.errors import (
     UnsupportedKafkaPython,
 )
 from driftstream.transport.producer import Producer
-from driftstream.transport.settings import ROLES, KafkaSettings, topic_names
+from driftstream.transport.settings import CLIENTS, ROLES, KafkaSettings, topic_names
 
 __all__ = [
+    "CLIENTS",
     "ROLES",
     "Admin",
+    "ClientNotInstalled",
     "Consumer",
     "DeliveryFailed",
     "KafkaClientError",

@@ -1,4 +1,10 @@
-"""`Consumer`: raw-bytes Kafka consumer with caller-managed offsets, and `Record`."""
+"""`Consumer`: raw-bytes Kafka consumer with caller-managed offsets, and `Record`.
+
+``Consumer(settings, ...)`` makes the implementation of the client ``settings.client`` names:
+`KafkaPythonConsumer` here, or `driftstream.transport._confluent.ConfluentConsumer`. Both
+have the same methods, with the same meaning (tests/test_kafka_client.py runs the same tests
+against each).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,10 @@ from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from driftstream.transport import _kafka_python
-from driftstream.transport.errors import UNREACHABLE, KafkaUnavailable
+from driftstream.transport.errors import UNREACHABLE, ClientNotInstalled, KafkaUnavailable
 from driftstream.transport.settings import KafkaSettings
 
-__all__ = ["Consumer", "Partition", "Record"]
+__all__ = ["Consumer", "KafkaPythonConsumer", "Partition", "Record"]
 
 Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
@@ -59,6 +65,38 @@ class _Listener(ConsumerRebalanceListener):
 
 class Consumer:
     """Raw-bytes consumer; offsets are managed by the caller (no auto-commit).
+
+    ``Consumer(settings, group_id=None, client_id=None, max_poll_records=2000,
+    fetch_max_wait_ms=100, max_partition_fetch_bytes=4 MiB, fetch_max_bytes=50 MiB)`` gives
+    the implementation of ``settings.client``; `KafkaPythonConsumer` documents the methods.
+    """
+
+    def __new__(cls, settings: KafkaSettings, *args, **kwargs):
+        if cls is Consumer:
+            cls = implementation(settings.client, "Consumer")
+        return super().__new__(cls)
+
+
+def implementation(client: str, what: str) -> type:
+    """The class that implements ``what`` ("Consumer" or "Producer") for ``client``;
+    `ClientNotInstalled` if its library is missing."""
+    if client == "confluent":
+        try:
+            from driftstream.transport import _confluent
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not exc.name.startswith("confluent_kafka"):
+                raise
+            raise ClientNotInstalled("confluent", "confluent-kafka", "confluent") from None
+        return getattr(_confluent, f"Confluent{what}")
+    if what == "Consumer":
+        return KafkaPythonConsumer
+    from driftstream.transport.producer import KafkaPythonProducer
+
+    return KafkaPythonProducer
+
+
+class KafkaPythonConsumer(Consumer):
+    """kafka-python's consumer; offsets are managed by the caller (no auto-commit).
 
     The range assignor keeps co-partitioning: with topics of equal partition counts, each
     member gets the same partition numbers of every subscribed topic. Rebalance callbacks

@@ -14,6 +14,7 @@ from kafka.errors import (
 )
 
 __all__ = [
+    "ClientNotInstalled",
     "DeliveryFailed",
     "KafkaClientError",
     "KafkaError",
@@ -56,6 +57,20 @@ class DeliveryFailed(KafkaClientError, KafkaError):
         super().__init__(f"{failed} record(s) not delivered; the first: {why}")
         self.failed = failed
         self.first = first
+
+
+class ClientNotInstalled(KafkaClientError, ImportError):
+    """The Kafka client chosen (``--kafka-client``) is not installed.
+
+    An ImportError too: making a consumer or producer imports it.
+    """
+
+    def __init__(self, client: str, package: str, extra: str):
+        self.client = client
+        super().__init__(
+            f"--kafka-client {client} needs the {package} package, which is not installed: "
+            f"pip install 'driftstream[{extra}]'"
+        )
 
 
 class TopicError(KafkaClientError):

@@ -1,4 +1,8 @@
-"""`Producer`: raw-bytes Kafka producer whose `flush` reports records that were lost."""
+"""`Producer`: raw-bytes Kafka producer whose `flush` reports records that were lost.
+
+``Producer(settings, ...)`` makes the implementation of the client ``settings.client`` names:
+`KafkaPythonProducer` here, or `driftstream.transport._confluent.ConfluentProducer`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,30 @@ from kafka.producer.future import FutureRecordMetadata
 
 from driftstream.transport import _kafka_python
 from driftstream.transport._kafka_python import Headers
+from driftstream.transport.consumer import implementation
 from driftstream.transport.errors import UNREACHABLE, DeliveryFailed, KafkaUnavailable
 from driftstream.transport.settings import KafkaSettings
 
-__all__ = ["Producer"]
+__all__ = ["KafkaPythonProducer", "Producer"]
 
 
 class Producer:
-    """Raw-bytes producer: acks=all, batched, idempotence off; `flush` raises `DeliveryFailed`
+    """Raw-bytes producer: acks=all, batched; `flush` raises `DeliveryFailed` if a record sent
+    since the last flush failed.
+
+    ``Producer(settings, client_id=None, linger_ms=5, batch_size=256 KiB,
+    delivery_timeout_ms=120000, max_request_size=1 MiB)`` gives the implementation of
+    ``settings.client``; `KafkaPythonProducer` documents the methods.
+    """
+
+    def __new__(cls, settings: KafkaSettings, *args, **kwargs):
+        if cls is Producer:
+            cls = implementation(settings.client, "Producer")
+        return super().__new__(cls)
+
+
+class KafkaPythonProducer(Producer):
+    """kafka-python's producer: acks=all, batched, idempotence off; `flush` raises `DeliveryFailed`
     if a record sent since the last flush failed.
 
     Idempotence is off because on Tansu the idempotent producer fails for good after a

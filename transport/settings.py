@@ -13,18 +13,30 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
-__all__ = ["ROLES", "KafkaSettings", "topic_names"]
+__all__ = ["CLIENTS", "CLIENT_ENV", "ROLES", "KafkaSettings", "topic_names"]
 
 ROLES = ("events", "labels", "predictions", "drift", "metrics", "deadletter")
+# The client libraries behind the adapter: kafka-python (the default, always installed) and
+# confluent-kafka (librdkafka; `pip install driftstream[confluent]`). docs/design.md, "Two
+# Kafka clients".
+CLIENTS = ("kafka-python", "confluent")
+CLIENT_ENV = "DRIFTSTREAM_KAFKA_CLIENT"  # also the `--kafka-client` option's variable
 
 
 def _env_bootstrap() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
 
 
+def _env_client() -> str:
+    return os.environ.get(CLIENT_ENV) or CLIENTS[0]
+
+
 @dataclass
 class KafkaSettings:
-    """Connection settings shared by every client; SASL/SSL pass through to kafka-python.
+    """Connection settings shared by every client; SASL/SSL pass through to the client.
+
+    ``client`` picks the library behind `Consumer` and `Producer` (one of `CLIENTS`; default
+    $DRIFTSTREAM_KAFKA_CLIENT, else kafka-python). `Admin` always uses kafka-python.
 
     ``fast_group_timeouts`` is for Tansu only: consumer-group joins there take about
     session_timeout/2, so 2000 ms gives ~1 s joins; Apache Kafka rejects session timeouts
@@ -41,6 +53,13 @@ class KafkaSettings:
     ssl_keyfile: str | None = None
     fast_group_timeouts: bool = False
     connect_timeout_ms: int = 10000  # how long a client tries to bootstrap before giving up
+    client: str = field(default_factory=_env_client)
+
+    def __post_init__(self) -> None:
+        if self.client not in CLIENTS:
+            raise ValueError(
+                f"unknown Kafka client {self.client!r}: choose one of {', '.join(CLIENTS)}"
+            )
 
     def client_kwargs(self) -> dict[str, object]:
         """kafka-python connection kwargs common to consumer, producer and admin client."""
