@@ -6,6 +6,10 @@ service's environment (parsed by the CLI's own parser and configuration), the wo
 their state in the kafka: store with a key from a compose secret (no shared volume), and the
 worker service's exact command processes a stream against the embedded broker, with only the
 addresses, names and paths that point into the compose network swapped for local ones.
+Monitoring: Prometheus's config and rules and Grafana's provisioning are the repository's
+files mounted where the services read them, Prometheus scrapes every worker replica on the
+workers' metrics port, and the dashboard's queries are valid PromQL (promtool) over metrics
+the workers export.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import signal
 import tomllib
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -206,3 +211,107 @@ def test_compose_worker_command_processes_a_stream(
     key = key_file.read_bytes().strip()
     with open_store("kafka:", settings, unique_prefix, key) as store:
         assert sum(store.latest(p).info["n_events"] for p in store.partitions()) == n
+
+
+# -- monitoring: Prometheus and Grafana ------------------------------------------------------
+
+
+def bind_mounts(name: str) -> dict[str, Path]:
+    """A service's bind mounts of repository folders: container path -> host path."""
+    out = {}
+    for volume in SERVICES[name].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            out[target] = REPO / source
+    return out
+
+
+def host_path(name: str, path: str) -> Path:
+    """The repository file a container path of service ``name`` is (through its mounts)."""
+    for target, source in sorted(bind_mounts(name).items(), key=lambda m: -len(m[0])):
+        if path == target or path.startswith(target + "/"):
+            return source / path[len(target) :].lstrip("/")
+    raise AssertionError(f"{path} is not mounted into the {name} service")
+
+
+def flag(name: str, option: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in SERVICES[name]["command"] if a.startswith(option + "=")]
+    return value
+
+
+def dashboard() -> dict:
+    return orjson.loads((REPO / "deploy/grafana/dashboards/driftstream.json").read_bytes())
+
+
+def dashboard_queries(board: dict) -> list[str]:
+    targets = [t for panel in board["panels"] for t in panel.get("targets", [])]
+    return [t["expr"] for t in targets] + [a["expr"] for a in board["annotations"]["list"]]
+
+
+def test_monitoring_images_are_pinned() -> None:
+    for name in ("prometheus", "grafana"):
+        image = SERVICES[name]["image"]
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", image), image  # never :latest
+
+
+def test_prometheus_scrapes_every_worker_and_loads_the_alert_rules() -> None:
+    config_file = host_path("prometheus", flag("prometheus", "--config.file"))
+    assert config_file == REPO / "deploy/prometheus/prometheus.yml"
+    config = yaml.safe_load(config_file.read_text())
+    rules = [config_file.parent / f for f in config["rule_files"]]  # relative to the config
+    assert REPO / "deploy/prometheus/alerts.yml" in rules and all(f.exists() for f in rules)
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "driftstream"]
+    assert 'up{job="driftstream"}' in (REPO / "deploy/prometheus/alerts.yml").read_text()
+    # Every replica: the worker service's name resolves to all of them on the network.
+    (dns,) = job["dns_sd_configs"]
+    assert dns["names"] == ["worker"] and dns["type"] == "A"
+    assert dns["port"] == effective_args("worker").metrics_port
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert "9090:9090" in SERVICES["prometheus"]["ports"]  # Prometheus's own port
+
+
+def test_grafana_reads_prometheus_and_provisions_the_dashboard() -> None:
+    provisioning = host_path("grafana", "/etc/grafana/provisioning")
+    (datasource,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"  # the service, its port
+    (provider,) = yaml.safe_load((provisioning / "dashboards/driftstream.yml").read_text())[
+        "providers"
+    ]
+    folder = host_path("grafana", provider["options"]["path"])
+    assert (folder / "driftstream.json").exists()
+    home = service_env("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert host_path("grafana", home) == folder / "driftstream.json"
+    assert SERVICES["grafana"]["depends_on"] == ["prometheus"]
+    board = dashboard()
+    uids = {
+        item["datasource"]["uid"]
+        for panel in board["panels"]
+        for item in [panel, *panel.get("targets", [])]
+        if "datasource" in item
+    }
+    assert uids == {datasource["uid"]}
+
+
+def test_the_dashboard_queries_parse_and_use_what_workers_export(tmp_path: Path) -> None:
+    """Each query is valid PromQL (promtool checks it as a recording rule, with the
+    dashboard's variables filled in) and names only metrics a worker exports."""
+    from tests.test_alerts import PROMETHEUS_OWN, exported, promtool
+
+    board = dashboard()
+    queries = dashboard_queries(board)
+    assert len(queries) >= 15
+    names = {n for q in queries for n in re.findall(r"\b(?:driftstream_[a-z_]+|ALERTS)\b", q)}
+    missing = names - set(exported()) - PROMETHEUS_OWN - {"ALERTS"}
+    assert not missing, f"the dashboard queries metrics no worker exports: {sorted(missing)}"
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert variables == {"consumer_group", "partition"}
+    filled = [re.sub(r"\$\w+", ".*", q) for q in queries]
+    rules = {"groups": [{"name": "dashboard", "rules": []}]}
+    for i, query in enumerate(filled):
+        rules["groups"][0]["rules"].append({"record": f"dashboard:query_{i}", "expr": query})
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
+    done = promtool("check", "rules", str(tmp_path / "queries.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
