@@ -520,6 +520,9 @@ def _stream_options(g) -> None:
     g.add_argument("--timestamp-column", help="file: column with the event time")
 
 
+KAFKA_CLIENTS = ("kafka-python", "confluent")  # driftstream.transport.CLIENTS, not imported here
+
+
 def _kafka_args(p: argparse.ArgumentParser, topic_prefix: object = "") -> None:
     """Connection options; they fill `KafkaSettings`, whose defaults are argparse's own (None,
     False). ``topic_prefix``: `run` gives its `WorkerOptions` field; the other commands read
@@ -557,6 +560,13 @@ def _kafka_args(p: argparse.ArgumentParser, topic_prefix: object = "") -> None:
         action="store_true",
         help="2 s session timeout: ~1 s group joins on Tansu (Apache Kafka rejects it)",
     )
+    g.add_argument(
+        "--kafka-client",
+        choices=KAFKA_CLIENTS,
+        default=KAFKA_CLIENTS[0],  # not a FieldDefault: that would import the adapter
+        help="client library: kafka-python (default) or confluent (librdkafka, faster; "
+        "pip install 'driftstream[confluent]')",
+    )
 
 
 def kafka_settings(args: argparse.Namespace):
@@ -578,6 +588,7 @@ def kafka_settings(args: argparse.Namespace):
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         fast_group_timeouts=args.fast_group_timeouts,
+        client=args.kafka_client,
     )
 
 

@@ -799,3 +799,18 @@ def test_a_key_lands_on_the_same_partition_with_either_client(
             producer.close()
     assert placed["kafka-python"] == placed["confluent"]
     assert len(set(placed["confluent"])) == 5  # spread, not all on one
+
+
+def test_the_kafka_client_option_reaches_the_settings() -> None:
+    """--kafka-client (and DRIFTSTREAM_KAFKA_CLIENT) fill KafkaSettings.client; its choices
+    are the adapter's clients."""
+    from driftstream.cli import KAFKA_CLIENTS, build_parser, kafka_settings
+    from driftstream.config import parse_args
+
+    assert KAFKA_CLIENTS == CLIENTS
+    argv = ["tail", "drift", "--bootstrap-servers", "k:9092"]
+    assert kafka_settings(parse_args(build_parser(), argv, {})).client == "kafka-python"
+    chosen = parse_args(build_parser(), [*argv, "--kafka-client", "confluent"], {})
+    assert kafka_settings(chosen).client == "confluent"
+    from_env = parse_args(build_parser(), argv, {"DRIFTSTREAM_KAFKA_CLIENT": "confluent"})
+    assert kafka_settings(from_env).client == "confluent"
