@@ -236,7 +236,10 @@ def replay(
             elif out.__class__ is DriftReport:
                 result.drifts.append(out.to_wire())
                 if out.id in rows:
-                    what = out.action if out.kind == "concept" else f"data drift in {out.feature}"
+                    what = out.action
+                    if out.kind == "data":
+                        where = f" in {out.feature}" if out.feature else ""
+                        what = f"data drift ({out.detector['test']}{where}): {out.action}"
                     rows[out.id]["drift"] = "; ".join(filter(None, [rows[out.id]["drift"], what]))
         if result.first_mismatch is not None:
             break

@@ -79,6 +79,22 @@ def format_record(what: str, value: bytes) -> str:
     if what == "drift":
         d = r.get("detector", {})
         where = f" feature={r['feature']}" if r.get("feature") else ""
+        if r.get("kind") == "data":
+            p = f" p={r['p_value']:.3g}" if r.get("p_value") is not None else ""
+            return (
+                f"[p{r.get('partition')}] data drift ({r.get('test')}){where} at "
+                f"n={r.get('n_seen')} ts={r.get('event_ts')}: statistic "
+                f"{_num(r.get('statistic'))}{p} effect {_num(r.get('effect'))}; "
+                f"action={r.get('action')} model {_ver(r.get('model_before'))} -> "
+                f"{_ver(r.get('model_after'))}"
+            )
+        if d.get("trigger") == "act_when":
+            return (
+                f"[p{r.get('partition')}] act_when {d.get('metric')} {_num(d.get('value'))} "
+                f"{d.get('op')} {d.get('threshold')} over {d.get('labels')} labels at "
+                f"n={r.get('n_seen')} ts={r.get('event_ts')}: action={r.get('action')} model "
+                f"{_ver(r.get('model_before'))} -> {_ver(r.get('model_after'))}"
+            )
         return (
             f"[p{r.get('partition')}] {r.get('kind')} drift{where} at n={r.get('n_seen')} "
             f"ts={r.get('event_ts')}: mean {_num(d.get('mean_before'))} -> "

@@ -3,18 +3,24 @@
 Practitioners retrain when the served model's recent score falls below what they accept
 (``accuracy<0.7``) or its error rises above it (``mae>3``), whatever a change detector says.
 `ActWhen` keeps the metric over the last ``labels`` served predictions (`river.utils.Rolling`)
-and fires once that window is full and past the threshold. After firing (or any other action
-of the drift policy, or while a challenge is under way) its window starts empty again, so it
-cannot fire again until the policy's new model has served ``labels`` labels of its own.
+and fires when that window is full and past the threshold.
+
+A model is judged only once it has learned ``labels`` labels: the predictions served for
+those (a young model's) are skipped, at the start and after each action of the drift policy
+(this trigger's or ADWIN's); while a challenge is under way it does not count at all. So it
+cannot fire again before the policy's new model has had ``labels`` labels, and a fresh model
+is never replaced for being young (with ``reset``, that would replace it for ever).
 
 >>> trigger = ActWhen.parse("accuracy<0.7", labels=4)
+>>> [trigger.update(y, True, None) for y in (True, False) * 2]  # the model's first 4: skipped
+[None, None, None, None]
 >>> [trigger.update(y, True, None) for y in (True, False, True)]  # window not full yet
 [None, None, None]
 >>> fired = trigger.update(False, True, None)
 >>> fired["trigger"], fired["metric"], fired["op"], fired["threshold"], fired["value"]
 ('act_when', 'accuracy', '<', 0.7, 0.5)
->>> trigger.update(False, True, None) is None  # emptied: needs 4 new labels
-True
+>>> any(trigger.update(False, True, None) for _ in range(7))  # 4 skipped, 3 in the window
+False
 >>> ActWhen.parse("accuracy>0.7")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -52,6 +58,7 @@ class ActWhen:
         self.labels = labels
         self._rolling: utils.Rolling | None = None  # made at the first label (binary or not)
         self._binary = False
+        self._warmup = labels  # served predictions still to skip (a young model's)
 
     @classmethod
     def parse(cls, text: str, labels: int = 1000) -> ActWhen:
@@ -87,7 +94,8 @@ class ActWhen:
         return METRICS[self.metric][0]
 
     def restart(self) -> None:
-        """Forget the window: the policy acted, the next ``labels`` labels decide."""
+        """The policy acted: skip the next ``labels`` labels, then fill a new window."""
+        self._warmup = self.labels
         if self._rolling is not None and len(self._rolling.window):
             self._rolling = self._new_rolling()
 
@@ -95,6 +103,9 @@ class ActWhen:
         """Account one served prediction; the trigger's figures when it fires."""
         if y_pred is None or y_pred == {}:
             return None  # as the metrics: nothing was served
+        if self._warmup:
+            self._warmup -= 1
+            return None
         if self._rolling is None:
             self._binary = isinstance(y, bool)
             self._rolling = self._new_rolling()
@@ -110,7 +121,7 @@ class ActWhen:
         value = rolling.get()
         if not (value < self.threshold if self.op == "<" else value > self.threshold):
             return None
-        self._rolling = self._new_rolling()
+        self.restart()
         return {
             "trigger": "act_when",
             "metric": self.metric,

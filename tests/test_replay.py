@@ -285,3 +285,45 @@ def test_replay_follows_the_live_order_when_labels_came_late(
     for event_id in ("e1", "e299", "e450"):
         assert cli(kafka_settings, unique_prefix, "explain", event_id, "--state", state) == 0
         assert "MATCHES EXACTLY" in capsys.readouterr().out
+
+
+def test_replay_verify_reproduces_a_run_whose_policy_acted_on_act_when_and_data_drift(
+    kafka_settings, unique_prefix, tmp_path, capsys
+):
+    """Acting triggers change the model mid-stream; checkpoints carry their state (the
+    act_when window, the data monitor's reference), so replay from any of them agrees."""
+    create_topics(kafka_settings, unique_prefix)
+    publish(
+        kafka_settings,
+        unique_prefix,
+        synthetic("agrawal", n=4000, seed=3, drift_at=[2000], label_delay="100", start_ts=0),
+    )
+    state = str(tmp_path / "state.sqlite")
+    config = LearnerConfig(
+        model="ht",
+        drift_policy="reset",
+        act_when="accuracy<0.8",
+        act_when_labels=300,
+        act_on_data_drift=True,
+        data_reference_size=500,
+        data_window=500,
+        data_check_every=250,
+    )
+    options = WorkerOptions(
+        group=f"{unique_prefix}g",
+        topic_prefix=unique_prefix,
+        exit_when_idle=1.5,
+        checkpoint_every=700,
+    )
+    assert Worker(kafka_settings, config, state, options).run() == 0
+    with StateStore(state) as store:
+        drifts = [d["record"] for d in store.drift_log(0)]
+    acted = [d for d in drifts if d["model_after"] != d["model_before"]]
+    assert any(d["detector"].get("trigger") == "act_when" for d in acted if "detector" in d)
+    capsys.readouterr()
+    assert replay(kafka_settings, unique_prefix, state, 0, "--verify") == 0
+    assert "verified: all 4000 replayed predictions" in capsys.readouterr().out
+    middle = ("--from-offset", "2500", "--to-offset", "3300")
+    assert replay(kafka_settings, unique_prefix, state, 0, "--verify", *middle) == 0
+    text = capsys.readouterr().out
+    assert "from checkpoint" in text and "verified: all 800 replayed predictions" in text
