@@ -156,8 +156,11 @@ function drawDead(v) {
   const traces = v.partitions.map((r) => ({ x: reasons,
     y: reasons.map((k) => (r.dead_letters || {})[k] || 0), type: "bar",
     name: "partition " + r.partition, marker: { color: colour(r.partition) } }));
+  const none = reasons.length ? [] : [{ text: "no dead letters: every record was decoded, "
+    + "validated and joined", xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false }];
   Plotly.react("chart-dead", traces, layout("dead letters by reason",
-    { barmode: "stack", xaxis: { type: "category" } }), CONFIG);
+    { barmode: "stack", xaxis: { type: "category", visible: reasons.length > 0 },
+      yaxis: { visible: reasons.length > 0 }, annotations: none }), CONFIG);
 }
 
 function drawTables(v) {
@@ -170,11 +173,11 @@ function drawTables(v) {
     + [f.test, f.feature, fmt(f.statistic), pval(f.p_value), fmt(f.effect), f.alarms,
        f.partitions.join(" "), f.action].map((x, i) =>
       "<td" + (i < 2 || i === 7 ? " class=l" : "") + ">" + esc(fmt(x)) + "</td>").join("")
-    + "</tr>").join("");
+    + "</tr>").join("") || "<tr><td colspan=8 class=l>no data-drift alarm yet</td></tr>";
   document.querySelector("#dead-recent tbody").innerHTML = v.dead_recent.map((d) => "<tr>"
     + "<td>" + esc(d.partition) + "</td><td class=l>" + esc(d.reason) + "</td><td class=l>"
     + esc((d.topic || "?") + "@" + fmt(d.offset)) + "</td><td class=l>" + esc(d.detail)
-    + "</td></tr>").join("");
+    + "</td></tr>").join("") || "<tr><td colspan=4 class=l>none</td></tr>";
 }
 
 function drawBanners(v) {
