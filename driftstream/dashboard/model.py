@@ -35,10 +35,11 @@ MAX_DEAD_RECENT = 20  # dead letters listed (newest first)
 MAX_LAG_POINTS = 600  # lag samples kept (every few seconds: about half an hour)
 PRIMARY = ("accuracy", "mae")  # headline metric by task, as stream.metrics.MetricSet.primary
 
-# The partitioner diagnosis: labels dead-lettered as unknown_id are a large share of the
-# labels, on more than one partition (with one partition, every producer picks the same).
+# The partitioner diagnosis, with the worker's thresholds (consumers/partitioner_check.py):
+# of at least UNKNOWN_ID_MIN labels, a share of UNKNOWN_ID_SHARE dead-lettered as unknown_id,
+# on more than one partition (with one partition, every producer picks the same).
 UNKNOWN_ID_SHARE = 0.2
-UNKNOWN_ID_MIN = 20
+UNKNOWN_ID_MIN = 100
 
 
 def _acted(record: dict) -> bool:
@@ -60,7 +61,7 @@ def partitioner_diagnosis(unknown_ids: dict[int, int], labels_joined: int) -> st
     unknown = sum(unknown_ids.values())
     spread = sum(1 for n in unknown_ids.values() if n > 0)
     total = unknown + labels_joined
-    if spread < 2 or unknown < UNKNOWN_ID_MIN or unknown < UNKNOWN_ID_SHARE * total:
+    if spread < 2 or total < UNKNOWN_ID_MIN or unknown < UNKNOWN_ID_SHARE * total:
         return None
     return (
         f"{unknown:,} of {total:,} labels ({unknown / total:.0%}) were dead-lettered as "
