@@ -49,6 +49,7 @@ class AlarmGate:
         self.persistence = persistence
         self.cooldown = cooldown
         self.keys: dict[tuple[str, str | None], _KeyState] = {}
+        self.failures = 0  # failing findings seen (alarms or not): how close to alarming
 
     def failing(self, findings: list[Finding]) -> list[bool]:
         """Which findings of one check fail: effect over the floor and BH-significant."""
@@ -74,6 +75,7 @@ class AlarmGate:
                 if state.latched and state.passing >= self.persistence:
                     state.latched = False  # the live data recovered
                 continue
+            self.failures += 1
             state.passing = 0
             state.failing += 1
             if state.failing >= self.persistence and not state.latched:

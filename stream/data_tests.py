@@ -125,8 +125,9 @@ def correlation(r1: float, n1: int, r2: float, n2: int) -> tuple[float, float, f
 
 def domain_auc(auc: float, n_pos: int, n_neg: int) -> tuple[float, float]:
     """A domain classifier's ROC AUC against 0.5 (cannot tell reference from live): the
-    Mann-Whitney normal approximation, z and its two-sided p-value, for ``n_pos`` live and
-    ``n_neg`` reference rows scored."""
+    Mann-Whitney normal approximation, z and its one-sided p-value (only an AUC above 0.5
+    says the classifier tells them apart), for ``n_pos`` live and ``n_neg`` reference rows
+    scored."""
     sd = math.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg))
     z = (auc - 0.5) / sd
-    return z, float(2 * special.ndtr(-abs(z)))
+    return z, float(special.ndtr(-z))
