@@ -1,4 +1,6 @@
-"""`driftstream status`: per-partition lag, model version, rolling metric, last drift.
+"""`driftstream status`: per-partition lag, model version, rolling metric, last drift, and
+the data monitor's state (alarms still active, the largest shifts, the latest statistic of
+each test and feature in ``--json``).
 
 Read from any checkpoint store (`CheckpointStore`): an SQLite file on this host, or the
 ``kafka:`` or ``s3://`` store from any host that reaches it.
@@ -45,6 +47,7 @@ def partition_status(settings: KafkaSettings, prefix: str, store: CheckpointStor
                     "pending": info.get("pending"),
                     "late": info.get("late"),
                     "last_drift": last_drift,
+                    "data_drift": info.get("data_drift"),
                 }
             )
         return rows
@@ -86,7 +89,24 @@ def format_status(rows: list[dict]) -> str:
             f"{r['partition']:>4} {_s(r['events_lag']):>10} {_s(r['labels_lag']):>10} "
             f"{ver:>12} {_s(r['pending']):>8} {_s(r['late']):>6} {metric:>16}  {drift}"
         )
+    for r in rows:
+        data = r.get("data_drift")
+        if data:
+            lines.append(f"{r['partition']:>4} data drift: {_data_line(data)}")
     return "\n".join(lines)
+
+
+def _data_line(data: dict) -> str:
+    """Checks and alarms so far, the alarms still active, the largest shifts."""
+
+    def name(f: dict) -> str:
+        return f"{f['test']}({f['feature']})" if f.get("feature") else f["test"]
+
+    active = ", ".join(name(f) for f in data.get("active", [])) or "none"
+    largest = ", ".join(f"{name(f)}={f['statistic']:.4g}" for f in data.get("largest", [])[:3])
+    return f"{data.get('checks', 0)} checks, {data.get('alarms', 0)} alarms; active: {active}" + (
+        f"; largest: {largest}" if largest else ""
+    )
 
 
 def _s(v) -> str:

@@ -457,6 +457,9 @@ def test_data_drift_report_names_the_feature():
     assert wire["feature"] == "jumps" and wire["kind"] == "data"
     assert {"test", "statistic", "effect", "reference", "live", "n_seen"} <= set(wire)
     assert learner.drifts["data"] == len(reports)
+    latest = orjson.loads(orjson.dumps(learner.summary()))["data_drift"]["latest"]
+    ks = {f["feature"]: f["statistic"] for f in latest if f["test"] == "ks"}
+    assert set(ks) == {"jumps", "steady"} and ks["jumps"] > 0.9 > 0.2 > ks["steady"]
 
 
 class ScriptedMonitor(DataMonitor):

@@ -277,7 +277,8 @@ def test_replay_follows_the_live_order_when_labels_came_late(
     [row] = orjson.loads(capsys.readouterr().out)
     assert row["late"] >= 300 and row["events_lag"] == row["labels_lag"] == 0
     assert cli(kafka_settings, unique_prefix, "status", "--state", state) == 0
-    header, line = capsys.readouterr().out.splitlines()
+    header, line, data_line = capsys.readouterr().out.splitlines()
+    assert data_line.startswith("   0 data drift: 0 checks")  # 600 events: reference not full
     assert line.split()[header.split().index("late") - 2] == str(row["late"])
     capsys.readouterr()
     assert replay(kafka_settings, unique_prefix, state, 0, "--verify") == 0
@@ -327,3 +328,13 @@ def test_replay_verify_reproduces_a_run_whose_policy_acted_on_act_when_and_data_
     assert replay(kafka_settings, unique_prefix, state, 0, "--verify", *middle) == 0
     text = capsys.readouterr().out
     assert "from checkpoint" in text and "verified: all 800 replayed predictions" in text
+
+    assert cli(kafka_settings, unique_prefix, "status", "--state", state, "--json") == 0
+    [row] = orjson.loads(capsys.readouterr().out)
+    with StateStore(state) as store:  # what the newest checkpoint says, as the learner said it
+        assert row["data_drift"] == orjson.loads(orjson.dumps(store.latest(0).info["data_drift"]))
+    assert row["data_drift"]["n_seen"] == 4000 and "latest" in row["data_drift"]
+    assert cli(kafka_settings, unique_prefix, "status", "--state", state) == 0
+    data_line = capsys.readouterr().out.splitlines()[2]
+    checks = row["data_drift"]["checks"]
+    assert data_line.startswith(f"   0 data drift: {checks} checks, ") and checks >= 10
