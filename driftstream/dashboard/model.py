@@ -162,8 +162,9 @@ class DashboardModel:
                 )
                 if p not in feat["partitions"]:
                     feat["partitions"] = sorted([*feat["partitions"], p])
-            else:
+            elif kind == "concept":
                 part.drifts["concept_acted" if acted else "concept_reported"] += 1
+            # kind "challenger": a challenge's decision; its model change shows in generations
             after = (record.get("model_after") or {}).get("generation")
             if after is not None:
                 part.generation = max(part.generation or 0, after)
@@ -332,6 +333,8 @@ def _alert_text(record: dict, acted: bool) -> str:
         pv = record.get("p_value")
         if isinstance(pv, int | float):
             what += f", p={pv:.2g}"
+    elif record.get("kind") == "challenger":
+        what = "challenger decision"
     else:
         what = "concept drift (ADWIN on the error)"
     verb = "acted on" if acted else "reported"

@@ -84,7 +84,7 @@ function drawMetric(v) {
     if (d.kind === "data") {
       data.x.push(d.event_ts); data.y.push(0.04);
       data.text.push("p" + d.partition + " " + (d.test || "") + " " + (d.feature || ""));
-    } else {
+    } else if (d.kind === "concept") {
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: d.event_ts, x1: d.event_ts,
         y0: 0, y1: 1, line: { color: colour(d.partition), width: 1.5,
           dash: d.acted ? "solid" : "dot" } });
