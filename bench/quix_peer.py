@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -45,7 +46,15 @@ import orjson
 
 from bench.ceilings import measure_naive_peer
 from bench.latency import measure_latency
-from bench.load import MAX_POLL_RECORDS, Env, broker_env, load_topics, make_samples, start_child
+from bench.load import (
+    FETCH_MAX_WAIT_MS,
+    MAX_POLL_RECORDS,
+    Env,
+    broker_env,
+    load_topics,
+    make_samples,
+    start_child,
+)
 from bench.offline import measure_river_inprocess
 from bench.procs import ROOT, last_json_line, wait_child
 from bench.report import fmt, table
@@ -76,20 +85,24 @@ def peer_args(spec: dict) -> list[str]:
     return [str(PEER_PYTHON), str(JOB), json.dumps(spec)]
 
 
-def river_predictions(samples: list[Sample]) -> dict[str, object]:
-    """What River's own ``simulate_qa`` loop predicts for each event id, model ``lr``, with
-    the samples' event times and label delays (as `measure_river_inprocess` times it)."""
+def river_predictions(samples: list[Sample], label_later_ms: int = 0) -> dict[str, dict]:
+    """What River's own ``simulate_qa`` loop predicts for each event id (``predict_proba_one``:
+    {class: probability}), model ``lr``, with the samples' event times and label delays (as
+    `measure_river_inprocess` times it). River reveals a label due at an event's time before
+    it asks about that event; ``label_later_ms=1``: every label 1 ms later, i.e. after the
+    event that has its timestamp (how Quix orders such a tie) and before the next one."""
     from river import stream as river_stream
 
     from driftstream.producers.sources import river_delay
     from driftstream.stream.models import build_model
 
-    dataset, moment, delay = river_delay(samples)
+    later = [dataclasses.replace(s, label_ts=s.label_ts + label_later_ms) for s in samples]
+    dataset, moment, delay = river_delay(later)
     model = build_model("lr")
-    out: dict[str, object] = {}
+    out: dict[str, dict] = {}
     for i, x, y in river_stream.simulate_qa(dataset, moment, delay):
         if y is None:
-            out[samples[i].id] = model.predict_one(x)
+            out[samples[i].id] = model.predict_proba_one(x)
         else:
             model.learn_one(x, y)
     return out
@@ -115,7 +128,9 @@ def read_predictions(
         consumer.close()
 
 
-def measure_quix_peer(env: Env, changelog: bool = True) -> dict:
+def measure_quix_peer(
+    env: Env, changelog: bool = True, fetch_wait_ms: int | None = FETCH_MAX_WAIT_MS
+) -> dict:
     """The Quix Streams peer on 1 partition, events and labels already in the topics.
 
     Topics filled by `load_topics` as for the worker (same records, keys, timestamps). The
@@ -125,7 +140,9 @@ def measure_quix_peer(env: Env, changelog: bool = True) -> dict:
     flushed, offsets committed, state flushed). Cross-checked: first to last prediction
     CreateTime. CPU: the job's process time in that window (all its threads: librdkafka's
     too). Peak RSS: VmHWM of the job, sampled. Then every prediction is read back and
-    compared with `river_predictions`.
+    compared with `river_predictions`. ``fetch_wait_ms``: librdkafka's fetch.wait.max.ms,
+    by default the worker's (Tansu answers a waiting fetch only when it expires); None:
+    librdkafka's default (500 ms).
     """
     if not PEER_PYTHON.exists():
         raise FileNotFoundError(f"{PEER_PYTHON} is missing: run `bash bench/peer/setup` first")
@@ -139,6 +156,7 @@ def measure_quix_peer(env: Env, changelog: bool = True) -> dict:
         "state_dir": str(env.tmp / f"{prefix}quix-state"),
         "n": n,
         "changelog": changelog,
+        "fetch_wait_ms": fetch_wait_ms,
     }
     proc, out, err = start_child(
         env, peer_args(spec), "quix-peer" + ("" if changelog else "-nolog")
@@ -160,31 +178,45 @@ def measure_quix_peer(env: Env, changelog: bool = True) -> dict:
             "pred_ts_events_per_s": n / span if span > 0 else None,
             "cpu_us_per_event": res["cpu_s"] / n * 1e6,
             "equal_to_river": compare_with_river(env.samples, preds),
+            "equal_to_river_ties_event_first": compare_with_river(env.samples, preds, 1),
         }
     )
     return res
 
 
-def compare_with_river(samples: list[Sample], preds: list[tuple[dict, int]]) -> dict:
-    """Per event id: the peer's prediction == River's ``simulate_qa`` prediction, exactly."""
-    reference = river_predictions(samples)
-    seen: dict[str, object] = {}
+def compare_with_river(
+    samples: list[Sample], preds: list[tuple[dict, int]], label_later_ms: int = 0
+) -> dict:
+    """Per event id, the peer's prediction against River's ``simulate_qa`` loop's: ``equal``
+    when the probabilities are the same floats (so the model had learnt exactly the same
+    labels, in the same order, when it scored the event); ``same_class`` when only the
+    predicted classes agree (a bool: an extra or missing learn step rarely flips it)."""
+    reference = {
+        k: {str(c): p for c, p in proba.items()}
+        for k, proba in river_predictions(samples, label_later_ms).items()
+    }
+    seen: dict[str, dict] = {}
     duplicated = 0
     for value, _ in preds:
-        if value["id"] in seen:
-            duplicated += 1
-        seen[value["id"]] = value["prediction"]
-    agree = sum(1 for k, v in reference.items() if k in seen and seen[k] == v)
+        duplicated += value["id"] in seen
+        seen[value["id"]] = value
+    differ = [k for k, v in reference.items() if k in seen and seen[k]["proba"] != v]
+    same_class = sum(
+        1
+        for k, v in reference.items()
+        if k in seen and str(seen[k]["prediction"]) == max(v, key=v.get)
+    )
     missing = sum(1 for k in reference if k not in seen)
-    differ = [k for k, v in reference.items() if k in seen and seen[k] != v]
+    equal = len(reference) - missing - len(differ)
     return {
         "events": len(reference),
-        "agree": agree,
+        "equal": equal,
         "differ": len(differ),
+        "same_class": same_class,
         "missing": missing,
         "duplicated": duplicated,
         "first_differing": differ[:5],
-        "all_equal": agree == len(reference) and not duplicated,
+        "all_equal": equal == len(reference) and not duplicated,
     }
 
 
@@ -196,6 +228,7 @@ def exec_peer(argv: list[str]) -> None:
     for opt in ("--bootstrap-servers", "--topic-prefix", "--group", "--state"):
         p.add_argument(opt, required=True)
     p.add_argument("--exit-when-idle", type=float, default=5.0)
+    p.add_argument("--peer-fetch-wait-ms", type=int, default=None)
     known, _ = p.parse_known_args(argv)
     spec = {
         "bootstrap": known.bootstrap_servers,
@@ -203,16 +236,24 @@ def exec_peer(argv: list[str]) -> None:
         "group": known.group,
         "state_dir": known.state + ".quix",
         "idle_s": known.exit_when_idle,
+        "fetch_wait_ms": known.peer_fetch_wait_ms,
     }
     args = peer_args(spec)
     os.execv(args[0], args)
 
 
-def measure_peer_latency(env: Env, rate: int, warmup_s: float, steady_s: float) -> dict:
+def measure_peer_latency(
+    env: Env,
+    rate: int,
+    warmup_s: float,
+    steady_s: float,
+    fetch_wait_ms: int | None = FETCH_MAX_WAIT_MS,
+) -> dict:
     """`measure_latency` with the peer in the worker's place (same load, same matching)."""
-    return measure_latency(
-        env, rate, warmup_s, steady_s, launcher=("-m", "bench.quix_peer", EXEC_PEER)
-    )
+    launcher = ["-m", "bench.quix_peer", EXEC_PEER]
+    if fetch_wait_ms is not None:
+        launcher += ["--peer-fetch-wait-ms", str(fetch_wait_ms)]
+    return measure_latency(env, rate, warmup_s, steady_s, launcher=tuple(launcher))
 
 
 def run_all(args: argparse.Namespace) -> dict:
@@ -242,16 +283,17 @@ def run_all(args: argparse.Namespace) -> dict:
         peer_rate = round((lookup(res, "peer", "events_per_s") or 4000) / 4) * 2
         worker_rate = round((lookup(res, "worker", "events_per_s") or 20000) / 4) * 2
         res["latency"] = {}
-        for key, subject, rate in (
-            ("peer at half its max", "peer", peer_rate),
-            ("worker at the peer's rate", "worker", peer_rate),
-            ("worker at half its max", "worker", worker_rate),
-        ):
+        runs = (
+            ("peer at half its max", measure_peer_latency, peer_rate, {}),
+            ("peer, default fetch wait", measure_peer_latency, peer_rate, {"fetch_wait_ms": None}),
+            ("worker at the peer's rate", measure_latency, peer_rate, {}),
+            ("worker at half its max", measure_latency, worker_rate, {}),
+        )
+        for key, fn, rate, kwargs in runs if not args.no_latency else ():
             log(f"latency: {key} ({rate} events/s)")
             with broker_env(tmp, samples) as env:
-                fn = measure_peer_latency if subject == "peer" else measure_latency
                 res["latency"][key] = r = attempt(
-                    res, f"latency-{key}", fn, env, rate, args.warmup_s, args.steady_s
+                    res, f"latency-{key}", fn, env, rate, args.warmup_s, args.steady_s, **kwargs
                 )
             log(f"  p50 {lookup(r, 'p50_ms')} p99 {lookup(r, 'p99_ms')} ms")
     finally:
@@ -296,8 +338,9 @@ def report(res: dict) -> str:
         lookup(w, "peak_rss_mb"), per_event(w))  # fmt: skip
     row("  same, at the peer's rate", None, lat.get("worker at the peer's rate"))
     p = res.get("peer")
-    row("Quix Streams peer (defaults)", p, lat.get("peer at half its max"),
+    row("Quix Streams peer", p, lat.get("peer at half its max"),
         lookup(p, "peak_rss_mb"), per_event(p))  # fmt: skip
+    row("  same, fetch.wait.max.ms 500 (default)", None, lat.get("peer, default fetch wait"))
     q = res.get("peer_nolog")
     row("Quix Streams peer, no changelog", q, None, lookup(q, "peak_rss_mb"), per_event(q))
     header = ["", "events/s", "x River", "latency at /s", "p50 ms", "p99 ms", "peak RSS MB",
@@ -308,18 +351,26 @@ def report(res: dict) -> str:
         table(rows, header),
         "",
     ]
-    for key, r in (("defaults", p), ("no changelog", q)):
+    for key, r in (("changelog", p), ("no changelog", q)):
         eq = lookup(r, "equal_to_river")
         if eq:
             lines.append(
-                f"peer ({key}) predictions vs River's simulate_qa, per event id, exact: "
-                f"{eq['agree']:,} of {eq['events']:,} equal, {eq['differ']} differ, "
-                f"{eq['missing']} missing, {eq['duplicated']} duplicated"
+                f"peer ({key}) predictions vs River's simulate_qa, per event id: "
+                f"{eq['equal']:,} of {eq['events']:,} equal probabilities, {eq['differ']:,} "
+                f"differ ({eq['same_class']:,} same class), {eq['missing']} missing, "
+                f"{eq['duplicated']} duplicated"
                 + (
                     f" (first differing: {', '.join(eq['first_differing'])})"
                     if eq["differ"]
                     else ""
                 )
+            )
+        eq = lookup(r, "equal_to_river_ties_event_first")
+        if eq:
+            lines.append(
+                f"  vs River with each label 1 ms later (a tie read event first, as Quix reads "
+                f"it): {eq['equal']:,} of {eq['events']:,} equal, {eq['differ']:,} differ, "
+                f"{eq['missing']} missing"
             )
         if r:
             lines.append(
@@ -348,6 +399,9 @@ def json_summary(res: dict) -> dict:
         "peer_p50_ms": lookup(lat, "peer at half its max", "p50_ms"),
         "peer_ratio_vs_river": ratio(lookup(res, "peer", "events_per_s"), river),
         "peer_equal_to_river": lookup(res, "peer", "equal_to_river", "all_equal"),
+        "peer_equal_to_river_ties_event_first": lookup(
+            res, "peer", "equal_to_river_ties_event_first", "all_equal"
+        ),
         "peer_nolog_events_per_s": lookup(res, "peer_nolog", "events_per_s"),
         "peer_peak_rss_mb": lookup(res, "peer", "peak_rss_mb"),
         "river_events_per_s": river,
@@ -372,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-n", type=int, default=None,
                    help="events for the naive loop (default 20000; --quick 2000)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.add_argument("--no-latency", action="store_true", help="throughput and equality only")
     args = p.parse_args(argv)
     args.n = args.n or (10_000 if args.quick else 100_000)
     args.naive_n = args.naive_n or (2_000 if args.quick else 20_000)

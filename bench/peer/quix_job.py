@@ -5,10 +5,11 @@ count). They are read into one StreamingDataFrame (``concat``: Quix then aligns 
 by message timestamp), and a stateful ``apply`` joins them by id with Quix's State (RocksDB,
 backed by a changelog topic by default), whose scope is the message key, i.e. the id:
 
-- an event is scored with ``model.predict_one(features)`` and its features kept in state
-  until its label comes; its prediction ``{"id", "prediction"}`` goes to the predictions
-  topic, keyed by id, stamped with the wall clock when it is produced (Quix would otherwise
-  copy the event's timestamp, and the bench's latency is measured from CreateTimes);
+- an event is scored with ``model.predict_proba_one(features)`` (the prediction is its most
+  probable class, as ``predict_one``) and its features kept in state until its label comes;
+  ``{"id", "prediction", "proba"}`` goes to the predictions topic, keyed by id, stamped
+  with the wall clock when it is produced (Quix would otherwise copy the event's timestamp,
+  and the bench's latency is measured from CreateTimes);
 - a label takes the features back out of state and calls ``model.learn_one``; a label read
   before its event waits in state, and the event learns it right after being scored.
 
@@ -24,7 +25,8 @@ its own confluent-kafka), started by ``bench.quix_peer`` as::
 SPEC keys: ``bootstrap``, ``prefix`` (topics ``{prefix}events``, ``{prefix}labels``,
 ``{prefix}predictions``), ``group``, ``state_dir``, and either ``n`` (stop once n events and
 n labels are processed and report the timing as one JSON line on stdout) or ``idle_s`` (stop
-when nothing came for that long; the latency runs). Optional ``changelog`` (default true).
+when nothing came for that long; the latency runs). Optional: ``changelog`` (default true:
+Quix's default), ``fetch_wait_ms`` (librdkafka's ``fetch.wait.max.ms``; default 500).
 Prints ``assigned partitions [0]`` on stderr once Quix has its partitions (the bench waits for
 it before it starts publishing), and the model's repr (the bench checks it is its ``lr``).
 """
@@ -75,8 +77,16 @@ class _Counts:
 
 
 class _BenchApplication(Application):
-    """Application that says when its partitions are assigned (bench instrumentation only:
-    the load generator of the latency runs waits for it, as it does for the worker)."""
+    """Application that says when its partitions are assigned (the load generator of the
+    latency runs waits for it, as it does for the worker) and when its processing loop ended
+    (after its last checkpoint: producer flushed, offsets committed, state flushed; before
+    the consumer and the state stores close). Bench instrumentation only."""
+
+    loop_ended: float | None = None
+
+    def _run_dataframe(self, *args, **kwargs):
+        super()._run_dataframe(*args, **kwargs)
+        self.loop_ended = time.perf_counter()
 
     def _on_assign(self, consumer, topic_partitions):
         super()._on_assign(consumer, topic_partitions)
@@ -95,6 +105,9 @@ def main(spec: dict) -> int:
         auto_offset_reset="earliest",
         state_dir=spec["state_dir"],
         use_changelog_topics=spec.get("changelog", True),
+        consumer_extra_config=(
+            {"fetch.wait.max.ms": spec["fetch_wait_ms"]} if spec.get("fetch_wait_ms") else None
+        ),
         loglevel="WARNING",
     )
     events = app.topic(prefix + "events", key_deserializer="str", value_deserializer="json")
@@ -110,7 +123,8 @@ def main(spec: dict) -> int:
             counts.first, counts.cpu0 = time.perf_counter(), time.process_time()
         if "features" in value:
             x = value["features"]
-            y_pred = model.predict_one(x)
+            proba = model.predict_proba_one(x)
+            y_pred = max(proba, key=proba.get)  # what River's predict_one returns
             label = state.get("label")
             if label is None:
                 state.set("x", x)
@@ -118,7 +132,11 @@ def main(spec: dict) -> int:
                 model.learn_one(x, label)
                 state.delete("label")
             counts.events += 1
-            out = {"id": value["id"], "prediction": y_pred}
+            out = {
+                "id": value["id"],
+                "prediction": y_pred,
+                "proba": {str(k): v for k, v in proba.items()},
+            }
         else:
             x = state.get("x")
             if x is None:
@@ -133,6 +151,9 @@ def main(spec: dict) -> int:
             app.stop()  # processing ends after this record; Quix flushes and commits
         return out
 
+    # Quix takes the record with the smallest timestamp from the two topics; on a tie, from the
+    # topic assigned first (here the events, whichever is concatenated first): an event and
+    # a label with the same timestamp are read event first (River's simulate_qa: label first).
     sdf = app.dataframe(events).concat(app.dataframe(labels))
     sdf = sdf.apply(join, stateful=True)
     sdf = sdf.filter(lambda value: value is not None)
@@ -140,8 +161,8 @@ def main(spec: dict) -> int:
     sdf.to_topic(predictions)
 
     app.run(timeout=spec.get("idle_s", 0.0))
-    end = time.perf_counter()
-    cpu = time.process_time() - counts.cpu0
+    cpu = time.process_time() - counts.cpu0  # a little past loop_ended: the closes
+    end = app.loop_ended or time.perf_counter()
     if counts.first is None:
         print("no record processed", file=sys.stderr)
         return 1
