@@ -4,7 +4,8 @@ Finds the event's prediction on the predictions topic, shows the features, the s
 prediction and probabilities and the model version, names the checkpoint it descends from and
 the drift events before it, then reproduces it by replaying the input logs from that checkpoint
 and says whether the result matches exactly. It also says what wrote that checkpoint: the
-driftstream, River and Python versions and the learner's configuration.
+driftstream, River and Python versions and the learner's configuration, and what the data
+monitor thought of the inputs when the event was scored (alarms active, largest shifts).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from driftstream.consumers.reader import read_range, read_topic
 from driftstream.consumers.replay import ReplayError, ReplayRange, replay, starting_point
+from driftstream.consumers.status import format_data_drift
 from driftstream.state.store import CheckpointStore
 from driftstream.stream.learner import LearnerConfig
 from driftstream.transport import KafkaSettings, topic_names
@@ -73,6 +75,10 @@ def explain(settings: KafkaSettings, prefix: str, store: CheckpointStore, event_
             "model": {"generation": row["generation"], "updates": row["updates"]},
         },
         "match": bool(row and row["match"]),
+        # the replayed learner stops right after the event: its data monitor then
+        "data_drift": None
+        if learner.data_monitor is None or row is None
+        else learner.summary()["data_drift"],
     }
 
 
@@ -109,6 +115,9 @@ def format_explanation(e: dict) -> str:
             f"  replayed: {r['prediction']!r} proba={r['proba']} model "
             f"g{r['model']['generation']}.u{r['model']['updates']}"
         )
+    data = e.get("data_drift")
+    if data is not None:
+        lines.append(f"  data drift when it was scored: {format_data_drift(data)}")
     lines.append("  MATCHES EXACTLY" if e["match"] else "  DOES NOT MATCH")
     return "\n".join(lines)
 

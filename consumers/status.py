@@ -13,7 +13,7 @@ import time
 from driftstream.state.store import CheckpointStore
 from driftstream.transport import Consumer, KafkaSettings, topic_names
 
-__all__ = ["format_status", "partition_status"]
+__all__ = ["format_data_drift", "format_status", "partition_status"]
 
 
 def partition_status(settings: KafkaSettings, prefix: str, store: CheckpointStore) -> list[dict]:
@@ -92,11 +92,11 @@ def format_status(rows: list[dict]) -> str:
     for r in rows:
         data = r.get("data_drift")
         if data:
-            lines.append(f"{r['partition']:>4} data drift: {_data_line(data)}")
+            lines.append(f"{r['partition']:>4} data drift: {format_data_drift(data)}")
     return "\n".join(lines)
 
 
-def _data_line(data: dict) -> str:
+def format_data_drift(data: dict) -> str:
     """Checks and alarms so far, the alarms still active, the largest shifts."""
 
     def name(f: dict) -> str:

@@ -338,3 +338,6 @@ def test_replay_verify_reproduces_a_run_whose_policy_acted_on_act_when_and_data_
     data_line = capsys.readouterr().out.splitlines()[2]
     checks = row["data_drift"]["checks"]
     assert data_line.startswith(f"   0 data drift: {checks} checks, ") and checks >= 10
+    assert cli(kafka_settings, unique_prefix, "explain", "e2990", "--state", state) == 0
+    text = capsys.readouterr().out
+    assert "MATCHES EXACTLY" in text and "data drift when it was scored: " in text
