@@ -97,7 +97,6 @@ def test_dashboard_live_in_chromium(kafka_settings, unique_prefix, tmp_path: Pat
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (bash .ci/setup installs it as root)")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    topics = create_topics(kafka_settings, unique_prefix, PARTITIONS)
     group = unique_prefix + "group"
     dash_log = tmp_path / "dashboard.log"
     dash = start_cli(
@@ -115,18 +114,7 @@ def test_dashboard_live_in_chromium(kafka_settings, unique_prefix, tmp_path: Pat
         dash_log,
     )
     worker_log = tmp_path / "worker.log"
-    worker = start_cli(
-        run_argv(
-            kafka_settings,
-            unique_prefix,
-            tmp_path / "state.sqlite",
-            "--checkpoint-every",
-            str(CHECKPOINT_EVERY),
-            "--exit-when-idle",
-            "3",
-        ),
-        worker_log,
-    )
+    worker = None
     try:
         url = _value_when(
             lambda: (
@@ -134,6 +122,25 @@ def test_dashboard_live_in_chromium(kafka_settings, unique_prefix, tmp_path: Pat
             ),
             "the dashboard's address",
             watch=[(dash, dash_log)],
+        )
+        # Started before the topics exist, it says so on the page, and waits for them.
+        _value_when(
+            lambda: "waiting for the topics" in ((_summary(url) or {}).get("problem") or ""),
+            "the dashboard to say that the topics are missing",
+            watch=[(dash, dash_log)],
+        )
+        topics = create_topics(kafka_settings, unique_prefix, PARTITIONS)
+        worker = start_cli(
+            run_argv(
+                kafka_settings,
+                unique_prefix,
+                tmp_path / "state.sqlite",
+                "--checkpoint-every",
+                str(CHECKPOINT_EVERY),
+                "--exit-when-idle",
+                "3",
+            ),
+            worker_log,
         )
         samples = list(
             synthetic("sea", N, seed=3, drift_at=[N // 2], label_delay="20", start_ts=START_TS)
@@ -167,6 +174,7 @@ def test_dashboard_live_in_chromium(kafka_settings, unique_prefix, tmp_path: Pat
             caught_up, "the dashboard to show the worker's figures", watch=[(dash, dash_log)]
         )
         rows = {r["partition"]: r for r in summary["partitions"]}
+        assert summary["problem"] is None
         assert sum(r["events"] for r in rows.values()) == N == summary["overall"]["events"]
         assert sum(r["points"] for r in rows.values()) == n_metrics
         for p, r in rows.items():
@@ -236,7 +244,7 @@ def test_dashboard_live_in_chromium(kafka_settings, unique_prefix, tmp_path: Pat
         assert _summary(url)["partitions"][1]["drifts"]["data"] >= 1
     finally:
         for proc in (worker, dash):
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
     assert "Traceback" not in dash_log.read_text(), tail(dash_log)

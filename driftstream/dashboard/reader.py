@@ -19,7 +19,13 @@ import time
 import orjson
 
 from driftstream.dashboard.model import DashboardModel
-from driftstream.transport import Consumer, KafkaError, KafkaSettings, topic_names
+from driftstream.transport import (
+    Consumer,
+    KafkaClientError,
+    KafkaError,
+    KafkaSettings,
+    topic_names,
+)
 
 __all__ = ["TopicFollower"]
 
@@ -63,13 +69,21 @@ class TopicFollower(threading.Thread):
         while not self._halt.is_set():
             try:
                 self._follow()
-            except KafkaError as e:  # the broker went away: say so, and start again
-                self.model.set_problem(f"Kafka: {type(e).__name__}: {e}")
-                log.warning("dashboard: %s; reading again in %.0f s", e, RETRY_S)
-            except Exception:  # a bug must not silently freeze the page
-                log.exception("dashboard reader failed; starting again")
-                self.model.set_problem("the topic reader failed (see the log); restarting")
+            except KafkaClientError as e:  # the broker is away: say so, and retry
+                self._problem(str(e))
+            except KafkaError as e:
+                where = self.settings.bootstrap_servers
+                self._problem(f"Kafka at {where}: {type(e).__name__}: {e}")
+            except Exception as e:  # a bug must not freeze the page silently
+                log.debug("dashboard reader failed", exc_info=True)
+                self._problem(f"the topic reader failed ({type(e).__name__}: {e}); restarting")
             self._halt.wait(RETRY_S)
+
+    def _problem(self, text: str | None) -> None:
+        """Shown on the page; logged once when it starts, not at every retry."""
+        if text is not None and text != self.model.problem:
+            log.warning("dashboard: %s", text)
+        self.model.set_problem(text)
 
     # -- one session with the broker ------------------------------------------------------
 
@@ -80,7 +94,7 @@ class TopicFollower(threading.Thread):
             tps = self._wait_for_topics(consumer)
             if tps is None:
                 return
-            self.model.set_problem(None)
+            self._problem(None)
             consumer.assign(tps)
             consumer.seek_to_beginning(tps)
             preds = [tp for tp in tps if tp[0] == self.topics["predictions"]]
@@ -107,7 +121,7 @@ class TopicFollower(threading.Thread):
             missing = [r for r in FOLLOWED if not any(t == self.topics[r] for t, _ in tps)]
             if not missing:
                 return tps
-            self.model.set_problem(
+            self._problem(
                 "waiting for the topics "
                 + ", ".join(self.topics[r] for r in missing)
                 + " (run `driftstream topics create`)"
