@@ -158,8 +158,8 @@ def progress(state: Path, partition: int = 0) -> int:
 def run_argv(
     settings: KafkaSettings, prefix: str, state: Path | str, *extra: str, group: str | None = None
 ) -> list[str]:
-    """`driftstream run` arguments for a test: its broker, topics, group (default: the
-    prefix's), state file and Tansu's fast group timeouts, then ``extra``."""
+    """`driftstream run` arguments for a test: its broker and Kafka client, topics, group
+    (default: the prefix's), state file and Tansu's fast group timeouts, then ``extra``."""
     return [
         "run",
         "--bootstrap-servers",
@@ -171,6 +171,8 @@ def run_argv(
         "--state",
         str(state),
         "--fast-group-timeouts",
+        "--kafka-client",
+        settings.client,
         *extra,
     ]
 

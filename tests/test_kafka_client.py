@@ -814,3 +814,29 @@ def test_the_kafka_client_option_reaches_the_settings() -> None:
     assert kafka_settings(chosen).client == "confluent"
     from_env = parse_args(build_parser(), argv, {"DRIFTSTREAM_KAFKA_CLIENT": "confluent"})
     assert kafka_settings(from_env).client == "confluent"
+
+
+@pytest.mark.broker
+def test_a_seek_right_after_assign_is_obeyed(
+    admin: Admin, producer: Producer, kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    """How the tools read a topic: assign, seek at once (before anything is fetched; librdkafka
+    refuses such a seek by itself), poll; the first record is the one sought."""
+    topic = unique_prefix + "sought"
+    admin.create_topics([topic], partitions=2)
+    for i in range(20):
+        producer.send(topic, b"v%d" % i, partition=i % 2)
+    producer.flush(timeout=10)
+    consumer = Consumer(kafka_settings)
+    try:
+        consumer.assign([(topic, 0), (topic, 1)])
+        consumer.seek(topic, 0, 7)
+        consumer.seek(topic, 1, 3)
+        assert consumer.position(topic, 0) == 7
+        records = consume(consumer, 3 + 7)
+        assert sorted((r.partition, r.offset) for r in records) == [
+            *((0, o) for o in range(7, 10)),
+            *((1, o) for o in range(3, 10)),
+        ]
+    finally:
+        consumer.close()

@@ -20,7 +20,7 @@ import pytest
 from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import Learner
-from driftstream.transport import KafkaSettings, topic_names
+from driftstream.transport import CLIENTS, KafkaSettings, topic_names
 from tests.reference import cli_config, dedupe, reference
 from tests.support import (
     DEADLINE_S,
@@ -36,6 +36,14 @@ from tests.support import (
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+
+@pytest.fixture(params=CLIENTS)
+def kafka_settings(broker, request: pytest.FixtureRequest) -> KafkaSettings:
+    """Both tests run with each Kafka client behind the adapter (workers get
+    ``--kafka-client``; the test's own reads and writes use the same client)."""
+    return KafkaSettings(broker.bootstrap, fast_group_timeouts=True, client=request.param)
+
 
 # -- helpers ---------------------------------------------------------------------------
 

@@ -199,12 +199,16 @@ class ConfluentConsumer(Consumer):
         )
         self._group = group_id is not None
         self._max_poll_records = max_poll_records
+        # records pulled from librdkafka at once: _PULL_POLLS polls', within its own limit
+        self._pull = max(max_poll_records, min(max_poll_records * _PULL_POLLS, 1_000_000))
         self._timeout_s = settings.connect_timeout_ms / 1000
         self._connected = True
         self._pending: dict[Partition, collections.deque] = {}  # fetched, not yet returned
         self._paused: set[Partition] = set()
         self._positions: dict[Partition, int] = {}  # next offset a poll returns
         self._expect: dict[Partition, int] = {}  # sought, no record of it returned yet
+        self._manual: dict[Partition, int | None] | None = None  # by assign(): offsets sought
+        self._manual_due = False  # assign() not passed on to librdkafka yet
         self._consumer = ck.Consumer(config)
         try:
             _check_reachable(self._consumer, settings)
@@ -259,8 +263,17 @@ class ConfluentConsumer(Consumer):
         )
 
     def assign(self, partitions: list[Partition]) -> None:
+        """Read exactly these partitions, without group management (a seek that librdkafka
+        refuses before it fetches a partition assigns them again, with the offsets)."""
         self._forget([tp for tp in self._pending if tp not in partitions])
-        self._consumer.assign([_tp(tp) for tp in partitions])
+        self._manual = {tp: self._positions.get(tp) for tp in partitions}
+        self._apply_manual()
+
+    def _apply_manual(self) -> None:
+        self._manual_due = False
+        self._consumer.assign(
+            [_tp(tp) if offset is None else _tp(tp, offset) for tp, offset in self._manual.items()]
+        )
 
     def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
         records: list[Record] = []
@@ -273,26 +286,28 @@ class ConfluentConsumer(Consumer):
     ) -> dict[Partition, list[Record]]:
         limit = max_records or self._max_poll_records
         if not self._ready():
-            self._fetch(self._max_poll_records, timeout_ms / 1000)
-        elif sum(map(len, self._pending.values())) < self._max_poll_records * _PULL_POLLS:
-            self._fetch(self._max_poll_records, 0)  # what came meanwhile: no waiting
+            self._fetch(timeout_ms / 1000)
+        elif sum(map(len, self._pending.values())) < self._pull:
+            self._fetch(0)  # what came meanwhile: no waiting
         return self._take(limit)
 
     def _ready(self) -> bool:
         return any(q and tp not in self._paused for tp, q in self._pending.items())
 
-    def _fetch(self, limit: int, timeout_s: float) -> None:
+    def _fetch(self, timeout_s: float) -> None:
         """Move what librdkafka has (waiting up to ``timeout_s`` for the first message) into
-        the per-partition queues, up to `_PULL_POLLS` polls' worth. consume() alone would wait
+        the per-partition queues, up to ``self._pull`` records. consume() alone would wait
         the whole timeout unless that many came: poll() returns at the first, consume(0 s)
         takes the rest. librdkafka hands over a fetch one partition after the other, so
         polls can take the partitions in turn only from what was pulled here."""
         consumer = self._consumer
+        if self._manual_due:
+            self._apply_manual()
         try:
             first = consumer.poll(timeout_s)
             if first is None:
                 return
-            messages = consumer.consume(limit * _PULL_POLLS - 1, 0)
+            messages = consumer.consume(self._pull - 1, 0)
         except KafkaException as exc:
             raise _error(exc.args[0]) from None
         messages.insert(0, first)
@@ -359,15 +374,26 @@ class ConfluentConsumer(Consumer):
     def buffered(self) -> bool:
         if self._ready():
             return True
-        self._fetch(self._max_poll_records, 0)
+        self._fetch(0)
         return self._ready()
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
+        """As kafka-python's: the next record of the partition a poll returns is at
+        ``offset``. A partition librdkafka does not fetch yet (just assigned) refuses a seek
+        (_STATE): assigned by `assign`, all are assigned again at the next poll, with the
+        offsets sought; by the group, `_guard` seeks once its first records come."""
         tp = (topic, partition)
-        try:
-            self._consumer.seek(_tp(tp, offset))
-        except KafkaException as exc:
-            raise _error(exc.args[0]) from None
+        if self._manual is not None and tp in self._manual:
+            self._manual[tp] = offset  # for an assign() again
+        if not self._manual_due:
+            try:
+                self._consumer.seek(_tp(tp, offset))
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != ck.KafkaError._STATE or tp not in self.assignment():
+                    raise _error(error) from None
+                if self._manual is not None:
+                    self._manual_due = True
         self._pending.pop(tp, None)
         self._positions[tp] = self._expect[tp] = offset
 
@@ -415,11 +441,15 @@ class ConfluentConsumer(Consumer):
 
     def pause(self, partitions: list[Partition]) -> None:
         if partitions:
+            if self._manual_due:
+                self._apply_manual()
             self._consumer.pause([_tp(tp) for tp in partitions])
             self._paused.update(partitions)
 
     def resume(self, partitions: list[Partition]) -> None:
         if partitions:
+            if self._manual_due:
+                self._apply_manual()
             self._consumer.resume([_tp(tp) for tp in partitions])
             self._paused.difference_update(partitions)
 
@@ -444,6 +474,8 @@ class ConfluentConsumer(Consumer):
         return found.offset if found.offset >= 0 else None
 
     def assignment(self) -> list[Partition]:
+        if self._manual is not None:
+            return sorted(self._manual)
         return _tuples(self._consumer.assignment())
 
     def connected(self) -> bool:
