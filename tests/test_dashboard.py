@@ -74,6 +74,39 @@ def test_partitioner_diagnosis_needs_a_large_share_on_several_partitions() -> No
     assert few.summary()["diagnosis"] is None
 
 
+def test_feature_rows_merge_the_monitors_statistics_and_the_alarms() -> None:
+    """The monitors' latest statistic per (test, feature) is the largest over the partitions'
+    newest metrics records; alarms from the drift topic are counted on the same row."""
+    model = DashboardModel()
+    for p, stat in ((0, 0.05), (1, 0.31)):
+        latest = [{"test": "ks", "feature": "x1", "statistic": stat}]
+        latest.append({"test": "chi2", "feature": "colour", "statistic": 1.5})
+        monitor = {"latest": latest, "largest": [], "active": []}
+        if p == 1:
+            monitor["largest"] = [
+                {"test": "ks", "feature": "x1", "statistic": stat, "p_value": 1e-6, "effect": 0.31}
+            ]
+            monitor["active"] = [{"test": "ks", "feature": "x1"}]
+        model.add_metrics(p, {"partition": p, "n_events": 10, "metrics": {}, "data_drift": monitor})
+    model.add_drift(
+        {"kind": "data", "test": "ks", "feature": "x1", "statistic": 0.3, "p_value": 1e-6,
+         "effect": 0.3, "partition": 1, "event_ts": 5, "action": "reported"}
+    )  # fmt: skip
+    rows = {(r["test"], r["feature"]): r for r in model.view()["features"]}
+    assert set(rows) == {("ks", "x1"), ("chi2", "colour")}
+    x1 = rows[("ks", "x1")]
+    assert (x1["statistic"], x1["p_value"], x1["effect"]) == (0.31, 1e-6, 0.31)
+    assert (x1["active"], x1["alarms"], x1["partitions"], x1["action"]) == (
+        True,
+        1,
+        [1],
+        "reported",
+    )
+    colour = rows[("chi2", "colour")]
+    assert (colour["statistic"], colour["active"], colour["alarms"]) == (1.5, False, 0)
+    assert model.summary()["partitions"][1]["drifts"]["data"] == 1
+
+
 def _value_when(fn, what: str, **kwargs):
     """`wait_until` ``fn()`` is true; returns that value."""
     got: list = [None]

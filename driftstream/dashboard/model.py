@@ -296,9 +296,7 @@ class DashboardModel:
             out["series"] = {str(p): list(part.points) for p, part in sorted(self._parts.items())}
             out["drifts"] = list(self._drifts)
             out["alerts"] = list(self._alerts)
-            out["features"] = sorted(
-                self._features.values(), key=lambda f: (-(f.get("effect") or 0), f["feature"])
-            )
+            out["features"] = self._feature_rows()
             out["dead_recent"] = list(self._dead_recent)
             out["lag_history"] = list(self._lag_points)
             out["predicted"] = {
@@ -306,6 +304,55 @@ class DashboardModel:
                 for p, part in sorted(self._parts.items())
             }
             return out
+
+    def _feature_rows(self) -> list[dict]:
+        """Per (test, feature): the monitors' latest statistic (the largest over partitions,
+        from the newest metrics records), its p-value and effect where the monitor ranks it
+        among its largest, whether an alarm is active, and the drift topic's alarms."""
+        rows: dict[tuple[str, str], dict] = {}
+
+        def row(test: Any, feature: Any) -> dict:
+            key = (str(test), str(feature or "-"))
+            if key not in rows:
+                rows[key] = {
+                    "test": key[0],
+                    "feature": key[1],
+                    "statistic": None,
+                    "p_value": None,
+                    "effect": None,
+                    "active": False,
+                    "alarms": 0,
+                    "partitions": [],
+                    "action": None,
+                }
+            return rows[key]
+
+        for _, part in sorted(self._parts.items()):
+            monitor = part.latest.get("data_drift") or {}
+            for item in monitor.get("latest") or []:
+                r = row(item.get("test"), item.get("feature"))
+                stat = item.get("statistic")
+                if isinstance(stat, int | float):
+                    r["statistic"] = stat if r["statistic"] is None else max(stat, r["statistic"])
+            for item in monitor.get("largest") or []:
+                r = row(item.get("test"), item.get("feature"))
+                r["p_value"], r["effect"] = item.get("p_value"), item.get("effect")
+            for item in monitor.get("active") or []:
+                row(item.get("test"), item.get("feature"))["active"] = True
+        for alarm in self._features.values():
+            r = row(alarm["test"], alarm["feature"])
+            r["alarms"], r["partitions"], r["action"] = (
+                alarm["alarms"],
+                alarm["partitions"],
+                alarm.get("action"),
+            )
+            for k in ("statistic", "p_value", "effect"):
+                if r[k] is None:
+                    r[k] = alarm.get(k)
+        return sorted(
+            rows.values(),
+            key=lambda r: (-r["alarms"], -abs(r["effect"] or 0), r["test"], r["feature"]),
+        )
 
 
 def _primary(metrics: dict) -> str | None:

@@ -170,10 +170,11 @@ function drawTables(v) {
       ? " <span class='note'>" + esc(when(a.event_ts)) + "</span>" : "") + "</li>"
   ).join("") || "<li class='note'>no drift reported yet</li>";
   document.querySelector("#features tbody").innerHTML = v.features.map((f) => "<tr>"
-    + [f.test, f.feature, fmt(f.statistic), pval(f.p_value), fmt(f.effect), f.alarms,
-       f.partitions.join(" "), f.action].map((x, i) =>
-      "<td" + (i < 2 || i === 7 ? " class=l" : "") + ">" + esc(fmt(x)) + "</td>").join("")
-    + "</tr>").join("") || "<tr><td colspan=8 class=l>no data-drift alarm yet</td></tr>";
+    + [f.test, f.feature, fmt(f.statistic), pval(f.p_value), fmt(f.effect),
+       f.active ? "yes" : "", f.alarms, f.partitions.join(" "), f.action].map((x, i) =>
+      "<td" + (i < 2 || i === 8 ? " class=l" : "") + ">" + esc(fmt(x)) + "</td>").join("")
+    + "</tr>").join("")
+    || "<tr><td colspan=9 class=l>no data-drift statistic or alarm yet</td></tr>";
   document.querySelector("#dead-recent tbody").innerHTML = v.dead_recent.map((d) => "<tr>"
     + "<td>" + esc(d.partition) + "</td><td class=l>" + esc(d.reason) + "</td><td class=l>"
     + esc((d.topic || "?") + "@" + fmt(d.offset)) + "</td><td class=l>" + esc(d.detail)
