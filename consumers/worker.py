@@ -145,7 +145,7 @@ class Worker:
         self.inputs = inputs = (topics["events"], topics["labels"])
         self.store = state if isinstance(state, CheckpointStore) else open_store(os.fspath(state))
         self.metrics = WorkerMetrics(
-            {"group": opts.group, "events_topic": inputs[0], "labels_topic": inputs[1]}
+            {"consumer_group": opts.group, "events_topic": inputs[0], "labels_topic": inputs[1]}
         )
         self.server: MetricsServer | None = None
         self.stopping = False

@@ -342,6 +342,13 @@ def test_labels_from_a_crc32_producer_are_diagnosed_within_30_s(
         samples = scrape()
         assert samples[("driftstream_partitioner_mismatch", ())] == 1
         assert samples[("driftstream_unknown_id_label_share", ())] >= 0.2
+        # The rules join on the worker's info series for the pipeline's name.
+        info = (
+            ("consumer_group", unique_prefix + "group"),
+            ("events_topic", topics["events"]),
+            ("labels_topic", topics["labels"]),
+        )
+        assert samples[("driftstream_worker_info", info)] == 1
 
         # A real worker's scrape has every metric the rules use (bar those an alarm makes;
         # the checkpoint time once a checkpoint was saved).
