@@ -312,11 +312,12 @@ class DataMonitor:
         if not force and len(rows) < self.options.reference_size:
             return
         self._label_kind = _label_kind([y for _, y in rows])
-        reference = Columns(self._reference.kinds, len(rows), labelled=True)
+        numeric = {n: k for n, k in self._reference.kinds.items() if k == "number"}
+        reference = Columns(numeric, len(rows), labelled=True)
         reference.pending = rows
         reference.flush()
         self._label_reference, self._label_rows = reference, []
-        self._label_live = Columns(self._reference.kinds, self.options.window, labelled=True)
+        self._label_live = Columns(numeric, self.options.window, labelled=True)
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -443,8 +444,7 @@ class DataMonitor:
                 stats["codes"] = y = reference.number_labels()
                 stats["sorted"] = np.sort(y[~np.isnan(y)])
             if stats["codes"] is not None:
-                for name in reference.numbers:
-                    stats["r"][name] = _pearson(reference.number(name), stats["codes"])
+                stats["r"] = _pearsons(reference, stats["codes"])
             self._label_stats = stats
         return self._label_stats
 
@@ -464,8 +464,9 @@ class DataMonitor:
                 stat, p = data_tests.ks(stats["sorted"], y)
                 findings.append(Finding("label", None, stat, p, stat))
         if codes is not None:
+            now = _pearsons(live, codes)
             for name, (r1, m1) in stats["r"].items():
-                r2, m2 = _pearson(live.number(name), codes)
+                r2, m2 = now[name]
                 if r1 is None or r2 is None:
                     continue
                 z, p, delta = data_tests.correlation(r1, m1, r2, m2)
@@ -600,6 +601,26 @@ def _label_kind(labels: list) -> str:
     if all(isinstance(y, int) for y in values) and len(set(values)) <= _MAX_CLASSES:
         return "classes"
     return "numeric"
+
+
+def _pearsons(columns: Columns, y: np.ndarray) -> dict[str, tuple[float | None, int]]:
+    """Pearson r (and the pairs counted) of each numeric feature with ``y``: all at once when
+    nothing is missing (the usual case), else feature by feature."""
+    names = list(columns.numbers)
+    if not names:
+        return {}
+    x = np.stack([columns.number(name) for name in names])
+    if len(y) < _MIN_VALUES or np.isnan(x).any() or np.isnan(y).any():
+        return {name: _pearson(row, y) for name, row in zip(names, x)}
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean()
+    scale = np.sqrt((xc**2).sum(axis=1) * (yc**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (xc @ yc) / scale
+    return {
+        name: (float(min(1.0, max(-1.0, v))) if s > 0 else None, len(y))
+        for name, v, s in zip(names, r, scale)
+    }
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> tuple[float | None, int]:
