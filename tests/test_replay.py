@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 
 import orjson
@@ -16,15 +17,17 @@ from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import LearnerConfig
-from driftstream.transport import Admin, Producer, topic_names
+from driftstream.transport import CLIENTS, Admin, Producer, topic_names
 from tests.support import create_topics, publish, run_argv, start_cli, tail, wait_until
 
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture
-def live_run(kafka_settings, unique_prefix, tmp_path):
-    """A finished 2-partition run with a sudden drift, window policy, frequent checkpoints."""
+@pytest.fixture(params=CLIENTS)
+def live_run(kafka_settings, unique_prefix, tmp_path, request):
+    """A finished 2-partition run with a sudden drift, window policy, frequent checkpoints;
+    once with each Kafka client (the worker's, and the commands' run on it)."""
+    kafka_settings = dataclasses.replace(kafka_settings, client=request.param)
     create_topics(kafka_settings, unique_prefix, 2)
     publish(
         kafka_settings,
@@ -50,7 +53,15 @@ def live_run(kafka_settings, unique_prefix, tmp_path):
 
 def cli(settings, prefix, *args) -> int:
     return main(
-        [*args, "--bootstrap-servers", settings.bootstrap_servers, "--topic-prefix", prefix]
+        [
+            *args,
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+            "--topic-prefix",
+            prefix,
+            "--kafka-client",
+            settings.client,
+        ]
     )
 
 
