@@ -23,6 +23,7 @@ class Evaluation:
     drift_at: list[int]
     concept_drifts: list[dict] = field(default_factory=list)
     data_drifts: int = 0
+    data_alarms: list[dict] = field(default_factory=list)  # each data alarm, in order
     challenges: list[dict] = field(default_factory=list)  # challenger promotions and drops
     rejected: dict[str, int] = field(default_factory=dict)
     accuracy_after: dict[int, float] = field(default_factory=dict)
@@ -38,6 +39,7 @@ class Evaluation:
             "model_version": self.learner.version.to_wire(),
             "concept_drifts": self.concept_drifts,
             "data_drifts": self.data_drifts,
+            "data_alarms": self.data_alarms,
             "challenges": self.challenges,
             "rejected": self.rejected,
             "drift_at": self.drift_at,
@@ -85,6 +87,19 @@ def evaluate(
                 )
             else:
                 result.data_drifts += 1
+                wire = out.to_wire()
+                result.data_alarms.append(
+                    {
+                        "events_seen": out.n_seen,
+                        "event_ts": out.event_ts,
+                        "test": wire["test"],
+                        "feature": wire.get("feature"),
+                        "statistic": wire["statistic"],
+                        "p_value": wire.get("p_value"),
+                        "effect": wire["effect"],
+                        "action": out.action,
+                    }
+                )
         elif isinstance(out, Rejection):
             result.rejected[out.reason] = result.rejected.get(out.reason, 0) + 1
 
@@ -134,7 +149,13 @@ def format_table(ev: Evaluation) -> str:
         lines.append(
             f"  {'challenger verdicts':<22} {len(ev.challenges)} at labels {verdicts[:20]}"
         )
-    lines.append(f"  {'data drifts':<22} {ev.data_drifts}")
+    alarms = [
+        f"{a['events_seen']} {a['test']}" + (f"({a['feature']})" if a["feature"] else "")
+        for a in ev.data_alarms
+    ]
+    lines.append(
+        f"  {'data drifts':<22} {ev.data_drifts}" + (f" at events {alarms[:10]}" if alarms else "")
+    )
     for at in ev.drift_at:
         acc = ev.accuracy_after.get(at)
         lines.append(

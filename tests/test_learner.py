@@ -909,3 +909,30 @@ def test_late_records_are_counted_and_kept_by_checkpoints():
     assert orjson.loads(value)["labels_offset"] == 1  # b came after the label
     snap = pipe.snapshot("shutdown")
     assert snap.summary["late"] == 1 and Learner.from_bytes(snap.state).n_late == 1
+
+
+def test_evaluate_lists_data_alarms_and_act_when_detections():
+    from driftstream.evaluate import evaluate, format_table
+    from driftstream.producers.sources import Sample
+
+    rng = random.Random(2)
+    shifted = [
+        Sample(f"e{i}", {"x": rng.gauss(0, 1) + (3 if i >= 2000 else 0)}, rng.random() < 0.5, i, i)
+        for i in range(4000)
+    ]
+    cfg = config(model="gnb", data_drift=True, data_reference_size=500, data_window=500)
+    cfg.data_check_every = 100
+    result = evaluate(shifted, cfg, [2000], after_window=1000)
+    assert result.data_drifts == len(result.data_alarms) >= 1
+    first = result.data_alarms[0]
+    assert first["events_seen"] > 2000 and first["feature"] in ("x", None)
+    report = orjson.loads(orjson.dumps(result.to_dict()))
+    assert report["data_alarms"] == result.data_alarms
+    assert f"{first['events_seen']} {first['test']}" in format_table(result)
+
+    flips = [Sample(f"e{i}", x, y, i, i) for i, (x, y) in enumerate(flipped(5000, at=3000))]
+    cfg = config(model="lr", drift_policy="reset", act_when="accuracy<0.7")
+    cfg.adwin_delta = 1e-300  # ADWIN all but off: the threshold acts
+    result = evaluate(flips, cfg, [3000], after_window=1000)
+    assert [d["trigger"] for d in result.concept_drifts] == ["act_when"]
+    assert 0 < result.detection_delay[3000] < 1000
