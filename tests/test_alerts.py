@@ -8,7 +8,8 @@ tests feed them, must be ones a worker exports: read from the worker's own metri
 full snapshot, and from a real worker's /metrics through Kafka. That worker is given events
 published with kafka-python's default partitioner (murmur2) and labels on the partition
 librdkafka's default one would pick (crc32), and must say the likely cause in its log, on
-/healthz and in its metrics within 30 s.
+/healthz and in its metrics within 30 s; a real Prometheus (Debian's, beside promtool)
+scraping it evaluates every rule without an error and holds the mismatch alert pending.
 """
 
 from __future__ import annotations
@@ -57,13 +58,42 @@ AFTER_AN_ALARM = {
 }
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("promtool")
+def tool(name: str) -> str:
+    exe = shutil.which(name)
     assert exe, (
-        "promtool not found on PATH: install Debian's prometheus package "
+        f"{name} not found on PATH: install Debian's prometheus package "
         "(`apt-get install prometheus`, as .ci/setup does)"
     )
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+    return exe
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("promtool"), *args], capture_output=True, text=True, timeout=120)
+
+
+def start_prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen, str, Path]:
+    """A real Prometheus scraping ``target`` (host:port) as job driftstream every second and
+    evaluating alerts.yml every second; (process, its URL, its log)."""
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(PROMETHEUS / "alerts.yml")],
+        "scrape_configs": [{"job_name": "driftstream", "static_configs": [{"targets": [target]}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    address = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "prometheus.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                tool("prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address={address}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, f"http://{address}", log
 
 
 def rule_metrics() -> set[str]:
@@ -308,8 +338,11 @@ def test_labels_from_a_crc32_producer_are_diagnosed_within_30_s(
         lines = [orjson.loads(x) for x in text.split("\n")[:-1] if x.startswith("{")]
         return [x for x in lines if x.get("event") == "partitioner_mismatch"]
 
+    prometheus = None
     try:
         wait_until(lambda: health()[0] == 200, "the worker to own its partitions", watch=watched)
+        prometheus, url, prometheus_log = start_prometheus(tmp_path, f"127.0.0.1:{port}")
+        watched.append((prometheus, prometheus_log))
         publisher = CrcLabelPublisher(kafka_settings, unique_prefix, partitions)
         try:
             sent = publish_samples(
@@ -357,7 +390,40 @@ def test_labels_from_a_crc32_producer_are_diagnosed_within_30_s(
             return rule_metrics() - scraped - PROMETHEUS_OWN - AFTER_AN_ALARM
 
         wait_until(lambda: not missing(), "every metric the rules use", watch=watched)
+
+        # A real Prometheus scraping this worker evaluates every rule without an error (a
+        # join that matches many-to-many would be one), and the mismatch alert is pending.
+        def api(path: str) -> dict:
+            status, body = http_get(url + path)
+            return orjson.loads(body)["data"] if status == 200 else {}
+
+        def labels_alert() -> list[dict]:
+            alerts = api("/api/v1/alerts").get("alerts", [])
+            return [
+                a
+                for a in alerts
+                if a["labels"]["alertname"] == "DriftstreamLabelsOnOtherPartitions"
+            ]
+
+        def rules() -> list[dict]:
+            groups = api("/api/v1/rules").get("groups", [])
+            return [
+                r
+                for g in groups
+                for r in g["rules"]
+                if not r.get("lastEvaluation", "0001").startswith("0001")  # evaluated
+            ]
+
+        wait_until(labels_alert, "Prometheus to see the mismatch alert", watch=watched)
+        (alert,) = labels_alert()
+        assert alert["state"] == "pending"  # for: 2m
+        assert alert["labels"]["consumer_group"] == unique_prefix + "group"
+        wait_until(lambda: len(rules()) == len(ALERTS), "every rule evaluated", watch=watched)
+        assert {r["name"]: r["health"] for r in rules()} == {name: "ok" for name in ALERTS}
     finally:
+        if prometheus is not None:
+            prometheus.terminate()
+            prometheus.wait(timeout=30)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     assert code == 0, tail(log)
