@@ -9,10 +9,15 @@ import pytest
 from river import drift, evaluate, metrics, stream
 from river.datasets import synth
 
+from driftstream.consumers.worker import Worker, WorkerOptions
+from driftstream.producers.publisher import EventPublisher, publish_samples
+from driftstream.producers.sources import river_delay, synthetic
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.models import build_model
 from driftstream.stream.offline import run_offline
 from driftstream.stream.records import Event, Label, Prediction
+from driftstream.transport import CLIENTS, KafkaSettings
+from tests.support import create_topics, read_all
 
 N = 3000
 
@@ -153,3 +158,41 @@ def test_checkpoint_restore_continues_exactly(policy):
         ]
 
     assert key(outputs + rest) == key(uninterrupted)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("client", CLIENTS)
+def test_through_kafka_with_each_client_equals_river(client, broker, unique_prefix, tmp_path):
+    """The worker on the real broker, with each Kafka client behind the adapter: every served
+    prediction is River's (`simulate_qa` on the same data and label delays), and so is the
+    prequential accuracy (`progressive_val_score`)."""
+    settings = KafkaSettings(broker.bootstrap, fast_group_timeouts=True, client=client)
+    samples = list(synthetic("sea", n=3000, seed=11, drift_at=[1500], label_delay="uniform:0:300"))
+    topics = create_topics(settings, unique_prefix)
+    publisher = EventPublisher(settings, unique_prefix)
+    publish_samples(publisher, samples)
+    publisher.close()
+    worker = Worker(
+        settings,
+        LearnerConfig(model="lr", drift_policy="none"),
+        str(tmp_path / "state.sqlite"),
+        WorkerOptions(group=f"{unique_prefix}g", topic_prefix=unique_prefix, exit_when_idle=1.5),
+    )
+    assert worker.run() == 0
+
+    served = {p["id"]: p["prediction"] for p in read_all(settings, topics["predictions"])}
+    dataset, moment, delay = river_delay(samples)
+    model, expected = build_model("lr"), {}
+    for i, x, y in stream.simulate_qa(dataset, moment, delay):
+        if y is None:
+            expected[samples[i].id] = model.predict_one(x)
+        else:
+            model.learn_one(x, y)
+    assert served == expected
+    accuracy = metrics.Accuracy()
+    for s, (_, y) in zip(samples, dataset):
+        accuracy.update(y, served[s.id])
+    river = evaluate.progressive_val_score(
+        dataset, build_model("lr"), metrics.Accuracy(), moment=moment, delay=delay
+    )
+    assert accuracy.get() == river.get()
