@@ -20,6 +20,7 @@ from driftstream.consumers.observability import (
     fields,
 )
 from driftstream.logs import JsonFormatter, TextFormatter, setup
+from driftstream.stream.records import DriftReport, ModelVersion
 from tests.support import http_get, metric_samples
 
 
@@ -270,6 +271,19 @@ def test_data_drift_alarms_are_counted_by_partition_test_and_feature():
     assert ("driftstream_data_drift_alarm_statistic", chi2) not in samples
     assert samples[("driftstream_data_drift_last_alarm_timestamp_seconds", ks)] > 0
     assert len([k for k in samples if k[0] == "driftstream_data_drift_alarms_total"]) == 2
+
+
+def test_a_learner_data_alarm_is_counted_with_its_test_and_feature():
+    figures = {"test": "ks", "statistic": 0.2, "p_value": 1e-9, "effect": 0.2}
+    figures |= {"reference": {"n": 2000}, "live": {"n": 2000}}
+    version = ModelVersion(0, 9)
+    report = DriftReport("data", 3, 1000, 5000, figures, "reported", version, version, "x1")
+    metrics = WorkerMetrics()
+    metrics.drift_reported(report)
+    samples = metric_samples(metrics.exposition().decode())
+    labels = (("feature", "x1"), ("partition", "3"), ("test", "ks"))
+    assert samples[("driftstream_data_drift_alarms_total", labels)] == 1
+    assert samples[("driftstream_data_drift_alarm_statistic", labels)] == 0.2
 
 
 def test_data_drift_statistics_come_from_the_summary_and_never_break_a_scrape():
