@@ -586,7 +586,7 @@ def _data_summary(monitor: DataMonitor) -> dict:
     latest = [
         {"test": test, "feature": feature, "statistic": statistic}
         for (test, feature), statistic in sorted(
-            monitor.latest().items(), key=lambda item: (item[0][0], item[0][1] or "")
+            monitor.latest().items(), key=lambda item: (item[0][0], str(item[0][1] or ""))
         )
     ]
     return {**monitor.summary(), "latest": latest}

@@ -862,6 +862,20 @@ def test_state_does_not_depend_on_when_metrics_were_read():
     assert a.canonical_bytes() == b.canonical_bytes()
 
 
+def test_state_does_not_depend_on_when_the_data_monitor_was_read():
+    """Also with River's int feature names (SEA's 0, 1, 2), which summary() sorts."""
+    kw = {"data_drift": True, "data_reference_size": 100, "data_window": 100}
+    learners = [Learner(config(model="lr", data_check_every=50, **kw)) for _ in range(2)]
+    for i, (event, label) in enumerate(zip(*zero_delay(flipped(1500)))):
+        for learner in learners:
+            learner.process_event(event)
+            learner.process_label(label)
+        if i % 97 == 0:
+            summary = orjson.loads(orjson.dumps(learners[0].summary()))
+    assert {f["feature"] for f in summary["data_drift"]["latest"]} == {0, 1, 2, None}
+    assert learners[0].canonical_bytes() == learners[1].canonical_bytes()
+
+
 def test_labels_of_new_classes_stop_at_max_classes():
     """An id sent as a label made a Hoeffding tree 230 times slower: classes are bounded."""
     learner = Learner(config(model="ht", max_classes=2))
