@@ -184,6 +184,13 @@ def _demo_parser(sub) -> None:
         "--plot", default=FieldDefault(_DEMO, "plot"), help="PNG to write (default %(default)s)"
     )
     p.add_argument(
+        "--report",
+        default=FieldDefault(_DEMO, "report"),
+        metavar="PATH",
+        help="HTML report of the run to write (`driftstream report` from its metrics topic; "
+        "default %(default)s; empty: none)",
+    )
+    p.add_argument(
         "--dashboard",
         action="store_true",
         default=FieldDefault(_DEMO, "dashboard"),
@@ -1266,6 +1273,7 @@ def demo_options(args: argparse.Namespace):
         state=args.state,
         state_key_file=args.state_key_file,
         plot=args.plot,
+        report=args.report,
         dashboard=args.dashboard,
         dashboard_port=args.dashboard_port,
     )
