@@ -42,7 +42,7 @@ CASES = {
     "variance x2": "x's variance doubles, its mean unchanged",
     "5 % missing": "x is missing (None) in 5 % of events",
     "new category": "c takes a new value in 5 % of events",
-    "covariate shift": "x's mean moves by 1 sd; P(y | x) unchanged",
+    "covariate shift": "x's mean moves by 1 sd; P(y given x) unchanged",
     "correlation flip": "y = [x + noise > 0] becomes y = [-x + noise > 0]; P(y) unchanged",
 }
 _COLOURS = ("red", "green", "blue")
@@ -107,14 +107,16 @@ def changes(n: int, change: int, seeds: int, options: DataMonitorOptions) -> lis
         delays = defaultdict(list)  # test(feature) -> delays, one per seed that fired
         early, firsts = 0, []
         for seed in range(seeds):
-            _, alarms = run(case_stream(case, n, change, seed), options)
+            # the change falls at a different place in the check cycle on each seed
+            at = change + seed * options.check_every // seeds
+            _, alarms = run(case_stream(case, n, at, seed), options)
             first = {}
             for a in alarms:
-                if a.n_seen <= change:
+                if a.n_seen <= at:
                     early += 1
                     continue
                 key = a.test + (f"({a.feature})" if a.feature else "")
-                first.setdefault(key, a.n_seen - change)
+                first.setdefault(key, a.n_seen - at)
             for key, delay in first.items():
                 delays[key].append(delay)
             if first:
@@ -213,8 +215,10 @@ def markdown(args, options, change_rows, stationary_rows, cost_row, seconds) -> 
         f"alpha={options.alpha}, persistence={options.persistence}, cooldown={options.cooldown}; "
         f"run time {seconds:.0f} s.",
         "",
-        f"## 1. Known changes (at event {args.change} of {args.n}, {args.seeds} seeds)",
+        f"## 1. Known changes ({args.seeds} seeds, {args.n:,} events each)",
         "",
+        f"Seed i changes at event {args.change:,} + i x k / {args.seeds}, so that the change falls",
+        "at different places in the check cycle (k = check_every).",
         "Delays are in events after the change, the median over the seeds that fired;",
         "`k/n` is on how many seeds the test alarmed.",
         "",

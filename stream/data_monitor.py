@@ -517,9 +517,9 @@ class DataMonitor:
                 {
                     "test": f.test,
                     "feature": f.feature,
-                    "statistic": round(f.statistic, 6),
-                    "p_value": float(f"{f.p_value:.3g}"),
-                    "effect": round(f.effect, 6),
+                    "statistic": _finite(round(f.statistic, 6)),
+                    "p_value": _finite(float(f"{f.p_value:.3g}")),
+                    "effect": _finite(round(f.effect, 6)),
                 }
                 for f in ranked[:5]
             ],
@@ -578,6 +578,11 @@ class DataMonitor:
                 out.append({"n": len(v), "rate": round(rate, 4), "range": [lo, hi]})
             return tuple(out)
         return tuple(_numeric_summary(c.number(name)) for c in sides)
+
+
+def _finite(value: float) -> float | None:
+    """A figure for JSON: None for NaN or infinity (not JSON)."""
+    return value if math.isfinite(value) else None
 
 
 def _domain_x(row: tuple[dict, dict], scale: dict[str, tuple[float, float]]) -> dict:

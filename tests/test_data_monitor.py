@@ -259,3 +259,39 @@ def test_latest_and_summary_are_small_and_json():
 def test_options_are_checked(bad):
     with pytest.raises(ValueError):
         DataMonitorOptions(**bad)
+
+
+def test_numeric_target_gets_ks_and_correlation():
+    rng = random.Random(4)
+    rows = []
+    for i in range(20_000):
+        x = rng.gauss(0, 1)
+        y = 2 * x + rng.gauss(0, 1) + (1.5 if i >= CHANGE else 0.0)  # P(Y) moves, r does not
+        rows.append(({"x": x}, y))
+    monitor = DataMonitor()
+    alarms = run(monitor, rows)
+    assert fired(alarms) == {("label", None)}
+    assert ("correlation", "x") in monitor.latest()
+    label = alarms[0]
+    assert label.live["mean"] - label.reference["mean"] == pytest.approx(1.5, abs=0.3)
+
+
+def test_odd_inputs_are_no_crash():
+    """Multi-class text labels, a bool feature, a string where numbers were, a feature that
+    appears only later, an empty event."""
+    rng = random.Random(6)
+    monitor = DataMonitor(DataMonitorOptions(reference_size=100, window=100, check_every=50))
+    for i in range(2000):
+        x = {"x": rng.gauss(0, 1), "on": rng.random() < 0.5}
+        if i % 97 == 0:
+            x["x"] = "oops"
+        if i > 500:
+            x["late"] = 1.0
+        if i % 211 == 0:
+            x = {}
+        monitor.observe_event(x)
+        monitor.observe_label(x, rng.choice(["cat", "dog", "bird"]))
+    assert ("label", None) in monitor.latest() and ("chi2", "on") in monitor.latest()
+    assert not any(test == "correlation" for test, _ in monitor.latest())  # three classes
+    assert "late" not in {feature for _, feature in monitor.latest()}
+    json.dumps(monitor.summary())
