@@ -88,8 +88,9 @@ class Env:
 
 
 @contextlib.contextmanager
-def broker_env(tmp: Path, samples: list[Sample]):
-    """A fresh embedded broker and the `Env` to measure with it; stops both after."""
+def broker_env(tmp: Path, samples: list[Sample], client: str = "kafka-python"):
+    """A fresh embedded broker and the `Env` to measure with it (its settings name the Kafka
+    ``client`` the measured programs use); stops both after."""
     from driftstream.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(log_path=tmp / "tansu.log")
@@ -97,7 +98,8 @@ def broker_env(tmp: Path, samples: list[Sample]):
     try:
         broker.start()
         pid = broker._proc.pid if broker._proc is not None else None  # for its CPU time only
-        env = Env(KafkaSettings(broker.bootstrap, fast_group_timeouts=True), pid, tmp, samples)
+        settings = KafkaSettings(broker.bootstrap, fast_group_timeouts=True, client=client)
+        env = Env(settings, pid, tmp, samples)
         yield env
     finally:
         if env is not None:
@@ -224,6 +226,8 @@ def cli_worker_args(env: Env, prefix: str, model: str, state: Path, idle: float)
         "--model",
         model,
         "--fast-group-timeouts",
+        "--kafka-client",
+        env.settings.client,
         "--exit-when-idle",
         str(idle),
         "--log-level",

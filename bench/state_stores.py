@@ -55,6 +55,9 @@ from driftstream.transport import KafkaSettings
 from tests.seaweedfs import SeaweedS3
 
 BACKENDS = ("sqlite", "kafka", "s3")
+# kafka: reads with confluent-kafka when installed (the store's own choice), and with
+# kafka-python for comparison; writes use the settings' client (kafka-python here).
+ROWS = ["sqlite", "kafka/confluent", "kafka/kafka-python", "s3"]
 KEY = "bench key, not a secret, 32 byte"
 
 
@@ -84,7 +87,10 @@ def _rss_mb(field: str = "VmHWM") -> float:
 def _open(args: argparse.Namespace):
     settings = KafkaSettings(bootstrap_servers=args.bootstrap) if args.bootstrap else None
     key = load_state_key(None, os.environ)
-    return open_store(args.spec, kafka_settings=settings, topic_prefix=args.prefix, key=key)
+    store = open_store(args.spec, kafka_settings=settings, topic_prefix=args.prefix, key=key)
+    if args.read_client:
+        store.read_client = args.read_client
+    return store
 
 
 def child(args: argparse.Namespace) -> None:
@@ -129,7 +135,8 @@ def _run_child(step: str, spec: str, env: dict, extra: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(pending: int, repeat: int) -> dict:
+def run(pending: int, repeat: int, rows: list[str] = ROWS) -> dict:
+    """``rows``: backends, ``kafka/CLIENT`` for the kafka: store read with that client."""
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
         tmp_path = Path(tmp)
         started = time.perf_counter()
@@ -147,11 +154,14 @@ def run(pending: int, repeat: int) -> dict:
                 "AWS_DEFAULT_REGION": s3.region,
             }
             settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
-            runs: dict[str, list[dict]] = {b: [] for b in BACKENDS}
+            runs: dict[str, list[dict]] = {row: [] for row in rows}
             for i in range(repeat):
-                for backend in BACKENDS:
-                    prefix = f"bench{i}."
+                for row in rows:
+                    backend, _, read_client = row.partition("/")
+                    prefix = f"bench{i}{read_client.replace('-', '')}."
                     extra = ["--prefix", prefix, "--pending", str(pending)]
+                    if read_client:
+                        extra += ["--read-client", read_client]
                     if backend == "sqlite":
                         spec = f"sqlite:{tmp_path / f'state{i}.sqlite'}"
                     elif backend == "kafka":
@@ -164,8 +174,8 @@ def run(pending: int, repeat: int) -> dict:
                     restored = _run_child("restore", spec, env, extra)
                     if restored["bytes"] != len(state) or restored["pending"] != pending:
                         raise RuntimeError(f"{backend}: restored {restored}, saved {len(state)}")
-                    runs[backend].append({**saved, **restored})
-                    print(f"  run {i + 1} {backend}: {runs[backend][-1]}", file=sys.stderr)
+                    runs[row].append({**saved, **restored})
+                    print(f"  run {i + 1} {row}: {runs[row][-1]}", file=sys.stderr)
     medians = {
         b: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for b, rows in runs.items()
     }
@@ -185,12 +195,12 @@ def table(result: dict) -> str:
         f"state: lr learner, {result['pending']:,} pending joins, "
         f"{result['state_bytes'] / 1e6:.1f} MB pickled; medians of {result['repeat']} runs",
         "",
-        f"{'store':<8} {'open s':>7} {'save s':>7} {'restore s':>10} {'vs sqlite':>10} "
+        f"{'store':<18} {'open s':>7} {'save s':>7} {'restore s':>10} {'vs sqlite':>10} "
         f"{'save peak RSS MB':>17} {'restore peak RSS MB':>20} {'unpickle s':>11}",
     ]
     for backend, m in result["medians"].items():
         lines.append(
-            f"{backend:<8} {m['open_s']:>7.2f} {m['save_s']:>7.2f} {m['restore_s']:>10.2f} "
+            f"{backend:<18} {m['open_s']:>7.2f} {m['save_s']:>7.2f} {m['restore_s']:>10.2f} "
             f"{m['restore_s'] / sqlite['restore_s']:>9.2f}x {m['save_rss_mb']:>17.0f} "
             f"{m['restore_rss_mb']:>20.0f} {m['unpickle_s']:>11.2f}"
         )
@@ -292,6 +302,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--state-file", help=argparse.SUPPRESS)
+    parser.add_argument("--read-client", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stores",
+        default=",".join(ROWS),
+        help=f"rows to measure, comma-separated (default {','.join(ROWS)}; kafka/CLIENT: "
+        "the kafka: store read with that client)",
+    )
     args = parser.parse_args(argv)
     if args.child:
         args.step = args.child
@@ -301,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run_workers(args.n, args.repeat)
         print(json.dumps(result) if args.json else worker_table(result))
         return
-    result = run(args.pending, args.repeat)
+    result = run(args.pending, args.repeat, args.stores.split(","))
     print(json.dumps(result) if args.json else table(result))
 
 

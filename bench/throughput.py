@@ -47,7 +47,14 @@ under cProfile from its first record to its last flush; prints the top 25 functi
 cumulative and by own time. Its events/s is slowed by the profiler and is not a result.
 With ``--json`` the last line of stdout is one JSON object (``events_per_s``, ``p99_ms``,
 ``ratio_vs_river``, ``ratio_vs_ceiling``, ``ratio_vs_naive`` for lr on 1 partition, then
+``confluent_events_per_s``, ``confluent_ratio_vs_river``, ``confluent_p99_ms``, then
 everything else). Progress goes to stderr.
+
+``--kafka-client``: every measurement above uses kafka-python; with ``both`` (the default
+when confluent-kafka is installed) or ``confluent``, the 1-partition lr worker is measured
+again with ``--kafka-client confluent`` (``--repeats`` runs on one broker, median), and its
+latency at half of that maximum (``--repeats`` runs, a fresh broker each, median p99);
+``confluent`` alone skips the kafka-python measurements.
 
 A 1-partition worker that processes nothing for 30 s is stopped and reported (WorkerStalled,
 with its queues, pause flags, positions and kafka-python's parked fetch data); a failed
@@ -67,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import shutil
 import statistics
@@ -75,14 +83,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.latency import measure_latencies
+from bench.latency import measure_latencies, measure_latency
 from bench.load import Env, broker_env, make_samples, stop_children
 from bench.memory import measure_pending_memory
 from bench.offline import measure_codec, measure_learner_offline, measure_river_inprocess
 from bench.profiling import profile_main
 from bench.report import fmt, json_summary, report, run_notes, title
-from bench.runs import attempt, log, lookup, ratio
-from bench.worker_runs import measure_throughputs
+from bench.runs import attempt, log, lookup, median_run, ratio
+from bench.worker_runs import measure_throughputs, measure_worker_1p
 
 __all__ = ["MODELS", "main", "run_all"]
 
@@ -106,11 +114,15 @@ def run_all(args: argparse.Namespace) -> dict:
     _measure_offline(res, samples, models)
 
     tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
+    clients = args.kafka_client
     try:
-        with broker_env(tmp, samples) as env:
-            log(f"broker at {env.settings.bootstrap_servers}")
-            measure_throughputs(res, env, models, repeats, n, naive_n)
-        measure_latencies(res, tmp, samples, repeats, warmup_s, steady_s)
+        if clients in ("kafka-python", "both"):
+            with broker_env(tmp, samples) as env:
+                log(f"broker at {env.settings.bootstrap_servers}")
+                measure_throughputs(res, env, models, repeats, n, naive_n)
+            measure_latencies(res, tmp, samples, repeats, warmup_s, steady_s)
+        if clients in ("confluent", "both"):
+            _measure_confluent(res, tmp, samples, repeats, warmup_s, steady_s)
         log(f"learner with {n_pending} pending joins")
         env = Env(None, None, tmp, samples)  # no Kafka: the Env only runs the child process
         try:
@@ -148,6 +160,68 @@ def _measure_offline(res: dict, samples: list, models: list[str]) -> None:
         log(f"  {fmt(lookup(r, 'events_per_s'))} events/s")
     log("codec")
     res["codec"] = attempt(res, "codec", measure_codec, samples)
+
+
+def _measure_confluent(
+    res: dict, tmp: Path, samples: list, repeats: int, warmup_s: float, steady_s: float
+) -> None:
+    """The 1-partition lr worker with ``--kafka-client confluent``: ``repeats`` runs on one
+    broker (median events/s), then the latency at half that maximum, ``repeats`` runs with a
+    fresh broker each (median p99), as `measure_latencies` does for kafka-python."""
+    out = res["confluent"] = {}
+    with broker_env(tmp, samples, client="confluent") as env:
+        runs = []
+        for _ in range(repeats):
+            log("worker, 1 partition, lr, --kafka-client confluent")
+            runs.append(w := attempt(res, "confluent-worker_1p-lr", measure_worker_1p, env, "lr"))
+            log(f"  {fmt(lookup(w, 'events_per_s'))} events/s")
+    out["worker_1p"] = median_run(runs, "events_per_s")
+    out["repeats"] = [lookup(w, "events_per_s") for w in runs]
+    out["ratio_vs_river"] = ratio(
+        lookup(out, "worker_1p", "events_per_s"), lookup(res, "river", "lr", "events_per_s")
+    )
+    rate = out["latency_rate"] = round((lookup(out, "worker_1p", "events_per_s") or 10_000) / 4) * 2
+    latencies = []
+    for _ in range(repeats):
+        log(f"latency at {rate} events/s (half the confluent maximum), --kafka-client confluent")
+        with broker_env(tmp, samples, client="confluent") as env:
+            latencies.append(
+                r := attempt(
+                    res, "confluent-latency-half", measure_latency, env, rate, warmup_s, steady_s
+                )
+            )
+        log(f"  p50 {lookup(r, 'p50_ms')} p99 {lookup(r, 'p99_ms')} ms")
+    out["latency_half"] = median_run(latencies, "p99_ms")
+    out["latency_repeats"] = [
+        None if r is None else {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms")} for r in latencies
+    ]
+
+
+def confluent_summary(res: dict) -> dict:
+    """The ``--json`` keys of the confluent measurements (None when not measured)."""
+    return {
+        "confluent_events_per_s": lookup(res, "confluent", "worker_1p", "events_per_s"),
+        "confluent_ratio_vs_river": lookup(res, "confluent", "ratio_vs_river"),
+        "confluent_p99_ms": lookup(res, "confluent", "latency_half", "p99_ms"),
+    }
+
+
+def confluent_lines(res: dict) -> list[str]:
+    """The report's section on the confluent measurements."""
+    if "confluent" not in res:
+        return []
+    c = res["confluent"]
+    lat = c.get("latency_half") or {}
+    return [
+        "",
+        "--kafka-client confluent (librdkafka), 1 partition, lr:",
+        f"  worker {fmt(lookup(c, 'worker_1p', 'events_per_s'))} events/s "
+        f"(runs: {', '.join(fmt(v) for v in c['repeats'])}), "
+        f"{c['ratio_vs_river'] or 0:.2f}x River's in-process loop",
+        f"  latency at {c['latency_rate']:,} events/s (half its maximum): p50 "
+        f"{lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms, p99 {lat.get('p99_ms')} ms "
+        f"(runs' p99: {', '.join(str(lookup(r, 'p99_ms')) for r in c['latency_repeats'])})",
+    ]
 
 
 def _ratios(res: dict, models: list[str]) -> dict:
@@ -218,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         "whose medians are reported (default 3; --quick 1)",
     )
     p.add_argument(
+        "--kafka-client",
+        choices=("kafka-python", "confluent", "both"),
+        default="both" if importlib.util.find_spec("confluent_kafka") else "kafka-python",
+        help="the client(s) measured (default both when confluent-kafka is installed): "
+        "kafka-python for every figure, confluent for the 1-partition lr worker and its "
+        "latency",
+    )
+    p.add_argument(
         "--pending",
         type=int,
         default=None,
@@ -233,8 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     res["title"] = heading
     res["notes"] += run_notes(res)
     print(report(res))
+    print("\n".join(confluent_lines(res)))
     if args.json:
-        print(json.dumps(json_summary(res), default=str))
+        summary = {}
+        for key, value in json_summary(res).items():  # the headline keys, then the rest
+            summary[key] = value
+            if key == "ratio_vs_naive":  # the last headline key
+                summary.update(confluent_summary(res))
+        print(json.dumps(summary, default=str))
     return 0
 
 

@@ -70,6 +70,7 @@ def measure_worker_1p(
     n = len(env.samples)
     spec = {
         "bootstrap": env.settings.bootstrap_servers,
+        "client": env.settings.client,
         "prefix": prefix,
         "model": model,
         "state": str(env.tmp / f"{prefix}sqlite"),
@@ -219,7 +220,9 @@ def run_timed_worker(spec: dict, profiler: cProfile.Profile | None):
             print(json.dumps({"stalled": stall_report(w, 2 * n)}), file=sys.stderr, flush=True)
             w.stop()
 
-    settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
+    settings = KafkaSettings(
+        spec["bootstrap"], fast_group_timeouts=True, client=spec.get("client", "kafka-python")
+    )
     state = spec["state"]
     if spec.get("store"):
         from driftstream.state.store import open_store
