@@ -212,7 +212,11 @@ def test_demo_detects_the_drift(kafka_settings, tmp_path):
     out = io.StringIO()
     summary = run_demo(
         DemoOptions(
-            n=8000, drift_at=4000, state=str(tmp_path / "d.sqlite"), plot=str(tmp_path / "demo.png")
+            n=8000,
+            drift_at=4000,
+            state=str(tmp_path / "d.sqlite"),
+            plot=str(tmp_path / "demo.png"),
+            report=str(tmp_path / "demo-report.html"),
         ),
         kafka_settings,
         out,
