@@ -211,7 +211,7 @@ class DataMonitor:
             if len(self._reference_rows) >= self.options.reference_size:
                 self._freeze_reference()
             return []
-        live.pending.append((features, None))
+        live.pending.append(features)
         self._since_check += 1
         if self._since_check < self.options.check_every:
             return []
@@ -230,7 +230,8 @@ class DataMonitor:
                 self._label_rows.append((features, y))
             self._freeze_labels()
             return []
-        live.pending.append((features, y))
+        live.pending.append(features)
+        live.pending_labels.append(y)
         self._since_label_check += 1
         if self._since_label_check < self.options.check_every:
             return []
@@ -288,7 +289,7 @@ class DataMonitor:
         rows = self._reference_rows
         kinds = kinds_of(rows, self.schema.types if self.schema is not None else None)
         reference = Columns(kinds, len(rows))
-        reference.pending = [(row, None) for row in rows]
+        reference.pending = list(rows)
         reference.flush()
         self._reference, self._reference_rows = reference, []
         self._live = Columns(kinds, self.options.window)
@@ -314,7 +315,8 @@ class DataMonitor:
         self._label_kind = _label_kind([y for _, y in rows])
         numeric = {n: k for n, k in self._reference.kinds.items() if k == "number"}
         reference = Columns(numeric, len(rows), labelled=True)
-        reference.pending = rows
+        reference.pending = [x for x, _ in rows]
+        reference.pending_labels = [y for _, y in rows]
         reference.flush()
         self._label_reference, self._label_rows = reference, []
         self._label_live = Columns(numeric, self.options.window, labelled=True)

@@ -12,7 +12,7 @@ Categories are kept as strings, so that ``True`` and ``"True"`` cannot both be a
 
 >>> cols = Columns({"x": "number", "colour": "category"}, capacity=2)
 >>> for row in ({"x": 1.0, "colour": "red"}, {"x": None}, {"x": 3, "colour": "blue"}):
-...     cols.pending.append((row, None))
+...     cols.pending.append(row)
 >>> cols.flush()
 >>> cols.size, cols.number("x").tolist(), cols.category("colour").tolist()
 (2, [nan, 3.0], [None, 'blue'])
@@ -62,22 +62,24 @@ class Columns:
         self.label_number = np.full(capacity, np.nan) if labelled else None
         self.size = 0  # rows held
         self.next = 0  # where the next row goes
-        self.pending: list[tuple[dict, Any]] = []  # (features, label) not yet written
+        self.pending: list[dict] = []  # features not yet written
+        self.pending_labels: list[Any] = []  # their labels (when labelled), in the same order
 
     def flush(self) -> None:
         """Write the pending rows into the columns (keeping the newest ``capacity``)."""
         rows = self.pending
         if not rows:
             return
-        self.pending = []
+        labels = self.pending_labels
+        self.pending, self.pending_labels = [], []
         rows = rows[-self.capacity :]
         where = (self.next + np.arange(len(rows))) % self.capacity
         for name, column in self.numbers.items():
-            column[where] = _floats([row.get(name) for row, _ in rows])
+            column[where] = _floats([row.get(name) for row in rows])
         for name, column in self.categories.items():
-            column[where] = [_category(row.get(name)) for row, _ in rows]
+            column[where] = [_category(row.get(name)) for row in rows]
         if self.label_text is not None:
-            labels = [label for _, label in rows]
+            labels = labels[-self.capacity :]
             self.label_text[where] = [str(label) for label in labels]
             self.label_number[where] = _floats(labels)
         self.next = (self.next + len(rows)) % self.capacity
