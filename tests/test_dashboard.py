@@ -240,7 +240,10 @@ def test_dashboard_live_in_chromium(kafka_settings, unique_prefix, tmp_path: Pat
                     assert n > 0, chart
                 rows_shown = page.locator("#summary tbody tr").count()
                 assert rows_shown == PARTITIONS + 1  # and the overall row
-                assert page.locator("#status").inner_text() == "live"
+                # The event stream is open (the first view may come from GET /api/view).
+                page.wait_for_function(
+                    "document.getElementById('status').textContent === 'live'", timeout=30_000
+                )
 
                 # A drift published while the page is open shows within 5 s, no reload.
                 drift = {
