@@ -320,14 +320,16 @@ class Learner:
                     self.partition,
                     ts,
                     alarm.n_seen,
-                    {
-                        "test": alarm.test,
-                        "statistic": alarm.statistic,
-                        "p_value": alarm.p_value,
-                        "effect": alarm.effect,
-                        "reference": alarm.reference,
-                        "live": alarm.live,
-                    },
+                    _plain(
+                        {
+                            "test": alarm.test,
+                            "statistic": alarm.statistic,
+                            "p_value": alarm.p_value,
+                            "effect": alarm.effect,
+                            "reference": alarm.reference,
+                            "live": alarm.live,
+                        }
+                    ),
                     action,
                     before,
                     self.served.version,
@@ -589,7 +591,24 @@ def _data_summary(monitor: DataMonitor) -> dict:
             monitor.latest().items(), key=lambda item: (item[0][0], str(item[0][1] or ""))
         )
     ]
-    return {**monitor.summary(), "latest": latest}
+    return _plain({**monitor.summary(), "latest": latest})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers, for JSON (orjson refuses them).
+
+    >>> import numpy as np
+    >>> _plain({"a": [np.float64(0.5), np.int64(2)], "b": None})
+    {'a': [0.5, 2], 'b': None}
+    """
+    cls = value.__class__
+    if cls is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if cls is list or cls is tuple:
+        return [_plain(v) for v in value]
+    if cls.__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
 
 
 def _binary_only(model) -> str | None:

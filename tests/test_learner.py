@@ -950,3 +950,40 @@ def test_evaluate_lists_data_alarms_and_act_when_detections():
     result = evaluate(flips, cfg, [3000], after_window=1000)
     assert [d["trigger"] for d in result.concept_drifts] == ["act_when"]
     assert 0 < result.detection_delay[3000] < 1000
+
+
+def test_data_alarms_and_summary_with_numpy_figures_encode():
+    """The monitor computes with numpy; its scalars must reach the drift topic as numbers."""
+    import numpy as np
+
+    from driftstream.stream.codec import encode
+
+    class NumpyMonitor(ScriptedMonitor):
+        def observe_event(self, features):
+            self.n_seen += 1
+            return [
+                DataAlarm(
+                    "t",
+                    "x",
+                    np.float64(3.5),
+                    np.float64(1e-5),
+                    np.float64(0.4),
+                    {"mean": np.float64(0.1), "n": np.int64(50)},
+                    {"mean": np.float64(0.6)},
+                    self.n_seen,
+                )
+            ]
+
+        def latest(self):
+            return {("t", "x"): np.float64(3.5)}
+
+    learner = Learner(config(data_drift=True))
+    learner.data_monitor = NumpyMonitor(alarm_every=1)
+    [report] = of(learner.process_event(Event("a", {"x": 1.0}, ts=0)), DriftReport)
+    wire = orjson.loads(encode(report.to_wire()))
+    assert (wire["statistic"], wire["p_value"], wire["reference"]) == (
+        3.5,
+        1e-5,
+        {"mean": 0.1, "n": 50},
+    )
+    assert orjson.loads(encode(learner.summary()))["data_drift"]["latest"][0]["statistic"] == 3.5
