@@ -324,6 +324,9 @@ class DataMonitor:
     # -- checks -------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
+        for window in (self._live, self._label_live):
+            if window is not None:
+                window.flush()  # columns pickle smaller than dicts; the layout is the same
         state = self.__dict__.copy()
         state["_stats"] = state["_label_stats"] = None  # derived from the reference: rebuilt
         return state

@@ -15,11 +15,12 @@ Categories are kept as strings, so that ``True`` and ``"True"`` cannot both be a
 ...     cols.pending.append(row)
 >>> cols.flush()
 >>> cols.size, cols.number("x").tolist(), cols.category("colour").tolist()
-(2, [nan, 3.0], [None, 'blue'])
+(2, [3.0, nan], ['blue', None])
 """
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any
 
 import numpy as np
@@ -72,17 +73,20 @@ class Columns:
             return
         labels = self.pending_labels
         self.pending, self.pending_labels = [], []
+        # each row goes where it would have gone had the rows been flushed one by one, so
+        # the layout does not depend on when flushes happen (the domain classifier draws rows
+        # by position)
+        where = ((self.next + np.arange(len(rows))) % self.capacity)[-self.capacity :]
+        self.next = (self.next + len(rows)) % self.capacity
         rows = rows[-self.capacity :]
-        where = (self.next + np.arange(len(rows))) % self.capacity
         for name, column in self.numbers.items():
             column[where] = _floats([row.get(name) for row in rows])
         for name, column in self.categories.items():
             column[where] = [_category(row.get(name)) for row in rows]
         if self.label_text is not None:
             labels = labels[-self.capacity :]
-            self.label_text[where] = [str(label) for label in labels]
+            self.label_text[where] = [intern(str(label)) for label in labels]
             self.label_number[where] = _floats(labels)
-        self.next = (self.next + len(rows)) % self.capacity
         self.size = min(self.capacity, self.size + len(rows))
 
     def number(self, name: str) -> np.ndarray:
@@ -118,4 +122,5 @@ def _floats(values: list) -> np.ndarray:
 
 
 def _category(value: Any) -> str | None:
-    return None if value is None else str(value)
+    # interned: one object per category, so a pickled column stores each string once
+    return None if value is None else intern(str(value))

@@ -16,6 +16,7 @@ from driftstream.stream import data_tests
 from driftstream.stream.alarm_gate import AlarmGate
 from driftstream.stream.data_monitor import DataAlarm, DataMonitor, DataMonitorOptions
 from driftstream.stream.data_tests import Finding
+from driftstream.stream.data_windows import Columns
 from driftstream.stream.schema import FeatureSchema
 
 CHANGE = 8000
@@ -193,6 +194,19 @@ def test_pickle_round_trip_gives_the_same_alarms():
     assert rest == rest_copy and rest  # the same alarms, and there are some
     again = DataMonitor()
     assert run(again, rows) == first + rest  # deterministic
+
+
+def test_columns_layout_does_not_depend_on_when_they_are_flushed():
+    rows = [{"x": float(i), "c": str(i % 3)} for i in range(23)]
+    at_once, in_pieces = (Columns({"x": "number", "c": "category"}, 5) for _ in range(2))
+    at_once.pending = list(rows)
+    at_once.flush()
+    for start in range(0, 23, 4):
+        in_pieces.pending = rows[start : start + 4]
+        in_pieces.flush()
+    assert at_once.number("x").tolist() == in_pieces.number("x").tolist()
+    assert at_once.category("c").tolist() == in_pieces.category("c").tolist()
+    assert sorted(at_once.number("x").tolist()) == [18.0, 19.0, 20.0, 21.0, 22.0]
 
 
 def test_memory_is_bounded():
