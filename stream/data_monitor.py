@@ -668,7 +668,10 @@ def _frequencies(values: np.ndarray, new_against: np.ndarray | None = None, top:
     values = values[~_is_none(values)]
     cats, counts = np.unique(values, return_counts=True) if len(values) else ([], [])
     order = sorted(zip(counts, cats), key=lambda c: (-c[0], str(c[1])))[:top]
-    out = {"n": len(values), "frequencies": {str(c): round(k / len(values), 4) for k, c in order}}
+    out = {
+        "n": len(values),
+        "frequencies": {str(c): round(int(k) / len(values), 4) for k, c in order},
+    }
     if new_against is not None:
         seen = set(new_against[~_is_none(new_against)])
         out["new"] = sorted({str(c) for c in cats if c not in seen})[:top]

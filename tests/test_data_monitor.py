@@ -4,11 +4,13 @@ pickling, bounded memory, pinned and rebuilt references."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import random
 
 import numpy as np
+import orjson
 import pytest
 from scipy import stats
 
@@ -250,6 +252,18 @@ def test_rebuilt_reference_accepts_the_new_data_and_can_alarm_again():
     assert run(monitor, rows[16_000:]) == []
     back = [(dict(x, x=x["x"] - 0.5), y) for x, y in rows[:14_000]]  # and back again
     assert ("ks", "x") in fired(run(monitor, back))
+
+
+@pytest.mark.parametrize("change", ["mean", "category", "out_of_range", "flip", "missing"])
+def test_alarms_and_summary_are_plain_python_for_orjson(change):
+    """orjson refuses numpy scalars: every figure must be a Python number."""
+    monitor = DataMonitor()
+    alarms = run(monitor, stream(16_000, change))
+    assert alarms
+    for alarm in alarms:
+        orjson.dumps(dataclasses.asdict(alarm))
+    orjson.dumps(monitor.summary())
+    assert {type(v) for v in monitor.latest().values()} == {float}
 
 
 def test_latest_and_summary_are_small_and_json():
