@@ -133,5 +133,15 @@ def _config_text(config: dict) -> str:
             if k not in shown and (k not in defaults or defaults[k] != v)
         }
     )
+    reference = shown.get("reference")
+    if reference:  # the pinned rows themselves: named, not printed
+        source = reference.get("source") or {}
+        shown["reference"] = (
+            f"<{len(reference['rows'])} rows of {source.get('file')} "
+            f"sha256:{str(source.get('sha256'))[:12]}>"
+        )
     rest = "" if len(shown) == len(config) else " (the rest default)"
-    return ", ".join(f"{k}={v!r}" for k, v in shown.items()) + rest
+    return (
+        ", ".join(f"{k}={v}" if k == "reference" and v else f"{k}={v!r}" for k, v in shown.items())
+        + rest
+    )

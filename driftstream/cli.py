@@ -900,6 +900,26 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
         help="events between two checks (%(default)s)",
     )
     d.add_argument(
+        "--reference-file",
+        metavar="PATH",
+        help="pin the reference of each fresh partition's monitor to this CSV, NDJSON or "
+        "Parquet file (e.g. the training set; at most --data-reference-size rows, drawn "
+        "with a fixed seed) instead of its first events; after a model replacement the "
+        "reference is the new model's first events again",
+    )
+    d.add_argument(
+        "--reference-label-column",
+        metavar="COL",
+        help="the reference file's label column (for the label and correlation tests)",
+    )
+    d.add_argument(
+        "--reference-ignore",
+        type=lambda text: [c for c in text.split(",") if c],
+        default=[],
+        metavar="COL,...",
+        help="reference file columns that are not features (id, timestamp)",
+    )
+    d.add_argument(
         "--act-on-data-drift",
         action="store_true",
         help="a data-drift alarm applies the drift policy (default: reported only)",
@@ -942,6 +962,16 @@ def learner_config(args: argparse.Namespace):
         from driftstream.stream.schema import FeatureSchema
 
         FeatureSchema.from_dict(schema)
+    reference = None
+    if args.reference_file:
+        from driftstream.reference import read_reference
+
+        reference = read_reference(
+            args.reference_file,
+            args.reference_label_column,
+            args.reference_ignore,
+            limit=args.data_reference_size,
+        )
     config = LearnerConfig(
         model=args.model,
         drift_policy=args.drift_policy,
@@ -966,8 +996,13 @@ def learner_config(args: argparse.Namespace):
         act_on_data_drift=args.act_on_data_drift,
         act_when=args.act_when,
         act_when_labels=args.act_when_labels,
+        reference=reference,
         schema=schema,
     )
+    if reference is not None:
+        from driftstream.stream.learner import Learner
+
+        Learner(config)  # the rows pin (enough of them, labels as many): fail now
     trigger = config.act_when_trigger()
     if trigger is not None and trigger.task != task:
         raise CliError(

@@ -100,6 +100,9 @@ class LearnerConfig:
     data_window: int = DataMonitorOptions.window
     data_check_every: int = DataMonitorOptions.check_every
     act_on_data_drift: bool = False  # a data alarm applies the drift policy (else: reported)
+    # a pinned reference for a fresh learner's data monitor, e.g. the training set:
+    # {"rows": [features...], "labels": [...] | None, "source": {...}} (driftstream/reference.py)
+    reference: dict | None = None
     # e.g. "accuracy<0.7", "mae>3": the drift policy acts when the metric over the newest
     # act_when_labels served predictions crosses the threshold (stream/act_when.py)
     act_when: str | None = None
@@ -580,7 +583,11 @@ def _data_monitor(config: LearnerConfig) -> DataMonitor | None:
     if not config.data_drift:
         return None
     schema = FeatureSchema.from_dict(config.schema) if config.schema else None
-    return DataMonitor(config.data_monitor_options(), schema)
+    monitor = DataMonitor(config.data_monitor_options(), schema)
+    reference = getattr(config, "reference", None)  # configurations from before it: None
+    if reference:
+        monitor.pin_reference(reference["rows"], reference.get("labels"))
+    return monitor
 
 
 def _data_summary(monitor: DataMonitor) -> dict:

@@ -6,10 +6,13 @@ command is a key, read from the parser itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -289,6 +292,44 @@ def test_data_drift_and_act_when_options_fill_the_learner_configuration(capsys) 
         assert main(["evaluate", "--synthetic", "sea", "--n", "10", "--act-when", expression]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1  # one line, no traceback
+
+
+def test_a_reference_file_is_read_into_the_learner_configuration(tmp_path: Path, capsys) -> None:
+    from driftstream.consumers.explain import _config_text
+
+    gap = {3: ""}  # a missing value: left out of its row
+    rows = "".join(f"r{i},{i / 2},{'ab'[i % 2]},{gap.get(i, i)},{i % 2}\n" for i in range(60))
+    (tmp_path / "train.csv").write_text("id,x,c,gappy,y\n" + rows)
+    base = ["run", "--state", "s", "--bootstrap-servers", "k:9092"]
+    argv = [*base, "--reference-file", str(tmp_path / "train.csv")]
+    argv += ["--reference-label-column", "y", "--reference-ignore", "id"]
+    argv += ["--data-reference-size", "50"]
+    config = learner_config(parse_args(build_parser(), argv, {}))
+    reference = config.reference
+    assert len(reference["rows"]) == len(reference["labels"]) == 50  # at most the reference size
+    assert set(reference["labels"]) == {0, 1} and reference["source"]["rows_in_file"] == 60
+    kinds = Counter(tuple(sorted(row)) for row in reference["rows"])
+    assert set(kinds) <= {("c", "gappy", "x"), ("c", "x")} and kinds["c", "x"] <= 1
+    text = _config_text(dataclasses.asdict(config))
+    assert "reference=<50 rows of train.csv sha256:" in text and "'rows'" not in text
+
+    (tmp_path / "tiny.csv").write_text("x\n1\n2\n")
+    for bad, message in [
+        (
+            [
+                *base,
+                "--reference-file",
+                str(tmp_path / "train.csv"),
+                "--reference-label-column",
+                "z",
+            ],
+            "no column(s) ['z']",
+        ),
+        ([*base, "--reference-file", str(tmp_path / "tiny.csv")], "a pinned reference needs"),
+        ([*base, "--reference-file", str(tmp_path / "train.txt")], "unsupported reference file"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            learner_config(parse_args(build_parser(), bad, {}))
 
 
 def test_no_flags_build_the_default_configuration() -> None:

@@ -987,3 +987,30 @@ def test_data_alarms_and_summary_with_numpy_figures_encode():
         {"mean": 0.1, "n": 50},
     )
     assert orjson.loads(encode(learner.summary()))["data_drift"]["latest"][0]["statistic"] == 3.5
+
+
+def test_a_pinned_reference_is_what_live_events_are_compared_with():
+    """A fresh learner pins LearnerConfig.reference (e.g. the training set): a stream unlike
+    it alarms from its first window, where its own first events would be the reference."""
+    rng = random.Random(4)
+    training = [{"x": rng.gauss(0, 1)} for _ in range(500)]
+    reference = {"rows": training, "labels": [r["x"] > 0 for r in training], "source": {}}
+    options = {"data_drift": True, "data_reference_size": 500, "data_window": 300}
+    pinned = Learner(config(model="gnb", data_check_every=100, reference=reference, **options))
+    own = Learner(config(model="gnb", data_check_every=100, **options))
+    assert pinned.summary()["data_drift"]["reference"]["pinned"]
+    reports = {"pinned": [], "own": []}
+    served = {"pinned": [], "own": []}
+    for i in range(1500):
+        x = {"x": rng.gauss(2, 1)}  # production is not like training
+        for name, learner in (("pinned", pinned), ("own", own)):
+            outs = learner.process_event(Event(f"e{i}", x, ts=i))
+            outs += learner.process_label(Label(f"e{i}", x["x"] > 2, ts=i))
+            reports[name] += of(outs, DriftReport)
+            served[name] += [p.prediction for p in of(outs, Prediction)]
+    assert reports["pinned"] and not reports["own"]
+    assert reports["pinned"][0].n_seen <= 600 and reports["pinned"][0].feature in ("x", None)
+    assert served["pinned"] == served["own"]  # reported only
+    # a restored learner keeps the pinned rows (they are in its configuration and monitor)
+    restored = Learner.from_bytes(pinned.to_bytes())
+    assert restored.canonical_bytes() == pinned.canonical_bytes()
