@@ -6,7 +6,10 @@ and the worker's throughput on each.
 
 Builds the state of an ``lr`` learner holding N pending joins (default 1,000,000: what issue
 24 asks for), then for each store (``sqlite:``, ``kafka:`` on the embedded Tansu broker,
-``s3://`` on a local SeaweedFS) runs R times, each step in a fresh child process:
+``s3://`` on a local SeaweedFS) runs R times, each step in a fresh child process. ``kafka:``
+has two rows, ``kafka/confluent`` and ``kafka/kafka-python``: the client that reads the
+checkpoints (the store's own choice is confluent-kafka when installed; both write with
+kafka-python); ``--stores`` picks rows.
 
 - save: ``save_checkpoint`` of the state (read from a file before timing), after one small
   checkpoint so the store is not empty; the seconds the call takes, and the child's peak RSS;
