@@ -57,7 +57,9 @@ class AlarmGate:
         over = [abs(f.effect) >= floors[f.test] for f in findings]
         if not any(over):  # nothing can fail: skip the BH pass (most checks)
             return over
-        adjusted = stats.false_discovery_control(np.array([f.p_value for f in findings]))
+        ps = np.array([f.p_value for f in findings], dtype=float)
+        ps = np.where(np.isfinite(ps), np.clip(ps, 0.0, 1.0), 1.0)  # NaN (inf inputs): no
+        adjusted = stats.false_discovery_control(ps)
         return [o and bool(a <= self.alpha) for o, a in zip(over, adjusted)]
 
     def update(self, findings: list[Finding], n_seen: int) -> list[Finding]:

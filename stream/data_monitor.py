@@ -219,7 +219,8 @@ class DataMonitor:
         live.flush()
         if live.size < self.options.window:
             return []
-        return self._check_events()
+        with np.errstate(all="ignore"):  # inf or huge values: NaN figures, not warnings
+            return self._check_events()
 
     def observe_label(self, features: dict, y: Any) -> list[DataAlarm]:
         """Feed one joined label with its event's features; return the alarms of a label check."""
@@ -239,7 +240,8 @@ class DataMonitor:
         live.flush()
         if live.size < self.options.window:
             return []
-        return self._check_labels()
+        with np.errstate(all="ignore"):
+            return self._check_labels()
 
     # -- references ---------------------------------------------------------------------------
 
@@ -302,7 +304,8 @@ class DataMonitor:
                 lo, hi = declared[name]
                 self._ranges[name] = (float(lo), float(hi))
             elif len(values):
-                lo, hi = np.quantile(values, [q, 1 - q])
+                with np.errstate(all="ignore"):
+                    lo, hi = np.quantile(values, [q, 1 - q])
                 self._ranges[name] = (float(lo), float(hi))
         self._freeze_labels()
 

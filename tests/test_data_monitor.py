@@ -8,6 +8,7 @@ import dataclasses
 import json
 import pickle
 import random
+import warnings
 
 import numpy as np
 import orjson
@@ -302,6 +303,31 @@ def test_numeric_target_gets_ks_and_correlation():
     assert ("correlation", "x") in monitor.latest()
     label = alarms[0]
     assert label.live["mean"] - label.reference["mean"] == pytest.approx(1.5, abs=0.3)
+
+
+def test_infinite_and_huge_values_are_no_crash_and_no_warning():
+    rng = random.Random(8)
+    monitor = DataMonitor(DataMonitorOptions(reference_size=100, window=100, check_every=50))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(3000):
+            x = {"x": rng.gauss(0, 1), "z": rng.gauss(0, 1)}
+            if i >= 1500:
+                x["x"] = 1e308 if i % 2 else float("inf")
+            monitor.observe_event(x)
+            monitor.observe_label(x, rng.random() < 0.5)
+    assert monitor.latest()[("ks", "x")] == 1.0  # every live value above every reference one
+    summary = monitor.summary()
+    assert {"test": "ks", "feature": "x"} in summary["active"]
+    orjson.dumps(summary)
+
+
+def test_gate_takes_a_nan_p_value_as_not_significant():
+    gate = AlarmGate({"ks": 0.1, "t": 0.2}, alpha=0.01, persistence=1, cooldown=0)
+    assert gate.failing([Finding("t", "x", 0.0, float("nan"), 0.5), _finding(1e-9)]) == [
+        False,
+        True,
+    ]
 
 
 def test_odd_inputs_are_no_crash():
