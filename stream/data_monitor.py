@@ -428,13 +428,16 @@ class DataMonitor:
             if side.n > 1 and side.var > 0
         }
         rng = self.rng
-        pairs = [
-            (
-                _domain_x(reference.row(rng.randrange(reference.size)), scale),
-                _domain_x(live.row(rng.randrange(live.size)), scale),
-            )
+        draws = [
+            (rng.randrange(reference.size), rng.randrange(live.size))
             for _ in range(self.options.domain_sample)
         ]
+        pairs = list(
+            zip(
+                _domain_rows(reference, [r for r, _ in draws], scale),
+                _domain_rows(live, [w for _, w in draws], scale),
+            )
+        )
         self._domain.learn(pairs)
 
     def _label_reference_stats(self) -> dict:
@@ -593,17 +596,22 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _domain_x(row: tuple[dict, dict], scale: dict[str, tuple[float, float]]) -> dict:
-    numbers, categories = row
-    x = {}
+def _domain_rows(
+    columns: Columns, index: list[int], scale: dict[str, tuple[float, float]]
+) -> list[dict]:
+    """Rows ``index`` for the domain classifier: numeric features standardised by the
+    reference (missing ones left out), categories one-hot as ``name=value``."""
+    where = np.array(index)
+    rows: list[dict] = [{} for _ in index]
     for name, (mean, sd) in scale.items():
-        v = numbers[name]
-        if v == v:  # not NaN
-            x[name] = (v - mean) / sd
-    for name, value in categories.items():
-        if value is not None:
-            x[f"{name}={value}"] = 1.0
-    return x
+        for x, v in zip(rows, ((columns.numbers[name][where] - mean) / sd).tolist()):
+            if v == v:  # not NaN
+                x[name] = v
+    for name, column in columns.categories.items():
+        for x, value in zip(rows, column[where].tolist()):
+            if value is not None:
+                x[f"{name}={value}"] = 1.0
+    return rows
 
 
 def _label_kind(labels: list) -> str:

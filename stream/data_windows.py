@@ -105,13 +105,6 @@ class Columns:
         """The labels held, as floats (bool as 0/1; NaN for a label that is not a number)."""
         return self.label_number[: self.size]
 
-    def row(self, i: int) -> tuple[dict[str, float], dict[str, str | None]]:
-        """Row ``i``'s numeric and categorical values."""
-        return (
-            {name: column[i] for name, column in self.numbers.items()},
-            {name: column[i] for name, column in self.categories.items()},
-        )
-
 
 def _floats(values: list) -> np.ndarray:
     """Numbers as floats (bool as 0/1), anything else (None, a string) as NaN."""
