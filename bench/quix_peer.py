@@ -58,7 +58,7 @@ from bench.load import (
 from bench.offline import measure_river_inprocess
 from bench.procs import ROOT, last_json_line, wait_child
 from bench.report import fmt, table
-from bench.runs import attempt, log, lookup, ratio
+from bench.runs import attempt, log, lookup, median_run, ratio
 from bench.worker_runs import measure_worker_1p
 from driftstream.producers.sources import Sample
 from driftstream.transport import Consumer, KafkaSettings
@@ -78,6 +78,12 @@ JOB = ROOT / "bench" / "peer" / "quix_job.py"
 # measure_latency starts `driftstream run ARGS` with a launcher between the interpreter and
 # ARGS; this one replaces the process by the peer job on the same topics, group and idle exit.
 EXEC_PEER = "--exec-peer"
+# The peer as shipped (Quix's and librdkafka's defaults), and tuned for latency the way the
+# worker is: its fetch wait (Tansu answers a waiting fetch only when the wait expires), and
+# Quix's poll timeout as short (Quix asks librdkafka for up to 10,000 records at once and
+# waits consumer_poll_timeout, 1 s, unless that many are there).
+DEFAULTS: dict = {}
+TUNED = {"fetch_wait_ms": FETCH_MAX_WAIT_MS, "poll_timeout_s": FETCH_MAX_WAIT_MS / 1000}
 
 
 def peer_args(spec: dict) -> list[str]:
@@ -128,9 +134,7 @@ def read_predictions(
         consumer.close()
 
 
-def measure_quix_peer(
-    env: Env, changelog: bool = True, fetch_wait_ms: int | None = FETCH_MAX_WAIT_MS
-) -> dict:
+def measure_quix_peer(env: Env, changelog: bool = True, tuning: dict = TUNED) -> dict:
     """The Quix Streams peer on 1 partition, events and labels already in the topics.
 
     Topics filled by `load_topics` as for the worker (same records, keys, timestamps). The
@@ -140,9 +144,7 @@ def measure_quix_peer(
     flushed, offsets committed, state flushed). Cross-checked: first to last prediction
     CreateTime. CPU: the job's process time in that window (all its threads: librdkafka's
     too). Peak RSS: VmHWM of the job, sampled. Then every prediction is read back and
-    compared with `river_predictions`. ``fetch_wait_ms``: librdkafka's fetch.wait.max.ms,
-    by default the worker's (Tansu answers a waiting fetch only when it expires); None:
-    librdkafka's default (500 ms).
+    compared with `river_predictions`. ``tuning``: `TUNED` or `DEFAULTS`.
     """
     if not PEER_PYTHON.exists():
         raise FileNotFoundError(f"{PEER_PYTHON} is missing: run `bash bench/peer/setup` first")
@@ -156,7 +158,7 @@ def measure_quix_peer(
         "state_dir": str(env.tmp / f"{prefix}quix-state"),
         "n": n,
         "changelog": changelog,
-        "fetch_wait_ms": fetch_wait_ms,
+        **tuning,
     }
     proc, out, err = start_child(
         env, peer_args(spec), "quix-peer" + ("" if changelog else "-nolog")
@@ -228,7 +230,7 @@ def exec_peer(argv: list[str]) -> None:
     for opt in ("--bootstrap-servers", "--topic-prefix", "--group", "--state"):
         p.add_argument(opt, required=True)
     p.add_argument("--exit-when-idle", type=float, default=5.0)
-    p.add_argument("--peer-fetch-wait-ms", type=int, default=None)
+    p.add_argument("--peer-tuning", type=json.loads, default={})
     known, _ = p.parse_known_args(argv)
     spec = {
         "bootstrap": known.bootstrap_servers,
@@ -236,7 +238,7 @@ def exec_peer(argv: list[str]) -> None:
         "group": known.group,
         "state_dir": known.state + ".quix",
         "idle_s": known.exit_when_idle,
-        "fetch_wait_ms": known.peer_fetch_wait_ms,
+        **known.peer_tuning,
     }
     args = peer_args(spec)
     os.execv(args[0], args)
@@ -247,18 +249,16 @@ def measure_peer_latency(
     rate: int,
     warmup_s: float,
     steady_s: float,
-    fetch_wait_ms: int | None = FETCH_MAX_WAIT_MS,
+    tuning: dict = TUNED,
 ) -> dict:
     """`measure_latency` with the peer in the worker's place (same load, same matching)."""
-    launcher = ["-m", "bench.quix_peer", EXEC_PEER]
-    if fetch_wait_ms is not None:
-        launcher += ["--peer-fetch-wait-ms", str(fetch_wait_ms)]
-    return measure_latency(env, rate, warmup_s, steady_s, launcher=tuple(launcher))
+    launcher = ("-m", "bench.quix_peer", EXEC_PEER, "--peer-tuning", json.dumps(tuning))
+    return measure_latency(env, rate, warmup_s, steady_s, launcher=launcher)
 
 
 def run_all(args: argparse.Namespace) -> dict:
     n = args.n
-    res: dict = {"n": n, "notes": [], "load_before": os.getloadavg()}
+    res: dict = {"n": n, "notes": [], "repeats": {}, "load_before": os.getloadavg()}
     started = time.perf_counter()
     log(f"building {n} samples")
     samples = make_samples(n)
@@ -268,13 +268,20 @@ def run_all(args: argparse.Namespace) -> dict:
     try:
         with broker_env(tmp, samples) as env:
             log(f"broker at {env.settings.bootstrap_servers}")
-            log("driftstream worker, 1 partition, lr")
-            res["worker"] = attempt(res, "worker", measure_worker_1p, env, "lr")
-            log(f"  {fmt(lookup(res, 'worker', 'events_per_s'))} events/s")
-            log("Quix Streams peer (changelog on: Quix's default)")
-            res["peer"] = attempt(res, "peer", measure_quix_peer, env)
-            log(f"  {fmt(lookup(res, 'peer', 'events_per_s'))} events/s")
-            log("Quix Streams peer, no changelog topic")
+            workers, peers = [], []
+            for _ in range(args.repeats):  # alternating: the host's speed drifts
+                log("driftstream worker, 1 partition, lr")
+                workers.append(w := attempt(res, "worker", measure_worker_1p, env, "lr"))
+                log(f"  {fmt(lookup(w, 'events_per_s'))} events/s")
+                log("Quix Streams peer (tuned; changelog on: Quix's default)")
+                peers.append(q := attempt(res, "peer", measure_quix_peer, env))
+                log(f"  {fmt(lookup(q, 'events_per_s'))} events/s")
+            res["worker"] = median_run(workers, "events_per_s")
+            res["peer"] = median_run(peers, "events_per_s")
+            if args.repeats > 1:
+                res["repeats"]["worker events/s"] = [lookup(r, "events_per_s") for r in workers]
+                res["repeats"]["peer events/s"] = [lookup(r, "events_per_s") for r in peers]
+            log("Quix Streams peer (tuned), no changelog topic")
             res["peer_nolog"] = attempt(res, "peer-nolog", measure_quix_peer, env, False)
             log(f"  {fmt(lookup(res, 'peer_nolog', 'events_per_s'))} events/s")
             naive_n = min(n, args.naive_n)
@@ -283,19 +290,28 @@ def run_all(args: argparse.Namespace) -> dict:
         peer_rate = round((lookup(res, "peer", "events_per_s") or 4000) / 4) * 2
         worker_rate = round((lookup(res, "worker", "events_per_s") or 20000) / 4) * 2
         res["latency"] = {}
-        runs = (
+        pairs = (
             ("peer at half its max", measure_peer_latency, peer_rate, {}),
-            ("peer, default fetch wait", measure_peer_latency, peer_rate, {"fetch_wait_ms": None}),
             ("worker at the peer's rate", measure_latency, peer_rate, {}),
+        )
+        once = (
+            ("peer, defaults", measure_peer_latency, peer_rate, {"tuning": DEFAULTS}),
             ("worker at half its max", measure_latency, worker_rate, {}),
         )
-        for key, fn, rate, kwargs in runs if not args.no_latency else ():
+        runs = [] if args.no_latency else [*pairs * args.repeats, *once]
+        done: dict[str, list] = {}
+        for key, fn, rate, kwargs in runs:  # each on a fresh broker, as bench.latency's
             log(f"latency: {key} ({rate} events/s)")
             with broker_env(tmp, samples) as env:
-                res["latency"][key] = r = attempt(
+                r = attempt(
                     res, f"latency-{key}", fn, env, rate, args.warmup_s, args.steady_s, **kwargs
                 )
+            done.setdefault(key, []).append(r)
             log(f"  p50 {lookup(r, 'p50_ms')} p99 {lookup(r, 'p99_ms')} ms")
+        for key, rs in done.items():
+            res["latency"][key] = median_run(rs, "p99_ms")
+            if len(rs) > 1:
+                res["repeats"][f"{key}: p99 ms"] = [lookup(r, "p99_ms") for r in rs]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["load_after"] = os.getloadavg()
@@ -338,9 +354,9 @@ def report(res: dict) -> str:
         lookup(w, "peak_rss_mb"), per_event(w))  # fmt: skip
     row("  same, at the peer's rate", None, lat.get("worker at the peer's rate"))
     p = res.get("peer")
-    row("Quix Streams peer", p, lat.get("peer at half its max"),
+    row("Quix Streams peer (fetch wait, poll timeout 20 ms)", p, lat.get("peer at half its max"),
         lookup(p, "peak_rss_mb"), per_event(p))  # fmt: skip
-    row("  same, fetch.wait.max.ms 500 (default)", None, lat.get("peer, default fetch wait"))
+    row("  same, Quix's and librdkafka's defaults", None, lat.get("peer, defaults"))
     q = res.get("peer_nolog")
     row("Quix Streams peer, no changelog", q, None, lookup(q, "peak_rss_mb"), per_event(q))
     header = ["", "events/s", "x River", "latency at /s", "p50 ms", "p99 ms", "peak RSS MB",
@@ -386,6 +402,8 @@ def report(res: dict) -> str:
         + ", ".join(f"{v:.2f}" for v in res.get("load_after", ()))
         + f"; 2 cores; run took {res.get('runtime_s', 0):.0f} s"
     )
+    for key, values in res.get("repeats", {}).items():
+        lines.append(f"runs, {key}: " + ", ".join(fmt(v) for v in values) + " (median shown)")
     lines += res["notes"]
     return "\n".join(lines)
 
@@ -427,8 +445,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="events for the naive loop (default 20000; --quick 2000)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.add_argument("--no-latency", action="store_true", help="throughput and equality only")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="alternating runs of the worker and the peer (throughput, and latency at the "
+        "peer's half maximum), medians shown (default 3; --quick 1)",
+    )
     args = p.parse_args(argv)
     args.n = args.n or (10_000 if args.quick else 100_000)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     args.naive_n = args.naive_n or (2_000 if args.quick else 20_000)
     args.warmup_s, args.steady_s = (2.0, 6.0) if args.quick else (5.0, 20.0)
     res = run_all(args)

@@ -26,7 +26,9 @@ SPEC keys: ``bootstrap``, ``prefix`` (topics ``{prefix}events``, ``{prefix}label
 ``{prefix}predictions``), ``group``, ``state_dir``, and either ``n`` (stop once n events and
 n labels are processed and report the timing as one JSON line on stdout) or ``idle_s`` (stop
 when nothing came for that long; the latency runs). Optional: ``changelog`` (default true:
-Quix's default), ``fetch_wait_ms`` (librdkafka's ``fetch.wait.max.ms``; default 500).
+Quix's default), ``fetch_wait_ms`` (librdkafka's ``fetch.wait.max.ms``; default 500),
+``poll_timeout_s`` (Quix's ``consumer_poll_timeout``, default 1.0: Quix asks librdkafka for
+up to 10,000 records and waits that long for them unless they are there before).
 Prints ``assigned partitions [0]`` on stderr once Quix has its partitions (the bench waits for
 it before it starts publishing), and the model's repr (the bench checks it is its ``lr``).
 """
@@ -108,6 +110,7 @@ def main(spec: dict) -> int:
         consumer_extra_config=(
             {"fetch.wait.max.ms": spec["fetch_wait_ms"]} if spec.get("fetch_wait_ms") else None
         ),
+        consumer_poll_timeout=spec.get("poll_timeout_s") or 1.0,
         loglevel="WARNING",
     )
     events = app.topic(prefix + "events", key_deserializer="str", value_deserializer="json")
