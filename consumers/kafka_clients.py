@@ -1,9 +1,11 @@
 """The worker's Kafka clients: made once the model process is forked, renewed after an outage.
 
-One consumer (the group member) and one producer. kafka-python's idempotent producer fails for
-good once its connection is lost, so after an outage the worker takes a fresh one; a replaced
-producer that still holds records stays open until they are sent or expire (the replay after
-the outage re-emits them anyway), and is closed later.
+One consumer (the group member) and one producer, of the client the settings name
+(kafka-python or confluent: ``--kafka-client``; docs/design.md, "Two Kafka clients").
+kafka-python's idempotent producer fails for good once its connection is lost, so after an
+outage the worker takes a fresh one (whichever the client); a replaced producer that still
+holds records stays open until they are sent or expire (the replay after the outage re-emits
+them anyway), and is closed later.
 """
 
 from __future__ import annotations
