@@ -34,10 +34,12 @@ import io
 import itertools
 import pickle
 import sys
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 from river import base
 
@@ -685,8 +687,10 @@ class RecentIds:
 
     def packed(self) -> tuple[bytes | list, bytes]:
         """For a checkpoint: the ids as one JSON array, oldest first, and their numbers as
-        one array of 64-bit integers."""
-        numbers = array.array("q", self._value.values()).tobytes()
+        64-bit differences from the one before, zlib-compressed: event offsets mostly grow
+        by one, so 100,000 of them take ~4 KB instead of 800 KB (~5 ms more)."""
+        values = np.frombuffer(array.array("q", self._value.values()), dtype=np.int64)
+        numbers = zlib.compress(np.diff(values, prepend=0).tobytes(), 1)
         try:
             return orjson.dumps(list(self._value)), numbers
         except orjson.JSONEncodeError:  # an id no JSON can hold (lone surrogate): as a list
@@ -699,7 +703,7 @@ class RecentIds:
         values = None
         if isinstance(packed, tuple):
             packed, numbers = packed
-            values = array.array("q", numbers)
+            values = np.cumsum(np.frombuffer(zlib.decompress(numbers), dtype=np.int64)).tolist()
         return cls(limit, orjson.loads(packed) if isinstance(packed, bytes) else packed, values)
 
 
