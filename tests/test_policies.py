@@ -265,3 +265,28 @@ def test_the_fresh_challenger_learns_from_where_the_error_rose():
     action = served.on_drift(served_error=1.0)
     assert action.startswith("started challenge: fresh challenger trained on 70 samples")
     assert served.challenge.candidates[0].updates == 70
+
+
+class Silent:
+    """Stands in for the learner's ADWIN: never fires, so act_when alone acts."""
+
+    def update(self, value: float) -> None:
+        return None
+
+
+def test_act_when_starts_a_challenge_and_waits_while_it_runs():
+    """Under challenger the threshold starts a challenge like an ADWIN detection; it does not
+    fire again while the challenge runs (the champion stays below meanwhile), and after the
+    verdict it waits for the new model's act_when_labels labels before judging again."""
+    run = Run(config(act_when="accuracy<0.8", act_when_labels=200))
+    run.learner.monitor = Silent()
+    run.feed(concepts([0, 1], 3000))
+    kinds = [(r.n_seen, r.kind, r.action.split(" ")[0]) for r in run.reports]
+    fired = [n for n, kind, _ in kinds if kind == "concept"]
+    assert fired and 3000 < fired[0] < 3000 + 400
+    assert kinds[0][2] == "started"
+    verdicts = [n for n, kind, _ in kinds if kind == "challenger"]
+    assert verdicts and verdicts[0] > fired[0]
+    assert not [n for n in fired if fired[0] < n <= verdicts[0]]  # quiet during the challenge
+    assert all(n - verdicts[0] >= 400 for n in fired[1:])
+    assert run.learner.version.generation == 1  # the fresh challenger won
