@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -197,6 +198,52 @@ def _measure_confluent(
     ]
 
 
+def compare_clients(n: int, repeats: int) -> dict:
+    """The 1-partition lr worker with each client in turn, on one broker, ``repeats`` rounds
+    (the order swapped each round), and River's in-process loop in each round: each round's
+    ratios compare runs a minute apart, which a busy shared machine needs (the full run
+    measures the clients ten minutes apart). Reported: medians over rounds."""
+    samples = make_samples(n)
+    rounds = []
+    tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
+    try:
+        with broker_env(tmp, samples) as env:
+            envs = {
+                c: Env(dataclasses.replace(env.settings, client=c), env.broker_pid, tmp, samples)
+                for c in ("kafka-python", "confluent")
+            }
+            for i in range(repeats):
+                river = measure_river_inprocess(samples, "lr")["events_per_s"]
+                row = {"river": river}
+                for c in list(envs)[:: 1 if i % 2 == 0 else -1]:
+                    log(f"round {i + 1}: worker, 1 partition, lr, --kafka-client {c}")
+                    try:
+                        w = measure_worker_1p(envs[c], "lr")
+                    finally:
+                        stop_children(envs[c])
+                    row[c] = w["events_per_s"]
+                    row[f"{c}_io_cpu_us"] = 1e6 * w["io_process_cpu_s"] / n
+                    log(f"  {fmt(row[c])} events/s ({row[c] / river:.2f}x River's {fmt(river)})")
+                rounds.append(row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = statistics.median
+    return {
+        "n": n,
+        "rounds": rounds,
+        "river_events_per_s": med(r["river"] for r in rounds),
+        **{
+            f"{c}_{what}": med(f(r, c) for r in rounds)
+            for c in ("kafka-python", "confluent")
+            for what, f in (
+                ("events_per_s", lambda r, c: r[c]),
+                ("ratio_vs_river", lambda r, c: r[c] / r["river"]),
+                ("io_cpu_us", lambda r, c: r[f"{c}_io_cpu_us"]),
+            )
+        },
+    }
+
+
 def confluent_summary(res: dict) -> dict:
     """The ``--json`` keys of the confluent measurements (None when not measured)."""
     return {
@@ -305,9 +352,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="pending joins for the memory figure (default 1000000; --quick 100000)",
     )
+    p.add_argument(
+        "--compare-clients",
+        action="store_true",
+        help="only the 1-partition lr worker with each client in turn and River's loop, "
+        "--repeats rounds (default 3)",
+    )
     args = p.parse_args(argv)
     if args.n is None:
         args.n = 10_000 if args.quick else 100_000
+    if args.compare_clients:
+        result = compare_clients(args.n, args.repeats or 3)
+        print(json.dumps(result))
+        return 0
     heading = title(args.n)
     if args.profile:
         return profile_main(args, heading)
