@@ -207,8 +207,10 @@ class ConfluentConsumer(Consumer):
         self._paused: set[Partition] = set()
         self._positions: dict[Partition, int] = {}  # next offset a poll returns
         self._expect: dict[Partition, int] = {}  # sought, no record of it returned yet
+        self._resought: set[Partition] = set()  # sought again by `_guard`
         self._manual: dict[Partition, int | None] | None = None  # by assign(): offsets sought
         self._manual_due = False  # assign() not passed on to librdkafka yet
+        self._closing = False
         self._consumer = ck.Consumer(config)
         try:
             _check_reachable(self._consumer, settings)
@@ -238,6 +240,7 @@ class ConfluentConsumer(Consumer):
             self._pending.pop(tp, None)
             self._positions.pop(tp, None)
             self._expect.pop(tp, None)
+            self._resought.discard(tp)
             self._paused.discard(tp)
 
     # -- the interface -----------------------------------------------------------------
@@ -255,7 +258,7 @@ class ConfluentConsumer(Consumer):
         def revoked(consumer, tps: list[TopicPartition]) -> None:
             partitions = _tuples(tps)
             self._forget(partitions)
-            if on_revoke is not None:
+            if on_revoke is not None and not self._closing:
                 on_revoke(partitions)
 
         self._consumer.subscribe(
@@ -312,35 +315,47 @@ class ConfluentConsumer(Consumer):
             raise _error(exc.args[0]) from None
         messages.insert(0, first)
         pending, expect = self._pending, self._expect
+        resought: set[Partition] = set()  # sought again in this fetch: its records go
         for m in messages:
             error = m.error()
             if error is not None:
                 self._message_error(error)
                 continue
             tp = (m.topic(), m.partition())
-            if expect and tp in expect and not self._guard(tp, m.offset()):
-                continue
+            if expect and tp in expect:
+                if tp in resought:
+                    continue
+                keep = self._guard(tp, m.offset())
+                if keep is None:
+                    resought.add(tp)
+                if not keep:
+                    continue
             queue = pending.get(tp)
             if queue is None:
                 queue = pending[tp] = collections.deque()
             queue.append(m)
 
-    def _guard(self, tp: Partition, offset: int) -> bool:
-        """Whether a record of a partition sought to ``self._expect[tp]`` may be kept.
+    def _guard(self, tp: Partition, offset: int) -> bool | None:
+        """Whether a record of a partition sought to ``self._expect[tp]`` may be kept (None:
+        no, and the seek was made again, so the rest of this fetch of it goes too).
 
         A seek right after an assignment can lose the race with librdkafka's lookup of the
         committed offset, which then starts the fetch there. Records below the seek are
-        dropped; records above it mean the seek was lost, so it is made again.
+        dropped; a record above it means the seek was lost, so it is made again, once: if
+        the first record after that is above it too, no record sits at that offset (a
+        transaction marker, a compacted record) and it is kept.
         """
         wanted = self._expect[tp]
         if offset < wanted:
             return False
-        if offset > wanted:
+        if offset > wanted and tp not in self._resought:
             log.debug("%s: fetch started at %d, not at %d: seeking again", tp, offset, wanted)
             self._pending.pop(tp, None)
             self._consumer.seek(_tp(tp, wanted))
-            return False
+            self._resought.add(tp)
+            return None
         del self._expect[tp]
+        self._resought.discard(tp)
         return True
 
     def _message_error(self, error: ck.KafkaError) -> None:
@@ -395,6 +410,7 @@ class ConfluentConsumer(Consumer):
                 if self._manual is not None:
                     self._manual_due = True
         self._pending.pop(tp, None)
+        self._resought.discard(tp)
         self._positions[tp] = self._expect[tp] = offset
 
     def seek_to_beginning(self, partitions: list[Partition]) -> None:
@@ -484,6 +500,7 @@ class ConfluentConsumer(Consumer):
     def close(self) -> None:
         """Leave the group (no commit) and close; the revocation that closing makes is not
         passed on (kafka-python's close makes none)."""
+        self._closing = True
         try:
             self._consumer.unsubscribe()
         except (KafkaException, RuntimeError):
