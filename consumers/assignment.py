@@ -165,6 +165,7 @@ class Assignments:
             offsets=dict(zip(self.inputs, offsets)),
             model=model,
             store=self.store.name,
+            model_pid=self.link.home(p),  # the model process it lives in (--model-processes)
             written_by={k: written.get(k) for k in ("driftstream", "river", "python")},
         )
         if checkpoint is None:

@@ -15,6 +15,7 @@ import time
 from driftstream.consumers.checkpointing import Checkpointer
 from driftstream.consumers.flow_control import FlowControl
 from driftstream.consumers.model_messages import BatchAnswer, ProcessBatch, Push, Request
+from driftstream.consumers.model_pool import ModelPool
 from driftstream.consumers.model_process import LocalModel, ModelProcess
 from driftstream.consumers.outage import Outage
 from driftstream.consumers.output_sender import OutputSender
@@ -58,16 +59,21 @@ class ModelLink:
         self.flow = flow
         self.checkpoint_interval = checkpoint_interval
         self.probe = probe
-        self.model: LocalModel | ModelProcess | None = None
+        self.model: LocalModel | ModelProcess | ModelPool | None = None
         self.n_processed = 0  # records processed, all partitions
         self.summaries_wanted = False  # by the metrics server or a progress display
         self._summary_due = 0.0
         self._polled: collections.deque = collections.deque()  # poll time of each batch sent
 
-    def start(self, in_process: bool) -> None:
-        """Fork the model process (before any Kafka client or server thread exists), or
-        answer in this process."""
-        self.model = LocalModel() if in_process else ModelProcess()
+    def start(self, in_process: bool, processes: int = 1) -> None:
+        """Fork the model process, or ``processes`` of them (`ModelPool`: each partition in
+        one), before any Kafka client or server thread exists; or answer in this process."""
+        if in_process:
+            self.model = LocalModel()
+        elif processes == 1:
+            self.model = ModelProcess()
+        else:
+            self.model = ModelPool(processes)
 
     @property
     def in_flight(self) -> int:
@@ -75,9 +81,22 @@ class ModelLink:
 
     @property
     def pid(self) -> int | None:
-        """The model process's pid (None when the model answers in this process)."""
+        """The (first) model process's pid (None when the model answers in this process)."""
+        return (self.pids or [None])[0]
+
+    @property
+    def pids(self) -> list[int]:
+        """Every model process's pid (empty when the model answers in this process)."""
+        if isinstance(self.model, ModelPool):
+            return [pid for pid in self.model.pids if pid is not None]
         process = getattr(self.model, "process", None)
-        return None if process is None else process.pid
+        return [] if process is None else [process.pid]
+
+    def home(self, p: int) -> int | None:
+        """The pid of the model process partition p lives in (None: in this process)."""
+        if isinstance(self.model, ModelPool):
+            return self.model.pids[self.model.home[p]] if p in self.model.home else None
+        return self.pid
 
     def submit(
         self,

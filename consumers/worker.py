@@ -117,6 +117,8 @@ class WorkerOptions:
     metrics_port: int | None = None  # serve /metrics and /healthz on this port (0: any free)
     metrics_host: str = "127.0.0.1"
     model_process: bool = True  # run the pipelines in a child process (False: in this one)
+    # child processes the partitions are spread over (each partition in one; `ModelPool`)
+    model_processes: int = 1
 
 
 class Worker:
@@ -141,6 +143,11 @@ class Worker:
         self.settings = settings
         self.config = config
         self.options = opts = options or WorkerOptions()
+        if opts.model_processes < 1 or (opts.model_processes > 1 and not opts.model_process):
+            raise ValueError(
+                f"--model-processes {opts.model_processes}: at least 1, and more than 1 only "
+                "with --model-process on"
+            )
         self.topics = topics = topic_names(opts.topic_prefix)
         self.inputs = inputs = (topics["events"], topics["labels"])
         self.store = state if isinstance(state, CheckpointStore) else open_store(os.fspath(state))
@@ -204,8 +211,14 @@ class Worker:
 
     @property
     def model_pid(self) -> int | None:
-        """The model process's pid (None before `run` or with ``model_process=False``)."""
+        """The (first) model process's pid (None before `run` or with ``model_process=False``)."""
         return self.link.pid
+
+    @property
+    def model_pids(self) -> list[int]:
+        """Every model process's pid (``--model-processes``; empty before `run` or with
+        ``model_process=False``)."""
+        return self.link.pids
 
     def stop(self) -> None:
         self.stopping = True
@@ -227,7 +240,13 @@ class Worker:
                 extra=fields(event="orphaned_state_files_removed", files=orphans),
             )
         # Before any Kafka client or server thread exists: the model process is forked.
-        self.link.start(in_process=not opts.model_process)
+        self.link.start(in_process=not opts.model_process, processes=opts.model_processes)
+        if self.link.pids:
+            log.info(
+                "model processes: pids %s",
+                self.link.pids,
+                extra=fields(event="model_processes", pids=self.link.pids),
+            )
         # Modules, River and the rest of start-up live as long as the process: keep the
         # cyclic collector off them (its full passes over them take tens of ms).
         gc.freeze()

@@ -698,6 +698,15 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
         "the Kafka and SQLite I/O (uses two cores); off: all in one process (one "
         "core, about two thirds of the throughput); default %(default)s",
     )
+    g.add_argument(
+        "--model-processes",
+        type=int,
+        default=FieldDefault(_WORKER, "model_processes"),
+        metavar="N",
+        help="spread the partitions this worker owns over N model processes (each "
+        "partition in one, the least loaded when it is assigned): more cores for a "
+        "worker with several partitions; default %(default)s",
+    )
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     g.add_argument(
         "--log-format",
@@ -1086,6 +1095,7 @@ def worker_options(args: argparse.Namespace):
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         model_process=args.model_process == "on",
+        model_processes=args.model_processes,
     )
 
 
