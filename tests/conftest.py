@@ -1,4 +1,10 @@
-"""Shared fixtures: one real embedded broker (Tansu) per test session; Kafka is never mocked."""
+"""Shared fixtures: one real embedded broker (Tansu) per test session; Kafka is never mocked.
+
+Tests run in parallel processes (pytest-xdist: pyproject's addopts carry ``--numprocesses=3
+--dist=worksteal``; ``-n 0`` runs them in this process, for a debugger). A "session" is then
+one worker process: each has its own broker and S3 server, and tests keep apart by topic/key
+prefix (unique_prefix) and tmp_path, never by a fixed port or path.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +21,28 @@ from driftstream.broker import EmbeddedBroker
 from driftstream.transport import KafkaSettings
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (``-p no:xdist``, or not installed), accept pyproject's
+    ``--numprocesses`` and ``--dist`` and run every test in this process (a debugger works)."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist", "pytest-xdist is not loaded: these options are ignored")
+    group.addoption("--numprocesses", dest="numprocesses", default=None)
+    group.addoption("--dist", dest="dist", default="no")
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """One broker for the whole session; tests keep apart by topic prefix (unique_prefix)."""
+    """One broker for the whole session (under xdist: per worker process); tests keep apart by
+    topic prefix (unique_prefix)."""
     log_path: Path = tmp_path_factory.mktemp("broker") / "tansu.log"
     embedded = EmbeddedBroker(log_path=log_path)
     embedded.start()
     try:
         yield embedded
     finally:
-        embedded.stop()
+        # Its data goes with it: no need to wait the ~5 s Tansu drains for connected clients.
+        embedded.stop(timeout=1)
 
 
 @pytest.fixture
