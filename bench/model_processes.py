@@ -16,7 +16,8 @@ scaling.
 
 Usage, from the repository root::
 
-    .venv/bin/python -m bench.model_processes [--n N] [--repeats R] [--model lr] [--json]
+    .venv/bin/python -m bench.model_processes [--n N] [--repeats R] [--model lr]
+        [--kafka-client kafka-python|confluent] [--json]
 """
 
 from __future__ import annotations
@@ -91,12 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=60_000, help="events (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (default %(default)s)")
     parser.add_argument("--model", default="lr", help="model spec (default %(default)s)")
+    parser.add_argument(
+        "--kafka-client",
+        default="kafka-python",
+        choices=["kafka-python", "confluent"],
+        help="the worker's Kafka client (default %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="last stdout line: the results")
     args = parser.parse_args(argv)
 
-    res: dict = {"n": args.n, "model": args.model, "cores": os.cpu_count(), "runs": {1: [], 2: []}}
+    res: dict = {"n": args.n, "model": args.model, "client": args.kafka_client}
+    res.update({"cores": os.cpu_count(), "runs": {1: [], 2: []}})
     tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-mp-"))
-    with broker_env(tmp, make_samples(args.n)) as env:
+    with broker_env(tmp, make_samples(args.n), client=args.kafka_client) as env:
         for r in range(args.repeats):
             for k in (1, 2):
                 log(f"round {r + 1}: worker, 2 partitions, {k} model process(es), {args.model}")
@@ -139,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         "load (1 min)",
     ]
     print(table(rows, header))
-    print(f"\n2 vs 1: {fmt(res['ratio_2_vs_1'], '.2f')}x; {res['cores']} cores; n={args.n}")
+    print(
+        f"\n2 vs 1: {fmt(res['ratio_2_vs_1'], '.2f')}x; {res['cores']} cores; n={args.n}; "
+        f"{args.model}; {args.kafka_client}"
+    )
     for name, error in res.get("errors", {}).items():
         print(f"FAILED {name}: {error[:300]}")
     if args.json:
