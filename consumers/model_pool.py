@@ -41,7 +41,7 @@ from driftstream.consumers.model_messages import (
     ProcessBatch,
     Request,
 )
-from driftstream.consumers.model_process import ModelProcess
+from driftstream.consumers.model_process import ModelProcess, ModelProcessError
 
 __all__ = ["ModelPool"]
 
@@ -92,7 +92,14 @@ class ModelPool:
     def collect(self):
         """The answer to the oldest request (waits for every process it went to)."""
         cls, to = self._pending.popleft()
-        answers = [self.models[i].collect() for i in to]
+        answers, failure = [], None
+        for i in to:  # every part's answer taken, even after a failure: the next ones stay in step
+            try:
+                answers.append(self.models[i].collect())
+            except ModelProcessError as e:
+                failure = failure or e
+        if failure is not None:
+            raise failure
         if cls is ProcessBatch:
             return _merge(answers)
         if cls is OpenPartition:

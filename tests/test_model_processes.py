@@ -12,7 +12,12 @@ import signal
 import orjson
 import pytest
 
-from driftstream.consumers.model_messages import ClosePartitions, OpenPartition, ProcessBatch
+from driftstream.consumers.model_messages import (
+    ClosePartitions,
+    OpenPartition,
+    ProcessBatch,
+    Push,
+)
 from driftstream.consumers.model_pool import ModelPool
 from driftstream.consumers.model_process import LocalModel, ModelProcessError
 from driftstream.consumers.worker import Worker, WorkerOptions
@@ -71,6 +76,24 @@ def test_partitions_stay_in_their_process_until_closed():
     pool.submit(ProcessBatch(0))
     assert sorted(pool.collect().progress) == [1, 3]
     assert [sorted(m.host.pipelines) for m in pool.models] == [[3], [1]]
+
+
+def test_a_failure_in_one_process_is_reported_and_the_pool_stays_in_step():
+    pool = ModelPool(2)
+    try:
+        for p in (0, 1):
+            pool.submit(OpenPartition(p, None, LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 9))
+            pool.collect()
+        pool.submit(ProcessBatch(0, [Push(0, 7, [])]))  # no input stream 7: fails in process 0
+        pool.submit(ProcessBatch(0, want_summary=True))  # in flight behind it
+        with pytest.raises(ModelProcessError, match="(?s)Traceback.*Error"):
+            pool.collect()
+        # The next answer is the next batch's from both processes, not process 1's older one.
+        progress = pool.collect().progress
+        assert sorted(progress) == [0, 1]
+        assert all(progress[p].summary is not None for p in (0, 1))
+    finally:
+        pool.close()
 
 
 def test_a_dead_process_of_the_pool_is_reported():
