@@ -24,7 +24,7 @@ from driftstream.consumers.worker import Worker, WorkerOptions
 from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import Learner, LearnerConfig
-from driftstream.transport import topic_names
+from driftstream.transport import CLIENTS, KafkaSettings, topic_names
 from tests.reference import cli_config, dedupe, reference
 from tests.support import (
     DEADLINE_S,
@@ -157,11 +157,18 @@ def test_two_partitions_in_two_model_processes_predict_as_river(
         assert got == river_predictions(samples[p::2]), f"partition {p}"
 
 
+@pytest.fixture(params=CLIENTS)
+def any_client(broker, request: pytest.FixtureRequest) -> KafkaSettings:
+    """The kill test runs with each Kafka client behind the adapter."""
+    return KafkaSettings(broker.bootstrap, fast_group_timeouts=True, client=request.param)
+
+
 @pytest.mark.broker
 @pytest.mark.e2e
 def test_kill9_and_restart_with_two_model_processes_gives_the_uninterrupted_result(
-    kafka_settings, unique_prefix, tmp_path
+    any_client, unique_prefix, tmp_path
 ):
+    kafka_settings = any_client
     n, partitions = 8000, 2
     samples = list(
         synthetic("sea", n, seed=1, drift_at=[4000], label_delay="100", start_ts=START_TS)
