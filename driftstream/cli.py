@@ -705,7 +705,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="spread the partitions this worker owns over N model processes (each "
         "partition in one, the least loaded when it is assigned): more cores for a "
-        "worker with several partitions; default %(default)s",
+        "worker with several partitions, worth it only with a spare core for each "
+        "(the I/O process keeps one busy); default %(default)s",
     )
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     g.add_argument(
