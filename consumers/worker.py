@@ -17,7 +17,8 @@ The worker is this loop wiring parts that each own one concern:
   model process is forked, the producer renewed after an outage;
 - `Assignments` (consumers/assignment.py): rebalances, restoring each assigned partition
   from its newest checkpoint, and rewinding all of them after an outage;
-- `ModelLink` (consumers/model_link.py): batches to the model process, answers back;
+- `ModelLink` (consumers/model_link.py): batches to the model process, answers back (with
+  ``model_processes`` > 1, to a `ModelPool` of them, each partition in one);
 - `OutputSender` (consumers/output_sender.py): each answer's outputs, in order;
 - `Checkpointer` (consumers/checkpointing.py): snapshots saved once their outputs are
   acknowledged, with the offsets they reflect;
