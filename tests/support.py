@@ -8,6 +8,7 @@ are in conftest.py.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftstream.consumers import reader
@@ -31,6 +33,7 @@ __all__ = [
     "PACKAGES",
     "REPO",
     "START_TS",
+    "built_once",
     "checkpoints",
     "create_topics",
     "http_get",
@@ -90,6 +93,27 @@ def tail(log: Path, lines: int = 40) -> str:
     """The last lines of a log file, headed by its name, for failure messages."""
     text = log.read_text(errors="replace") if log.exists() else ""
     return f"--- {log.name} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+# -- costly test data ----------------------------------------------------------------------
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[], bytes]
+) -> bytes:
+    """``build()``, made once per test run: under pytest-xdist by the first worker process
+    that asks (the others wait for it on a lock, then read its file; ``name`` is that file's
+    name in the run's shared temporary directory), otherwise in this process."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build()
+    path = tmp_path_factory.getbasetemp().parent / name  # the run's dir, above popen-gwN
+    with open(path.with_name(name + ".lock"), "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not path.exists():
+            partial = path.with_name(name + ".partial")
+            partial.write_bytes(build())
+            partial.replace(path)
+        return path.read_bytes()
 
 
 # -- topics and records ------------------------------------------------------------------

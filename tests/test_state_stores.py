@@ -46,7 +46,7 @@ from driftstream.stream.models import PRESETS
 from driftstream.stream.policies import POLICIES
 from driftstream.stream.records import Event, Label
 from driftstream.transport import Admin, Consumer, KafkaSettings, Producer
-from tests.support import wait_until
+from tests.support import built_once, wait_until
 
 KEY = b"a test key of 32 bytes, no more."
 FORGER_KEY = b"the forger's own key, 32 bytes.."
@@ -622,8 +622,13 @@ def test_a_forged_checkpoint_is_refused_and_never_unpickled(
 
 
 @pytest.fixture(scope="module")
-def million_pending() -> bytes:
-    """The state of a learner holding 1,000,000 pending joins (~80 MB pickled)."""
+def million_pending(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The state of a learner holding 1,000,000 pending joins (~80 MB pickled), built once
+    even when the backends' tests run in different xdist worker processes."""
+    return built_once(tmp_path_factory, "million-pending.state", _million_pending)
+
+
+def _million_pending() -> bytes:
     learner = Learner(LearnerConfig(model="lr", data_drift=False))
     rng = random.Random(0)
     gc.disable()  # a million live tuples: collections would only slow the build
