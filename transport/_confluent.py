@@ -53,6 +53,9 @@ log = logging.getLogger("driftstream.kafka")
 
 _STATS_INTERVAL_MS = 1000  # how often connected() learns the coordinator's state
 _LOCAL_HOSTS = ("127.", "localhost")
+# What a seek on an assigned partition that librdkafka does not fetch yet fails with: its
+# fetch not started (_STATE), or an assignment made since not applied yet (_OUTDATED).
+_NOT_FETCHING = {ck.KafkaError._STATE, ck.KafkaError._OUTDATED}
 _PULL_POLLS = 64  # a fetch from librdkafka takes up to this many polls' records
 # A commit the group refused because of a rebalance: not an error (see Consumer.commit).
 _REBALANCING = {
@@ -395,8 +398,8 @@ class ConfluentConsumer(Consumer):
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """As kafka-python's: the next record of the partition a poll returns is at
         ``offset``. A partition librdkafka does not fetch yet (just assigned) refuses a seek
-        (_STATE): assigned by `assign`, all are assigned again at the next poll, with the
-        offsets sought; by the group, `_guard` seeks once its first records come."""
+        (`_NOT_FETCHING`): assigned by `assign`, all are assigned again at the next poll, with
+        the offsets sought; by the group, `_guard` seeks once its first records come."""
         tp = (topic, partition)
         if self._manual is not None and tp in self._manual:
             self._manual[tp] = offset  # for an assign() again
@@ -405,7 +408,7 @@ class ConfluentConsumer(Consumer):
                 self._consumer.seek(_tp(tp, offset))
             except KafkaException as exc:
                 error = exc.args[0]
-                if error.code() != ck.KafkaError._STATE or tp not in self.assignment():
+                if error.code() not in _NOT_FETCHING or tp not in self.assignment():
                     raise _error(error) from None
                 if self._manual is not None:
                     self._manual_due = True
