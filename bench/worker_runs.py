@@ -43,6 +43,7 @@ def measure_worker_1p(
     profile_io: bool = False,
     store: Callable[[str], dict] | None = None,
     checkpoint_every: int | None = None,
+    learner: dict | None = None,
 ) -> dict:
     """driftstream worker on 1 partition, events and labels already in the topics.
 
@@ -62,7 +63,8 @@ def measure_worker_1p(
 
     ``store(prefix)``: another checkpoint store than a fresh SQLite file, as ``{"spec",
     "key", "s3_options"}`` for `open_store` (`bench.state_stores --worker`);
-    ``checkpoint_every``: instead of WorkerOptions' default.
+    ``checkpoint_every``: instead of WorkerOptions' default; ``learner``: LearnerConfig
+    fields other than the model (e.g. ``{"data_drift": False}``).
     """
     prefix = env.prefix(f"w1-{model}{'' if model_process else '-inproc'}")
     load = load_topics(env, prefix, env.samples, 1)
@@ -79,6 +81,7 @@ def measure_worker_1p(
         "model_process": model_process and (not profile_path or profile_io),
         "store": None if store is None else store(prefix),
         "checkpoint_every": checkpoint_every,
+        "learner": learner or {},
     }
     broker_cpu0 = proc_cpu_s(env.broker_pid)
     proc, out, err = start_child(env, child_args("worker", spec), f"worker1p-{model}")
@@ -243,7 +246,13 @@ def run_timed_worker(spec: dict, profiler: cProfile.Profile | None):
     )
     if spec.get("checkpoint_every"):
         options.checkpoint_every = spec["checkpoint_every"]
-    worker = Worker(settings, LearnerConfig(model=spec["model"]), state, options, probe=Timing())
+    worker = Worker(
+        settings,
+        LearnerConfig(model=spec["model"], **spec.get("learner", {})),
+        state,
+        options,
+        probe=Timing(),
+    )
     window.started = time.perf_counter()
     code = worker.run(on_tick=on_tick)
     return worker, code, window

@@ -5,9 +5,6 @@ broker and a running worker (`driftstream run`), both separate processes.
 
 from __future__ import annotations
 
-import doctest
-import importlib
-import pkgutil
 import re
 import time
 from pathlib import Path
@@ -15,7 +12,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftstream import dashboard
 from driftstream.dashboard.model import DashboardModel
 from driftstream.producers.sources import synthetic
 from driftstream.transport import Producer
@@ -44,17 +40,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-@pytest.mark.parametrize(
-    "name",
-    sorted(m.name for m in pkgutil.iter_modules(dashboard.__path__, "driftstream.dashboard.")),
-)
-def test_docstring_examples_pass(name: str) -> None:
-    """driftstream.dashboard is a sub-package of the root folder, which tests/test_doctests.py
-    does not walk (its PACKAGES are the package-dir folders): its examples run here."""
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"
 
 
 def test_partitioner_diagnosis_needs_a_large_share_on_several_partitions() -> None:

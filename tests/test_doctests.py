@@ -10,10 +10,11 @@ from tests.support import PACKAGES
 
 
 def _modules() -> list[str]:
-    names = []
+    """Every module under the root, sub-packages of the folders too (driftstream.dashboard)."""
+    names = set()
     for package in PACKAGES:
         path = importlib.import_module(package).__path__
-        names += [m.name for m in pkgutil.iter_modules(path, package + ".") if not m.ispkg]
+        names |= {m.name for m in pkgutil.walk_packages(path, package + ".") if not m.ispkg}
     return sorted(names)
 
 

@@ -413,6 +413,7 @@ def test_polls_take_fetched_partitions_in_turn(
 
 
 @pytest.mark.broker
+@pytest.mark.parametrize("kafka_client", ["kafka-python"])  # librdkafka fetches on its own threads
 def test_poll_returns_a_response_that_lands_between_drain_and_wait(
     admin: Admin,
     producer: Producer,
@@ -436,8 +437,6 @@ def test_poll_returns_a_response_that_lands_between_drain_and_wait(
             sleeps.append(seconds)
             time.sleep(seconds)
 
-    if kafka_settings.client != "kafka-python":
-        pytest.skip("a kafka-python bug: librdkafka fetches on its own threads")
     topic = unique_prefix + "race"
     admin.create_topics([topic], partitions=1)
     consumer = Consumer(kafka_settings, fetch_max_wait_ms=2000)
