@@ -89,6 +89,7 @@ from bench.load import Env, broker_env, make_samples, stop_children
 from bench.memory import measure_pending_memory
 from bench.offline import measure_codec, measure_learner_offline, measure_river_inprocess
 from bench.profiling import profile_main
+from bench.quix_peer import PEER_PYTHON, measure_peer_latency, measure_quix_peer
 from bench.report import fmt, json_summary, report, run_notes, title
 from bench.runs import attempt, log, lookup, median_run, ratio
 from bench.worker_runs import measure_throughputs, measure_worker_1p
@@ -124,6 +125,10 @@ def run_all(args: argparse.Namespace) -> dict:
             measure_latencies(res, tmp, samples, repeats, warmup_s, steady_s)
         if clients in ("confluent", "both"):
             _measure_confluent(res, tmp, samples, repeats, warmup_s, steady_s)
+        if PEER_PYTHON.exists() and not args.no_peer:
+            _measure_peer(res, tmp, samples, warmup_s, steady_s)
+        else:
+            res["notes"].append("Quix Streams peer not measured: run `bash bench/peer/setup`")
         log(f"learner with {n_pending} pending joins")
         env = Env(None, None, tmp, samples)  # no Kafka: the Env only runs the child process
         try:
@@ -198,6 +203,24 @@ def _measure_confluent(
     ]
 
 
+def _measure_peer(res: dict, tmp: Path, samples: list, warmup_s: float, steady_s: float) -> None:
+    """The Quix Streams peer (`bench.quix_peer`, its own venv) once on these samples, then its
+    latency at half that maximum on a fresh broker; `bench.quix_peer` alternates it with the
+    worker over several rounds for the fuller comparison."""
+    out = res["peer"] = {}
+    with broker_env(tmp, samples) as env:
+        log("Quix Streams peer, 1 partition, lr")
+        out["run"] = r = attempt(res, "peer", measure_quix_peer, env)
+        log(f"  {fmt(lookup(r, 'events_per_s'))} events/s")
+    rate = out["latency_rate"] = round((lookup(r, "events_per_s") or 4_000) / 4) * 2
+    log(f"latency at {rate} events/s (half the peer's maximum)")
+    with broker_env(tmp, samples) as env:
+        out["latency_half"] = r = attempt(
+            res, "peer-latency-half", measure_peer_latency, env, rate, warmup_s, steady_s
+        )
+    log(f"  p50 {lookup(r, 'p50_ms')} p99 {lookup(r, 'p99_ms')} ms")
+
+
 def compare_clients(n: int, repeats: int) -> dict:
     """The 1-partition lr worker with each client in turn, on one broker, ``repeats`` rounds
     (the order swapped each round), and River's in-process loop in each round: each round's
@@ -250,13 +273,16 @@ def confluent_summary(res: dict) -> dict:
         "confluent_events_per_s": lookup(res, "confluent", "worker_1p", "events_per_s"),
         "confluent_ratio_vs_river": lookup(res, "confluent", "ratio_vs_river"),
         "confluent_p99_ms": lookup(res, "confluent", "latency_half", "p99_ms"),
+        "peer_events_per_s": lookup(res, "peer", "run", "events_per_s"),
+        "peer_p99_ms": lookup(res, "peer", "latency_half", "p99_ms"),
     }
 
 
 def confluent_lines(res: dict) -> list[str]:
-    """The report's section on the confluent measurements."""
+    """The report's section on the confluent and Quix Streams peer measurements."""
+    lines = peer_lines(res)
     if "confluent" not in res:
-        return []
+        return lines
     c = res["confluent"]
     lat = c.get("latency_half") or {}
     return [
@@ -268,6 +294,28 @@ def confluent_lines(res: dict) -> list[str]:
         f"  latency at {c['latency_rate']:,} events/s (half its maximum): p50 "
         f"{lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms, p99 {lat.get('p99_ms')} ms "
         f"(runs' p99: {', '.join(str(lookup(r, 'p99_ms')) for r in c['latency_repeats'])})",
+        *lines,
+    ]
+
+
+def peer_lines(res: dict) -> list[str]:
+    """The report's lines on the Quix Streams peer."""
+    if "peer" not in res:
+        return []
+    p = res["peer"]
+    lat = p.get("latency_half") or {}
+    rate = lookup(p, "run", "events_per_s")
+    eq = lookup(p, "run", "equal_to_river") or {}
+    eq_late = lookup(p, "run", "equal_to_river_ties_event_first") or {}
+    return [
+        "",
+        "Quix Streams peer (bench/peer/quix_job.py), 1 partition, lr:",
+        f"  {fmt(rate)} events/s, "
+        f"{ratio(rate, lookup(res, 'river', 'lr', 'events_per_s')) or 0:.2f}x River's loop; "
+        f"latency at {p['latency_rate']:,} events/s (half its maximum): "
+        f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms",
+        f"  probabilities equal to River's simulate_qa: {eq.get('equal')} of {eq.get('events')};"
+        f" with ties read event first (as Quix reads them): {eq_late.get('equal')}",
     ]
 
 
@@ -351,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="pending joins for the memory figure (default 1000000; --quick 100000)",
+    )
+    p.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="leave out the Quix Streams peer (measured when bench/peer/setup made .venv-peer)",
     )
     p.add_argument(
         "--compare-clients",
