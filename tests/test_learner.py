@@ -1014,3 +1014,23 @@ def test_a_pinned_reference_is_what_live_events_are_compared_with():
     # a restored learner keeps the pinned rows (they are in its configuration and monitor)
     restored = Learner.from_bytes(pinned.to_bytes())
     assert restored.canonical_bytes() == pinned.canonical_bytes()
+
+
+def test_a_covariate_shift_is_reported_as_data_drift_and_the_model_is_kept():
+    """x's mean moves by 1 sd while P(y | x) stays: the monitors report it, and under the
+    default policy the served model is never replaced (ADWIN may see the error rate move and
+    start a challenge, which the fresh challenger cannot win)."""
+    rng = random.Random(7)
+    learner = Learner(LearnerConfig(model="lr"))
+    outs, pending = [], []
+    for i in range(30_000):
+        x, z = rng.gauss(0, 1) + (1.0 if i >= 15_000 else 0.0), rng.gauss(0, 1)
+        y = x + z + rng.gauss(0, 0.3) > 0
+        outs += learner.process_event(Event(f"e{i}", {"x": x, "z": z}, ts=i))
+        pending.append(Label(f"e{i}", y, ts=i + 100))
+        if len(pending) > 100:
+            outs += learner.process_label(pending.pop(0))
+    data = {(r.detector["test"], r.action) for r in of(outs, DriftReport) if r.kind == "data"}
+    assert {("ks", "reported"), ("t", "reported")} <= data
+    assert min(r.n_seen for r in of(outs, DriftReport) if r.kind == "data") >= 15_000
+    assert learner.version.generation == 0
