@@ -22,11 +22,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.load import broker_env, make_samples, stop_children
-from bench.offline import measure_river_inprocess
+from bench.load import broker_env, make_samples
 from bench.report import fmt, table
-from bench.runs import log
-from bench.worker_runs import measure_worker_1p
+from bench.worker_runs import alternating_rounds
 
 __all__ = ["main", "measure"]
 
@@ -36,24 +34,24 @@ ARMS = {"on": {}, "off": {"data_drift": False}}
 def measure(n: int, repeats: int) -> dict:
     """``repeats`` rounds of both arms on one broker (see the module doc)."""
     samples = make_samples(n)
-    rounds = []
     tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
     try:
         with broker_env(tmp, samples) as env:
-            for i in range(repeats):
-                row = {"river": measure_river_inprocess(samples, "lr")["events_per_s"]}
-                for arm in list(ARMS)[:: 1 if i % 2 == 0 else -1]:
-                    log(f"round {i + 1}: worker, 1 partition, lr, monitors {arm}")
-                    try:
-                        w = measure_worker_1p(env, "lr", learner=ARMS[arm])
-                    finally:
-                        stop_children(env)
-                    row[arm] = w["events_per_s"]
-                    row[f"{arm}_model_us"] = 1e6 * w["model_process_cpu_s"] / n
-                    log(f"  {fmt(row[arm])} events/s")
-                rounds.append(row)
+            arms = {f"monitors {arm}": (env, learner) for arm, learner in ARMS.items()}
+            runs = alternating_rounds(samples, arms, repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rounds = [
+        {
+            "river": r["river"],
+            **{arm: r[f"monitors {arm}"]["events_per_s"] for arm in ARMS},
+            **{
+                f"{arm}_model_us": 1e6 * r[f"monitors {arm}"]["model_process_cpu_s"] / n
+                for arm in ARMS
+            },
+        }
+        for r in runs
+    ]
     med = statistics.median
     return {
         "n": n,

@@ -92,7 +92,7 @@ from bench.profiling import profile_main
 from bench.quix_peer import PEER_PYTHON, measure_peer_latency, measure_quix_peer
 from bench.report import fmt, json_summary, report, run_notes, title
 from bench.runs import attempt, log, lookup, median_run, ratio
-from bench.worker_runs import measure_throughputs, measure_worker_1p
+from bench.worker_runs import alternating_rounds, measure_throughputs, measure_worker_1p
 
 __all__ = ["MODELS", "main", "run_all"]
 
@@ -221,35 +221,31 @@ def _measure_peer(res: dict, tmp: Path, samples: list, warmup_s: float, steady_s
     log(f"  p50 {lookup(r, 'p50_ms')} p99 {lookup(r, 'p99_ms')} ms")
 
 
+CLIENTS = ("kafka-python", "confluent")
+
+
 def compare_clients(n: int, repeats: int) -> dict:
     """The 1-partition lr worker with each client in turn, on one broker, ``repeats`` rounds
     (the order swapped each round), and River's in-process loop in each round: each round's
     ratios compare runs a minute apart, which a busy shared machine needs (the full run
     measures the clients ten minutes apart). Reported: medians over rounds."""
     samples = make_samples(n)
-    rounds = []
     tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
     try:
         with broker_env(tmp, samples) as env:
-            envs = {
-                c: Env(dataclasses.replace(env.settings, client=c), env.broker_pid, tmp, samples)
-                for c in ("kafka-python", "confluent")
-            }
-            for i in range(repeats):
-                river = measure_river_inprocess(samples, "lr")["events_per_s"]
-                row = {"river": river}
-                for c in list(envs)[:: 1 if i % 2 == 0 else -1]:
-                    log(f"round {i + 1}: worker, 1 partition, lr, --kafka-client {c}")
-                    try:
-                        w = measure_worker_1p(envs[c], "lr")
-                    finally:
-                        stop_children(envs[c])
-                    row[c] = w["events_per_s"]
-                    row[f"{c}_io_cpu_us"] = 1e6 * w["io_process_cpu_s"] / n
-                    log(f"  {fmt(row[c])} events/s ({row[c] / river:.2f}x River's {fmt(river)})")
-                rounds.append(row)
+            settings = {c: dataclasses.replace(env.settings, client=c) for c in CLIENTS}
+            arms = {c: (Env(settings[c], env.broker_pid, tmp, samples), {}) for c in CLIENTS}
+            runs = alternating_rounds(samples, arms, repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rounds = [
+        {
+            "river": r["river"],
+            **{c: r[c]["events_per_s"] for c in arms},
+            **{f"{c}_io_cpu_us": 1e6 * r[c]["io_process_cpu_s"] / n for c in arms},
+        }
+        for r in runs
+    ]
     med = statistics.median
     return {
         "n": n,

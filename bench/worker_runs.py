@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.ceilings import measure_kafka_ceiling, measure_naive_peer
-from bench.load import Env, cli_worker_args, load_topics, read_keys_and_times, start_child
+from bench.load import (
+    Env,
+    cli_worker_args,
+    load_topics,
+    read_keys_and_times,
+    start_child,
+    stop_children,
+)
+from bench.offline import measure_river_inprocess
 from bench.procs import child_args, last_json_line, proc_cpu_s, vm_hwm_mb, wait_child, wait_children
 from bench.report import fmt
 from bench.runs import attempt, log, lookup, median_run
@@ -114,6 +122,26 @@ def measure_worker_1p(
         }
     )
     return res
+
+
+def alternating_rounds(samples: list, arms: dict[str, tuple[Env, dict]], repeats: int) -> list:
+    """``repeats`` rounds of the 1-partition lr worker once per arm (its Env and LearnerConfig
+    fields), the arms' order swapped each round, River's in-process loop first in each: a
+    shared machine drifts between rounds, so arms are compared within one. Per round:
+    ``{"river": events/s, arm: the worker's result, ...}``."""
+    rounds = []
+    for i in range(repeats):
+        row = {"river": measure_river_inprocess(samples, "lr")["events_per_s"]}
+        for arm in list(arms)[:: 1 if i % 2 == 0 else -1]:
+            env, learner = arms[arm]
+            log(f"round {i + 1}: worker, 1 partition, lr, {arm}")
+            try:
+                row[arm] = measure_worker_1p(env, "lr", learner=learner)
+            finally:
+                stop_children(env)
+            log(f"  {fmt(row[arm]['events_per_s'])} events/s")
+        rounds.append(row)
+    return rounds
 
 
 STALL_S = 30.0  # a 1-partition worker that processes nothing for this long has stalled
