@@ -52,9 +52,10 @@ import importlib.util
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -77,6 +78,7 @@ from driftstream.transport import (
     KafkaError,
     KafkaSettings,
     Producer,
+    Record,
 )
 
 __all__ = [
@@ -206,6 +208,46 @@ class _Found:
     headers: _RecordHeaders  # the first chunk's, once met
     offset: int  # of its first chunk
     chunks: dict[int, bytes] = field(default_factory=dict)
+    digest: _RunningDigest | None = None
+
+
+class _RunningDigest:
+    """The sha256 of a checkpoint's chunks, taken in index order while they arrive, so that
+    verifying overlaps reading (librdkafka fetches the next chunks meanwhile).
+
+    It keeps the chunks it hashed: the digest stands for a state only if that state was
+    joined from these very objects (`covers`), never from another copy of a chunk.
+
+    >>> a, b = b"a", b"b"
+    >>> d = _RunningDigest()
+    >>> d.add(1, b); d.add(0, a); d.add(1, b"a retry's copy")
+    >>> d.hexdigest() == hashlib.sha256(b"ab").hexdigest()
+    True
+    >>> d.covers([a, b]), d.covers([a, bytes(bytearray(b))])
+    (True, False)
+    """
+
+    def __init__(self) -> None:
+        self._sha256 = hashlib.sha256()
+        self._waiting: dict[int, bytes] = {}
+        self.hashed: list[bytes] = []
+
+    def add(self, index: int, chunk: bytes) -> None:
+        if index < len(self.hashed) or index in self._waiting:
+            return  # a retry's copy
+        self._waiting[index] = chunk
+        while len(self.hashed) in self._waiting:
+            chunk = self._waiting.pop(len(self.hashed))
+            self._sha256.update(chunk)
+            self.hashed.append(chunk)
+
+    def covers(self, chunks: list[bytes]) -> bool:
+        return len(chunks) == len(self.hashed) and all(
+            a is b for a, b in zip(chunks, self.hashed, strict=True)
+        )
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
 
 
 @dataclass
@@ -242,6 +284,9 @@ class KafkaCheckpointStore(CheckpointStore):
         # several times kafka-python's speed); writes use the settings' client.
         self.read_client = _fastest_client(settings.client)
         self.partition_count = self._check_topics()
+        # Connected now, not at the first restore: a worker opens its store once at start,
+        # and a partition handed to it is restored without a client's start-up on top.
+        self._get_consumer()
 
     # -- connections -------------------------------------------------------------------
 
@@ -311,8 +356,16 @@ class KafkaCheckpointStore(CheckpointStore):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _read(self, topic: str, partition: int, start: int, end: int | None) -> tuple[list, int]:
-        """(records with start <= offset < end, the high-water mark); end None: to the end."""
+    def _read(
+        self,
+        topic: str,
+        partition: int,
+        start: int,
+        end: int | None,
+        on_record: Callable[[Record], None] | None = None,
+    ) -> tuple[list, int]:
+        """(records with start <= offset < end, the high-water mark); end None: to the end.
+        ``on_record`` is called with each of them as it arrives."""
         consumer = self._get_consumer()
         out = []
         deadline = time.monotonic() + self._timeout_s
@@ -324,6 +377,8 @@ class KafkaCheckpointStore(CheckpointStore):
                 for record in consumer.poll(200):
                     if record.offset >= start and (end is None or record.offset < end):
                         out.append(record)
+                        if on_record is not None:
+                            on_record(record)
                 if high is None:
                     high = consumer.highwater(topic, partition)
                 stop = high if end is None else end if high is None else min(end, high)
@@ -356,9 +411,20 @@ class KafkaCheckpointStore(CheckpointStore):
         decided: set[str] = set()
         open_: dict[str, _Found] = {}
         first_at: dict[str, int] = {}  # where an open checkpoint's first chunk should be
+        digests: dict[str, _RunningDigest] = {}
+
+        def hash_as_read(record: Record) -> None:
+            parsed = _parse_key(record.key)
+            index = _RecordHeaders.of(record.headers).index
+            if parsed is None or index is None or record.value is None:
+                return
+            cid = parsed[1]
+            if cid not in decided and cid not in gone:
+                digests.setdefault(cid, _RunningDigest()).add(index, record.value)
+
         while end > 0:
             start = max(0, min([end - window, *first_at.values()]))
-            records, _ = self._read(topic, partition, start, end)
+            records, _ = self._read(topic, partition, start, end, hash_as_read)
             for record in reversed(records):
                 parsed = _parse_key(record.key)
                 if parsed is None:
@@ -367,6 +433,7 @@ class KafkaCheckpointStore(CheckpointStore):
                 self._last_version[partition] = max(self._last_version.get(partition, 0), version)
                 if record.value is None:
                     gone.add(cid)
+                    digests.pop(cid, None)
                     continue
                 if cid in gone or cid in decided:
                     continue
@@ -374,7 +441,9 @@ class KafkaCheckpointStore(CheckpointStore):
                 index = headers.index
                 if index is None:
                     continue
-                found = open_.setdefault(cid, _Found(cid, version, headers, record.offset))
+                found = open_.setdefault(
+                    cid, _Found(cid, version, headers, record.offset, digest=digests.get(cid))
+                )
                 found.chunks.setdefault(index, record.value)  # a retry's copy: the same bytes
                 # Written in order, so chunk 0 is index records back, unless others came
                 # between: then the windows go on doubling.
@@ -382,6 +451,7 @@ class KafkaCheckpointStore(CheckpointStore):
                 if index == 0:
                     found.headers, found.offset = headers, record.offset
                     decided.add(cid)
+                    digests.pop(cid, None)
                     first_at.pop(cid, None)
                     yield open_.pop(cid)
             end = start
@@ -407,13 +477,19 @@ class KafkaCheckpointStore(CheckpointStore):
         if named != (partition, found.cid, found.version):
             raise CheckpointRejected(f"{where}: its manifest names another checkpoint")
         chunks = [found.chunks[i] for i in range(count)]
-        digest = hashlib.sha256()
-        for chunk in chunks:
-            digest.update(chunk)
-        sha256 = digest.hexdigest()
+        if found.digest is not None and found.digest.covers(chunks):
+            sha256 = found.digest.hexdigest()
+            state = b"".join(chunks)
+        else:  # hashlib lets go of the GIL on large buffers: hash in a thread, join here
+            digest = hashlib.sha256()
+            hashing = threading.Thread(target=_hash_into, args=(digest, chunks), daemon=True)
+            hashing.start()
+            state = b"".join(chunks)
+            hashing.join()
+            sha256 = digest.hexdigest()
         if sha256 != headers.sha256:
             raise CheckpointRejected(f"{where}: sha256 of the whole does not match")
-        return check_state(manifest, b"".join(chunks), where, sha256=sha256)
+        return check_state(manifest, state, where, sha256=sha256)
 
     def _note(self, partition: int, known: _Known, older: bool = True) -> None:
         entries = self._known.setdefault(partition, [])
@@ -595,6 +671,11 @@ class KafkaCheckpointStore(CheckpointStore):
                 consumer.close()
         except (KafkaClientError, KafkaError) as exc:
             log.debug("closing %s: %s", self.name, exc)
+
+
+def _hash_into(digest, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
 
 
 def _fastest_client(configured: str) -> str:

@@ -543,6 +543,29 @@ def test_a_tampered_chunk_is_skipped_for_the_previous_checkpoint(
         s.close()
 
 
+@pytest.mark.broker
+def test_a_forged_second_copy_of_a_chunk_is_not_covered_by_the_genuine_ones_hash(
+    kafka_settings, unique_prefix, caplog
+):
+    """Restore hashes chunks while they arrive; the copy it then joins must be the one it
+    hashed, not a later record under the same key."""
+    create_checkpoint_topics(kafka_settings, unique_prefix, PARTITIONS)
+    store = KafkaCheckpointStore(kafka_settings, unique_prefix, KEY)
+    for n in (1, 2, 3):
+        store.save_checkpoint(0, bytes([n]) * CHUNK_BYTES, {"events": n}, (0, n))
+    topic = checkpoint_topics(unique_prefix)["checkpoints"]
+    third = [r for r in _records(kafka_settings, topic, 0) if dict(r.headers)["version"] == b"3"]
+    forged = bytearray(third[1].value)
+    forged[0] ^= 1
+    _produce(kafka_settings, topic, 0, [(third[1].key, bytes(forged), third[1].headers)])
+
+    with caplog.at_level(logging.WARNING, logger="driftstream.state"):
+        restored = KafkaCheckpointStore(kafka_settings, unique_prefix, KEY).latest(0)
+    assert restored.version == 2 and restored.state == bytes([2]) * CHUNK_BYTES
+    assert "checkpoint 3 (id " in caplog.text and "sha256 of the whole" in caplog.text
+    store.close()
+
+
 def test_s3_a_cut_short_or_tampered_object_is_skipped(seaweedfs, unique_prefix, caplog):
     prefix = f"{BUCKET_PREFIX}/{unique_prefix.rstrip('.')}/"
     store = S3CheckpointStore(seaweedfs.bucket, prefix, KEY, seaweedfs.client_options())
