@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 from driftstream.broker import EmbeddedBroker
-from driftstream.state.kafka_store import create_checkpoint_topics
+from driftstream.state.kafka_store import KafkaCheckpointStore, create_checkpoint_topics
 from driftstream.state.safe_pickle import load_learner
 from driftstream.state.signing import load_state_key
 from driftstream.state.store import open_store
@@ -90,10 +90,9 @@ def _rss_mb(field: str = "VmHWM") -> float:
 def _open(args: argparse.Namespace):
     settings = KafkaSettings(bootstrap_servers=args.bootstrap) if args.bootstrap else None
     key = load_state_key(None, os.environ)
-    store = open_store(args.spec, kafka_settings=settings, topic_prefix=args.prefix, key=key)
-    if args.read_client:
-        store.read_client = args.read_client
-    return store
+    if args.read_client:  # the kafka: store, read with this client
+        return KafkaCheckpointStore(settings, args.prefix, key, read_client=args.read_client)
+    return open_store(args.spec, kafka_settings=settings, topic_prefix=args.prefix, key=key)
 
 
 def child(args: argparse.Namespace) -> None:

@@ -13,7 +13,8 @@ first chunk carries in its ``manifest`` header. Its key is ``p/version/id/chunk`
 
 Restore reads the partition from its end backwards, in windows that double in size (with
 confluent-kafka when it is installed, whichever client the settings name: its reads are
-several times faster; `KafkaCheckpointStore.read_client`). Tansu has no usable
+several times faster; `KafkaCheckpointStore.read_client`, connected when the store is
+opened), hashing chunks as they arrive (`_RunningDigest`). Tansu has no usable
 ``offsets_for_times`` and never compacts, and its ``end_offsets()`` is wrong for topics with
 data, so the end is the consumer's high-water mark after a fetch. A checkpoint is
 decided on reaching its first chunk (chunks are written in order): all chunks there,
@@ -264,7 +265,12 @@ class KafkaCheckpointStore(CheckpointStore):
     """Checkpoints, drift log and model versions in two topics (see the module docstring)."""
 
     def __init__(
-        self, settings: KafkaSettings, prefix: str, key: bytes, timeout_s: float = TIMEOUT_S
+        self,
+        settings: KafkaSettings,
+        prefix: str,
+        key: bytes,
+        timeout_s: float = TIMEOUT_S,
+        read_client: str | None = None,
     ):
         if not key:
             raise StateError("the kafka: state store needs a signing key")
@@ -282,7 +288,7 @@ class KafkaCheckpointStore(CheckpointStore):
         # The client that reads checkpoints: confluent-kafka if installed, whatever the
         # settings say (bench/results/state-stores.md: it takes a checkpoint's chunks in at
         # several times kafka-python's speed); writes use the settings' client.
-        self.read_client = _fastest_client(settings.client)
+        self.read_client = read_client or _fastest_client(settings.client)
         self.partition_count = self._check_topics()
         # Connected now, not at the first restore: a worker opens its store once at start,
         # and a partition handed to it is restored without a client's start-up on top.
