@@ -147,7 +147,9 @@ def io_loop_child(spec: dict, on_poll=None) -> int:
     per event, keyed by the event's key, each poll's in one ``send_batch`` as the worker does.
     Exits once nothing came for 5 s after records did. ``on_poll(records, at)``, if given, is
     told each poll's records and when it returned (`time.perf_counter`), for traces."""
-    settings = KafkaSettings(spec["bootstrap"], fast_group_timeouts=True)
+    settings = KafkaSettings(
+        spec["bootstrap"], fast_group_timeouts=True, client=spec.get("client", "kafka-python")
+    )
     topics = topic_names(spec["prefix"])
     payload = bytes.fromhex(spec["payload"])
     consumer, producer = ceiling_clients(settings, "bench-io-loop")

@@ -83,6 +83,7 @@ def measure_latency(
     else:
         spec = {
             "bootstrap": env.settings.bootstrap_servers,
+            "client": env.settings.client,
             "prefix": prefix,
             "payload": prediction_sized_payload(env).hex(),
         }

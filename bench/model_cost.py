@@ -1,0 +1,247 @@
+"""Where the worker's model process spends its time, per event, against River's own loop.
+
+Offline (the default; no Kafka): the requests a 1-partition worker sends its model process
+are answered by `consumers.model_process.ModelHost` in this process, pickled both ways as
+over the pipe: the bench's data (`bench.load.make_samples`) as wire records, 500 events and
+500 labels a request (a poll's worth), a checkpoint every 100,000 records and the model
+process's young-collection threshold, as in the worker. Reported, in µs per event:
+
+- River's ``simulate_qa`` loop on the same data and model: the limit;
+- the model process's whole cost, uninstrumented (median of ``--repeats``);
+- its parts, from one run with a timer around each (the timers add ~1 µs an event): decoding
+  and queueing records (`PartitionPipeline.push`), the learner's events and labels (River's
+  predict and learn inside them), encoding predictions, and the rest (the pipeline's loop,
+  the event-time merge, pickling requests and answers);
+- the whole again with a feature left out, and with Python's default collector thresholds.
+
+``--worker``: the 1-partition lr worker through Kafka (confluent-kafka), in rounds whose
+arms' order alternates, River's loop first in each: the default (a model process), one
+process (``--model-process off``), and a model process without data-drift monitoring and
+with the ``reset`` policy. Ratio = worker events/s / River's events/s in the same round.
+
+Usage, from the repository root::
+
+    .venv/bin/python -m bench.model_cost [--n N] [--repeats R] [--worker] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pickle
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.load import broker_env, make_samples, stop_children
+from bench.offline import measure_river_inprocess
+from bench.report import fmt, table
+from bench.runs import log
+from bench.worker_runs import measure_worker_1p
+from driftstream.consumers import model_process
+from driftstream.consumers.model_messages import OpenPartition, ProcessBatch, Push
+from driftstream.consumers.model_process import ModelHost
+from driftstream.producers.sources import arrival_order, event_record, label_record
+from driftstream.stream import learner as learner_module
+from driftstream.stream import pipeline as pipeline_module
+from driftstream.stream.learner import LearnerConfig
+from driftstream.stream.pipeline import EVENTS, LABELS
+
+__all__ = ["main", "measure_offline", "measure_worker"]
+
+PER_REQUEST = 500  # events, and labels, per request: a poll's worth
+CHECKPOINT_EVERY = 100_000  # records, the worker's default
+ABLATIONS = {
+    "without data-drift monitoring": {"data_drift": False},
+    "reset policy instead of challenger": {"drift_policy": "reset"},
+    "both": {"data_drift": False, "drift_policy": "reset"},
+}
+PARTS = {  # (object, attribute): the part it is timed as
+    (pipeline_module.PartitionPipeline, "push"): "decode and queue records",
+    (learner_module.Learner, "process_event"): "learner, events (River's predict inside)",
+    (learner_module.Learner, "process_label"): "learner, labels (River's learn inside)",
+    (pipeline_module.Prediction, "to_wire"): "encode predictions",
+    (pipeline_module, "encode"): "encode predictions",
+}
+WORKER_ARMS = {
+    "model process (default)": {},
+    "one process (--model-process off)": {"model_process": False},
+    "model process, no data drift, reset": {
+        "learner": {"data_drift": False, "drift_policy": "reset"}
+    },
+}
+
+
+def _requests(samples: list, config: LearnerConfig) -> list[bytes]:
+    """The pickled requests of one partition's whole stream, as the worker sends them."""
+    events, labels = arrival_order(samples)
+    ev = [(i, s.ts, orjson.dumps(event_record(s))) for i, s in enumerate(events)]
+    lb = [(i, s.label_ts, orjson.dumps(label_record(s))) for i, s in enumerate(labels)]
+    out = [OpenPartition(0, None, config, ("ev", "lb"), [0, 0], None, 0, CHECKPOINT_EVERY)]
+    for i in range(0, max(len(ev), len(lb)), PER_REQUEST):
+        pushes = [
+            Push(0, EVENTS, ev[i : i + PER_REQUEST]),
+            Push(0, LABELS, lb[i : i + PER_REQUEST]),
+        ]
+        last = i + PER_REQUEST >= max(len(ev), len(lb))
+        out.append(ProcessBatch(0, pushes, {0: (last, last)}, [], "periodic"))
+    return [pickle.dumps(r, protocol=5) for r in out]
+
+
+def _answer_all(requests: list[bytes]) -> float:
+    """CPU seconds for a fresh ModelHost to answer every request, pickling as the pipe does."""
+    host = ModelHost()
+    gc.collect()
+    started = time.process_time()
+    for data in requests:
+        pickle.dumps(("ok", host.handle(pickle.loads(data))), protocol=5)
+    return time.process_time() - started
+
+
+def _timed_parts(requests: list[bytes]) -> tuple[float, dict[str, float]]:
+    """One run with a timer around each part: (total CPU s, part -> s)."""
+    spent: dict[str, float] = {}
+    originals = {}
+
+    def timed(function, part):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[part] = spent.get(part, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    for (owner, name), part in PARTS.items():
+        originals[owner, name] = getattr(owner, name)
+        setattr(owner, name, timed(originals[owner, name], part))
+    try:
+        return _answer_all(requests), spent
+    finally:
+        for (owner, name), function in originals.items():
+            setattr(owner, name, function)
+
+
+def measure_offline(n: int, repeats: int) -> dict:
+    samples = make_samples(n)
+    per_event = 1e6 / n
+    old_threshold = gc.get_threshold()
+    gc.set_threshold(model_process.YOUNG_GC_THRESHOLD, *old_threshold[1:])
+    try:
+        log("River's simulate_qa loop")
+        river = statistics.median(
+            measure_river_inprocess(samples, "lr")["cpu_s"] for _ in range(repeats)
+        )
+        default = _requests(samples, LearnerConfig())
+        log("the model process's work, uninstrumented")
+        whole = statistics.median(_answer_all(default) for _ in range(repeats))
+        log("its parts, timed")
+        timed_total, parts = _timed_parts(default)
+        ablations = {}
+        for name, fields in ABLATIONS.items():
+            log(f"whole, {name}")
+            requests = _requests(samples, LearnerConfig(**fields))
+            ablations[name] = statistics.median(_answer_all(requests) for _ in range(repeats))
+        gc.set_threshold(*old_threshold)
+        log("whole, Python's default collector thresholds")
+        ablations["default collector thresholds (700)"] = statistics.median(
+            _answer_all(default) for _ in range(repeats)
+        )
+    finally:
+        gc.set_threshold(*old_threshold)
+    rest = timed_total - sum(parts.values())
+    return {
+        "n": n,
+        "repeats": repeats,
+        "river_us": river * per_event,
+        "model_process_us": whole * per_event,
+        "timed_total_us": timed_total * per_event,
+        "parts_us": {**{k: v * per_event for k, v in parts.items()}, "the rest": rest * per_event},
+        "ablations_us": {k: v * per_event for k, v in ablations.items()},
+    }
+
+
+def offline_table(r: dict) -> str:
+    river = r["river_us"]
+    rows = [
+        ["River's simulate_qa loop (the limit)", fmt(river, ".1f"), "1.00"],
+        [
+            "model process, whole",
+            fmt(r["model_process_us"], ".1f"),
+            fmt(river / r["model_process_us"], ".2f"),
+        ],
+    ]
+    rows += [[f"  {part}", fmt(us, ".1f"), ""] for part, us in r["parts_us"].items()]
+    rows.append(["  (sum of the parts, timers included)", fmt(r["timed_total_us"], ".1f"), ""])
+    rows += [
+        [f"whole, {name}", fmt(us, ".1f"), fmt(river / us, ".2f")]
+        for name, us in r["ablations_us"].items()
+    ]
+    head = f"model process offline, lr, n={r['n']:,}: CPU µs per event (medians of {r['repeats']})"
+    return head + "\n" + table(rows, ["what", "µs/event", "River / it"])
+
+
+def measure_worker(n: int, repeats: int) -> dict:
+    samples = make_samples(n)
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="bench-model-cost-") as tmp:
+        with broker_env(Path(tmp), samples, client="confluent") as env:
+            for i in range(repeats):
+                row = {"river": measure_river_inprocess(samples, "lr")["events_per_s"]}
+                for arm in list(WORKER_ARMS)[:: 1 if i % 2 == 0 else -1]:
+                    log(f"round {i + 1}: {arm}")
+                    try:
+                        w = measure_worker_1p(env, "lr", **WORKER_ARMS[arm])
+                    finally:
+                        stop_children(env)
+                    row[arm] = {
+                        k: w.get(k) for k in ("events_per_s", "model_process_cpu_s", "cpu_s")
+                    }
+                rounds.append(row)
+    return {"n": n, "rounds": rounds}
+
+
+def worker_table(r: dict) -> str:
+    rows = []
+    for arm in WORKER_ARMS:
+        ratios = [row[arm]["events_per_s"] / row["river"] for row in r["rounds"]]
+        rows.append(
+            [
+                arm,
+                fmt(statistics.median(row[arm]["events_per_s"] for row in r["rounds"])),
+                " ".join(f"{x:.2f}" for x in ratios),
+                fmt(statistics.median(ratios), ".2f"),
+                fmt(statistics.median(row[arm]["cpu_s"] for row in r["rounds"]), ".1f"),
+            ]
+        )
+    head = f"1-partition lr worker, confluent-kafka, n={r['n']:,}, rounds alternating"
+    columns = ["arm", "events/s", "x River by round", "median", "CPU s"]
+    return head + "\n" + table(rows, columns)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=50_000, help="events (default 50000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs or rounds (default 3)")
+    parser.add_argument("--worker", action="store_true", help="the worker through Kafka instead")
+    parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    args = parser.parse_args(argv)
+    if args.worker:
+        result = measure_worker(args.n, args.repeats)
+        print(worker_table(result))
+    else:
+        result = measure_offline(args.n, args.repeats)
+        print(offline_table(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
