@@ -38,11 +38,11 @@ from pathlib import Path
 
 import orjson
 
-from bench.load import broker_env, make_samples, stop_children
+from bench.load import broker_env, make_samples
 from bench.offline import measure_river_inprocess
 from bench.report import fmt, table
 from bench.runs import log
-from bench.worker_runs import measure_worker_1p
+from bench.worker_runs import alternating_rounds
 from driftstream.consumers import model_process
 from driftstream.consumers.model_messages import OpenPartition, ProcessBatch, Push
 from driftstream.consumers.model_process import ModelHost
@@ -189,21 +189,15 @@ def offline_table(r: dict) -> str:
 
 def measure_worker(n: int, repeats: int) -> dict:
     samples = make_samples(n)
-    rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-model-cost-") as tmp:
         with broker_env(Path(tmp), samples, client="confluent") as env:
-            for i in range(repeats):
-                row = {"river": measure_river_inprocess(samples, "lr")["events_per_s"]}
-                for arm in list(WORKER_ARMS)[:: 1 if i % 2 == 0 else -1]:
-                    log(f"round {i + 1}: {arm}")
-                    try:
-                        w = measure_worker_1p(env, "lr", **WORKER_ARMS[arm])
-                    finally:
-                        stop_children(env)
-                    row[arm] = {
-                        k: w.get(k) for k in ("events_per_s", "model_process_cpu_s", "cpu_s")
-                    }
-                rounds.append(row)
+            arms = {arm: (env, options) for arm, options in WORKER_ARMS.items()}
+            runs = alternating_rounds(samples, arms, repeats)
+    keys = ("events_per_s", "model_process_cpu_s", "cpu_s")
+    rounds = [
+        {"river": r["river"], **{arm: {k: r[arm].get(k) for k in keys} for arm in WORKER_ARMS}}
+        for r in runs
+    ]
     return {"n": n, "rounds": rounds}
 
 

@@ -37,7 +37,7 @@ def measure(n: int, repeats: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
     try:
         with broker_env(tmp, samples) as env:
-            arms = {f"monitors {arm}": (env, learner) for arm, learner in ARMS.items()}
+            arms = {f"monitors {arm}": (env, {"learner": learner}) for arm, learner in ARMS.items()}
             runs = alternating_rounds(samples, arms, repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -125,18 +125,20 @@ def measure_worker_1p(
 
 
 def alternating_rounds(samples: list, arms: dict[str, tuple[Env, dict]], repeats: int) -> list:
-    """``repeats`` rounds of the 1-partition lr worker once per arm (its Env and LearnerConfig
-    fields), the arms' order swapped each round, River's in-process loop first in each: a
-    shared machine drifts between rounds, so arms are compared within one. Per round:
+    """``repeats`` rounds of the 1-partition lr worker once per arm (its Env and keyword
+    arguments of `measure_worker_1p`, e.g. ``{"learner": {"data_drift": False}}`` or
+    ``{"model_process": False}``), the arms' order swapped each round, River's in-process
+    loop first in each: a shared machine drifts between rounds, so arms are compared within
+    one. Per round:
     ``{"river": events/s, arm: the worker's result, ...}``."""
     rounds = []
     for i in range(repeats):
         row = {"river": measure_river_inprocess(samples, "lr")["events_per_s"]}
         for arm in list(arms)[:: 1 if i % 2 == 0 else -1]:
-            env, learner = arms[arm]
+            env, options = arms[arm]
             log(f"round {i + 1}: worker, 1 partition, lr, {arm}")
             try:
-                row[arm] = measure_worker_1p(env, "lr", learner=learner)
+                row[arm] = measure_worker_1p(env, "lr", **options)
             finally:
                 stop_children(env)
             log(f"  {fmt(row[arm]['events_per_s'])} events/s")
