@@ -53,7 +53,6 @@ import importlib.util
 import logging
 import os
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -483,16 +482,11 @@ class KafkaCheckpointStore(CheckpointStore):
         if named != (partition, found.cid, found.version):
             raise CheckpointRejected(f"{where}: its manifest names another checkpoint")
         chunks = [found.chunks[i] for i in range(count)]
+        state = b"".join(chunks)
         if found.digest is not None and found.digest.covers(chunks):
             sha256 = found.digest.hexdigest()
-            state = b"".join(chunks)
-        else:  # hashlib lets go of the GIL on large buffers: hash in a thread, join here
-            digest = hashlib.sha256()
-            hashing = threading.Thread(target=_hash_into, args=(digest, chunks), daemon=True)
-            hashing.start()
-            state = b"".join(chunks)
-            hashing.join()
-            sha256 = digest.hexdigest()
+        else:  # joined from another copy of a chunk than the one hashed: hash what is joined
+            sha256 = hashlib.sha256(state).hexdigest()
         if sha256 != headers.sha256:
             raise CheckpointRejected(f"{where}: sha256 of the whole does not match")
         return check_state(manifest, state, where, sha256=sha256)
@@ -677,11 +671,6 @@ class KafkaCheckpointStore(CheckpointStore):
                 consumer.close()
         except (KafkaClientError, KafkaError) as exc:
             log.debug("closing %s: %s", self.name, exc)
-
-
-def _hash_into(digest, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        digest.update(chunk)
 
 
 def _fastest_client(configured: str) -> str:
