@@ -28,7 +28,14 @@ from sqlite_utils import Database
 
 from driftstream.stream.records import ModelVersion
 
-__all__ = ["APP", "SCHEMA_VERSION", "Checkpoint", "StateError", "StateStore"]
+__all__ = [
+    "APP",
+    "SCHEMA_VERSION",
+    "Checkpoint",
+    "StateError",
+    "StateStore",
+    "check_checkpoint_input",
+]
 
 APP = "driftstream"
 SCHEMA_VERSION = 1
@@ -63,6 +70,16 @@ class Checkpoint:
     @property
     def model_version(self) -> ModelVersion:
         return ModelVersion(self.generation, self.updates)
+
+
+def check_checkpoint_input(state: bytes, offsets: dict[str, int]) -> None:
+    """What every store refuses before it writes anything: a state that is not bytes, an
+    offsets entry that is not ``topic -> offset >= 0``."""
+    if not isinstance(state, (bytes, bytearray)):
+        raise TypeError(f"state must be bytes, not {type(state).__name__}")
+    for topic, offset in offsets.items():
+        if not isinstance(topic, str) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"bad offset entry {topic!r}: {offset!r}")
 
 
 def _now_ms() -> int:
@@ -256,11 +273,7 @@ class StateStore:
 
         Returns the new version (previous newest of this partition + 1).
         """
-        if not isinstance(state, (bytes, bytearray)):
-            raise TypeError(f"state must be bytes, not {type(state).__name__}")
-        for topic, offset in offsets.items():
-            if not isinstance(topic, str) or not isinstance(offset, int) or offset < 0:
-                raise ValueError(f"bad offset entry {topic!r}: {offset!r}")
+        check_checkpoint_input(state, offsets)
         generation, updates = model_version
         state = bytes(state)
         now = _now_ms()

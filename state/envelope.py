@@ -31,12 +31,14 @@ import importlib.metadata
 import logging
 import platform
 import struct
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from driftstream.state.checkpoints import Checkpoint, StateError
+from driftstream.state.checkpoints import Checkpoint, StateError, check_checkpoint_input
 from driftstream.state.signing import sign, verify
 
 __all__ = [
@@ -113,8 +115,6 @@ def seal(manifest: dict[str, Any], state: bytes, key: bytes | None) -> Sealed:
 def seal_checkpoint(
     partition: int,
     version: int,
-    cid: str,
-    created_at: int,
     offsets: dict[str, int],
     model_version: tuple[int, int],
     info: dict[str, Any] | None,
@@ -122,13 +122,15 @@ def seal_checkpoint(
     state: bytes,
     key: bytes | None,
 ) -> Sealed:
-    """`seal` over the manifest every shared store writes for one checkpoint."""
+    """`seal` over the manifest every shared store writes for one checkpoint, with a new
+    random id and the time now (ms); the input is checked first (`check_checkpoint_input`)."""
+    check_checkpoint_input(state, offsets)
     generation, updates = model_version
     manifest = {
         "partition": partition,
         "version": version,
-        "id": cid,
-        "created_at": created_at,
+        "id": uuid.uuid4().hex[:16],
+        "created_at": time.time_ns() // 1_000_000,
         "offsets": dict(offsets),
         "generation": generation,
         "updates": updates,

@@ -54,7 +54,6 @@ import logging
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -590,13 +589,15 @@ class KafkaCheckpointStore(CheckpointStore):
         model_events: Iterable[dict[str, Any]] = (),
         config: dict[str, Any] | None = None,
     ) -> int:
-        if not isinstance(state, (bytes, bytearray)):
-            raise TypeError(f"state must be bytes, not {type(state).__name__}")
         self._check_partition(partition)
         version = self._next_version(partition)
-        cid = uuid.uuid4().hex[:16]
-        created_at = time.time_ns() // 1_000_000
-        batch = encode_batch(partition, version, cid, created_at, drift_records, model_events)
+        sealed = seal_checkpoint(
+            partition, version, offsets, model_version, info, config, state, self._key
+        )
+        cid = sealed.manifest["id"]
+        batch = encode_batch(
+            partition, version, cid, sealed.manifest["created_at"], drift_records, model_events
+        )
         if batch is not None:  # first: a checkpoint never exists without its history
             headers = [
                 ("partition", b"%d" % partition),
@@ -605,18 +606,6 @@ class KafkaCheckpointStore(CheckpointStore):
             ]
             key = f"{partition}/{version}/{cid}/history".encode()
             self._send_all(self.topics["history"], partition, [(key, batch, headers)])
-        sealed = seal_checkpoint(
-            partition,
-            version,
-            cid,
-            created_at,
-            offsets,
-            model_version,
-            info,
-            config,
-            state,
-            self._key,
-        )
         manifest_size = len(sealed.manifest_bytes)
         if manifest_size > CHUNK_BYTES // 2:
             raise ValueError(f"checkpoint info too large: a {manifest_size}-byte manifest")

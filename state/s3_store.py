@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -317,36 +315,21 @@ class S3CheckpointStore(CheckpointStore):
         model_events: Iterable[dict[str, Any]] = (),
         config: dict[str, Any] | None = None,
     ) -> int:
-        if not isinstance(state, (bytes, bytearray)):
-            raise TypeError(f"state must be bytes, not {type(state).__name__}")
         if partition < 0:
             raise ValueError(f"bad partition {partition}")
-        for topic, offset in offsets.items():
-            if not isinstance(topic, str) or not isinstance(offset, int) or offset < 0:
-                raise ValueError(f"bad offset entry {topic!r}: {offset!r}")
-        generation = model_version[0]
         if partition not in self._last_version:
             keys = self._keys(partition)
             self._last_version[partition] = keys[-1].version if keys else 0
         version = self._last_version[partition] + 1
-        cid = uuid.uuid4().hex[:16]
-        created_at = time.time_ns() // 1_000_000
+        sealed = seal_checkpoint(
+            partition, version, offsets, model_version, info, config, state, self._key
+        )
+        cid, created_at = sealed.manifest["id"], sealed.manifest["created_at"]
         batch = encode_batch(partition, version, cid, created_at, drift_records, model_events)
         if batch is not None:  # first: a checkpoint never exists without its history
             key = f"{self._prefix}history/p{partition:06d}/{version:012d}-{created_at}-{cid}.json"
             self._put(key, batch, {"hmac": sign(self._key, batch)})
-        sealed = seal_checkpoint(
-            partition,
-            version,
-            cid,
-            created_at,
-            offsets,
-            model_version,
-            info,
-            config,
-            state,
-            self._key,
-        )
+        generation = model_version[0]
         key = self._checkpoint_key(partition, version, generation, offsets, created_at, cid)
         self._put(
             key,

@@ -230,6 +230,25 @@ def test_a_checkpoint_saved_on_one_host_restores_on_another(open_backend):
     assert reader.drift_log(0) == [] and reader.model_versions(0) == []
 
 
+@pytest.mark.parametrize(
+    "state, offsets, error",
+    [
+        ("not bytes", {"events": 1}, TypeError),
+        (b"state", {"events": -1}, ValueError),
+        (b"state", {"events": "7"}, ValueError),
+        (b"state", {3: 7}, ValueError),
+    ],
+)
+def test_every_store_refuses_a_bad_checkpoint_before_writing_anything(
+    open_backend, state, offsets, error
+):
+    store = open_backend()
+    drift = {"kind": "concept", "partition": 0, "n_seen": 1, "action": "reset"}
+    with pytest.raises(error):
+        store.save_checkpoint(0, state, offsets, (0, 0), drift_records=[drift])
+    assert store.latest(0) is None and store.drift_log() == []
+
+
 def test_the_newest_checkpoint_is_restored_and_any_by_version(open_backend):
     writer = open_backend()
     states = {}
