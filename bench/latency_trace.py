@@ -111,7 +111,7 @@ class TraceProbe(WorkerProbe):
             for progress in answer.progress.values()
             for output in progress.outputs
             if isinstance(output, Predictions)
-            for key, _ in output.records
+            for key, _ in output.encoded()
         ]
         if events:
             times = (polled_at, answer.started, answer.finished)

@@ -10,8 +10,10 @@ process's young-collection threshold, as in the worker. Reported, in µs per eve
 - the model process's whole cost, uninstrumented (median of ``--repeats``);
 - its parts, from one run with a timer around each (the timers add ~1 µs an event): decoding
   and queueing records (`PartitionPipeline.push`), the learner's events and labels (River's
-  predict and learn inside them), encoding predictions, and the rest (the pipeline's loop,
-  the event-time merge, pickling requests and answers);
+  predict and learn inside them), and the rest (the pipeline's loop, the event-time merge,
+  pickling requests and answers);
+- encoding the predictions of its answers, which the worker's I/O process does
+  (`Predictions.encoded`), not counted in the whole;
 - the whole again with a feature left out, and with Python's default collector thresholds.
 
 ``--worker``: the 1-partition lr worker through Kafka (confluent-kafka), in rounds whose
@@ -50,6 +52,7 @@ from driftstream.producers.sources import arrival_order, event_record, label_rec
 from driftstream.stream import learner as learner_module
 from driftstream.stream import pipeline as pipeline_module
 from driftstream.stream.learner import LearnerConfig
+from driftstream.stream.outputs import Predictions
 from driftstream.stream.pipeline import EVENTS, LABELS
 
 __all__ = ["main", "measure_offline", "measure_worker"]
@@ -65,8 +68,6 @@ PARTS = {  # (object, attribute): the part it is timed as
     (pipeline_module.PartitionPipeline, "push"): "decode and queue records",
     (learner_module.Learner, "process_event"): "learner, events (River's predict inside)",
     (learner_module.Learner, "process_label"): "learner, labels (River's learn inside)",
-    (pipeline_module.Prediction, "to_wire"): "encode predictions",
-    (pipeline_module, "encode"): "encode predictions",
 }
 WORKER_ARMS = {
     "model process (default)": {},
@@ -100,6 +101,24 @@ def _answer_all(requests: list[bytes]) -> float:
     started = time.process_time()
     for data in requests:
         pickle.dumps(("ok", host.handle(pickle.loads(data))), protocol=5)
+    return time.process_time() - started
+
+
+def _encoding(requests: list[bytes]) -> float:
+    """CPU seconds to encode the predictions of every answer, as the I/O process does."""
+    host = ModelHost()
+    runs = [
+        output
+        for data in requests
+        if (answer := host.handle(pickle.loads(data))) is not None
+        for progress in getattr(answer, "progress", {}).values()
+        for output in progress.outputs
+        if isinstance(output, Predictions)
+    ]
+    gc.collect()
+    started = time.process_time()
+    for predictions in runs:
+        predictions.encoded()
     return time.process_time() - started
 
 
@@ -143,6 +162,8 @@ def measure_offline(n: int, repeats: int) -> dict:
         whole = statistics.median(_answer_all(default) for _ in range(repeats))
         log("its parts, timed")
         timed_total, parts = _timed_parts(default)
+        log("encoding predictions (the I/O process's part)")
+        encoding = statistics.median(_encoding(default) for _ in range(repeats))
         ablations = {}
         for name, fields in ABLATIONS.items():
             log(f"whole, {name}")
@@ -163,6 +184,7 @@ def measure_offline(n: int, repeats: int) -> dict:
         "model_process_us": whole * per_event,
         "timed_total_us": timed_total * per_event,
         "parts_us": {**{k: v * per_event for k, v in parts.items()}, "the rest": rest * per_event},
+        "io_encoding_us": encoding * per_event,
         "ablations_us": {k: v * per_event for k, v in ablations.items()},
     }
 
@@ -179,6 +201,7 @@ def offline_table(r: dict) -> str:
     ]
     rows += [[f"  {part}", fmt(us, ".1f"), ""] for part, us in r["parts_us"].items()]
     rows.append(["  (sum of the parts, timers included)", fmt(r["timed_total_us"], ".1f"), ""])
+    rows.append(["encode predictions (I/O process)", fmt(r["io_encoding_us"], ".1f"), ""])
     rows += [
         [f"whole, {name}", fmt(us, ".1f"), fmt(river / us, ".2f")]
         for name, us in r["ablations_us"].items()

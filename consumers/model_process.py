@@ -5,8 +5,9 @@ do together, and Python runs one thread at a time. So the worker keeps consuming
 and the checkpoint store in its own process and hands each poll's records to a child process
 that owns the `stream.pipeline.PartitionPipeline` of every assigned partition; while the
 child scores one batch, the worker sends the outputs of the previous one. Requests and answers
-go in order over one pipe, pickled; the answers hold encoded outputs and checkpoint
-snapshots, never models. A checkpoint's state is unpickled here, through the allow-list.
+go in order over one pipe, pickled; the answers hold the outputs (predictions as rows, which
+this process encodes: the model process bounds the worker) and checkpoint snapshots, never
+models. A checkpoint's state is unpickled here, through the allow-list.
 
 `LocalModel` answers the same requests in the worker's own process (``--model-process off``):
 one core, no pipe, same outputs.

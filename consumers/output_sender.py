@@ -55,7 +55,7 @@ class OutputSender:
         for output in outputs:
             cls = output.__class__
             if cls is Predictions:
-                producer.send_batch(predictions, to_partition, output.records)
+                producer.send_batch(predictions, to_partition, output.encoded())
             elif cls is StateSnapshot:
                 if not checkpoint(task, output):
                     return False

@@ -8,8 +8,8 @@ checkpointed together with the input offsets it reflects, in a checkpoint store
 restores the newest checkpoint and seeks to its offsets, so that after a crash, or on another
 host sharing the store, the state is what an uninterrupted run would have. This process does
 the I/O (Kafka, the store, health); the partition pipelines run in its model process
-(`consumers.model_process`), which answers each poll's records with encoded outputs and
-checkpoint snapshots, in order.
+(`consumers.model_process`), which answers each poll's records with outputs and checkpoint
+snapshots, in order.
 
 The worker is this loop wiring parts that each own one concern:
 

@@ -1,12 +1,13 @@
-"""One partition's way from input records to encoded outputs and checkpoint snapshots.
+"""One partition's way from input records to outputs and checkpoint snapshots.
 
-Decode, event-time merge, learner, encode: everything the worker does to a partition except
+Decode, event-time merge, learner, outputs: everything the worker does to a partition except
 the I/O. The worker runs it in its model process (`consumers.model_process`) and only moves
-bytes: records in, outputs out, snapshots into SQLite once their outputs are acknowledged.
+records in, outputs out, snapshots into SQLite once their outputs are acknowledged.
 
-`run` returns the outputs (`stream.outputs`) in the order they were made: runs of encoded
-`Predictions`, `DriftNotice` and `DeadLetter` records, and each `StateSnapshot` at the record
-boundary where it was taken (every output before it is reflected in its state, none after it).
+`run` returns the outputs (`stream.outputs`) in the order they were made: runs of
+`Predictions` (rows, which the worker's I/O process encodes), encoded `DriftNotice` and
+`DeadLetter` records, and each `StateSnapshot` at the record boundary where it was taken
+(every output before it is reflected in its state, none after it).
 
 >>> from driftstream.stream.learner import LearnerConfig
 >>> pipe = PartitionPipeline(Learner(LearnerConfig(model="lr")), ("ev", "lb"), [0, 0])
@@ -36,7 +37,7 @@ RawRecord = tuple[int, int, bytes | None]  # (offset, timestamp, value) as read 
 
 
 class PartitionPipeline:
-    """Decode → merge → learner → encoded outputs, for one partition.
+    """Decode → merge → learner → outputs, for one partition.
 
     ``records`` pushed are ``(offset, timestamp, value)`` triples in offset order; those below
     ``next_offset`` (already reflected in the learner) are skipped. Every ``checkpoint_every``
@@ -112,7 +113,7 @@ class PartitionPipeline:
                         if served is None:
                             served = []
                             out.append(Predictions(served))
-                        served.append((result, offsets[LABELS]))  # encoded below
+                        served.append(result.row(offsets[LABELS]))
                     elif cls is Rejection:
                         self._rejection(result, out)
                         served = None
@@ -126,15 +127,6 @@ class PartitionPipeline:
                 self.checkpoint("periodic", out)
                 served = None
         self._count_late()
-        # Predictions are encoded after the learner's loop, not in it: each loop's code then
-        # stays in the CPU's caches.
-        for output in out:
-            if output.__class__ is Predictions:
-                records = output.records
-                records[:] = [
-                    (prediction.id.encode(), encode(prediction.to_wire(labels_offset)))
-                    for prediction, labels_offset in records
-                ]
         return out
 
     def _count_late(self) -> None:

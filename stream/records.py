@@ -87,6 +87,27 @@ class Prediction:
     def model(self) -> ModelVersion:
         return ModelVersion(self.generation, self.updates)
 
+    def row(self, labels_offset: int | None = None) -> tuple:
+        """The prediction as a plain tuple, its fields then ``labels_offset``: tuples pickle
+        fast (the model process hands predictions over so); `wire_of_row` encodes one."""
+        return (
+            self.id,
+            self.prediction,
+            self.proba,
+            self.generation,
+            self.updates,
+            self.partition,
+            self.offset,
+            self.event_ts,
+            self.scored_at,
+            labels_offset,
+        )
+
+    @classmethod
+    def wire_of_row(cls, row: tuple) -> dict:
+        """`to_wire` of the prediction a `row` holds."""
+        return cls(*row[:-1]).to_wire(row[-1])
+
     def to_wire(self, labels_offset: int | None = None) -> dict:
         """``labels_offset``: the partition's next unprocessed label offset when the event was
         scored; it records the event's place among the labels, for replay."""

@@ -919,7 +919,7 @@ def test_late_records_are_counted_and_kept_by_checkpoints():
     pipe.push(EVENTS, [(1, 1000, b'{"id": "b", "ts": 6, "features": {"x": 1.0}}')])
     outputs = pipe.run(now_ms=0)
     assert pipe.learner.n_labels == 1 and pipe.learner.summary()["late"] == 1
-    _, value = outputs[-1].records[-1]
+    _, value = outputs[-1].encoded()[-1]
     assert orjson.loads(value)["labels_offset"] == 1  # b came after the label
     snap = pipe.snapshot("shutdown")
     assert snap.summary["late"] == 1 and Learner.from_bytes(snap.state).n_late == 1

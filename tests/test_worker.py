@@ -404,7 +404,7 @@ def test_a_probe_sees_every_poll_and_every_answer(kafka_settings, unique_prefix,
             for progress in answer.progress.values():
                 for output in progress.outputs:
                     if isinstance(output, Predictions):
-                        self.predicted.update(key for key, _ in output.records)
+                        self.predicted.update(row[0] for row in output.rows)
 
     samples = list(synthetic("sea", n=400, seed=3, label_delay="20", start_ts=0))
     create_topics(kafka_settings, unique_prefix)
@@ -421,7 +421,7 @@ def test_a_probe_sees_every_poll_and_every_answer(kafka_settings, unique_prefix,
     )
     assert worker.run() == 0
     assert probe.polled_records >= 2 * len(samples)  # more only if a rebalance re-read some
-    assert probe.predicted == {s.id.encode() for s in samples}
+    assert probe.predicted == {s.id for s in samples}
     assert probe.times and all(polled <= start <= end for polled, start, end in probe.times)
 
 
