@@ -8,12 +8,12 @@ process's young-collection threshold, as in the worker. Reported, in µs per eve
 
 - River's ``simulate_qa`` loop on the same data and model: the limit;
 - the model process's whole cost, uninstrumented (median of ``--repeats``);
-- its parts, from one run with a timer around each (the timers add ~1 µs an event): decoding
-  and queueing records (`PartitionPipeline.push`), the learner's events and labels (River's
-  predict and learn inside them), and the rest (the pipeline's loop, the event-time merge,
-  pickling requests and answers);
-- encoding the predictions of its answers, which the worker's I/O process does
-  (`Predictions.encoded`), not counted in the whole;
+- its parts, from one run with a timer around each (the timers add ~1 µs an event): making
+  and queueing the parsed records' objects (`PartitionPipeline.push`), the learner's events
+  and labels (River's predict and learn inside them), and the rest (the pipeline's loop, the
+  event-time merge, pickling requests and answers);
+- what the worker's I/O process does for it, not counted in the whole: parsing the records
+  (`codec.parse_records`) and encoding the predictions of its answers (`Predictions.encoded`);
 - the whole again with a feature left out, and with Python's default collector thresholds.
 
 ``--worker``: the 1-partition lr worker through Kafka (confluent-kafka), in rounds whose
@@ -51,6 +51,7 @@ from driftstream.consumers.model_process import ModelHost
 from driftstream.producers.sources import arrival_order, event_record, label_record
 from driftstream.stream import learner as learner_module
 from driftstream.stream import pipeline as pipeline_module
+from driftstream.stream.codec import parse_records
 from driftstream.stream.learner import LearnerConfig
 from driftstream.stream.outputs import Predictions
 from driftstream.stream.pipeline import EVENTS, LABELS
@@ -65,7 +66,7 @@ ABLATIONS = {
     "both": {"data_drift": False, "drift_policy": "reset"},
 }
 PARTS = {  # (object, attribute): the part it is timed as
-    (pipeline_module.PartitionPipeline, "push"): "decode and queue records",
+    (pipeline_module.PartitionPipeline, "push"): "decode (parsed) and queue records",
     (learner_module.Learner, "process_event"): "learner, events (River's predict inside)",
     (learner_module.Learner, "process_label"): "learner, labels (River's learn inside)",
 }
@@ -78,11 +79,29 @@ WORKER_ARMS = {
 }
 
 
+def _records(samples: list) -> tuple[list, list]:
+    """The events and labels topics' records, ``(offset, timestamp, value)``, as polled."""
+    events, labels = arrival_order(samples)
+    return (
+        [(i, s.ts, orjson.dumps(event_record(s))) for i, s in enumerate(events)],
+        [(i, s.label_ts, orjson.dumps(label_record(s))) for i, s in enumerate(labels)],
+    )
+
+
+def _parsing(samples: list) -> float:
+    """CPU seconds to parse every record, as the worker's I/O process does."""
+    events, labels = _records(samples)
+    gc.collect()
+    started = time.process_time()
+    parse_records(events, "event")
+    parse_records(labels, "label")
+    return time.process_time() - started
+
+
 def _requests(samples: list, config: LearnerConfig) -> list[bytes]:
     """The pickled requests of one partition's whole stream, as the worker sends them."""
-    events, labels = arrival_order(samples)
-    ev = [(i, s.ts, orjson.dumps(event_record(s))) for i, s in enumerate(events)]
-    lb = [(i, s.label_ts, orjson.dumps(label_record(s))) for i, s in enumerate(labels)]
+    events, labels = _records(samples)
+    ev, lb = parse_records(events, "event"), parse_records(labels, "label")
     out = [OpenPartition(0, None, config, ("ev", "lb"), [0, 0], None, 0, CHECKPOINT_EVERY)]
     for i in range(0, max(len(ev), len(lb)), PER_REQUEST):
         pushes = [
@@ -164,6 +183,8 @@ def measure_offline(n: int, repeats: int) -> dict:
         timed_total, parts = _timed_parts(default)
         log("encoding predictions (the I/O process's part)")
         encoding = statistics.median(_encoding(default) for _ in range(repeats))
+        log("parsing records (the I/O process's part)")
+        parsing = statistics.median(_parsing(samples) for _ in range(repeats))
         ablations = {}
         for name, fields in ABLATIONS.items():
             log(f"whole, {name}")
@@ -185,6 +206,7 @@ def measure_offline(n: int, repeats: int) -> dict:
         "timed_total_us": timed_total * per_event,
         "parts_us": {**{k: v * per_event for k, v in parts.items()}, "the rest": rest * per_event},
         "io_encoding_us": encoding * per_event,
+        "io_parsing_us": parsing * per_event,
         "ablations_us": {k: v * per_event for k, v in ablations.items()},
     }
 
@@ -201,7 +223,8 @@ def offline_table(r: dict) -> str:
     ]
     rows += [[f"  {part}", fmt(us, ".1f"), ""] for part, us in r["parts_us"].items()]
     rows.append(["  (sum of the parts, timers included)", fmt(r["timed_total_us"], ".1f"), ""])
-    rows.append(["encode predictions (I/O process)", fmt(r["io_encoding_us"], ".1f"), ""])
+    rows.append(["I/O process: parse records", fmt(r["io_parsing_us"], ".1f"), ""])
+    rows.append(["I/O process: encode predictions", fmt(r["io_encoding_us"], ".1f"), ""])
     rows += [
         [f"whole, {name}", fmt(us, ".1f"), fmt(river / us, ".2f")]
         for name, us in r["ablations_us"].items()

@@ -21,6 +21,7 @@ from driftstream.consumers.outage import Outage
 from driftstream.consumers.output_sender import OutputSender
 from driftstream.consumers.partition_task import PartitionTask
 from driftstream.consumers.probe import WorkerProbe
+from driftstream.stream.codec import parse_records
 from driftstream.stream.pipeline import EVENTS, LABELS
 from driftstream.transport import KafkaError, Record
 
@@ -108,15 +109,12 @@ class ModelLink:
     ) -> None:
         """Send the model a batch: new records, caught-up flags, checkpoints wanted."""
         events_topic = self.inputs[EVENTS]
-        pushes = [
-            Push(
-                p,
-                EVENTS if topic == events_topic else LABELS,
-                [(r.offset, r.timestamp, r.value) for r in recs],
-            )
-            for (topic, p), recs in batches.items()
-            if p in self.tasks
-        ]
+        pushes = []
+        for (topic, p), recs in batches.items():
+            if p in self.tasks:
+                stream, kind = (EVENTS, "event") if topic == events_topic else (LABELS, "label")
+                records = parse_records([(r.offset, r.timestamp, r.value) for r in recs], kind)
+                pushes.append(Push(p, stream, records))
         now = time.monotonic()
         snapshot = list(snapshot)
         caught_up = {}

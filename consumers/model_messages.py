@@ -9,12 +9,14 @@ Three requests, each answered in the order they were sent:
   ready, snapshot the partitions asked for; one `Progress` per open partition.
 
 They travel pickled over a pipe (or not at all, in one process): one of each per poll, never
-one per record. Records stay plain ``(offset, timestamp, value)`` triples, which pickle
-fastest.
+one per record. Records travel parsed, as the plain tuples of `codec.parse_records`, which
+pickle fast.
 
+>>> from driftstream.stream.codec import parse_records
 >>> from driftstream.stream.merge import EVENTS
->>> ProcessBatch(now_ms=0, pushes=[Push(0, EVENTS, [(0, 5, b"{}")])]).pushes[0].partition
-0
+>>> push = Push(0, EVENTS, parse_records([(0, 5, b"{}")], "event"))
+>>> ProcessBatch(now_ms=0, pushes=[push]).pushes[0].records
+[(0, b'{}', None, 'missing_id', 'id is absent, null or empty')]
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from driftstream.stream.codec import ParsedRecord
 from driftstream.stream.learner import LearnerConfig
 from driftstream.stream.outputs import Output
-from driftstream.stream.pipeline import RawRecord
 from driftstream.stream.records import ModelVersion
 
 __all__ = [
@@ -61,7 +63,7 @@ class Push(NamedTuple):
 
     partition: int
     stream: int  # EVENTS or LABELS
-    records: list[RawRecord]
+    records: list[ParsedRecord]
 
 
 @dataclass(slots=True)

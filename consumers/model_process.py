@@ -1,12 +1,12 @@
 """The worker's model process: the partition pipelines run here, beside the Kafka I/O.
 
-kafka-python spends about as much CPU per event as decoding, merging, learning and encoding
-do together, and Python runs one thread at a time. So the worker keeps consuming, producing
-and the checkpoint store in its own process and hands each poll's records to a child process
-that owns the `stream.pipeline.PartitionPipeline` of every assigned partition; while the
-child scores one batch, the worker sends the outputs of the previous one. Requests and answers
-go in order over one pipe, pickled; the answers hold the outputs (predictions as rows, which
-this process encodes: the model process bounds the worker) and checkpoint snapshots, never
+kafka-python spends about as much CPU per event as merging, learning and the rest do
+together, and Python runs one thread at a time. So the worker keeps consuming, producing and
+the checkpoint store in its own process and hands each poll's records, parsed, to a child
+process that owns the `stream.pipeline.PartitionPipeline` of every assigned partition; while
+the child scores one batch, the worker sends the outputs of the previous one. Requests and
+answers go in order over one pipe, pickled; the answers hold the outputs (predictions as
+rows, which the worker encodes: the model process bounds it) and checkpoint snapshots, never
 models. A checkpoint's state is unpickled here, through the allow-list.
 
 `LocalModel` answers the same requests in the worker's own process (``--model-process off``):
@@ -26,8 +26,9 @@ removed when a worker next starts (`remove_orphaned_state_files`).
 >>> model.submit(OpenPartition(0, None, LearnerConfig(), ("ev", "lb"), [0, 0], None, 0, 100))
 >>> model.collect().model
 ModelVersion(generation=0, updates=0)
->>> record = (0, 5, b'{"id": "a", "features": {"x": 1}}')  # offset, timestamp, value
->>> model.submit(ProcessBatch(0, [Push(0, EVENTS, [record])], {0: (True, True)}, [0], "shutdown"))
+>>> from driftstream.stream.codec import parse_records
+>>> records = parse_records([(0, 5, b'{"id": "a", "features": {"x": 1}}')], "event")
+>>> model.submit(ProcessBatch(0, [Push(0, EVENTS, records)], {0: (True, True)}, [0], "shutdown"))
 >>> [type(output).__name__ for output in model.collect().progress[0].outputs]
 ['Predictions', 'StateSnapshot']
 """

@@ -27,7 +27,7 @@ from driftstream.consumers.reader import read_range
 from driftstream.state.checkpoints import Checkpoint
 from driftstream.state.safe_pickle import load_learner
 from driftstream.state.store import CheckpointStore
-from driftstream.stream.codec import decode_records
+from driftstream.stream.codec import decode_records, parse_records
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.merge import EVENTS, recorded_order
 from driftstream.stream.policies import error
@@ -201,12 +201,8 @@ def replay(
     result = ReplayResult(partition, start, dict(offsets), learner=learner)
     served = served or {}
     order = recorded_order(
-        decode_records(
-            [(r.offset, r.timestamp, r.value) for r in events], "event", ev_topic, partition, 0
-        )[0],
-        decode_records(
-            [(r.offset, r.timestamp, r.value) for r in labels], "label", lb_topic, partition, 0
-        )[0],
+        _decoded(events, "event", ev_topic, partition),
+        _decoded(labels, "label", lb_topic, partition),
         {p["offset"]: p["labels_offset"] for p in served.values() if "labels_offset" in p},
     )
     rows: dict[str, dict] = {}
@@ -249,6 +245,12 @@ def replay(
         if row["label"] is not None and row["replayed"] is not None:
             row["error"] = error(learner.task, row["label"], row["replayed"])
     return result
+
+
+def _decoded(records: list, kind: str, topic: str, partition: int) -> list:
+    """An input's records as the merge takes them, ``(ts, Event | Label | Rejection)``."""
+    parsed = parse_records([(r.offset, r.timestamp, r.value) for r in records], kind)
+    return decode_records(parsed, kind, topic, partition, 0)[0]
 
 
 def _row(pred: Prediction, served: dict | None, event) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 Decoding never raises anything but `InvalidRecord`, whose ``reason`` is one of `REASONS`;
 callers turn it into a dead-letter record with the original bytes.
 
+A worker decodes in two steps: its I/O process parses each record into a plain tuple
+(`parse_records`), which pickles fast, and its model process, which bounds the worker, only
+makes the `Event`, `Label` or `Rejection` objects from those (`decode_records`).
+
 >>> decode_event(b'{"id": "a", "features": {"x": 1.5, "c": "red"}, "ts": 10}', timestamp=99)
 Event(id='a', features={'x': 1.5, 'c': 'red'}, ts=10, topic='', partition=0, offset=-1, raw=None)
 >>> decode_label(b'{"id": "a", "label": true}', timestamp=99).ts
@@ -17,6 +21,7 @@ not_object
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,6 +79,69 @@ class InvalidRecord(Exception):
 def decode_event(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
     """Parse an event message; ``timestamp`` (the Kafka record's, -1 if none) is used when
     ``ts`` is absent, and bounds it (`_get_ts`)."""
+    return Event(*_parse_event(value, timestamp, max_bytes))
+
+
+def decode_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Label:
+    """Parse a label message; the label's type is checked against the task later."""
+    return Label(*_parse_label(value, timestamp, max_bytes))
+
+
+# (offset, value, id, features or label, ts); a bad record's: (offset, value, None, reason, detail)
+ParsedRecord = tuple
+
+
+def parse_records(
+    records: Iterable[tuple[int, int, bytes | None]], kind: str
+) -> list[ParsedRecord]:
+    """Parse and check ``(offset, timestamp, value)`` records of one input (``kind``: event or
+    label) into plain tuples for `decode_records`: ``(offset, value, id, features or label,
+    ts)``, or ``(offset, value, None, reason, detail)`` for a record that cannot be used.
+
+    >>> [record[2:] for record in parse_records([(7, 99, b'{"id": "a", "label": 1}'),
+    ...                                           (8, 99, b"[1]")], "label")]
+    [('a', 1, 99), (None, 'not_object', 'value is an array')]
+    """
+    parse = _parse_event if kind == "event" else _parse_label
+    out = []
+    for offset, timestamp, value in records:
+        try:
+            out.append((offset, value, *parse(value, timestamp)))
+        except InvalidRecord as e:
+            out.append((offset, value, None, e.reason, e.detail))
+    return out
+
+
+def decode_records(
+    records: list[ParsedRecord],
+    kind: str,
+    topic: str,
+    partition: int,
+    last_ts: int,
+    start_offset: int = 0,
+) -> tuple[list[tuple[int, Any]], int]:
+    """One partition's parsed records (`parse_records`) as items for the merge.
+
+    Returns ``(ts, Event | Label | Rejection)`` pairs for the records at or after
+    ``start_offset``, and the stream's newest event time. A bad record becomes a `Rejection`
+    placed at the stream's current time (``last_ts``), so it keeps its place in the stream and
+    input offsets advance without gaps.
+    """
+    make = Event if kind == "event" else Label
+    out = []
+    for offset, value, record_id, payload, ts in records:
+        if offset < start_offset:
+            continue
+        if record_id is None:  # payload, ts: the reason and the detail
+            item = Rejection(payload, ts, topic, partition, offset, value)
+        else:
+            item = make(record_id, payload, ts, topic, partition, offset, value)
+            last_ts = ts
+        out.append((last_ts, item))
+    return out, last_ts
+
+
+def _parse_event(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple:
     obj = _load_object(value, max_bytes)
     event_id = _get_id(obj)
     features = obj.get("features")
@@ -85,11 +153,10 @@ def decode_event(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_M
         if v is None or v.__class__ in _SCALARS:
             continue
         raise InvalidRecord("wrong_type", f"feature {name!r} is {_type_name(v)}")
-    return Event(event_id, features, _get_ts(obj, timestamp))
+    return event_id, features, _get_ts(obj, timestamp)
 
 
-def decode_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Label:
-    """Parse a label message; the label's type is checked against the task later."""
+def _parse_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple:
     obj = _load_object(value, max_bytes)
     label_id = _get_id(obj)
     label = obj.get("label")
@@ -97,32 +164,7 @@ def decode_label(value: bytes | None, timestamp: int, max_bytes: int = DEFAULT_M
         raise InvalidRecord("missing_label", "label is absent or null")
     if label.__class__ not in _SCALARS:
         raise InvalidRecord("wrong_label_type", f"label is {_type_name(label)}")
-    return Label(label_id, label, _get_ts(obj, timestamp))
-
-
-def decode_records(
-    records, kind: str, topic: str, partition: int, last_ts: int, start_offset: int = 0
-) -> tuple[list[tuple[int, Any]], int]:
-    """Decode one partition's ``(offset, timestamp, value)`` records for the merge.
-
-    Returns ``(ts, Event | Label | Rejection)`` pairs for the records at or after
-    ``start_offset``, and the stream's newest event time. A bad record becomes a `Rejection`
-    placed at the stream's current time (``last_ts``), so it keeps its place in the stream and
-    input offsets advance without gaps.
-    """
-    decode = decode_event if kind == "event" else decode_label
-    out = []
-    for offset, timestamp, value in records:
-        if offset < start_offset:
-            continue
-        try:
-            item = decode(value, timestamp)
-            item.topic, item.partition, item.offset, item.raw = topic, partition, offset, value
-            last_ts = item.ts
-        except InvalidRecord as e:
-            item = Rejection(e.reason, e.detail, topic, partition, offset, value)
-        out.append((last_ts, item))
-    return out, last_ts
+    return label_id, label, _get_ts(obj, timestamp)
 
 
 def check_label_type(label: Any, task: str) -> None:

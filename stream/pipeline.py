@@ -1,18 +1,22 @@
 """One partition's way from input records to outputs and checkpoint snapshots.
 
 Decode, event-time merge, learner, outputs: everything the worker does to a partition except
-the I/O. The worker runs it in its model process (`consumers.model_process`) and only moves
-records in, outputs out, snapshots into SQLite once their outputs are acknowledged.
+the I/O and the parsing of each record (`codec.parse_records`), which the worker's I/O process
+does before it hands the records to its model process (`consumers.model_process`), where this
+runs; the outputs come back, and snapshots go into the store once their outputs are
+acknowledged.
 
 `run` returns the outputs (`stream.outputs`) in the order they were made: runs of
 `Predictions` (rows, which the worker's I/O process encodes), encoded `DriftNotice` and
 `DeadLetter` records, and each `StateSnapshot` at the record boundary where it was taken
 (every output before it is reflected in its state, none after it).
 
+>>> from driftstream.stream.codec import parse_records
 >>> from driftstream.stream.learner import LearnerConfig
 >>> pipe = PartitionPipeline(Learner(LearnerConfig(model="lr")), ("ev", "lb"), [0, 0])
->>> pipe.push(EVENTS, [(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1.0}}')])
->>> pipe.push(LABELS, [(0, 1000, b'{"id": "a", "ts": 9, "label": true}')])
+>>> pipe.push(EVENTS, parse_records([(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1}}')],
+...                                 "event"))
+>>> pipe.push(LABELS, parse_records([(0, 1000, b'{"id": "a", "ts": 9, "label": true}')], "label"))
 >>> pipe.set_caught_up(EVENTS, True); pipe.set_caught_up(LABELS, True)
 >>> [type(output).__name__ for output in pipe.run(now_ms=0)]
 ['Predictions']
@@ -25,22 +29,21 @@ records in, outputs out, snapshots into SQLite once their outputs are acknowledg
 
 from __future__ import annotations
 
-from driftstream.stream.codec import decode_records, encode
+from driftstream.stream.codec import ParsedRecord, decode_records, encode
 from driftstream.stream.learner import Learner
 from driftstream.stream.merge import EVENTS, LABELS, EventTimeMerge
 from driftstream.stream.outputs import DeadLetter, DriftNotice, Output, Predictions, StateSnapshot
 from driftstream.stream.records import DriftReport, Prediction, Rejection
 
-__all__ = ["EVENTS", "LABELS", "PartitionPipeline", "RawRecord", "StateSnapshot"]
-
-RawRecord = tuple[int, int, bytes | None]  # (offset, timestamp, value) as read from Kafka
+__all__ = ["EVENTS", "LABELS", "PartitionPipeline", "StateSnapshot"]
 
 
 class PartitionPipeline:
     """Decode → merge → learner → outputs, for one partition.
 
-    ``records`` pushed are ``(offset, timestamp, value)`` triples in offset order; those below
-    ``next_offset`` (already reflected in the learner) are skipped. Every ``checkpoint_every``
+    ``records`` pushed are an input's records in offset order, parsed (`codec.parse_records`,
+    which the worker's I/O process does); those below ``next_offset`` (already reflected in
+    the learner) are skipped. Every ``checkpoint_every``
     processed records a snapshot is taken in the output stream.
 
     ``serialize(learner)`` makes a periodic snapshot's state: the pickled bytes (default), the
@@ -72,7 +75,7 @@ class PartitionPipeline:
         self.drift_records: list[dict] = []
         self.model_events: list[dict] = []
 
-    def push(self, stream: int, records: list[RawRecord], now_ms: int = 0) -> None:
+    def push(self, stream: int, records: list[ParsedRecord], now_ms: int = 0) -> None:
         kind = "event" if stream == EVENTS else "label"
         batch, self.last_ts[stream] = decode_records(
             records,

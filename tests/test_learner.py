@@ -908,15 +908,20 @@ def test_a_checkpoint_from_before_max_classes_restores():
 def test_late_records_are_counted_and_kept_by_checkpoints():
     """A label older than an event already scored (labels were caught up) is merged late: the
     learner counts it, so status and /metrics show that the order depended on arrival."""
+    from driftstream.stream.codec import parse_records
     from driftstream.stream.pipeline import EVENTS, LABELS, PartitionPipeline
 
     pipe = PartitionPipeline(Learner(config(model="lr")), ("ev", "lb"), [0, 0])
-    pipe.push(EVENTS, [(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1.0}}')])
+    pipe.push(
+        EVENTS, parse_records([(0, 1000, b'{"id": "a", "ts": 5, "features": {"x": 1}}')], "event")
+    )
     pipe.set_caught_up(EVENTS, True)
     pipe.set_caught_up(LABELS, True)
     assert [type(output).__name__ for output in pipe.run(now_ms=0)] == ["Predictions"]
-    pipe.push(LABELS, [(0, 1000, b'{"id": "a", "ts": 4, "label": true}')])
-    pipe.push(EVENTS, [(1, 1000, b'{"id": "b", "ts": 6, "features": {"x": 1.0}}')])
+    pipe.push(LABELS, parse_records([(0, 1000, b'{"id": "a", "ts": 4, "label": true}')], "label"))
+    pipe.push(
+        EVENTS, parse_records([(1, 1000, b'{"id": "b", "ts": 6, "features": {"x": 1}}')], "event")
+    )
     outputs = pipe.run(now_ms=0)
     assert pipe.learner.n_labels == 1 and pipe.learner.summary()["late"] == 1
     _, value = outputs[-1].encoded()[-1]

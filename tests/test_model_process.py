@@ -28,6 +28,7 @@ from driftstream.consumers.model_process import (
     remove_orphaned_state_files,
 )
 from driftstream.producers.sources import event_record, label_record, synthetic
+from driftstream.stream.codec import parse_records
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.outputs import Predictions, StateSnapshot
 from driftstream.stream.pipeline import EVENTS, LABELS
@@ -40,6 +41,7 @@ def requests(n: int = 1500, every: int = 400) -> list:
     samples = list(synthetic("sea", n=n, seed=2, drift_at=[n // 2], label_delay="50", start_ts=0))
     events = [(i, 0, orjson.dumps(event_record(s))) for i, s in enumerate(samples)]
     labels = [(i, 0, orjson.dumps(label_record(s))) for i, s in enumerate(samples)]
+    events, labels = parse_records(events, "event"), parse_records(labels, "label")
     out = [
         OpenPartition(p, None, LearnerConfig(model="lr"), ("ev", "lb"), [0, 0], None, 0, every)
         for p in (0, 1)
@@ -246,9 +248,10 @@ def test_large_states_are_written_by_a_fork_and_equal_the_inline_ones(tmp_path, 
     assert matched >= 1
     # A last snapshot whose writer has not been reported: close waits and removes its file;
     # the reported ones are the worker's (it removes each once read).
-    extra = [
-        (10_000 + i, 0, orjson.dumps({"id": f"x{i}", "features": {"a": 1.0}})) for i in range(20)
-    ]
+    extra = parse_records(
+        [(10_000 + i, 0, orjson.dumps({"id": f"x{i}", "features": {"a": 1.0}})) for i in range(20)],
+        "event",
+    )
     last = host.handle(ProcessBatch(0, [Push(0, EVENTS, extra)], snapshot=[0]))
     # 20 pending joins: forked. Usually that is the snapshot asked for; but when earlier
     # periodic snapshots were postponed (writers busy), these records can bring a periodic one
