@@ -1,10 +1,9 @@
 """One partition's way from input records to outputs and checkpoint snapshots.
 
-Decode, event-time merge, learner, outputs: everything the worker does to a partition except
-the I/O and the parsing of each record (`codec.parse_records`), which the worker's I/O process
-does before it hands the records to its model process (`consumers.model_process`), where this
-runs; the outputs come back, and snapshots go into the store once their outputs are
-acknowledged.
+Event-time merge, learner, outputs: what the worker does to a partition between parsing its
+records (`codec.parse_records`) and encoding its predictions, both done by the worker's I/O
+process. The worker runs this in its model process (`consumers.model_process`): parsed
+records in, outputs out; snapshots go into the store once their outputs are acknowledged.
 
 `run` returns the outputs (`stream.outputs`) in the order they were made: runs of
 `Predictions` (rows, which the worker's I/O process encodes), encoded `DriftNotice` and
@@ -41,10 +40,9 @@ __all__ = ["EVENTS", "LABELS", "PartitionPipeline", "StateSnapshot"]
 class PartitionPipeline:
     """Decode → merge → learner → outputs, for one partition.
 
-    ``records`` pushed are an input's records in offset order, parsed (`codec.parse_records`,
-    which the worker's I/O process does); those below ``next_offset`` (already reflected in
-    the learner) are skipped. Every ``checkpoint_every``
-    processed records a snapshot is taken in the output stream.
+    ``records`` pushed are an input's records in offset order, parsed (`codec.parse_records`);
+    those below ``next_offset`` (already reflected in the learner) are skipped. Every
+    ``checkpoint_every`` processed records a snapshot is taken in the output stream.
 
     ``serialize(learner)`` makes a periodic snapshot's state: the pickled bytes (default), the
     name of a file that another process is writing it to, or None to try again at the next
