@@ -22,7 +22,9 @@ from driftstream.stream.codec import (
     check_label_type,
     decode_event,
     decode_label,
+    decode_records,
     encode,
+    parse_records,
 )
 from driftstream.stream.records import Event, Label, Prediction, Rejection
 from tests.support import PACKAGES, REPO
@@ -484,6 +486,40 @@ def test_prediction_without_proba():
 def test_decoded_records_are_event_and_label():
     assert isinstance(decode_event(b'{"id":"a","features":{}}', 0), Event)
     assert isinstance(decode_label(b'{"id":"a","label":1}', 0), Label)
+
+
+valid_records = st.builds(
+    lambda rid, features, label: orjson.dumps({"id": rid, "features": features, "label": label}),
+    valid_ids,
+    valid_features,
+    st.booleans(),
+)
+
+
+@FAST
+@given(
+    st.lists(st.one_of(valid_records, record_like.map(orjson.dumps), st.binary(max_size=40))),
+    st.sampled_from(["event", "label"]),
+    st.integers(0, 12),
+)
+def test_parsed_then_decoded_records_are_the_records_decoded_one_by_one(values, kind, start):
+    """What the worker's two processes do (parse, then decode) gives what decoding each record
+    does: the same items, a bad record a `Rejection` at the stream's time so far, the records
+    below ``start`` skipped."""
+    decoder = decode_event if kind == "event" else decode_label
+    records = [(offset, 1000 + offset, value) for offset, value in enumerate(values)]
+    expected, last_ts = [], -1
+    for offset, timestamp, value in records[start:]:
+        try:
+            item = decoder(value, timestamp)
+        except InvalidRecord as e:
+            item = Rejection(e.reason, e.detail, "t", 3, offset, value)
+        else:
+            item.topic, item.partition, item.offset, item.raw = "t", 3, offset, value
+            last_ts = item.ts
+        expected.append((last_ts, item))
+    got, got_last = decode_records(parse_records(records, kind), kind, "t", 3, -1, start)
+    assert got == expected and got_last == last_ts
 
 
 def test_random_garbage_smoke():
