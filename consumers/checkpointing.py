@@ -32,6 +32,7 @@ from driftstream.state.store import CheckpointStore, StoreUnavailable
 from driftstream.stream.codec import encode
 from driftstream.stream.outputs import StateSnapshot
 from driftstream.transport import DeliveryFailed, KafkaError
+from driftstream.transport.errors import UNREACHABLE
 
 __all__ = ["Checkpointer"]
 
@@ -197,6 +198,11 @@ class Checkpointer:
         if consumer.connected():
             try:
                 consumer.commit({(t, p): o for t, o in offsets.items()})
+            except UNREACHABLE as e:
+                # The broker went away during the commit (which then blocked for the request
+                # timeout): an outage, noticed now rather than at the next poll's check, so
+                # that an idle worker cannot take it for idleness and exit.
+                self.outage.failed(f"offsets not committed: {type(e).__name__}: {e}")
             except KafkaError as e:
                 log.warning(
                     "committing offsets failed (%s: %s); they are only a progress hint",

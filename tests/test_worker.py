@@ -452,3 +452,35 @@ def test_a_state_file_that_cannot_be_read_fails_that_checkpoint_only(tmp_path, m
     assert [snap.state for snap in saved] == [b"state"]
     assert not list(tmp_path.glob("driftstream-state-*"))
     worker.store.close()
+
+
+def test_a_commit_the_broker_never_answers_is_an_outage_at_once(tmp_path):
+    """The broker going away during the commit after a checkpoint (kafka-python then blocks
+    for its request timeout) is an outage as soon as the commit fails: an idle worker with
+    ``--exit-when-idle`` must not take the silence after it for idleness and exit clean.
+    A commit refused for another reason stays a warning (offsets are only a hint)."""
+    from kafka.errors import CommitFailedError, KafkaTimeoutError
+
+    from driftstream.transport import KafkaSettings
+
+    class Coordinator:
+        def __init__(self, error):
+            self.error = error
+
+        def connected(self):
+            return True
+
+        def commit(self, offsets):
+            raise self.error
+
+    worker = Worker(
+        KafkaSettings(bootstrap_servers="127.0.0.1:9"), LearnerConfig(), str(tmp_path / "s.sqlite")
+    )
+    worker.kafka.consumer = Coordinator(CommitFailedError("rebalancing"))
+    worker.checkpoints._commit(0, {"events": 5, "labels": 4})
+    assert worker.outage.ok
+    worker.kafka.consumer = Coordinator(KafkaTimeoutError("no answer"))
+    worker.checkpoints._commit(0, {"events": 5, "labels": 4})
+    assert not worker.outage.kafka_ok and worker.outage.needs_rewind
+    assert "offsets not committed: KafkaTimeoutError" in worker.outage.reason
+    worker.store.close()
