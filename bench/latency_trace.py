@@ -63,7 +63,7 @@ def _wall_ms() -> float:
     return time.time() * 1000
 
 
-def _event_number(key: bytes) -> int:
+def _event_number(key: bytes | str) -> int:
     return int(key[1:])  # the load generator's ids: L<n>
 
 
@@ -111,7 +111,7 @@ class TraceProbe(WorkerProbe):
             for progress in answer.progress.values()
             for output in progress.outputs
             if isinstance(output, Predictions)
-            for key, _ in output.encoded()
+            for key, *_ in output.rows
         ]
         if events:
             times = (polled_at, answer.started, answer.finished)
