@@ -708,9 +708,28 @@ class RecentIds:
 
 
 class _InterningUnpickler(pickle._Unpickler):
-    """Unpickles with every string interned, so equal strings become one object."""
+    """Unpickles with every string interned, so equal strings become one object, and every
+    numpy dtype as one object per value: an array restored from a checkpoint has a dtype of
+    its own, one made since shares numpy's, and pickle writes a dtype once per object."""
 
     dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        super().load_build()
+        built = self.stack[-1]
+        if isinstance(built, np.dtype):
+            one = self._dtypes.setdefault(built, built)
+            if one is not built:
+                self.stack[-1] = one
+                for key, value in self.memo.items():
+                    if value is built:
+                        self.memo[key] = one
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    @functools.cached_property
+    def _dtypes(self) -> dict:
+        return {}
 
 
 def _interning(code: int):

@@ -1039,3 +1039,23 @@ def test_a_covariate_shift_is_reported_as_data_drift_and_the_model_is_kept():
     assert {("ks", "reported"), ("t", "reported")} <= data
     assert min(r.n_seen for r in of(outs, DriftReport) if r.kind == "data") >= 15_000
     assert learner.version.generation == 0
+
+
+def test_canonical_bytes_do_not_depend_on_which_arrays_came_from_a_checkpoint():
+    """An array restored from a checkpoint has a numpy dtype object of its own, one made
+    since shares numpy's: equal states must still give equal canonical bytes (a worker that
+    took over a partition mid-stream is compared with an uninterrupted run so)."""
+    import numpy as np
+
+    learner = Learner(config(model="lr", data_drift=True))
+    stream = synth.SEA(seed=3)
+    for i, (x, y) in enumerate(stream.take(2500)):
+        learner.process_event(Event(f"e{i}", x, i))
+        learner.process_label(Label(f"e{i}", y, i))
+    restored = Learner.from_bytes(learner.to_bytes())
+    columns = restored.data_monitor._reference.numbers
+    name = next(iter(columns))
+    assert columns[name].dtype is not np.dtype(float)  # restored: a dtype object of its own
+    columns[name] = np.array(columns[name].tolist())  # the same values in an array made now
+    assert columns[name].dtype is np.dtype(float)
+    assert Learner.canonical_bytes(restored) == Learner.canonical_bytes(learner)
