@@ -714,6 +714,10 @@ class _InterningUnpickler(pickle._Unpickler):
 
     dispatch = dict(pickle._Unpickler.dispatch)
 
+    def __init__(self, file: io.BytesIO):
+        super().__init__(file)
+        self._dtypes: dict = {}  # each dtype value -> the one object that stands for it
+
     def load_build(self) -> None:
         super().load_build()
         built = self.stack[-1]
@@ -726,10 +730,6 @@ class _InterningUnpickler(pickle._Unpickler):
                         self.memo[key] = one
 
     dispatch[pickle.BUILD[0]] = load_build
-
-    @functools.cached_property
-    def _dtypes(self) -> dict:
-        return {}
 
 
 def _interning(code: int):
