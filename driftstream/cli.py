@@ -876,7 +876,8 @@ def _learner_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=FieldDefault(_LEARNER, "early_label_wait"),
         metavar="T",
-        help="event-time a label may wait for its event before it is unknown (%(default)s)",
+        help="how far in event time the events may pass a label whose event they have not "
+        "shown before it is dead-lettered as unknown_id (%(default)s)",
     )
     d = p.add_argument_group(
         "data drift and thresholds",

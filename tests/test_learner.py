@@ -222,9 +222,22 @@ def test_early_label_without_event_expires_after_wait():
     assert [(r.reason, r.id) for r in of(outs, Rejection)] == [("unknown_id", "ghost")]
     assert "early_label_wait=100" in of(outs, Rejection)[0].detail
     assert not learner.early
-    # labels move the clock too
+    # only events expire early labels: a later label does not
     learner.process_label(Label("ghost2", True, ts=200))
-    assert reasons(learner.process_label(Label("a", True, ts=301))) == ["unknown_id"]
+    assert reasons(learner.process_label(Label("ghost3", True, ts=301))) == []
+    assert reasons(learner.process_event(Event("c", {"x": 1.0}, ts=301))) == ["unknown_id"]
+    assert list(learner.early) == ["ghost3"]
+
+
+def test_a_burst_of_labels_ahead_of_their_events_waits_for_them():
+    """Labels released far ahead of the events (an events input that looked caught up while
+    its records were still on the way; failed the demo under load) all join their events."""
+    learner = Learner(config(early_label_wait=100))
+    for i in range(1000):
+        assert learner.process_label(Label(f"e{i}", i % 2 == 0, ts=i + 10)) == []
+    outs = [o for i in range(1000) for o in learner.process_event(Event(f"e{i}", {"x": i}, ts=i))]
+    assert not of(outs, Rejection) and len(of(outs, Prediction)) == 1000
+    assert not learner.early and learner.n_labels == 1000
 
 
 def test_early_label_buffer_full():
