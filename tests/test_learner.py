@@ -838,6 +838,36 @@ def test_held_metric_updates_are_applied_in_order_when_read_or_saved():
     )
 
 
+@pytest.mark.parametrize("classes", [[True, False], ["a", "b", "c"]], ids=["binary", "multiclass"])
+def test_held_updates_give_river_s_own_matrices_pickle_for_pickle(classes):
+    """A flush adds each (label, prediction) pair once with its count: the shared and the
+    baseline confusion matrices must be River's, updated one label at a time, to the byte
+    (counts, sample numbers, key order), unscored predictions (None, {}) included."""
+    rng = random.Random(11)
+    m = MetricSet("classification")
+    cm, baseline, log_loss = metrics.ConfusionMatrix(), metrics.ConfusionMatrix(), None
+    last = None
+    for i in range(2 * HELD_UPDATES + 123):
+        y = rng.choice(classes)
+        p = rng.choice([*classes, None, {}]) if i % 7 == 0 else rng.choice(classes)
+        proba = {c: 1 / len(classes) for c in classes} if p not in (None, {}) else None
+        m.update(y, p, proba)
+        if last is not None:
+            baseline.update(y, last)
+        last = y
+        if p not in (None, {}):
+            cm.update(y, p)
+            if log_loss is None:
+                log_loss = metrics.LogLoss() if classes[0] is True else metrics.CrossEntropy()
+            log_loss.update(y, proba)
+        if i == HELD_UPDATES + 1:
+            m = pickle.loads(pickle.dumps(m))  # a checkpoint while updates are held
+    report = m.report()
+    assert pickle.dumps(m._cm) == pickle.dumps(cm)
+    assert pickle.dumps(m._baseline.cm) == pickle.dumps(baseline)
+    assert report["log_loss"] == log_loss.get() and report["n_scored"] == cm.n_samples
+
+
 def test_metrics_restored_from_before_the_shared_matrix_go_on_counting():
     m = MetricSet("classification")
     m.update(True, True, {True: 0.9, False: 0.1})
