@@ -594,6 +594,9 @@ class KafkaCheckpointStore(CheckpointStore):
         sealed = seal_checkpoint(
             partition, version, offsets, model_version, info, config, state, self._key
         )
+        manifest_size = len(sealed.manifest_bytes)
+        if manifest_size > CHUNK_BYTES // 2:
+            raise ValueError(f"checkpoint info too large: a {manifest_size}-byte manifest")
         cid = sealed.manifest["id"]
         batch = encode_batch(
             partition, version, cid, sealed.manifest["created_at"], drift_records, model_events
@@ -606,9 +609,6 @@ class KafkaCheckpointStore(CheckpointStore):
             ]
             key = f"{partition}/{version}/{cid}/history".encode()
             self._send_all(self.topics["history"], partition, [(key, batch, headers)])
-        manifest_size = len(sealed.manifest_bytes)
-        if manifest_size > CHUNK_BYTES // 2:
-            raise ValueError(f"checkpoint info too large: a {manifest_size}-byte manifest")
         chunks = _split(sealed.state, CHUNK_BYTES, first=CHUNK_BYTES - manifest_size)
         records = (
             (

@@ -443,6 +443,27 @@ def test_kafka_chunks_carry_their_metadata_in_record_headers(kafka_settings, uni
 
 
 @pytest.mark.broker
+def test_a_kafka_checkpoint_whose_manifest_is_too_large_writes_nothing(
+    kafka_settings, unique_prefix
+):
+    """The manifest rides in the first chunk's headers; one over half a chunk is refused
+    before the history batch is written, so no orphan batch is left behind."""
+    create_checkpoint_topics(kafka_settings, unique_prefix, PARTITIONS)
+    store = KafkaCheckpointStore(kafka_settings, unique_prefix, KEY)
+    drift = {"kind": "concept", "partition": 0, "n_seen": 1, "action": "reset"}
+    try:
+        with pytest.raises(ValueError, match="checkpoint info too large"):
+            store.save_checkpoint(
+                0, b"state", {"events": 1}, (0, 0), {"note": "x" * CHUNK_BYTES}, [drift]
+            )
+    finally:
+        store.close()
+    topics = checkpoint_topics(unique_prefix)
+    assert _records(kafka_settings, topics["history"], 0) == []
+    assert _records(kafka_settings, topics["checkpoints"], 0) == []
+
+
+@pytest.mark.broker
 def test_kafka_store_topics_are_created_with_their_configs(kafka_settings, unique_prefix):
     """Compacted, no retention for checkpoints; kept for ever for the history (read back
     from the broker: Tansu keeps the settings it was given, though it never compacts)."""
