@@ -111,8 +111,7 @@ class MetricSet:
         self._recent.extend(scored)
 
     def _apply(self, y: Any, y_pred: Any, proba: dict | None) -> None:
-        if self.kinds is None:
-            self._create(y)
+        """One held update, metric by metric (`flush` has made the metrics)."""
         self.n_labels += 1
         if self.last_label is not None:
             self._baseline.update(y, self.last_label)
