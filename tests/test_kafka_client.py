@@ -30,6 +30,7 @@ from driftstream.transport import (
     topic_names,
 )
 from driftstream.transport._kafka_python import SUPPORTED_VERSION
+from tests.ports import restartable_ports
 from tests.support import wait_until
 
 DEADLINE_S = 20.0
@@ -628,7 +629,8 @@ def test_broker_refuses_a_port_in_use(broker: EmbeddedBroker) -> None:
 @pytest.mark.broker
 def test_embedded_broker_restart(tmp_path, kafka_client: str) -> None:
     """A restart keeps the port; clients made before it (admin, producer) still work."""
-    with EmbeddedBroker(log_path=tmp_path / "broker.log") as own:
+    (port,) = restartable_ports(1)
+    with EmbeddedBroker(port, log_path=tmp_path / "broker.log") as own:
         settings = KafkaSettings(own.bootstrap, fast_group_timeouts=True, client=kafka_client)
         admin = Admin(settings)
         producer = Producer(settings)

@@ -22,6 +22,7 @@ from driftstream.producers.sources import synthetic
 from driftstream.state.checkpoints import StateStore
 from driftstream.stream.learner import Learner
 from driftstream.transport import KafkaSettings, Producer
+from tests.ports import restartable_ports
 from tests.support import (
     DEADLINE_S,
     START_TS,
@@ -337,7 +338,8 @@ def test_worker_survives_a_broker_that_loses_everything(unique_prefix, tmp_path)
     n, first_part = 1000, 600
     samples = list(synthetic("sea", n, seed=6, label_delay="10", start_ts=START_TS))
     state = tmp_path / "s.sqlite"
-    broker = EmbeddedBroker(port=free_port(), log_path=tmp_path / "tansu.log")
+    (port,) = restartable_ports(1)  # taken again by the restart below
+    broker = EmbeddedBroker(port, log_path=tmp_path / "tansu.log")
     broker.start()
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, fast_group_timeouts=True)
     worker = None
