@@ -14,7 +14,14 @@ process's young-collection threshold, as in the worker. Reported, in µs per eve
   event-time merge, pickling requests and answers);
 - what the worker's I/O process does for it, not counted in the whole: parsing the records
   (`codec.parse_records`) and encoding the predictions of its answers (`Predictions.encoded`);
-- the whole again with a feature left out, and with Python's default collector thresholds.
+- the whole again with a feature left out, paired: a second `ModelHost` with that learner
+  configuration answers the same records in turn with the default one, request by request,
+  the two swapping which goes first each round (``--repeats`` rounded up to an even number),
+  so that the machine's speed, which drifts by up to 20 % within minutes here, weighs on
+  both alike. Each round's saving is reported; the same pairing with nothing left out (A/A)
+  shows the resolution (~1 µs a round: the host answering second gains a little);
+- the whole with Python's default collector thresholds (a process-wide setting: separate
+  runs, medians).
 
 ``--worker``: the 1-partition lr worker through Kafka (confluent-kafka), in rounds whose
 arms' order alternates, River's loop first in each: the default (a model process), one
@@ -61,6 +68,7 @@ __all__ = ["main", "measure_offline", "measure_worker"]
 PER_REQUEST = 500  # events, and labels, per request: a poll's worth
 CHECKPOINT_EVERY = 100_000  # records, the worker's default
 ABLATIONS = {
+    "the same again (A/A)": {},
     "without data-drift monitoring": {"data_drift": False},
     "reset policy instead of challenger": {"drift_policy": "reset"},
     "both": {"data_drift": False, "drift_policy": "reset"},
@@ -121,6 +129,22 @@ def _answer_all(requests: list[bytes]) -> float:
     for data in requests:
         pickle.dumps(("ok", host.handle(pickle.loads(data))), protocol=5)
     return time.process_time() - started
+
+
+def _paired(first: list[bytes], second: list[bytes], first_leads: bool) -> tuple[float, float]:
+    """CPU seconds of two fresh ModelHosts answering ``first`` and ``second`` (the same
+    records, another configuration) in turn, request by request, pickling as the pipe does."""
+    hosts = (ModelHost(), ModelHost())
+    spent = [0.0, 0.0]
+    order = (0, 1) if first_leads else (1, 0)
+    gc.collect()
+    for pair in zip(first, second):
+        for i in order:
+            request = pickle.loads(pair[i])
+            started = time.process_time()
+            pickle.dumps(("ok", hosts[i].handle(request)), protocol=5)
+            spent[i] += time.process_time() - started
+    return spent[0], spent[1]
 
 
 def _encoding(requests: list[bytes]) -> float:
@@ -185,11 +209,14 @@ def measure_offline(n: int, repeats: int) -> dict:
         encoding = statistics.median(_encoding(default) for _ in range(repeats))
         log("parsing records (the I/O process's part)")
         parsing = statistics.median(_parsing(samples) for _ in range(repeats))
-        ablations = {}
+        ablations, savings = {}, {}
         for name, fields in ABLATIONS.items():
-            log(f"whole, {name}")
+            log(f"whole, {name}, paired with the default")
             requests = _requests(samples, LearnerConfig(**fields))
-            ablations[name] = statistics.median(_answer_all(requests) for _ in range(repeats))
+            pairs = repeats + repeats % 2  # even: each host leads as often
+            rounds = [_paired(default, requests, i % 2 == 0) for i in range(pairs)]
+            ablations[name] = statistics.median(other for _, other in rounds)
+            savings[name] = [stock - other for stock, other in rounds]
         gc.set_threshold(*old_threshold)
         log("whole, Python's default collector thresholds")
         ablations["default collector thresholds (700)"] = statistics.median(
@@ -208,29 +235,34 @@ def measure_offline(n: int, repeats: int) -> dict:
         "io_encoding_us": encoding * per_event,
         "io_parsing_us": parsing * per_event,
         "ablations_us": {k: v * per_event for k, v in ablations.items()},
+        "ablation_savings_us": {k: [v * per_event for v in vs] for k, vs in savings.items()},
     }
 
 
 def offline_table(r: dict) -> str:
     river = r["river_us"]
     rows = [
-        ["River's simulate_qa loop (the limit)", fmt(river, ".1f"), "1.00"],
+        ["River's simulate_qa loop (the limit)", fmt(river, ".1f"), "1.00", ""],
         [
             "model process, whole",
             fmt(r["model_process_us"], ".1f"),
             fmt(river / r["model_process_us"], ".2f"),
+            "",
         ],
     ]
-    rows += [[f"  {part}", fmt(us, ".1f"), ""] for part, us in r["parts_us"].items()]
-    rows.append(["  (sum of the parts, timers included)", fmt(r["timed_total_us"], ".1f"), ""])
-    rows.append(["I/O process: parse records", fmt(r["io_parsing_us"], ".1f"), ""])
-    rows.append(["I/O process: encode predictions", fmt(r["io_encoding_us"], ".1f"), ""])
-    rows += [
-        [f"whole, {name}", fmt(us, ".1f"), fmt(river / us, ".2f")]
-        for name, us in r["ablations_us"].items()
-    ]
-    head = f"model process offline, lr, n={r['n']:,}: CPU µs per event (medians of {r['repeats']})"
-    return head + "\n" + table(rows, ["what", "µs/event", "River / it"])
+    rows += [[f"  {part}", fmt(us, ".1f"), "", ""] for part, us in r["parts_us"].items()]
+    rows.append(["  (sum of the parts, timers included)", fmt(r["timed_total_us"], ".1f"), "", ""])
+    rows.append(["I/O process: parse records", fmt(r["io_parsing_us"], ".1f"), "", ""])
+    rows.append(["I/O process: encode predictions", fmt(r["io_encoding_us"], ".1f"), "", ""])
+    savings = r.get("ablation_savings_us", {})
+    for name, us in r["ablations_us"].items():
+        saved = " ".join(f"{x:+.1f}" for x in savings.get(name, ()))
+        rows.append([f"whole, {name}", fmt(us, ".1f"), fmt(river / us, ".2f"), saved])
+    head = (
+        f"model process offline, lr, n={r['n']:,}: CPU µs per event (medians of "
+        f"{r['repeats']}; saved: against the default, paired, by round)"
+    )
+    return head + "\n" + table(rows, ["what", "µs/event", "River / it", "saved"])
 
 
 def measure_worker(n: int, repeats: int) -> dict:
