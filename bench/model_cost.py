@@ -254,7 +254,7 @@ def offline_table(r: dict) -> str:
     rows.append(["  (sum of the parts, timers included)", fmt(r["timed_total_us"], ".1f"), "", ""])
     rows.append(["I/O process: parse records", fmt(r["io_parsing_us"], ".1f"), "", ""])
     rows.append(["I/O process: encode predictions", fmt(r["io_encoding_us"], ".1f"), "", ""])
-    savings = r.get("ablation_savings_us", {})
+    savings = r["ablation_savings_us"]
     for name, us in r["ablations_us"].items():
         saved = " ".join(f"{x:+.1f}" for x in savings.get(name, ()))
         rows.append([f"whole, {name}", fmt(us, ".1f"), fmt(river / us, ".2f"), saved])
