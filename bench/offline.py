@@ -53,8 +53,8 @@ def measure_river_inprocess(samples: list[Sample], model: str) -> dict:
 
 def measure_learner_offline(samples: list[Sample], model: str) -> dict:
     """driftstream's core without Kafka: ``stream.offline.run_offline`` (event-time merge +
-    Learner with default LearnerConfig: predict_proba, pending join, metrics, served-error
-    ADWIN, data-drift ADWIN per numeric feature, reset policy, learn).
+    Learner with the default LearnerConfig: schema check, predict_proba, pending join,
+    metrics, served-error ADWIN, data-drift monitoring, challenger policy, learn).
 
     Inputs are Event/Label objects decoded beforehand from the wire bytes (as the worker
     holds them); outputs (Prediction objects) are collected but not encoded. Timed: the
