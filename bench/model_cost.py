@@ -19,7 +19,7 @@ process's young-collection threshold, as in the worker. Reported, in µs per eve
   the two swapping which goes first each round (``--repeats`` rounded up to an even number),
   so that the machine's speed, which drifts by up to 20 % within minutes here, weighs on
   both alike. Each round's saving is reported; the same pairing with nothing left out (A/A)
-  shows the resolution (~1 µs a round: the host answering second gains a little);
+  shows the resolution (within about 1 µs a round, `bench/results/model-process-cost.md`);
 - the whole with Python's default collector thresholds (a process-wide setting: separate
   runs, medians).
 
