@@ -3,7 +3,7 @@
 One run, one embedded Tansu broker (started here, loopback only), the same data and the same
 model specs everywhere: ``synthetic("sea", n, drift_at=[n // 2], label_delay="100")`` (labels
 revealed 100 event-time units = 100 events later), models ``lr`` and ``ht``, learner defaults
-(drift policy ``reset``, data-drift monitoring on), as ``driftstream run`` would use them.
+(drift policy ``challenger``, data-drift monitoring on), as ``driftstream run`` would use them.
 
 Measured (each in its own ``measure_*`` function, whose docstring says exactly what it times):
 
@@ -54,7 +54,9 @@ everything else). Progress goes to stderr.
 when confluent-kafka is installed) or ``confluent``, the 1-partition lr worker is measured
 again with ``--kafka-client confluent`` (``--repeats`` runs on one broker, median), and its
 latency at half of that maximum (``--repeats`` runs, a fresh broker each, median p99);
-``confluent`` alone skips the kafka-python measurements.
+``confluent`` alone skips the kafka-python measurements. Alternating with those runs, the same
+worker runs with `PLAIN_LEARNER` (``confluent_plain_*`` keys): what data-drift monitoring and
+the challenger policy cost.
 
 A 1-partition worker that processes nothing for 30 s is stopped and reported (WorkerStalled,
 with its queues, pause flags, positions and kafka-python's parked fetch data); a failed
@@ -97,6 +99,9 @@ from bench.worker_runs import alternating_rounds, measure_throughputs, measure_w
 __all__ = ["MODELS", "main", "run_all"]
 
 MODELS = ("lr", "ht")
+# The learner without the two defaults added after issue 28's target was set: data-drift
+# monitoring and the challenger policy (``--no-data-drift --drift-policy reset``).
+PLAIN_LEARNER = {"data_drift": False, "drift_policy": "reset"}
 
 
 def run_all(args: argparse.Namespace) -> dict:
@@ -175,17 +180,24 @@ def _measure_confluent(
     broker (median events/s), then the latency at half that maximum, ``repeats`` runs with a
     fresh broker each (median p99), as `measure_latencies` does for kafka-python."""
     out = res["confluent"] = {}
+    runs: dict[str, list] = {"default": [], "plain": []}
     with broker_env(tmp, samples, client="confluent") as env:
-        runs = []
-        for _ in range(repeats):
-            log("worker, 1 partition, lr, --kafka-client confluent")
-            runs.append(w := attempt(res, "confluent-worker_1p-lr", measure_worker_1p, env, "lr"))
-            log(f"  {fmt(lookup(w, 'events_per_s'))} events/s")
-    out["worker_1p"] = median_run(runs, "events_per_s")
-    out["repeats"] = [lookup(w, "events_per_s") for w in runs]
-    out["ratio_vs_river"] = ratio(
-        lookup(out, "worker_1p", "events_per_s"), lookup(res, "river", "lr", "events_per_s")
-    )
+        for i in range(repeats):
+            for arm in ("default", "plain") if i % 2 == 0 else ("plain", "default"):
+                log(f"worker, 1 partition, lr, --kafka-client confluent, {arm} learner")
+                name = "confluent-worker_1p-lr" + ("" if arm == "default" else "-plain")
+                learner = None if arm == "default" else PLAIN_LEARNER
+                runs[arm].append(
+                    w := attempt(res, name, measure_worker_1p, env, "lr", learner=learner)
+                )
+                log(f"  {fmt(lookup(w, 'events_per_s'))} events/s")
+    river = lookup(res, "river", "lr", "events_per_s")
+    for arm, suffix in (("default", ""), ("plain", "_plain")):
+        out["worker_1p" + suffix] = median_run(runs[arm], "events_per_s")
+        out["repeats" + suffix] = [lookup(w, "events_per_s") for w in runs[arm]]
+        out["ratio_vs_river" + suffix] = ratio(
+            lookup(out, "worker_1p" + suffix, "events_per_s"), river
+        )
     rate = out["latency_rate"] = round((lookup(out, "worker_1p", "events_per_s") or 10_000) / 4) * 2
     latencies: dict[str, list] = {"worker": [], "ceiling": []}
     for _ in range(repeats):
@@ -279,6 +291,8 @@ def confluent_summary(res: dict) -> dict:
         "confluent_events_per_s": lookup(res, "confluent", "worker_1p", "events_per_s"),
         "confluent_ratio_vs_river": lookup(res, "confluent", "ratio_vs_river"),
         "confluent_p99_ms": lookup(res, "confluent", "latency_half", "p99_ms"),
+        "confluent_plain_events_per_s": lookup(res, "confluent", "worker_1p_plain", "events_per_s"),
+        "confluent_plain_ratio_vs_river": lookup(res, "confluent", "ratio_vs_river_plain"),
         "confluent_p99_ms_io_ceiling": lookup(
             res, "confluent", "latency_half_io_ceiling", "p99_ms"
         ),
@@ -300,6 +314,10 @@ def confluent_lines(res: dict) -> list[str]:
         f"  worker {fmt(lookup(c, 'worker_1p', 'events_per_s'))} events/s "
         f"(runs: {', '.join(fmt(v) for v in c['repeats'])}), "
         f"{c['ratio_vs_river'] or 0:.2f}x River's in-process loop",
+        f"  same, --no-data-drift --drift-policy reset: "
+        f"{fmt(lookup(c, 'worker_1p_plain', 'events_per_s'))} events/s "
+        f"(runs: {', '.join(fmt(v) for v in c['repeats_plain'])}), "
+        f"{c['ratio_vs_river_plain'] or 0:.2f}x River's loop (runs alternating with the above)",
         f"  latency at {c['latency_rate']:,} events/s (half its maximum): p50 "
         f"{lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms, p99 {lat.get('p99_ms')} ms "
         f"(runs' p99: {', '.join(str(lookup(r, 'p99_ms')) for r in c['latency_repeats'])})",
