@@ -27,7 +27,6 @@ rolling metric crosses a threshold.
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import functools
 import io
@@ -700,7 +699,7 @@ class RecentIds:
         """For a checkpoint: the ids as one JSON array, oldest first, and their numbers as
         64-bit differences from the one before, zlib-compressed: event offsets mostly grow
         by one, so 100,000 of them take ~4 KB instead of 800 KB (~5 ms more)."""
-        values = np.frombuffer(array.array("q", self._value.values()), dtype=np.int64)
+        values = np.fromiter(self._value.values(), np.int64, len(self._value))  # 2x array's
         numbers = zlib.compress(np.diff(values, prepend=0).tobytes(), 1)
         try:
             return orjson.dumps(list(self._value)), numbers
