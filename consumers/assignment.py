@@ -135,6 +135,7 @@ class Assignments:
         """Open partition p's pipeline in the model from its newest checkpoint (or fresh, if
         it has none). `StoreUnavailable` if the store cannot be read; StateError if it has
         checkpoints and none can be loaded."""
+        self.checkpoints.finish_writes(wait=True)  # the store is read: none in flight
         checkpoint = self.store.latest(p)
         while True:
             offsets = [0, 0]
@@ -267,6 +268,7 @@ class Assignments:
 
     def _on_revoke(self, partitions: Partitions) -> set[int]:
         self.link.drain()
+        self.checkpoints.finish_writes(wait=True)  # committed while still owned
         lost = sorted({p for _, p in partitions} & set(self.tasks))
         unsaved = [self.tasks[p] for p in lost if self.checkpoints.unsaved(self.tasks[p])]
         self.unrestored -= {p for _, p in partitions}

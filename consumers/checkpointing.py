@@ -8,6 +8,11 @@ is saved when the model process reports the file complete, unless a newer checkp
 partition came first. After a save the offsets are committed to Kafka, as a progress hint for
 lag tools only: restores use the checkpoints.
 
+A periodic checkpoint is written by a thread of its own (15-40 ms in SQLite here, which
+would otherwise pause polling and sending), one at a time and in order; it counts as saved,
+and its offsets are committed, once the write is confirmed. Revoke and shutdown checkpoints,
+and every read of the store, wait for the writes in flight first.
+
 The store is any `CheckpointStore` (an SQLite file, a Kafka topic, an S3 bucket). A save it
 does not confirm (`StoreUnavailable`) commits nothing and is an outage (`Outage.store_failed`):
 processing stops, and every partition goes back to its newest saved checkpoint once the store
@@ -17,9 +22,12 @@ learner's configuration (with the driftstream, River and Python versions the sto
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple
 
 from driftstream.consumers.faults import FaultPlan
 from driftstream.consumers.kafka_clients import FLUSH_TIMEOUT_S, KafkaClients
@@ -62,6 +70,8 @@ class Checkpointer:
         self.keep = keep  # checkpoints kept per partition (plus one per model generation)
         self.faults = faults
         self._awaiting: dict[str, tuple[int, StateSnapshot]] = {}  # states being written
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-writer")
+        self._writing: collections.deque[_Write] = collections.deque()  # oldest first
 
     def take(self, task: PartitionTask, snap: StateSnapshot) -> bool:
         """A snapshot met among the outputs: save it now, or once its file is written;
@@ -72,9 +82,11 @@ class Checkpointer:
         return self.save(task, snap)
 
     def save(self, task: PartitionTask, snap: StateSnapshot) -> bool:
-        """Flush outputs, then save the snapshot with the offsets it reflects (one txn).
+        """Flush outputs, then save the snapshot with the offsets it reflects (one txn): a
+        periodic one by the writer thread, any other here, after the writes in flight.
 
-        Saves nothing and returns False if Kafka does not acknowledge the outputs.
+        Saves nothing and returns False if Kafka does not acknowledge the outputs (or, here,
+        if the store does not confirm the save).
         """
         if not self.outage.ok:
             return False
@@ -99,20 +111,39 @@ class Checkpointer:
             self.sender.send_one("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
         except KafkaError as e:  # informational only; the checkpoint matters
             log.debug("metrics record not sent: %s", e)
-        try:
-            version = self.store.save_checkpoint(
-                p,
-                snap.state,
-                offsets,
-                snap.model,
-                info=snap.summary,
-                drift_records=snap.drift_records,
-                model_events=snap.model_events,
-                config=None if task.config is None else dataclasses.asdict(task.config),
-            )
-        except StoreUnavailable as e:  # not confirmed: nothing committed, back to the last one
-            self.outage.store_failed(f"checkpoint of partition {p} not saved: {e}")
+        config = None if task.config is None else dataclasses.asdict(task.config)
+        if snap.reason == "periodic":
+            done = self._writer.submit(self._write, p, snap, offsets, config)
+            self._writing.append(_Write(task, snap, offsets, started, done))
+            self.finish_writes()
+            return True
+        self.finish_writes(wait=True)
+        if not self.outage.ok:  # a write in flight was not confirmed
             return False
+        done = Future()
+        try:
+            done.set_result(self._write(p, snap, offsets, config))
+        except StoreUnavailable as e:
+            done.set_exception(e)
+        return self._finish(_Write(task, snap, offsets, started, done))
+
+    def finish_writes(self, wait: bool = False) -> None:
+        """Count the writes confirmed so far as saved, in order (with ``wait``: all of them)."""
+        while self._writing and (wait or self._writing[0].done.done()):
+            self._finish(self._writing.popleft())
+
+    def _write(self, p: int, snap: StateSnapshot, offsets: dict[str, int], config) -> int:
+        """Save and prune (on the writer thread for periodic checkpoints); the new version."""
+        version = self.store.save_checkpoint(
+            p,
+            snap.state,
+            offsets,
+            snap.model,
+            info=snap.summary,
+            drift_records=snap.drift_records,
+            model_events=snap.model_events,
+            config=config,
+        )
         # Retention: replay can start near any point without the store growing forever.
         try:
             self.store.prune(p, keep_last=self.keep)
@@ -123,7 +154,19 @@ class Checkpointer:
                 e,
                 extra=fields(event="prune_failed", partition=p),
             )
-        seconds = time.perf_counter() - started
+        return version
+
+    def _finish(self, write: _Write) -> bool:
+        """A write is over: log it and commit its offsets, or, if the store did not confirm
+        it, an outage (nothing committed; every partition back to its newest checkpoint)."""
+        task, snap, offsets = write.task, write.snap, write.offsets
+        p = task.partition
+        try:
+            version = write.done.result()
+        except StoreUnavailable as e:
+            self.outage.store_failed(f"checkpoint of partition {p} not saved: {e}")
+            return False
+        seconds = time.perf_counter() - write.started
         task.checkpoint_seconds.observe(seconds)
         task.summary = snap.summary
         model = snap.summary["model"]
@@ -177,8 +220,10 @@ class Checkpointer:
 
     def unsaved(self, task: PartitionTask) -> bool:
         """Processed something since its newest saved checkpoint."""
-        return bool(task.since_checkpoint) or any(
-            p == task.partition for p, _ in self._awaiting.values()
+        return (
+            bool(task.since_checkpoint)
+            or any(p == task.partition for p, _ in self._awaiting.values())
+            or any(write.task is task for write in self._writing)
         )
 
     @property
@@ -186,10 +231,17 @@ class Checkpointer:
         """Some snapshot's state is still being written."""
         return bool(self._awaiting)
 
+    def close(self) -> None:
+        """Finish the writes in flight and stop the writer thread (before the store closes)."""
+        self.finish_writes(wait=True)
+        self._writer.shutdown()
+
     def forget(self) -> None:
         """Drop the snapshots still being written (a rewind: their outputs may be lost); their
-        files are removed when reported complete."""
+        files are removed when reported complete. Checkpoints handed to the store are kept
+        (their outputs were acknowledged): their writes are waited for."""
         self._awaiting.clear()
+        self.finish_writes(wait=True)
 
     def _commit(self, p: int, offsets: dict[str, int]) -> None:
         # Committed offsets are only a progress hint for lag tools; without a coordinator the
@@ -210,3 +262,13 @@ class Checkpointer:
                     e,
                     extra=fields(event="commit_failed"),
                 )
+
+
+class _Write(NamedTuple):
+    """A checkpoint handed to the store: what to do once ``done`` says how it went."""
+
+    task: PartitionTask
+    snap: StateSnapshot
+    offsets: dict[str, int]
+    started: float
+    done: Future

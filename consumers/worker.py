@@ -287,6 +287,7 @@ class Worker:
                 active = True
                 if not was_ok:  # failing again at once: do not spin
                     time.sleep(OUTAGE_POLL_MS / 1000)
+            self.checkpoints.finish_writes()
             self.dead_letters.flush()
             self.partitioner_check.update(self._labels_partitions)
             if self.server is not None:
@@ -412,11 +413,14 @@ class Worker:
                 )
             self.dead_letters.flush(force=True)
         finally:
-            self.kafka.close()
-            self.link.close()
-            if self.server is not None:
-                self.server.close()
-            self.store.close()
+            try:
+                self.checkpoints.close()
+            finally:
+                self.kafka.close()
+                self.link.close()
+                if self.server is not None:
+                    self.server.close()
+                self.store.close()
         log.info("worker stopped", extra=fields(event="stopped", clean=clean))
         return clean
 

@@ -112,7 +112,8 @@ class StateStore:
         _check_header(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S)
+            # used by the worker's checkpoint writer thread too, one thread at a time
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state file {self.path}: {exc}") from exc
         try:
