@@ -9,9 +9,10 @@ partition came first. After a save the offsets are committed to Kafka, as a prog
 lag tools only: restores use the checkpoints.
 
 A periodic checkpoint is written by a thread of its own (15-40 ms in SQLite here, which
-would otherwise pause polling and sending), one at a time and in order; it counts as saved,
-and its offsets are committed, once the write is confirmed. Revoke and shutdown checkpoints,
-and every read of the store, wait for the writes in flight first.
+would otherwise pause polling and sending); it counts as saved, and its offsets are
+committed, once the write is confirmed. One write is in flight at most: the next checkpoint,
+revoke and shutdown checkpoints, and every read of the store wait for it. So a crash can
+lose up to two checkpoint intervals, the newest of them still being written.
 
 The store is any `CheckpointStore` (an SQLite file, a Kafka topic, an S3 bucket). A save it
 does not confirm (`StoreUnavailable`) commits nothing and is an outage (`Outage.store_failed`):
@@ -113,6 +114,9 @@ class Checkpointer:
             log.debug("metrics record not sent: %s", e)
         config = None if task.config is None else dataclasses.asdict(task.config)
         if snap.reason == "periodic":
+            self.finish_writes(wait=bool(self._writing))  # at most one write in flight
+            if not self.outage.ok:  # the one in flight was not confirmed
+                return False
             done = self._writer.submit(self._write, p, snap, offsets, config)
             self._writing.append(_Write(task, snap, offsets, started, done))
             self.finish_writes()

@@ -216,10 +216,11 @@ def test_partitions_move_to_other_hosts_by_sigterm_then_by_kill9(
         again = assert_like_an_uninterrupted_run(
             kafka_settings, unique_prefix, store, samples, cli_config(argv), PARTITIONS
         )
-    # After the SIGTERM nothing came again; after the kill, at most a checkpoint's worth.
+    # After the SIGTERM nothing came again; after the kill, at most two checkpoints' worth
+    # (the newest checkpoint may still have been being written).
     wires = read_all(kafka_settings, topics["predictions"])
     assert sum(1 for w in wires if w["id"] in first_half) == len(first_half)
-    assert all(n <= CHECKPOINT_EVERY for n in again.values()) and sum(again.values()) > 0, again
+    assert all(n <= 2 * CHECKPOINT_EVERY for n in again.values()) and sum(again.values()) > 0, again
     # Nothing of the state was kept on any host, and no secret reached a log.
     for host in (a, b, c):
         assert sorted(f.name for f in host.dir.iterdir()) == ["worker.log"]
