@@ -83,11 +83,12 @@ class Checkpointer:
         return self.save(task, snap)
 
     def save(self, task: PartitionTask, snap: StateSnapshot) -> bool:
-        """Flush outputs, then save the snapshot with the offsets it reflects (one txn): a
-        periodic one by the writer thread, any other here, after the writes in flight.
+        """Flush outputs, then save the snapshot with the offsets it reflects (one txn) on the
+        writer thread, after the write in flight: a periodic one counts once confirmed, any
+        other is waited for.
 
-        Saves nothing and returns False if Kafka does not acknowledge the outputs (or, here,
-        if the store does not confirm the save).
+        Saves nothing and returns False if Kafka does not acknowledge the outputs (or, for a
+        checkpoint waited for, if the store does not confirm it).
         """
         if not self.outage.ok:
             return False
@@ -112,24 +113,16 @@ class Checkpointer:
             self.sender.send_one("metrics", encode({**snap.summary, "offsets": offsets}), None, p)
         except KafkaError as e:  # informational only; the checkpoint matters
             log.debug("metrics record not sent: %s", e)
-        config = None if task.config is None else dataclasses.asdict(task.config)
-        if snap.reason == "periodic":
-            self.finish_writes(wait=bool(self._writing))  # at most one write in flight
-            if not self.outage.ok:  # the one in flight was not confirmed
-                return False
-            done = self._writer.submit(self._write, p, snap, offsets, config)
-            self._writing.append(_Write(task, snap, offsets, started, done))
-            self.finish_writes()
-            return True
-        self.finish_writes(wait=True)
-        if not self.outage.ok:  # a write in flight was not confirmed
+        self.finish_writes(wait=True)  # one write in flight at most, and in order
+        if not self.outage.ok:  # the one in flight was not confirmed
             return False
-        done = Future()
-        try:
-            done.set_result(self._write(p, snap, offsets, config))
-        except StoreUnavailable as e:
-            done.set_exception(e)
-        return self._finish(_Write(task, snap, offsets, started, done))
+        config = None if task.config is None else dataclasses.asdict(task.config)
+        done = self._writer.submit(self._write, p, snap, offsets, config)
+        write = _Write(task, snap, offsets, started, done)
+        if snap.reason == "periodic":  # counted as saved once confirmed (`finish_writes`)
+            self._writing.append(write)
+            return True
+        return self._finish(write)  # revoke, shutdown: waits for it
 
     def finish_writes(self, wait: bool = False) -> None:
         """Count the writes confirmed so far as saved, in order (with ``wait``: all of them)."""
@@ -137,7 +130,7 @@ class Checkpointer:
             self._finish(self._writing.popleft())
 
     def _write(self, p: int, snap: StateSnapshot, offsets: dict[str, int], config) -> int:
-        """Save and prune (on the writer thread for periodic checkpoints); the new version."""
+        """Save and prune, on the writer thread; the new version."""
         version = self.store.save_checkpoint(
             p,
             snap.state,
