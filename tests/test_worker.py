@@ -484,3 +484,55 @@ def test_a_commit_the_broker_never_answers_is_an_outage_at_once(tmp_path):
     assert not worker.outage.kafka_ok and worker.outage.needs_rewind
     assert "offsets not committed: KafkaTimeoutError" in worker.outage.reason
     worker.store.close()
+
+
+def test_predictions_go_on_while_a_periodic_checkpoint_is_being_written(
+    kafka_settings, unique_prefix, tmp_path
+):
+    """The store's write of a periodic checkpoint runs beside the loop, which keeps sending.
+
+    The first save waits, inside the store, until predictions for events past the ones the
+    checkpoint reflects are on the topic; written on the loop's thread, none could be sent
+    meanwhile and the wait would reach its deadline."""
+    from driftstream.state.sqlite_store import SqliteCheckpointStore
+    from tests.support import wait_until
+
+    topics = create_topics(kafka_settings, unique_prefix)
+    samples = list(synthetic("sea", n=3000, seed=3, label_delay="10", start_ts=0))
+    publisher = EventPublisher(kafka_settings, unique_prefix)
+    publish_samples(publisher, samples)
+    publisher.close()
+    seen_meanwhile: list[int] = []
+
+    class GatedStore(SqliteCheckpointStore):
+        def save_checkpoint(self, partition, state, offsets, *args, **kwargs):
+            if not seen_meanwhile:
+                scored = offsets[topics["events"]]
+                try:
+                    wait_until(
+                        lambda: len(read_all(kafka_settings, topics["predictions"])) > scored,
+                        "predictions past the checkpoint, sent during its write",
+                        timeout=20,
+                        step=0.1,
+                    )
+                    seen_meanwhile.append(len(read_all(kafka_settings, topics["predictions"])))
+                except AssertionError:
+                    seen_meanwhile.append(-1)
+                seen_meanwhile.append(scored)
+            return super().save_checkpoint(partition, state, offsets, *args, **kwargs)
+
+    worker = Worker(
+        kafka_settings,
+        LearnerConfig(model="lr", drift_policy="none", data_drift=False),
+        GatedStore(tmp_path / "s.sqlite"),
+        WorkerOptions(
+            group=f"{unique_prefix}g",
+            topic_prefix=unique_prefix,
+            exit_when_idle=1.5,
+            checkpoint_every=1000,
+        ),
+    )
+    assert worker.run() == 0
+    sent, scored = seen_meanwhile
+    assert sent > scored > 0, (sent, scored)
+    assert len(read_all(kafka_settings, topics["predictions"])) == len(samples)
