@@ -121,7 +121,7 @@ def run_all(args: argparse.Namespace) -> dict:
     _measure_offline(res, samples, models)
 
     tmp = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
-    clients = args.kafka_client
+    clients = res["kafka_client"] = args.kafka_client
     try:
         if clients in ("kafka-python", "both"):
             with broker_env(tmp, samples) as env:
