@@ -83,12 +83,13 @@ def _main_table(res: dict) -> str:
     ]
     rows = []
     # with --kafka-client confluent the kafka-python measurements are not run, not failed
-    confluent_only = res.get("kafka_client") == "confluent"
-    absent = ["not run", "--kafka-client confluent"] if confluent_only else ["FAILED", "see notes"]
+    absent, why = ("FAILED", "see notes")
+    if res.get("kafka_client") == "confluent":
+        absent, why = ("not run", "--kafka-client confluent")
 
     def row(name, model, parts, r, note="", cpu_key="cpu_s"):
         if not r:
-            rows.append([name, model, parts, "", "", absent[0], "", "", absent[1]])
+            rows.append([name, model, parts, "", "", absent, "", "", why])
             return
         cpu = r.get(cpu_key)
         rows.append(
@@ -191,10 +192,10 @@ def _main_table(res: dict) -> str:
                     "4",
                     "",
                     "",
-                    absent[0],
+                    absent,
                     "",
                     "",
-                    absent[1],
+                    why,
                 ]
             )
         else:

@@ -17,12 +17,13 @@ from driftstream.demo import DemoOptions, run_demo
 from driftstream.producers.publisher import EventPublisher, publish_samples
 from driftstream.producers.sources import river_delay, synthetic
 from driftstream.state.checkpoints import StateStore
+from driftstream.state.sqlite_store import SqliteCheckpointStore
 from driftstream.state.store import open_store
 from driftstream.stream.learner import Learner, LearnerConfig
 from driftstream.stream.models import build_model
 from driftstream.stream.records import MAX_RAW_BYTES
 from driftstream.transport import Admin, Producer, TopicError, topic_names
-from tests.support import create_topics, read_all
+from tests.support import create_topics, read_all, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -494,9 +495,6 @@ def test_predictions_go_on_while_a_periodic_checkpoint_is_being_written(
     The first save waits, inside the store, until predictions for events past the ones the
     checkpoint reflects are on the topic; written on the loop's thread, none could be sent
     meanwhile and the wait would reach its deadline."""
-    from driftstream.state.sqlite_store import SqliteCheckpointStore
-    from tests.support import wait_until
-
     topics = create_topics(kafka_settings, unique_prefix)
     samples = list(synthetic("sea", n=3000, seed=3, label_delay="10", start_ts=0))
     publisher = EventPublisher(kafka_settings, unique_prefix)
